@@ -1,0 +1,375 @@
+//! Configuration as data: the same JSON works from every runtime.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The whole configuration of a [`TrafficControl`](crate::TrafficControl).
+///
+/// ```
+/// use traffic_control_core::Config;
+/// let config = Config::from_json(r#"{
+///     "limits": {
+///         "global":  { "kind": "window", "max": 150, "per": "10s" },
+///         "catalog": { "kind": "window", "max": 15,  "per": "10s" }
+///     },
+///     "global": ["global"],
+///     "routes": [ { "name": "listings", "path": "^/ws/listings", "limits": ["catalog"] } ]
+/// }"#).unwrap();
+/// assert_eq!(config.limits.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The limits, by name.
+    pub limits: BTreeMap<String, LimitConfig>,
+    /// Limits every request takes, whatever its route.
+    #[serde(default)]
+    pub global: Vec<String>,
+    /// Ordered rules mapping a request to the limits it takes; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The waiting queue.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// How long a reservation lives when its request does not say.
+    #[serde(default = "default_reservation_ttl", with = "duration")]
+    pub reservation_ttl: Duration,
+    /// How long an admitted request may stay in flight before its slots are taken back (a lost
+    /// completion leaks nothing).
+    #[serde(default = "default_lease_ttl", with = "duration")]
+    pub lease_ttl: Duration,
+    /// What events may show of a request.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// One limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum LimitConfig {
+    /// At most `max` cost-units admitted in any interval of length `per` (exact sliding window).
+    Window {
+        /// Cost-units per interval.
+        max: u64,
+        /// The interval.
+        #[serde(with = "duration")]
+        per: Duration,
+    },
+    /// A bucket of `capacity` tokens refilled continuously at `refill` tokens per `per`; starts full.
+    TokenBucket {
+        /// The most tokens the bucket holds.
+        capacity: u64,
+        /// Tokens added per `per`.
+        refill: u64,
+        /// The refill period.
+        #[serde(with = "duration")]
+        per: Duration,
+    },
+    /// At most `max` requests in flight at once.
+    Concurrency {
+        /// Requests in flight.
+        max: u64,
+    },
+}
+
+/// A rule mapping requests to limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouteConfig {
+    /// The route's name, used in events and by requests that name their route directly.
+    pub name: String,
+    /// The HTTP method it applies to (any when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// A regular expression matched against the request's path (query string excluded).
+    pub path: String,
+    /// The limits the route takes, in addition to the global ones.
+    #[serde(default)]
+    pub limits: Vec<RouteLimit>,
+    /// The default cost of a request on this route.
+    #[serde(default = "one")]
+    pub cost: u64,
+}
+
+/// A limit taken by a route: its name, or its name with a fixed cost that overrides the request's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RouteLimit {
+    /// The limit takes the request's cost.
+    Name(String),
+    /// The limit takes this fixed cost whatever the request's.
+    WithCost {
+        /// The limit's name.
+        limit: String,
+        /// The cost on that limit.
+        cost: u64,
+    },
+}
+
+impl RouteLimit {
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        match self {
+            RouteLimit::Name(n) => n,
+            RouteLimit::WithCost { limit, .. } => limit,
+        }
+    }
+}
+
+/// The waiting queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Requests waiting at once, all priorities together; past it `submit` fails with a queue-full
+    /// error instead of growing without bound.
+    pub max_waiting: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { max_waiting: 100_000 }
+    }
+}
+
+/// What events show of a request's URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EventsConfig {
+    /// The query string: dropped (default), or kept with every value redacted.
+    #[serde(default)]
+    pub query: QueryPolicy,
+}
+
+/// How a URL's query string appears in events. API keys travel in query strings (Keepa's `?key=`),
+/// so values never appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum QueryPolicy {
+    /// `/product?key=abc&asin=B0` appears as `/product`.
+    #[default]
+    Drop,
+    /// `/product?key=abc&asin=B0` appears as `/product?key=REDACTED&asin=REDACTED`.
+    Redact,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn default_reservation_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Config {
+    /// Parses and validates a JSON config. Errors name the field (`routes[1].limits[0]`) and the
+    /// reason.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de)
+            .map_err(|e| ConfigError::Parse { field: e.path().to_string(), reason: e.inner().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Builds and validates a config from a `serde_json::Value` (what the bindings hand over).
+    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError::Parse { field: e.path().to_string(), reason: e.inner().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serializes")
+    }
+
+    /// Checks what the types cannot: references, ranges, patterns.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_string() });
+        if self.limits.is_empty() {
+            return invalid("limits".into(), "at least one limit is required");
+        }
+        if self.limits.len() > usize::from(u16::MAX) {
+            return invalid("limits".into(), "too many limits");
+        }
+        for (name, limit) in &self.limits {
+            if name.is_empty() {
+                return invalid("limits".into(), "a limit name must not be empty");
+            }
+            let field = |f: &str| format!("limits.{name}.{f}");
+            match *limit {
+                LimitConfig::Window { max, per } => {
+                    if max == 0 {
+                        return invalid(field("max"), "must be at least 1");
+                    }
+                    if per.is_zero() {
+                        return invalid(field("per"), "must be longer than zero");
+                    }
+                }
+                LimitConfig::TokenBucket { capacity, refill, per } => {
+                    if capacity == 0 {
+                        return invalid(field("capacity"), "must be at least 1");
+                    }
+                    if refill == 0 {
+                        return invalid(
+                            field("refill"),
+                            "must be at least 1 (a bucket that never refills is a budget)",
+                        );
+                    }
+                    if per.is_zero() {
+                        return invalid(field("per"), "must be longer than zero");
+                    }
+                }
+                LimitConfig::Concurrency { max } => {
+                    if max == 0 {
+                        return invalid(field("max"), "must be at least 1");
+                    }
+                }
+            }
+        }
+        for (i, name) in self.global.iter().enumerate() {
+            if !self.limits.contains_key(name) {
+                return invalid(format!("global[{i}]"), &format!("no limit is named {name:?}"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.name.is_empty() {
+                return invalid(format!("routes[{i}].name"), "must not be empty");
+            }
+            if !names.insert(route.name.as_str()) {
+                return invalid(format!("routes[{i}].name"), &format!("{:?} names two routes", route.name));
+            }
+            if let Some(method) = &route.method {
+                if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return invalid(format!("routes[{i}].method"), "must be an HTTP method such as GET or POST");
+                }
+            }
+            if let Err(e) = regex_lite::Regex::new(&route.path) {
+                return invalid(format!("routes[{i}].path"), &format!("not a valid regular expression: {e}"));
+            }
+            for (j, limit) in route.limits.iter().enumerate() {
+                if !self.limits.contains_key(limit.name()) {
+                    return invalid(
+                        format!("routes[{i}].limits[{j}]"),
+                        &format!("no limit is named {:?}", limit.name()),
+                    );
+                }
+            }
+        }
+        if self.queue.max_waiting == 0 {
+            return invalid("queue.max_waiting".into(), "must be at least 1");
+        }
+        if self.reservation_ttl.is_zero() {
+            return invalid("reservation_ttl".into(), "must be longer than zero");
+        }
+        if self.lease_ttl.is_zero() {
+            return invalid("lease_ttl".into(), "must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Durations are written as humantime strings (`"10s"`, `"1m 30s"`, `"250ms"`) or as a number of
+/// milliseconds.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a duration such as \"10s\" or a number of milliseconds")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v).map(Duration::from_millis).map_err(|_| E::custom("a duration cannot be negative"))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(Duration::from_secs_f64(v / 1000.0))
+            } else {
+                Err(E::custom("a duration must be a finite, non-negative number of milliseconds"))
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            humantime::parse_duration(v).map_err(|e| E::custom(format!("{v:?} is not a duration: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        Config::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations_as_strings_or_millis() {
+        let c = Config::from_json(
+            r#"{"limits":{"a":{"kind":"window","max":1,"per":"1m 30s"},"b":{"kind":"token_bucket","capacity":5,"refill":1,"per":250}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.limits["a"], LimitConfig::Window { max: 1, per: Duration::from_secs(90) });
+        assert_eq!(c.limits["b"], LimitConfig::TokenBucket { capacity: 5, refill: 1, per: Duration::from_millis(250) });
+        assert_eq!(Config::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_reason() {
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":0,"per":"1s"}}}"#);
+        assert!(e.contains("limits.a.max") && e.contains("at least 1"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"soon"}}}"#);
+        assert!(e.contains("limits.a") && e.contains("not a duration"), "{e}");
+        let e = err(
+            r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"routes":[{"name":"r","path":"^/x","limits":["b"]}]}"#,
+        );
+        assert!(e.contains("routes[0].limits[0]") && e.contains("\"b\""), "{e}");
+        let e = err(
+            r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"routes":[{"name":"r","path":"(","limits":[]}]}"#,
+        );
+        assert!(e.contains("routes[0].path"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s","burst":3}}}"#);
+        assert!(e.contains("burst"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"windw","max":1}}}"#);
+        assert!(e.contains("windw"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["nope"]}"#);
+        assert!(e.contains("global[0]"), "{e}");
+    }
+}

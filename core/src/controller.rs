@@ -1,0 +1,763 @@
+//! [`TrafficControl`]: the calling contract, admissions, completions, expiries.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::config::Config;
+use crate::error::{ConfigError, RequestError};
+use crate::event::{Event, EventKind};
+use crate::limit::{Ask, Limit};
+use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, LANES, RESERVED_LANE};
+use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
+use crate::route::{Needs, Router};
+use crate::snapshot::{LimitSnapshot, Snapshot};
+use crate::time::Timestamp;
+
+/// The traffic controller: decides when each outgoing request may go. Sans-IO: it never reads a
+/// clock, sleeps or performs IO; the host passes `now` into every call and does its own HTTP.
+///
+/// # The calling contract
+///
+/// - The caller MUST pass a `now` from one monotonic clock to every call. A `now` earlier than one
+///   already seen is taken as the latest seen (time never runs backwards here).
+/// - Queued path: [`submit`](Self::submit) a request, then drain [`poll`](Self::poll) until it
+///   returns `None`. A [`EventKind::Go`] event carries the permit of a request that may go now.
+///   Then sleep until [`poll_timeout`](Self::poll_timeout) (or until the next submit, complete or
+///   cancel) and poll again. Polling early or twice is harmless.
+/// - Direct path (no queue on the host): [`try_acquire`](Self::try_acquire) answers
+///   [`Decision::Go`], [`Decision::Wait`] or [`Decision::Reject`] at once.
+/// - After a permitted request finishes, the caller MUST call [`complete`](Self::complete) with its
+///   outcome (or [`cancel`](Self::cancel) if it never went): concurrency slots are held until
+///   then, or until the lease expires.
+///
+/// ```no_run
+/// use traffic_control_core::{Config, EventKind, Outcome, Request, Timestamp, TrafficControl};
+/// # fn clock() -> Timestamp { Timestamp::ZERO }
+/// # fn send(_: RequestIdLike) {}
+/// # type RequestIdLike = traffic_control_core::RequestId;
+/// # fn sleep_until(_: Option<Timestamp>) {}
+/// let config = Config::from_json(r#"{"limits":{"api":{"kind":"window","max":2,"per":"1s"}},
+///                                   "global":["api"]}"#).unwrap();
+/// let mut tc = TrafficControl::new(config).unwrap();
+/// for i in 0..5 {
+///     tc.submit(clock(), Request::http("GET", format!("/items/{i}"))).unwrap();
+/// }
+/// loop {
+///     while let Some(event) = tc.poll(clock()) {
+///         if let EventKind::Go { permit, .. } = event.kind {
+///             send(permit.request); // the host performs the request, then:
+///             let _ = tc.complete(clock(), permit.request, Outcome::status(200));
+///         }
+///     }
+///     sleep_until(tc.poll_timeout());
+/// }
+/// ```
+#[derive(Debug)]
+pub struct TrafficControl {
+    config: Config,
+    limits: Vec<Limit>,
+    router: Router,
+    now: Timestamp,
+    next_request: u64,
+    next_reservation: u64,
+    queue: WaitQueue,
+    /// (deadline, request) of waiters with a deadline; stale entries are skipped.
+    deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
+    in_flight: FxHashMap<RequestId, InFlight>,
+    /// (lease expiry, request) in admission order: one lease TTL makes it sorted by expiry.
+    leases: VecDeque<(Timestamp, RequestId)>,
+    reservations: FxHashMap<ReservationId, Reservation>,
+    reservation_expiry: BinaryHeap<Reverse<(Timestamp, ReservationId)>>,
+    /// Something may fit that did not at the last pass.
+    dirty: bool,
+    /// The earliest instant a blocked waiter may fit by time alone.
+    next_wake: Option<Timestamp>,
+    events: VecDeque<Event>,
+    scratch: Scratch,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    /// Concurrency slots held.
+    slots: SmallVec<[crate::route::LimitIdx; 2]>,
+    started: Timestamp,
+    endpoint: Arc<str>,
+    route: Option<Arc<str>>,
+    priority: Priority,
+}
+
+#[derive(Debug)]
+struct Reservation {
+    holds: Needs,
+    expires_at: Timestamp,
+    /// A waiting request is spending it: it does not expire while it waits.
+    attached: bool,
+    owner: RequestId,
+    endpoint: Arc<str>,
+    route: Option<Arc<str>>,
+    priority: Priority,
+}
+
+/// Buffers reused across scheduling passes.
+#[derive(Debug, Default)]
+struct Scratch {
+    claims: Vec<u64>,
+    blocked: Vec<bool>,
+    cursor: Vec<usize>,
+    heap: BinaryHeap<Reverse<(u8, u64, usize)>>,
+}
+
+impl TrafficControl {
+    /// A controller for a validated config.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
+        let router = Router::new(&config, &limits);
+        let queue = WaitQueue::new(limits.len());
+        Ok(TrafficControl {
+            config,
+            router,
+            queue,
+            limits,
+            now: Timestamp::ZERO,
+            next_request: 1,
+            next_reservation: 1,
+            deadlines: BinaryHeap::new(),
+            in_flight: FxHashMap::default(),
+            leases: VecDeque::new(),
+            reservations: FxHashMap::default(),
+            reservation_expiry: BinaryHeap::new(),
+            dirty: false,
+            next_wake: None,
+            events: VecDeque::new(),
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// The config this controller runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Decides at once: go now, wait until an instant, or never. Nothing is queued; the request
+    /// takes its place behind every request already waiting at its priority or above, so the
+    /// direct path cannot overtake the queue.
+    pub fn try_acquire(&mut self, now: Timestamp, request: Request) -> Decision {
+        let now = self.advance(now);
+        let id = self.new_request_id();
+        let admission = match self.admission(now, &request) {
+            Ok(a) => a,
+            Err(error) => return self.reject(now, id, &request, error),
+        };
+        let lane = admission.lane;
+        let ahead = |limit| self.queue.claims_through(limit, lane);
+        if self.fits(&admission, ahead) {
+            return Decision::Go(self.admit(now, id, admission, now));
+        }
+        let until = self.when_fits(now, &admission, ahead).or_else(|| self.poll_timeout());
+        if let Err(error) = self.check_deadline(now, &admission) {
+            self.reject_admission(now, id, admission, error.clone());
+            return Decision::Reject(error);
+        }
+        Decision::Wait { until }
+    }
+
+    /// Queues a request. It goes as soon as every limit it needs has room and no request ahead of it
+    /// needs that room: its [`EventKind::Go`] comes out of [`poll`](Self::poll), possibly at once.
+    /// Requests that can never go fail here, at once.
+    pub fn submit(&mut self, now: Timestamp, request: Request) -> Result<RequestId, RequestError> {
+        let now = self.advance(now);
+        let id = self.new_request_id();
+        let admission = match self.admission(now, &request) {
+            Ok(a) => a,
+            Err(error) => {
+                self.push_rejected(now, id, &request, error.clone());
+                return Err(error);
+            }
+        };
+        let lane = admission.lane;
+        let ahead = |limit| self.queue.claims_through(limit, lane);
+        if self.fits(&admission, ahead) {
+            self.admit(now, id, admission, now);
+            return Ok(id);
+        }
+        let wake = self.when_fits(now, &admission, ahead);
+        if let Err(error) = self.check_deadline(now, &admission) {
+            self.reject_admission(now, id, admission, error.clone());
+            return Err(error);
+        }
+        if self.queue.len() >= self.config.queue.max_waiting {
+            let error = RequestError::QueueFull { max_waiting: self.config.queue.max_waiting };
+            self.reject_admission(now, id, admission, error.clone());
+            return Err(error);
+        }
+        if let Some(deadline) = admission.deadline {
+            self.deadlines.push(Reverse((deadline, id)));
+        }
+        if let Some((rid, _)) = &admission.spend {
+            if let Some(r) = self.reservations.get_mut(rid) {
+                r.attached = true;
+            }
+        }
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint: admission.endpoint.clone(),
+            route: admission.route.clone(),
+            priority: admission.priority,
+            kind: EventKind::Queued,
+        });
+        self.queue.push(id, admission, now);
+        self.next_wake = earliest(self.next_wake, wake);
+        Ok(id)
+    }
+
+    /// Advances to `now` and returns the next event, or `None` when there is nothing more to say
+    /// now. Drain it after every call that changes state.
+    pub fn poll(&mut self, now: Timestamp) -> Option<Event> {
+        if self.events.is_empty() {
+            self.advance(now);
+        }
+        self.events.pop_front()
+    }
+
+    /// The next instant at which anything can change by time alone: a waiter may fit, a deadline,
+    /// a reservation or a lease may expire. `None`: nothing will happen until the host calls in.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut t = self.next_wake;
+        if let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            // A request may still go at its deadline; it expires just after.
+            t = earliest(t, Some(Timestamp::from_nanos(deadline.as_nanos().saturating_add(1))));
+        }
+        if let Some(Reverse((at, _))) = self.reservation_expiry.peek() {
+            t = earliest(t, Some(*at));
+        }
+        if let Some((at, _)) = self.leases.front() {
+            t = earliest(t, Some(*at));
+        }
+        if !self.events.is_empty() || self.dirty {
+            t = earliest(t, Some(self.now));
+        }
+        t
+    }
+
+    /// Reports the outcome of a permitted request: frees its concurrency slots.
+    pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: Outcome) -> Completion {
+        let now = self.now.max(now);
+        let Some(flight) = self.in_flight.remove(&request) else {
+            return Completion::Unknown;
+        };
+        self.give_back(&flight);
+        self.events.push_back(Event {
+            at: now,
+            request,
+            endpoint: flight.endpoint,
+            route: flight.route,
+            priority: flight.priority,
+            kind: EventKind::Completed { status: outcome.status, duration: now - flight.started },
+        });
+        self.advance(now);
+        Completion::Done
+    }
+
+    /// Removes a waiting request from the queue, or gives back the slots of an admitted one that
+    /// will not be sent. Returns whether the request was known.
+    pub fn cancel(&mut self, now: Timestamp, request: RequestId) -> bool {
+        let now = self.now.max(now);
+        let (endpoint, route, priority) = if let Some(waiter) = self.queue.remove(request) {
+            self.detach_spend(&waiter.admission);
+            self.dirty = true;
+            let a = waiter.admission;
+            (a.endpoint, a.route, a.priority)
+        } else if let Some(flight) = self.in_flight.remove(&request) {
+            self.give_back(&flight);
+            (flight.endpoint, flight.route, flight.priority)
+        } else {
+            return false;
+        };
+        self.events.push_back(Event { at: now, request, endpoint, route, priority, kind: EventKind::Cancelled });
+        self.advance(now);
+        true
+    }
+
+    /// Releases a reservation early (the follow-up will not be sent). Returns whether it was live
+    /// and not being spent by a waiting request.
+    pub fn release(&mut self, now: Timestamp, reservation: ReservationId) -> bool {
+        let now = self.advance(now);
+        match self.reservations.get(&reservation) {
+            Some(r) if !r.attached => {}
+            _ => return false,
+        }
+        let r = self.reservations.remove(&reservation).expect("checked");
+        self.drop_reservation(now, reservation, r, false);
+        self.advance(now);
+        true
+    }
+
+    /// Every limit's state and the queue depths, as of `now`.
+    pub fn snapshot(&mut self, now: Timestamp) -> Snapshot {
+        let now = self.advance(now);
+        let limits = self
+            .limits
+            .iter()
+            .map(|l| LimitSnapshot {
+                name: l.name.to_string(),
+                kind: l.kind(),
+                capacity: l.capacity(),
+                used: l.used(),
+                reserved: l.reserved,
+                available: l.capacity().saturating_sub(l.used() + l.reserved),
+                next_free: l.next_free(now),
+            })
+            .collect();
+        let waiting = [
+            self.queue.depth(lane_of(Priority::Critical)) + self.queue.depth(RESERVED_LANE),
+            self.queue.depth(lane_of(Priority::High)),
+            self.queue.depth(lane_of(Priority::Normal)),
+            self.queue.depth(lane_of(Priority::Low)),
+        ];
+        Snapshot { at: now, limits, waiting, in_flight: self.in_flight.len(), reservations: self.reservations.len() }
+    }
+
+    /// Requests waiting, all priorities.
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a request is waiting in the queue.
+    pub fn is_waiting(&self, request: RequestId) -> bool {
+        self.queue.waiters.contains_key(&request)
+    }
+
+    // ---- internals -------------------------------------------------------------------------
+
+    fn new_request_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    /// Resolves a request into what it asks of every limit; refuses what can never go.
+    fn admission(&self, now: Timestamp, request: &Request) -> Result<Admission, RequestError> {
+        let resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
+        let mut reserve = SmallVec::new();
+        for f in &request.reserve {
+            let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
+            reserve.push(FollowUpNeeds { needs: r.needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
+        }
+        let total = if reserve.is_empty() {
+            resolved.needs.clone()
+        } else {
+            merge_needs(std::iter::once(&resolved.needs).chain(reserve.iter().map(|f: &FollowUpNeeds| &f.needs)))
+        };
+        for n in &total {
+            let limit = &self.limits[usize::from(n.limit)];
+            if n.cost > limit.capacity() {
+                return Err(RequestError::CostExceedsCapacity {
+                    limit: limit.name.to_string(),
+                    cost: n.cost,
+                    capacity: limit.capacity(),
+                });
+            }
+        }
+        if let Some(deadline) = request.deadline {
+            if deadline < now {
+                return Err(RequestError::DeadlineExceeded { deadline, now });
+            }
+        }
+        // A live reservation not already being spent; an expired or unknown one is no error: the
+        // follow-up then competes like any request rather than being refused.
+        let spend = request
+            .spend
+            .and_then(|rid| self.reservations.get(&rid).filter(|r| !r.attached).map(|r| (rid, r.holds.clone())));
+        let covered = spend.as_ref().is_some_and(|(_, holds)| {
+            reserve.is_empty()
+                && resolved.needs.iter().all(|n| holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost))
+        });
+        let lane = if covered { RESERVED_LANE } else { lane_of(request.priority) };
+        Ok(Admission {
+            priority: request.priority,
+            lane,
+            needs: resolved.needs,
+            reserve,
+            total,
+            spend,
+            deadline: request.deadline,
+            endpoint: resolved.endpoint,
+            route: resolved.route,
+        })
+    }
+
+    fn ask(&self, admission: &Admission, limit: crate::route::LimitIdx, cost: u64, claims: u64) -> Ask {
+        Ask {
+            cost,
+            own_reserved: admission.own_reserved(limit),
+            claims,
+            may_use_reserved: admission.may_use_reserved(),
+        }
+    }
+
+    fn fits(&self, admission: &Admission, claims: impl Fn(crate::route::LimitIdx) -> u64) -> bool {
+        admission
+            .total
+            .iter()
+            .all(|n| self.limits[usize::from(n.limit)].fits(self.ask(admission, n.limit, n.cost, claims(n.limit))))
+    }
+
+    fn when_fits(
+        &self,
+        now: Timestamp,
+        admission: &Admission,
+        claims: impl Fn(crate::route::LimitIdx) -> u64,
+    ) -> Option<Timestamp> {
+        let mut at = now;
+        for n in &admission.total {
+            let ask = self.ask(admission, n.limit, n.cost, claims(n.limit));
+            at = at.max(self.limits[usize::from(n.limit)].when_fits(now, ask)?);
+        }
+        Some(at)
+    }
+
+    /// Refuses at once a request whose deadline cannot be met even if nobody else asked.
+    fn check_deadline(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
+        let Some(deadline) = admission.deadline else { return Ok(()) };
+        match self.when_fits(now, admission, |_| 0) {
+            Some(earliest) if earliest > deadline => Err(RequestError::DeadlineUnreachable { earliest, deadline }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes every limit's cost at once, makes the reservations, starts the lease.
+    fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, since: Timestamp) -> Permit {
+        if let Some((rid, holds)) = &admission.spend {
+            if self.reservations.remove(rid).is_some() {
+                for h in holds {
+                    let l = &mut self.limits[usize::from(h.limit)];
+                    l.reserved -= h.cost;
+                }
+            }
+        }
+        let mut slots = SmallVec::new();
+        for n in &admission.needs {
+            let l = &mut self.limits[usize::from(n.limit)];
+            l.take(now, n.cost);
+            if l.is_concurrency() {
+                slots.push(n.limit);
+            }
+        }
+        let mut reservations = Vec::with_capacity(admission.reserve.len());
+        for f in admission.reserve {
+            let rid = ReservationId(self.next_reservation);
+            self.next_reservation += 1;
+            for n in &f.needs {
+                self.limits[usize::from(n.limit)].reserved += n.cost;
+            }
+            let expires_at = now + f.ttl;
+            self.reservation_expiry.push(Reverse((expires_at, rid)));
+            self.reservations.insert(
+                rid,
+                Reservation {
+                    holds: f.needs,
+                    expires_at,
+                    attached: false,
+                    owner: id,
+                    endpoint: admission.endpoint.clone(),
+                    route: admission.route.clone(),
+                    priority: admission.priority,
+                },
+            );
+            reservations.push(rid);
+        }
+        self.leases.push_back((now + self.config.lease_ttl, id));
+        self.in_flight.insert(
+            id,
+            InFlight {
+                slots,
+                started: now,
+                endpoint: admission.endpoint.clone(),
+                route: admission.route.clone(),
+                priority: admission.priority,
+            },
+        );
+        let permit = Permit { request: id, reservations, at: now };
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint: admission.endpoint,
+            route: admission.route,
+            priority: admission.priority,
+            kind: EventKind::Go { permit: permit.clone(), waited: now - since },
+        });
+        permit
+    }
+
+    fn give_back(&mut self, flight: &InFlight) {
+        for &limit in &flight.slots {
+            self.limits[usize::from(limit)].give_back(1);
+            self.dirty = true;
+        }
+    }
+
+    fn detach_spend(&mut self, admission: &Admission) {
+        if let Some((rid, _)) = &admission.spend {
+            if let Some(r) = self.reservations.get_mut(rid) {
+                r.attached = false;
+                // Its TTL runs again; one already past expires at the next advance.
+                self.reservation_expiry.push(Reverse((r.expires_at, *rid)));
+            }
+        }
+    }
+
+    fn drop_reservation(&mut self, now: Timestamp, rid: ReservationId, r: Reservation, expired: bool) {
+        for h in &r.holds {
+            self.limits[usize::from(h.limit)].reserved -= h.cost;
+        }
+        self.dirty = true;
+        let kind = if expired {
+            EventKind::ReservationExpired { reservation: rid }
+        } else {
+            EventKind::ReservationReleased { reservation: rid }
+        };
+        self.events.push_back(Event {
+            at: now,
+            request: r.owner,
+            endpoint: r.endpoint,
+            route: r.route,
+            priority: r.priority,
+            kind,
+        });
+    }
+
+    fn push_rejected(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) {
+        let resolved = self.router.resolve(&request.target, &[], None, &self.limits);
+        let (endpoint, route) = match resolved {
+            Ok(r) => (r.endpoint, r.route),
+            Err(_) => (Arc::from(describe_target(request)), None),
+        };
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint,
+            route,
+            priority: request.priority,
+            kind: EventKind::Rejected { error },
+        });
+    }
+
+    fn reject(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) -> Decision {
+        self.push_rejected(now, id, request, error.clone());
+        Decision::Reject(error)
+    }
+
+    fn reject_admission(&mut self, now: Timestamp, id: RequestId, a: Admission, error: RequestError) {
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint: a.endpoint,
+            route: a.route,
+            priority: a.priority,
+            kind: EventKind::Rejected { error },
+        });
+    }
+
+    /// Moves the controller to `now`: expiries, then a scheduling pass if anything may fit.
+    fn advance(&mut self, now: Timestamp) -> Timestamp {
+        let now = self.now.max(now);
+        self.now = now;
+        for l in &mut self.limits {
+            l.advance(now);
+        }
+        self.expire_reservations(now);
+        self.expire_leases(now);
+        if self.dirty || self.next_wake.is_some_and(|t| t <= now) {
+            self.schedule(now);
+        }
+        if self.expire_deadlines(now) {
+            self.schedule(now);
+        }
+        self.drop_stale_timers();
+        now
+    }
+
+    /// Pops timer entries of things already gone (completed, cancelled, spent), so that
+    /// `poll_timeout` names only instants where something can happen.
+    fn drop_stale_timers(&mut self) {
+        while self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id)) {
+            self.leases.pop_front();
+        }
+        while self.deadlines.peek().is_some_and(|Reverse((_, id))| !self.queue.waiters.contains_key(id)) {
+            self.deadlines.pop();
+        }
+        while self.reservation_expiry.peek().is_some_and(|Reverse((at, rid))| {
+            self.reservations.get(rid).is_none_or(|r| r.attached || r.expires_at != *at)
+        }) {
+            self.reservation_expiry.pop();
+        }
+    }
+
+    fn expire_reservations(&mut self, now: Timestamp) {
+        while let Some(&Reverse((at, rid))) = self.reservation_expiry.peek() {
+            if at > now {
+                break;
+            }
+            self.reservation_expiry.pop();
+            let live = self.reservations.get(&rid).is_some_and(|r| !r.attached && r.expires_at <= now);
+            if live {
+                let r = self.reservations.remove(&rid).expect("checked");
+                self.drop_reservation(now, rid, r, true);
+            }
+        }
+    }
+
+    fn expire_leases(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.leases.front() {
+            if at > now {
+                break;
+            }
+            self.leases.pop_front();
+            if let Some(flight) = self.in_flight.remove(&id) {
+                self.give_back(&flight);
+                self.events.push_back(Event {
+                    at: now,
+                    request: id,
+                    endpoint: flight.endpoint,
+                    route: flight.route,
+                    priority: flight.priority,
+                    kind: EventKind::LeaseExpired { held: now - flight.started },
+                });
+            }
+        }
+        // Completed requests leave their lease entry behind; compact when those dominate.
+        if self.leases.len() > 64 && self.leases.len() > 2 * self.in_flight.len() {
+            let in_flight = &self.in_flight;
+            self.leases.retain(|(_, id)| in_flight.contains_key(id));
+        }
+    }
+
+    /// Expires waiters whose deadline is before `now`; returns whether any was.
+    fn expire_deadlines(&mut self, now: Timestamp) -> bool {
+        let mut any = false;
+        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
+            if deadline >= now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(waiter) = self.queue.remove(id) {
+                self.detach_spend(&waiter.admission);
+                let a = waiter.admission;
+                self.events.push_back(Event {
+                    at: now,
+                    request: id,
+                    endpoint: a.endpoint,
+                    route: a.route,
+                    priority: a.priority,
+                    kind: EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
+                });
+                any = true;
+            }
+        }
+        if self.deadlines.len() > 64 && self.deadlines.len() > 2 * self.queue.len() {
+            let waiters = &self.queue.waiters;
+            self.deadlines.retain(|Reverse((_, id))| waiters.contains_key(id));
+        }
+        any
+    }
+
+    /// The scheduling pass: admits, in (lane, arrival) order, every waiter that fits once the
+    /// claims of the waiters ahead of it are counted.
+    ///
+    /// A waiter that does not fit claims its cost on every limit it asks of: nobody behind it may
+    /// take that room. Groups (same lane, same limits) are merged by arrival order. A group whose
+    /// head is blocked is blocked whole (its head's claim fills the blocking limit), so its other
+    /// members only add claims; once every limit a group asks of is full of claims, the group is
+    /// dropped from the pass, and the pass ends when no group can admit anything. The work is
+    /// therefore bounded by the groups, the admissions, and the room left on the limits, never by
+    /// the number waiting.
+    fn schedule(&mut self, now: Timestamp) {
+        self.dirty = false;
+        let mut wake: Option<Timestamp> = None;
+        let mut s = std::mem::take(&mut self.scratch);
+        s.claims.clear();
+        s.claims.resize(self.limits.len(), 0);
+        let groups = self.queue.groups.len();
+        s.blocked.clear();
+        s.blocked.resize(groups, false);
+        s.cursor.clear();
+        s.cursor.resize(groups, 0);
+        s.heap.clear();
+        for (g, group) in self.queue.groups.iter().enumerate() {
+            if let Some(id) = group.members.front() {
+                s.heap.push(Reverse((group.lane, self.queue.waiters[id].seq, g)));
+            }
+        }
+        let mut open = s.heap.len();
+        while open > 0 {
+            let Some(Reverse((_, _, g))) = s.heap.pop() else { break };
+            let id = self.queue.groups[g].members[s.cursor[g]];
+            if !s.blocked[g] {
+                let waiter = &self.queue.waiters[&id];
+                let claims = &s.claims;
+                if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
+                    let waiter = self.queue.remove(id).expect("waiting");
+                    self.admit(now, id, waiter.admission, waiter.enqueued_at);
+                    if let Some(next) = self.queue.groups[g].members.front() {
+                        s.heap.push(Reverse((self.queue.groups[g].lane, self.queue.waiters[next].seq, g)));
+                    } else {
+                        open -= 1;
+                    }
+                    continue;
+                }
+                wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
+                s.blocked[g] = true;
+                open -= 1;
+            }
+            let waiter = &self.queue.waiters[&id];
+            for n in &waiter.admission.total {
+                s.claims[usize::from(n.limit)] += n.cost;
+            }
+            let limits = &self.limits;
+            let claims = &s.claims;
+            let full = self.queue.groups[g].limits.iter().all(|&l| {
+                let limit = &limits[usize::from(l)];
+                limit.used() + claims[usize::from(l)] >= limit.capacity()
+            });
+            if full {
+                continue;
+            }
+            // The next member still waiting adds its claim in its turn.
+            let group = &self.queue.groups[g];
+            let mut c = s.cursor[g] + 1;
+            while c < group.members.len() && !self.queue.waiters.contains_key(&group.members[c]) {
+                c += 1;
+            }
+            s.cursor[g] = c;
+            if let Some(next) = group.members.get(c) {
+                s.heap.push(Reverse((group.lane, self.queue.waiters[next].seq, g)));
+            }
+        }
+        self.scratch = s;
+        self.next_wake = wake;
+    }
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn describe_target(request: &Request) -> String {
+    match &request.target {
+        crate::request::Target::Route(name) => name.clone(),
+        _ => "-".to_string(),
+    }
+}
+
+#[allow(dead_code)]
+const _: () = assert!(LANES == 5);

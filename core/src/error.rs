@@ -1,0 +1,142 @@
+//! Errors, one enum per concern. Every variant has a stable `code` that the bindings carry across
+//! (JS `error.code`, the Python exception class).
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::time::Timestamp;
+
+/// An invalid configuration: names the field and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The text is not a config of the right shape.
+    #[error("invalid config at {field}: {reason}")]
+    Parse {
+        /// Path of the offending field, such as `limits.catalog.per`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The config has the right shape but a value that cannot work.
+    #[error("invalid config at {field}: {reason}")]
+    Invalid {
+        /// Path of the offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The stable code of this error: always `CONFIG`.
+    pub fn code(&self) -> &'static str {
+        "CONFIG"
+    }
+
+    /// The field the error is about.
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Parse { field, .. } | ConfigError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+/// Why a request was refused or ended without going. Waiting is never an error: see
+/// [`Decision::Wait`](crate::Decision::Wait).
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize)]
+#[serde(tag = "code", rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request names a route the config does not have.
+    #[error("unknown route {route:?}")]
+    UnknownRoute {
+        /// The name given.
+        route: String,
+    },
+    /// The request names a limit the config does not have.
+    #[error("unknown limit {limit:?}")]
+    UnknownLimit {
+        /// The name given.
+        limit: String,
+    },
+    /// The request (with what it reserves) costs more than the limit can ever hold: it could never go.
+    #[error("cost {cost} on limit {limit:?} exceeds its capacity {capacity}: the request can never go")]
+    CostExceedsCapacity {
+        /// The limit.
+        limit: String,
+        /// The cost asked of it, reservations included.
+        cost: u64,
+        /// What the limit holds at most.
+        capacity: u64,
+    },
+    /// The request's deadline passed before it could go.
+    #[error("deadline passed at {deadline} before the request could go (now {now})")]
+    DeadlineExceeded {
+        /// The deadline.
+        deadline: Timestamp,
+        /// When this was decided.
+        now: Timestamp,
+    },
+    /// The earliest the limits could let the request go is after its deadline.
+    #[error("the request cannot go before {earliest}, after its deadline {deadline}")]
+    DeadlineUnreachable {
+        /// The earliest instant the request could go.
+        earliest: Timestamp,
+        /// The deadline.
+        deadline: Timestamp,
+    },
+    /// The waiting queue holds its configured maximum.
+    #[error("the queue is full ({max_waiting} requests waiting)")]
+    QueueFull {
+        /// The configured bound.
+        max_waiting: usize,
+    },
+    /// The host cancelled the request.
+    #[error("the request was cancelled")]
+    Cancelled,
+}
+
+/// The families of errors, the same in every binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An invalid configuration.
+    Config,
+    /// The request can never succeed (unknown route or limit, cost above capacity).
+    NeverSucceeds,
+    /// A deadline passed or cannot be met.
+    Deadline,
+    /// The queue is full.
+    QueueFull,
+    /// Cancelled by the host.
+    Cancelled,
+}
+
+impl RequestError {
+    /// The stable code of this error, such as `QUEUE_FULL`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::UnknownRoute { .. } => "UNKNOWN_ROUTE",
+            RequestError::UnknownLimit { .. } => "UNKNOWN_LIMIT",
+            RequestError::CostExceedsCapacity { .. } => "COST_EXCEEDS_CAPACITY",
+            RequestError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
+            RequestError::DeadlineUnreachable { .. } => "DEADLINE_UNREACHABLE",
+            RequestError::QueueFull { .. } => "QUEUE_FULL",
+            RequestError::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// The family of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RequestError::UnknownRoute { .. }
+            | RequestError::UnknownLimit { .. }
+            | RequestError::CostExceedsCapacity { .. } => ErrorKind::NeverSucceeds,
+            RequestError::DeadlineExceeded { .. } | RequestError::DeadlineUnreachable { .. } => ErrorKind::Deadline,
+            RequestError::QueueFull { .. } => ErrorKind::QueueFull,
+            RequestError::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Events: one for every step of a request's life, carrying what a host stores in its
+//! `rate_limit_logs` table. Secrets never appear: endpoints lose their query string (or its values).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::RequestError;
+use crate::request::{Permit, Priority, RequestId, ReservationId};
+use crate::time::Timestamp;
+
+/// Something that happened, drained from [`poll`](crate::TrafficControl::poll).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// When it happened.
+    pub at: Timestamp,
+    /// The request it is about (for reservation events: the request that made the reservation).
+    pub request: RequestId,
+    /// `METHOD /path` without the query string's values, or the route name for requests made by
+    /// route.
+    pub endpoint: Arc<str>,
+    /// The route matched, if any.
+    pub route: Option<Arc<str>>,
+    /// The request's priority.
+    pub priority: Priority,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The request waits in the queue.
+    Queued,
+    /// The request may go: for requests passed to [`submit`](crate::TrafficControl::submit), this
+    /// is how the permit is delivered.
+    Go {
+        /// The permit.
+        permit: Permit,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The host reported the request's outcome.
+    Completed {
+        /// The HTTP status, `None` when no response came.
+        status: Option<u16>,
+        /// From go to completion.
+        duration: Duration,
+    },
+    /// The request was refused without going.
+    Rejected {
+        /// Why.
+        error: RequestError,
+    },
+    /// The request's deadline passed while it waited.
+    Expired {
+        /// The deadline error.
+        error: RequestError,
+    },
+    /// The host cancelled a waiting or in-flight request.
+    Cancelled,
+    /// An admitted request was never completed within the lease; its slots were taken back.
+    LeaseExpired {
+        /// How long it was held.
+        held: Duration,
+    },
+    /// A reservation reached its time to live unspent; its capacity is free again.
+    ReservationExpired {
+        /// The reservation.
+        reservation: ReservationId,
+    },
+    /// A reservation was released early by the host.
+    ReservationReleased {
+        /// The reservation.
+        reservation: ReservationId,
+    },
+}
+
+impl Event {
+    /// The `status` column of a log row: `queued`, `go`, `completed`, `rejected`, `expired`,
+    /// `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`.
+    pub fn status(&self) -> &'static str {
+        match self.kind {
+            EventKind::Queued => "queued",
+            EventKind::Go { .. } => "go",
+            EventKind::Completed { .. } => "completed",
+            EventKind::Rejected { .. } => "rejected",
+            EventKind::Expired { .. } => "expired",
+            EventKind::Cancelled => "cancelled",
+            EventKind::LeaseExpired { .. } => "lease_expired",
+            EventKind::ReservationExpired { .. } => "reservation_expired",
+            EventKind::ReservationReleased { .. } => "reservation_released",
+        }
+    }
+
+    /// The event as a flat log row, ready to insert as-is.
+    pub fn log(&self) -> LogRecord<'_> {
+        let (response_status, duration, error) = match &self.kind {
+            EventKind::Completed { status, duration } => (*status, Some(*duration), None),
+            EventKind::Go { waited, .. } => (None, Some(*waited), None),
+            EventKind::LeaseExpired { held } => (None, Some(*held), None),
+            EventKind::Rejected { error } | EventKind::Expired { error } => (None, None, Some(error.code())),
+            _ => (None, None, None),
+        };
+        LogRecord {
+            timestamp_ms: self.at.as_millis_f64(),
+            request_id: self.request.0,
+            endpoint: &self.endpoint,
+            route: self.route.as_deref(),
+            priority: self.priority.as_str(),
+            status: self.status(),
+            response_status,
+            duration_ms: duration.map(|d| d.as_secs_f64() * 1e3),
+            error,
+        }
+    }
+}
+
+/// One row of the `rate_limit_logs` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LogRecord<'a> {
+    /// When, in the host's milliseconds.
+    pub timestamp_ms: f64,
+    /// The request.
+    pub request_id: u64,
+    /// `METHOD /path`, secrets removed.
+    pub endpoint: &'a str,
+    /// The route matched.
+    pub route: Option<&'a str>,
+    /// `critical`, `high`, `normal` or `low`.
+    pub priority: &'static str,
+    /// See [`Event::status`].
+    pub status: &'static str,
+    /// The HTTP status of a completed request.
+    pub response_status: Option<u16>,
+    /// Completed: request duration; go: time waited; lease expired: time held.
+    pub duration_ms: Option<f64>,
+    /// The error code of a rejected or expired request.
+    pub error: Option<&'static str>,
+}

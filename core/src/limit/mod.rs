@@ -1,0 +1,153 @@
+//! The limit kinds and the accounting they share: used, reserved, and room for a request.
+
+mod bucket;
+mod concurrency;
+mod window;
+
+use std::sync::Arc;
+
+pub(crate) use bucket::TokenBucket;
+pub(crate) use concurrency::Concurrency;
+pub(crate) use window::Window;
+
+use crate::config::LimitConfig;
+use crate::snapshot::LimitKind;
+use crate::time::{duration_nanos, Timestamp};
+
+/// One named limit: its kind's state plus the capacity held by live reservations.
+#[derive(Debug, Clone)]
+pub(crate) struct Limit {
+    pub(crate) name: Arc<str>,
+    pub(crate) state: LimitState,
+    /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
+    pub(crate) reserved: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum LimitState {
+    Window(Window),
+    Bucket(TokenBucket),
+    Concurrency(Concurrency),
+}
+
+/// How a request asks a limit for room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask {
+    pub(crate) cost: u64,
+    /// The part of `reserved` that belongs to the asking request (spent by it).
+    pub(crate) own_reserved: u64,
+    /// Cost claimed by waiters ahead of the asking request.
+    pub(crate) claims: u64,
+    /// CRITICAL may use reserved capacity, never the hard limit.
+    pub(crate) may_use_reserved: bool,
+}
+
+impl Limit {
+    pub(crate) fn new(name: &str, config: &LimitConfig) -> Self {
+        let state = match *config {
+            LimitConfig::Window { max, per } => LimitState::Window(Window::new(max, duration_nanos(per))),
+            LimitConfig::TokenBucket { capacity, refill, per } => {
+                LimitState::Bucket(TokenBucket::new(capacity, refill, duration_nanos(per)))
+            }
+            LimitConfig::Concurrency { max } => LimitState::Concurrency(Concurrency::new(max)),
+        };
+        Limit { name: Arc::from(name), state, reserved: 0 }
+    }
+
+    pub(crate) fn kind(&self) -> LimitKind {
+        match self.state {
+            LimitState::Window(_) => LimitKind::Window,
+            LimitState::Bucket(_) => LimitKind::TokenBucket,
+            LimitState::Concurrency(_) => LimitKind::Concurrency,
+        }
+    }
+
+    pub(crate) fn is_concurrency(&self) -> bool {
+        matches!(self.state, LimitState::Concurrency(_))
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        match &self.state {
+            LimitState::Window(w) => w.capacity(),
+            LimitState::Bucket(b) => b.capacity(),
+            LimitState::Concurrency(c) => c.capacity(),
+        }
+    }
+
+    pub(crate) fn advance(&mut self, now: Timestamp) {
+        match &mut self.state {
+            LimitState::Window(w) => w.advance(now),
+            LimitState::Bucket(b) => b.advance(now),
+            LimitState::Concurrency(_) => {}
+        }
+    }
+
+    /// Cost currently counted against the limit, as of the last `advance`.
+    pub(crate) fn used(&self) -> u64 {
+        match &self.state {
+            LimitState::Window(w) => w.used(),
+            LimitState::Bucket(b) => b.used(),
+            LimitState::Concurrency(c) => c.used(),
+        }
+    }
+
+    pub(crate) fn take(&mut self, now: Timestamp, cost: u64) {
+        match &mut self.state {
+            LimitState::Window(w) => w.take(now, cost),
+            LimitState::Bucket(b) => b.take(cost),
+            LimitState::Concurrency(c) => c.take(cost),
+        }
+    }
+
+    /// Returns a finished request's slot; only concurrency limits give anything back.
+    pub(crate) fn give_back(&mut self, cost: u64) {
+        if let LimitState::Concurrency(c) = &mut self.state {
+            c.give_back(cost);
+        }
+    }
+
+    /// The most `used` may be for `ask` to fit, or `None` if it cannot fit even on an empty limit.
+    fn used_ceiling(&self, ask: Ask) -> Option<u64> {
+        let others_reserved = if ask.may_use_reserved { 0 } else { self.reserved.saturating_sub(ask.own_reserved) };
+        let soft = self.capacity().checked_sub(others_reserved + ask.claims + ask.cost);
+        // The hard limit holds for everyone, CRITICAL included.
+        let hard = self.capacity().checked_sub(ask.cost);
+        match (soft, hard) {
+            (Some(s), Some(h)) => Some(s.min(h)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn fits(&self, ask: Ask) -> bool {
+        self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
+    }
+
+    /// The first instant `ask` fits if nothing else happens, or `None` when only an event
+    /// (a completion, a cancel, a waiter ahead leaving) can make room.
+    pub(crate) fn when_fits(&self, now: Timestamp, ask: Ask) -> Option<Timestamp> {
+        let ceiling = self.used_ceiling(ask)?;
+        match &self.state {
+            LimitState::Window(w) => w.when_used_at_most(now, ceiling),
+            LimitState::Bucket(b) => b.when_used_at_most(now, ceiling),
+            LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
+        }
+    }
+
+    /// The next instant at which room grows by time alone.
+    pub(crate) fn next_free(&self, now: Timestamp) -> Option<Timestamp> {
+        match &self.state {
+            LimitState::Window(w) => w.next_free(),
+            LimitState::Bucket(b) => b.next_free(now),
+            LimitState::Concurrency(_) => None,
+        }
+    }
+
+    /// Entries in the window log (memory accounting).
+    #[allow(dead_code)]
+    pub(crate) fn log_len(&self) -> usize {
+        match &self.state {
+            LimitState::Window(w) => w.entries(),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Waiting requests, grouped so that a scheduling pass costs what it admits, not what waits.
+//!
+//! Waiters are grouped by (lane, set of limits they ask of). Within a group every member asks a
+//! positive cost of the same limits, so when a group's head is blocked on a limit, every later
+//! member is blocked too (the head's claim alone fills that limit): only heads ever go, and a group
+//! is a FIFO.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::request::{Priority, RequestId, ReservationId};
+use crate::route::{LimitIdx, Need, Needs};
+use crate::time::Timestamp;
+
+/// Lanes in scheduling order: follow-ups fully covered by their reservation first, then the
+/// priorities.
+pub(crate) const LANES: usize = 5;
+pub(crate) const RESERVED_LANE: u8 = 0;
+
+pub(crate) fn lane_of(priority: Priority) -> u8 {
+    priority as u8 + 1
+}
+
+/// A follow-up, resolved: what its reservation will hold.
+#[derive(Debug, Clone)]
+pub(crate) struct FollowUpNeeds {
+    pub(crate) needs: Needs,
+    pub(crate) ttl: Duration,
+}
+
+/// A request on its way to admission: everything it asks of every limit.
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    pub(crate) priority: Priority,
+    pub(crate) lane: u8,
+    /// What the request itself takes at go.
+    pub(crate) needs: Needs,
+    /// Reserved at go for follow-ups.
+    pub(crate) reserve: SmallVec<[FollowUpNeeds; 1]>,
+    /// `needs` plus every follow-up, per limit: what must fit at once.
+    pub(crate) total: Needs,
+    /// The reservation spent, and what it holds per limit (credited to this request).
+    pub(crate) spend: Option<(ReservationId, Needs)>,
+    pub(crate) deadline: Option<Timestamp>,
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) route: Option<Arc<str>>,
+}
+
+impl Admission {
+    /// What the spent reservation holds on `limit`.
+    pub(crate) fn own_reserved(&self, limit: LimitIdx) -> u64 {
+        self.spend.as_ref().and_then(|(_, held)| held.iter().find(|n| n.limit == limit)).map_or(0, |n| n.cost)
+    }
+
+    /// CRITICAL may use capacity reserved by others for its own cost, never for reservations.
+    pub(crate) fn may_use_reserved(&self) -> bool {
+        self.priority == Priority::Critical && self.reserve.is_empty()
+    }
+}
+
+/// Sums needs per limit into one sorted list.
+pub(crate) fn merge_needs<'a>(lists: impl IntoIterator<Item = &'a Needs>) -> Needs {
+    let mut total = Needs::new();
+    for list in lists {
+        for n in list {
+            match total.iter_mut().find(|t| t.limit == n.limit) {
+                Some(t) => t.cost += n.cost,
+                None => total.push(Need { limit: n.limit, cost: n.cost }),
+            }
+        }
+    }
+    total.sort_unstable_by_key(|n| n.limit);
+    total
+}
+
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub(crate) admission: Admission,
+    pub(crate) seq: u64,
+    pub(crate) enqueued_at: Timestamp,
+    pub(crate) group: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) lane: u8,
+    pub(crate) limits: SmallVec<[LimitIdx; 4]>,
+    /// Members in arrival order; ids no longer waiting are skipped lazily.
+    pub(crate) members: VecDeque<RequestId>,
+    /// Members still waiting.
+    pub(crate) live: usize,
+}
+
+/// The waiting requests.
+#[derive(Debug, Default)]
+pub(crate) struct WaitQueue {
+    pub(crate) waiters: FxHashMap<RequestId, Waiter>,
+    pub(crate) groups: Vec<Group>,
+    group_index: FxHashMap<(u8, SmallVec<[LimitIdx; 4]>), usize>,
+    /// Cost asked per limit per lane by everyone waiting: the claims ahead of a newcomer.
+    sums: Vec<[u64; LANES]>,
+    depth: [usize; LANES],
+    next_seq: u64,
+}
+
+impl WaitQueue {
+    pub(crate) fn new(limits: usize) -> Self {
+        WaitQueue { sums: vec![[0; LANES]; limits], ..WaitQueue::default() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub(crate) fn depth(&self, lane: u8) -> usize {
+        self.depth[usize::from(lane)]
+    }
+
+    /// Claims on `limit` by everyone waiting in `lane` or ahead of it.
+    pub(crate) fn claims_through(&self, limit: LimitIdx, lane: u8) -> u64 {
+        self.sums[usize::from(limit)][..=usize::from(lane)].iter().sum()
+    }
+
+    pub(crate) fn push(&mut self, id: RequestId, admission: Admission, now: Timestamp) {
+        let key: (u8, SmallVec<[LimitIdx; 4]>) = (admission.lane, admission.total.iter().map(|n| n.limit).collect());
+        let group = match self.group_index.get(&key) {
+            Some(&g) => g,
+            None => {
+                let g = self.groups.len();
+                self.groups.push(Group { lane: key.0, limits: key.1.clone(), members: VecDeque::new(), live: 0 });
+                self.group_index.insert(key, g);
+                g
+            }
+        };
+        for n in &admission.total {
+            self.sums[usize::from(n.limit)][usize::from(admission.lane)] += n.cost;
+        }
+        self.depth[usize::from(admission.lane)] += 1;
+        self.groups[group].members.push_back(id);
+        self.groups[group].live += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.waiters.insert(id, Waiter { admission, seq, enqueued_at: now, group });
+    }
+
+    /// Removes a waiter (admitted, cancelled or expired). Its group entry goes lazily, or at once
+    /// when it is the head.
+    pub(crate) fn remove(&mut self, id: RequestId) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
+        let lane = usize::from(waiter.admission.lane);
+        for n in &waiter.admission.total {
+            self.sums[usize::from(n.limit)][lane] -= n.cost;
+        }
+        self.depth[lane] -= 1;
+        self.groups[waiter.group].live -= 1;
+        self.trim(waiter.group);
+        Some(waiter)
+    }
+
+    /// Drops entries of requests no longer waiting from the front of a group, and compacts the
+    /// group when stale entries (cancels in the middle) outnumber live ones: amortized O(1).
+    pub(crate) fn trim(&mut self, g: usize) {
+        let waiters = &self.waiters;
+        let group = &mut self.groups[g];
+        while let Some(front) = group.members.front() {
+            if waiters.contains_key(front) {
+                break;
+            }
+            group.members.pop_front();
+        }
+        if group.members.len() > 64 && group.members.len() > 2 * group.live {
+            group.members.retain(|id| waiters.contains_key(id));
+        }
+    }
+}

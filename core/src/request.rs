@@ -1,0 +1,314 @@
+//! What a host asks for, and what it gets back.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RequestError;
+use crate::time::Timestamp;
+
+/// Priority of a request: FIFO within a level, higher levels first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Emergency work (reverting a price): may use reserved capacity, never the hard limit.
+    Critical = 0,
+    /// Follow-ups and reads that must not lag (Peak, Peek).
+    High = 1,
+    /// Ordinary work (Dip).
+    #[default]
+    Normal = 2,
+    /// Background work (watchdog scans).
+    Low = 3,
+}
+
+impl Priority {
+    /// Every level, highest first.
+    pub const ALL: [Priority; 4] = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low];
+
+    /// The level's name as events and logs show it (`"critical"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// Parses `"critical"`, `"HIGH"`, ... (any case).
+    pub fn parse(s: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies a request from admission to completion; a [`Permit`] carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+/// Identifies a reservation made for a follow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReservationId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request {}", self.0)
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reservation {}", self.0)
+    }
+}
+
+/// Which limits a request takes: matched from its method and URL, or a route named directly.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Target {
+    /// Matched against the routes; the first matching rule wins, no match takes only the global
+    /// limits. Full URLs are accepted: the path is matched, the query string never leaves the core.
+    Http {
+        /// HTTP method, any case.
+        method: String,
+        /// A full URL or a path, with or without query string.
+        url: String,
+    },
+    /// A route named directly (unknown names are an error).
+    Route(String),
+    /// No route: only the global limits and those the request names.
+    #[default]
+    None,
+}
+
+/// A request for admission.
+///
+/// ```
+/// use traffic_control_core::{Priority, Request, FollowUp};
+/// let dip = Request::http("POST", "https://api.example/ws/listings/42?key=secret")
+///     .priority(Priority::Normal)
+///     .reserve(FollowUp::http("POST", "/ws/listings/42"));
+/// # let _ = dip;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Request {
+    /// What the request targets.
+    pub target: Target,
+    /// Limits taken in addition to the route's and the global ones.
+    pub limits: Vec<String>,
+    /// The cost; the route's default when absent.
+    pub cost: Option<u64>,
+    /// The priority.
+    pub priority: Priority,
+    /// The instant after which the request must not go; it fails instead.
+    pub deadline: Option<Timestamp>,
+    /// Follow-ups whose capacity is reserved in the same admission.
+    pub reserve: Vec<FollowUp>,
+    /// A reservation this request spends.
+    pub spend: Option<ReservationId>,
+}
+
+impl Request {
+    /// A request for `method url`, matched against the routes.
+    pub fn http(method: impl Into<String>, url: impl Into<String>) -> Self {
+        Request { target: Target::Http { method: method.into(), url: url.into() }, ..Request::default() }
+    }
+
+    /// A request on the route named `name`.
+    pub fn route(name: impl Into<String>) -> Self {
+        Request { target: Target::Route(name.into()), ..Request::default() }
+    }
+
+    /// A request on the named limits only (plus the global ones): for work that is not HTTP.
+    pub fn limits<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Request { limits: names.into_iter().map(Into::into).collect(), ..Request::default() }
+    }
+
+    /// Sets the priority.
+    #[must_use]
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets an explicit cost, which wins over the route's.
+    #[must_use]
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// Sets the deadline.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Timestamp) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Adds a follow-up to reserve capacity for.
+    #[must_use]
+    pub fn reserve(mut self, follow_up: FollowUp) -> Self {
+        self.reserve.push(follow_up);
+        self
+    }
+
+    /// Spends a reservation made by an earlier request.
+    #[must_use]
+    pub fn spend(mut self, reservation: ReservationId) -> Self {
+        self.spend = Some(reservation);
+        self
+    }
+
+    /// Adds a named limit.
+    #[must_use]
+    pub fn limit(mut self, name: impl Into<String>) -> Self {
+        self.limits.push(name.into());
+        self
+    }
+}
+
+/// A follow-up whose capacity is reserved when the request that names it is admitted.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FollowUp {
+    /// What the follow-up targets (its route decides the limits reserved).
+    pub target: Target,
+    /// Limits reserved in addition to the route's and the global ones.
+    pub limits: Vec<String>,
+    /// The cost reserved; the route's default when absent.
+    pub cost: Option<u64>,
+    /// How long the reservation lives unless spent or released; the config's default when absent.
+    #[serde(with = "opt_duration")]
+    pub ttl: Option<Duration>,
+}
+
+impl FollowUp {
+    /// A follow-up `method url`.
+    pub fn http(method: impl Into<String>, url: impl Into<String>) -> Self {
+        FollowUp { target: Target::Http { method: method.into(), url: url.into() }, ..FollowUp::default() }
+    }
+
+    /// A follow-up on a named route.
+    pub fn route(name: impl Into<String>) -> Self {
+        FollowUp { target: Target::Route(name.into()), ..FollowUp::default() }
+    }
+
+    /// Sets the reserved cost.
+    #[must_use]
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = Some(cost);
+        self
+    }
+
+    /// Sets the reservation's time to live.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrapped(#[serde(with = "crate::config::duration")] Duration);
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(Wrapped).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// The right to send one request now. Hand its `request` id back to
+/// [`complete`](crate::TrafficControl::complete) when the response (or failure) is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Permit {
+    /// The admitted request.
+    pub request: RequestId,
+    /// The reservations made for its follow-ups, in the order they were asked.
+    pub reservations: Vec<ReservationId>,
+    /// When it was admitted.
+    pub at: Timestamp,
+}
+
+/// The answer of [`try_acquire`](crate::TrafficControl::try_acquire).
+#[must_use = "a decision says whether the request may go"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Send it now.
+    Go(Permit),
+    /// Not now; ask again at `until` (the earliest instant it could go if nothing else changes).
+    /// `None` when only a completion or a cancel can make room.
+    Wait {
+        /// The earliest instant worth asking again.
+        until: Option<Timestamp>,
+    },
+    /// It can never go as asked.
+    Reject(RequestError),
+}
+
+/// What happened to an admitted request, as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// The HTTP status, or `None` when no response came (network failure, timeout).
+    pub status: Option<u16>,
+    /// Response headers (names in any case).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Outcome {
+    /// An outcome with this status and no headers.
+    pub fn status(status: u16) -> Self {
+        Outcome { status: Some(status), headers: Vec::new() }
+    }
+
+    /// An outcome with no response.
+    pub fn failed() -> Self {
+        Outcome::default()
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What the host should do after [`complete`](crate::TrafficControl::complete).
+#[must_use = "a completion may ask for a retry"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completion {
+    /// Finished; nothing more to do.
+    Done,
+    /// The request id was not in flight (already completed, cancelled, or its lease expired).
+    Unknown,
+}

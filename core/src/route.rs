@@ -1,0 +1,193 @@
+//! Routes: from a request's method and URL to the limits it takes and its cost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex_lite::Regex;
+use smallvec::SmallVec;
+
+use crate::config::{Config, QueryPolicy, RouteLimit};
+use crate::error::RequestError;
+use crate::limit::Limit;
+use crate::request::Target;
+
+/// Index of a limit in the controller's limit table.
+pub(crate) type LimitIdx = u16;
+
+/// The cost a request asks of one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    pub(crate) limit: LimitIdx,
+    pub(crate) cost: u64,
+}
+
+/// A request's needs, sorted by limit, one entry per limit, costs above zero.
+pub(crate) type Needs = SmallVec<[Need; 4]>;
+
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    method: Option<String>,
+    path: Regex,
+    /// (limit, fixed cost overriding the request's)
+    limits: Vec<(LimitIdx, Option<u64>)>,
+    cost: u64,
+}
+
+/// The compiled routing table.
+#[derive(Debug)]
+pub(crate) struct Router {
+    routes: Vec<Route>,
+    global: Vec<LimitIdx>,
+    by_limit_name: HashMap<Arc<str>, LimitIdx>,
+    query: QueryPolicy,
+}
+
+/// A request's target, resolved.
+pub(crate) struct Resolved {
+    pub(crate) needs: Needs,
+    /// What events show: `METHOD /path` (query dropped or redacted), or the route's name.
+    pub(crate) endpoint: Arc<str>,
+    pub(crate) route: Option<Arc<str>>,
+}
+
+impl Router {
+    /// Compiles the routes of an already validated config.
+    pub(crate) fn new(config: &Config, limits: &[Limit]) -> Self {
+        let by_limit_name: HashMap<Arc<str>, LimitIdx> =
+            limits.iter().enumerate().map(|(i, l)| (l.name.clone(), i as LimitIdx)).collect();
+        let idx = |name: &str| by_limit_name[name];
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: Arc::from(r.name.as_str()),
+                method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
+                path: Regex::new(&r.path).expect("validated"),
+                limits: r
+                    .limits
+                    .iter()
+                    .map(|l| match l {
+                        RouteLimit::Name(n) => (idx(n), None),
+                        RouteLimit::WithCost { limit, cost } => (idx(limit), Some(*cost)),
+                    })
+                    .collect(),
+                cost: r.cost,
+            })
+            .collect();
+        let global = config.global.iter().map(|n| idx(n)).collect();
+        Router { routes, global, by_limit_name, query: config.events.query }
+    }
+
+    pub(crate) fn limit_index(&self, name: &str) -> Option<LimitIdx> {
+        self.by_limit_name.get(name).copied()
+    }
+
+    /// Resolves a target plus extra named limits and an explicit cost into needs.
+    pub(crate) fn resolve(
+        &self,
+        target: &Target,
+        extra: &[String],
+        cost: Option<u64>,
+        limits: &[Limit],
+    ) -> Result<Resolved, RequestError> {
+        let (route, endpoint) = match target {
+            Target::Http { method, url } => {
+                let (path, query) = split_url(url);
+                let route = self.routes.iter().find(|r| {
+                    r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && r.path.is_match(path)
+                });
+                (route, Arc::from(self.endpoint(method, path, query)))
+            }
+            Target::Route(name) => {
+                let route = self
+                    .routes
+                    .iter()
+                    .find(|r| &*r.name == name.as_str())
+                    .ok_or_else(|| RequestError::UnknownRoute { route: name.clone() })?;
+                (Some(route), route.name.clone())
+            }
+            Target::None => (None, Arc::from(if extra.is_empty() { "-".to_string() } else { extra.join("+") })),
+        };
+        let cost = cost.or(route.map(|r| r.cost)).unwrap_or(1);
+        let mut needs = Needs::new();
+        let mut add = |limit: LimitIdx, c: u64| {
+            // Concurrency counts requests, whatever their cost.
+            let c = if limits[usize::from(limit)].is_concurrency() { 1 } else { c };
+            match needs.iter_mut().find(|n| n.limit == limit) {
+                Some(n) => n.cost = c,
+                None => needs.push(Need { limit, cost: c }),
+            }
+        };
+        for &g in &self.global {
+            add(g, cost);
+        }
+        if let Some(route) = route {
+            for &(limit, fixed) in &route.limits {
+                add(limit, fixed.unwrap_or(cost));
+            }
+        }
+        for name in extra {
+            let limit = self.limit_index(name).ok_or_else(|| RequestError::UnknownLimit { limit: name.clone() })?;
+            add(limit, cost);
+        }
+        needs.retain(|n| n.cost > 0);
+        needs.sort_unstable_by_key(|n| n.limit);
+        Ok(Resolved { needs, endpoint, route: route.map(|r| r.name.clone()) })
+    }
+
+    fn endpoint(&self, method: &str, path: &str, query: Option<&str>) -> String {
+        let mut s = String::with_capacity(method.len() + 1 + path.len());
+        s.push_str(&method.to_ascii_uppercase());
+        s.push(' ');
+        s.push_str(if path.is_empty() { "/" } else { path });
+        if let (QueryPolicy::Redact, Some(q)) = (self.query, query) {
+            s.push('?');
+            for (i, pair) in q.split('&').filter(|p| !p.is_empty()).enumerate() {
+                if i > 0 {
+                    s.push('&');
+                }
+                let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+                s.push_str(name);
+                s.push_str("=REDACTED");
+            }
+        }
+        s
+    }
+}
+
+/// Splits a full URL or a path into (path, query). Written by hand rather than with the `url`
+/// crate: only this split is needed, relative paths must work, and `url`'s IDNA tables would cost
+/// the wasm package more than the whole core.
+pub(crate) fn split_url(url: &str) -> (&str, Option<&str>) {
+    let url = url.split('#').next().unwrap_or("");
+    let rest = match url.find("://") {
+        // Scheme present only if "://" comes before any '/', '?'.
+        Some(i) if !url[..i].contains(['/', '?']) => {
+            let after = &url[i + 3..];
+            match after.find(['/', '?']) {
+                Some(j) => &after[j..],
+                None => "",
+            }
+        }
+        _ => url,
+    };
+    match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls_and_paths() {
+        assert_eq!(split_url("https://api.x.io/ws/listings/1?key=k#f"), ("/ws/listings/1", Some("key=k")));
+        assert_eq!(split_url("https://api.x.io?key=k"), ("", Some("key=k")));
+        assert_eq!(split_url("https://user:pw@api.x.io"), ("", None));
+        assert_eq!(split_url("/product?key=abc&asin=B0"), ("/product", Some("key=abc&asin=B0")));
+        assert_eq!(split_url("/a/b://c"), ("/a/b://c", None));
+    }
+}

@@ -1,0 +1,55 @@
+//! A read-only picture of every limit and queue.
+
+use serde::Serialize;
+
+use crate::time::Timestamp;
+
+/// The kind of a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Exact sliding window.
+    Window,
+    /// Token bucket.
+    TokenBucket,
+    /// Requests in flight.
+    Concurrency,
+}
+
+/// The state of the controller at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When it was taken.
+    pub at: Timestamp,
+    /// Every limit, in name order.
+    pub limits: Vec<LimitSnapshot>,
+    /// Requests waiting per priority: critical, high, normal, low.
+    pub waiting: [usize; 4],
+    /// Requests admitted and not yet completed.
+    pub in_flight: usize,
+    /// Live reservations.
+    pub reservations: usize,
+}
+
+/// One limit's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct LimitSnapshot {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: LimitKind,
+    /// The most it holds.
+    pub capacity: u64,
+    /// Cost counted against it now (in the window, missing from the bucket, in flight).
+    pub used: u64,
+    /// Cost held by live reservations.
+    pub reserved: u64,
+    /// What a NORMAL request could take now: capacity minus used and reserved.
+    pub available: u64,
+    /// The next instant room grows by time alone (`None`: it is full only of in-flight requests or
+    /// it is empty).
+    pub next_free: Option<Timestamp>,
+}

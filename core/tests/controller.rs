@@ -1,0 +1,250 @@
+//! Behaviour of the controller, one rule per test, on a fake clock.
+
+use std::time::Duration;
+
+use traffic_control_core::{
+    Config, Decision, EventKind, FollowUp, Outcome, Priority, Request, RequestError, RequestId, Timestamp,
+    TrafficControl,
+};
+
+fn ms(v: u64) -> Timestamp {
+    Timestamp::from_millis(v)
+}
+
+fn tc(json: &str) -> TrafficControl {
+    TrafficControl::new(Config::from_json(json).unwrap()).unwrap()
+}
+
+/// Drains events at `now`, returning the ids that got a Go.
+fn gone(tc: &mut TrafficControl, now: Timestamp) -> Vec<RequestId> {
+    let mut ids = Vec::new();
+    while let Some(e) = tc.poll(now) {
+        if let EventKind::Go { permit, .. } = e.kind {
+            ids.push(permit.request);
+        }
+    }
+    ids
+}
+
+const BM: &str = r#"{
+  "limits": {
+    "global": {"kind": "window", "max": 4, "per": "10s"},
+    "catalog": {"kind": "window", "max": 2, "per": "10s"},
+    "competitor": {"kind": "window", "max": 1, "per": "1s"}
+  },
+  "global": ["global"],
+  "routes": [
+    {"name": "competitors", "path": "^/ws/backbox/v1/competitors", "limits": ["competitor"]},
+    {"name": "listings", "method": "POST", "path": "^/ws/listings", "limits": ["catalog"]}
+  ]
+}"#;
+
+#[test]
+fn window_admits_max_then_waits_exactly_until_the_oldest_leaves() {
+    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":2,"per":"1s"}},"global":["a"]}"#);
+    let ids: Vec<_> = (0..3).map(|i| tc.submit(ms(i * 100), Request::http("GET", "/x")).unwrap()).collect();
+    assert_eq!(gone(&mut tc, ms(200)), vec![ids[0], ids[1]]);
+    assert_eq!(tc.poll_timeout(), Some(ms(1000)));
+    assert_eq!(gone(&mut tc, ms(999)), vec![]);
+    assert_eq!(gone(&mut tc, ms(1000)), vec![ids[2]]);
+}
+
+#[test]
+fn admission_is_all_or_nothing() {
+    let mut tc = tc(BM);
+    for _ in 0..2 {
+        assert!(matches!(tc.try_acquire(ms(0), Request::http("POST", "/ws/listings/1")), Decision::Go(_)));
+    }
+    // Catalog is full: the listing request must not take global capacity either.
+    assert!(
+        matches!(tc.try_acquire(ms(0), Request::http("POST", "/ws/listings/1")), Decision::Wait { until: Some(t) } if t == ms(10_000))
+    );
+    let snap = tc.snapshot(ms(0));
+    let global = snap.limits.iter().find(|l| l.name == "global").unwrap();
+    assert_eq!(global.used, 2);
+}
+
+#[test]
+fn a_request_for_a_free_limit_is_not_blocked_behind_one_waiting_on_a_full_limit() {
+    let mut tc = tc(BM);
+    for _ in 0..2 {
+        tc.submit(ms(0), Request::http("POST", "/ws/listings/1")).unwrap();
+    }
+    let blocked = tc.submit(ms(0), Request::http("POST", "/ws/listings/2")).unwrap();
+    let scan = tc.submit(ms(0), Request::http("GET", "/ws/backbox/v1/competitors/9").priority(Priority::Low)).unwrap();
+    let gone = gone(&mut tc, ms(0));
+    assert!(gone.contains(&scan), "LOW scan on a free limit went");
+    assert!(!gone.contains(&blocked));
+}
+
+#[test]
+fn a_lower_priority_request_never_takes_room_a_waiting_higher_one_needs() {
+    let mut tc = tc(BM);
+    // Fill catalog, and global up to 3 of 4.
+    tc.submit(ms(0), Request::http("POST", "/ws/listings/1")).unwrap();
+    tc.submit(ms(0), Request::http("POST", "/ws/listings/1")).unwrap();
+    tc.submit(ms(0), Request::http("GET", "/other")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)).len(), 3);
+    // HIGH waits on catalog, and claims the last unit of global.
+    let high = tc.submit(ms(1), Request::http("POST", "/ws/listings/3").priority(Priority::High)).unwrap();
+    let low = tc.submit(ms(1), Request::http("GET", "/other").priority(Priority::Low)).unwrap();
+    assert_eq!(gone(&mut tc, ms(1)), vec![]);
+    assert!(tc.is_waiting(low));
+    // At 10 s everything leaves: HIGH first, then LOW.
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![high, low]);
+}
+
+#[test]
+fn fifo_within_a_level() {
+    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["a"]}"#);
+    let ids: Vec<_> = (0..4).map(|_| tc.submit(ms(0), Request::http("GET", "/x")).unwrap()).collect();
+    let mut order = Vec::new();
+    let mut now = ms(0);
+    while order.len() < 4 {
+        order.extend(gone(&mut tc, now));
+        now = tc.poll_timeout().unwrap();
+    }
+    assert_eq!(order, ids);
+}
+
+#[test]
+fn reservation_holds_capacity_and_the_follow_up_goes_at_once() {
+    let mut tc = tc(BM);
+    let dip = Request::http("POST", "/ws/listings/1").reserve(FollowUp::http("POST", "/ws/listings/1"));
+    let Decision::Go(permit) = tc.try_acquire(ms(0), dip) else { panic!("dip") };
+    assert_eq!(permit.reservations.len(), 1);
+    // Catalog: 1 used + 1 reserved = full for everyone else.
+    assert!(matches!(tc.try_acquire(ms(1), Request::http("POST", "/ws/listings/2")), Decision::Wait { .. }));
+    let other = tc.submit(ms(1), Request::http("POST", "/ws/listings/3").priority(Priority::High)).unwrap();
+    assert!(!gone(&mut tc, ms(1)).contains(&other));
+    let peak = Request::http("POST", "/ws/listings/1").priority(Priority::High).spend(permit.reservations[0]);
+    assert!(matches!(tc.try_acquire(ms(2), peak), Decision::Go(_)));
+    assert_eq!(tc.snapshot(ms(2)).limits.iter().map(|l| l.reserved).sum::<u64>(), 0);
+}
+
+#[test]
+fn reservation_expires_and_can_be_released() {
+    let mut tc = tc(BM);
+    let dip = Request::http("POST", "/ws/listings/1")
+        .reserve(FollowUp::http("POST", "/ws/listings/1").ttl(Duration::from_secs(2)));
+    let Decision::Go(p1) = tc.try_acquire(ms(0), dip.clone()) else { panic!() };
+    gone(&mut tc, ms(0));
+    let waiting = tc.submit(ms(0), Request::http("POST", "/ws/listings/9")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![]);
+    assert_eq!(tc.poll_timeout(), Some(ms(2000)));
+    let gone_at_2s = gone(&mut tc, ms(2000));
+    assert_eq!(gone_at_2s, vec![waiting], "the expired reservation's room went to the waiter");
+    assert!(!tc.release(ms(2000), p1.reservations[0]), "already expired");
+}
+
+#[test]
+fn critical_may_use_reserved_capacity_but_never_the_hard_limit() {
+    let mut tc = tc(BM);
+    let dip = Request::http("POST", "/ws/listings/1").reserve(FollowUp::http("POST", "/ws/listings/1"));
+    let Decision::Go(p) = tc.try_acquire(ms(0), dip) else { panic!() };
+    gone(&mut tc, ms(0));
+    let revert = Request::http("POST", "/ws/listings/7").priority(Priority::Critical);
+    assert!(matches!(tc.try_acquire(ms(0), revert.clone()), Decision::Go(_)), "uses the reserved unit");
+    assert!(matches!(tc.try_acquire(ms(0), revert), Decision::Wait { .. }), "catalog is at its hard limit");
+    gone(&mut tc, ms(0));
+    // The follow-up now waits for room (a CRITICAL intervened), ahead of everyone.
+    let peak = tc.submit(ms(0), Request::http("POST", "/ws/listings/1").spend(p.reservations[0])).unwrap();
+    let crit = tc.submit(ms(0), Request::http("POST", "/ws/listings/8").priority(Priority::Critical)).unwrap();
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![peak, crit]);
+}
+
+#[test]
+fn never_wait_forever() {
+    let mut tc = tc(BM);
+    let err = tc.submit(ms(0), Request::http("POST", "/ws/listings/1").cost(3)).unwrap_err();
+    assert_eq!(err, RequestError::CostExceedsCapacity { limit: "catalog".into(), cost: 3, capacity: 2 });
+    assert!(err.to_string().contains("catalog"));
+    let err = tc
+        .submit(
+            ms(0),
+            Request::http("POST", "/ws/listings/1").reserve(FollowUp::http("POST", "/ws/listings/1").cost(2)),
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), "COST_EXCEEDS_CAPACITY", "the request and its reservation together exceed catalog");
+    assert_eq!(tc.submit(ms(0), Request::route("nope")).unwrap_err().code(), "UNKNOWN_ROUTE");
+    assert_eq!(tc.submit(ms(0), Request::limits(["nope"])).unwrap_err().code(), "UNKNOWN_LIMIT");
+    assert_eq!(tc.submit(ms(5), Request::http("GET", "/").deadline(ms(4))).unwrap_err().code(), "DEADLINE_EXCEEDED");
+    // Fill catalog; a request that could only go at 10 s with a deadline at 5 s fails at once.
+    tc.submit(ms(5), Request::http("POST", "/ws/listings/1")).unwrap();
+    tc.submit(ms(5), Request::http("POST", "/ws/listings/1")).unwrap();
+    let err = tc.submit(ms(5), Request::http("POST", "/ws/listings/1").deadline(ms(5000))).unwrap_err();
+    assert!(matches!(err, RequestError::DeadlineUnreachable { earliest, .. } if earliest == ms(10_005)), "{err}");
+}
+
+#[test]
+fn deadline_expires_while_waiting_and_the_queue_is_bounded() {
+    let mut tc = tc(r#"{"limits":{"c":{"kind":"concurrency","max":1}},"global":["c"],"queue":{"max_waiting":2}}"#);
+    let first = tc.submit(ms(0), Request::http("GET", "/")).unwrap();
+    let late = tc.submit(ms(0), Request::http("GET", "/").deadline(ms(50))).unwrap();
+    tc.submit(ms(0), Request::http("GET", "/")).unwrap();
+    assert_eq!(tc.submit(ms(0), Request::http("GET", "/")).unwrap_err().code(), "QUEUE_FULL");
+    assert_eq!(gone(&mut tc, ms(0)), vec![first]);
+    assert_eq!(tc.poll_timeout(), Some(Timestamp::from_nanos(ms(50).as_nanos() + 1)));
+    let mut expired = vec![];
+    while let Some(e) = tc.poll(ms(51)) {
+        if let EventKind::Expired { .. } = e.kind {
+            expired.push(e.request);
+        }
+    }
+    assert_eq!(expired, vec![late]);
+}
+
+#[test]
+fn concurrency_slot_is_held_until_completion_or_lease_expiry() {
+    let mut tc = tc(r#"{"limits":{"c":{"kind":"concurrency","max":1}},"global":["c"],"lease_ttl":"5s"}"#);
+    let a = tc.submit(ms(0), Request::http("GET", "/")).unwrap();
+    let b = tc.submit(ms(0), Request::http("GET", "/")).unwrap();
+    let c = tc.submit(ms(0), Request::http("GET", "/")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![a]);
+    let _ = tc.complete(ms(10), a, Outcome::status(200));
+    assert_eq!(gone(&mut tc, ms(10)), vec![b]);
+    // b is never completed: its lease expires at 5.01 s and c goes.
+    assert_eq!(tc.poll_timeout(), Some(ms(5010)));
+    assert_eq!(gone(&mut tc, ms(5010)), vec![c]);
+    assert!(tc.cancel(ms(5011), c));
+    assert!(!tc.cancel(ms(5011), c));
+}
+
+#[test]
+fn token_bucket_refills_continuously() {
+    let mut tc = tc(r#"{"limits":{"b":{"kind":"token_bucket","capacity":2,"refill":1,"per":"500ms"}},"global":["b"]}"#);
+    let ids: Vec<_> = (0..4).map(|_| tc.submit(ms(0), Request::http("GET", "/")).unwrap()).collect();
+    assert_eq!(gone(&mut tc, ms(0)), ids[..2].to_vec());
+    assert_eq!(tc.poll_timeout(), Some(ms(500)));
+    assert_eq!(gone(&mut tc, ms(500)), vec![ids[2]]);
+    assert_eq!(gone(&mut tc, ms(1000)), vec![ids[3]]);
+}
+
+#[test]
+fn events_never_show_query_values() {
+    let mut drop = tc(r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s"}},"global":["a"]}"#);
+    drop.submit(ms(0), Request::http("get", "https://api.keepa.com/product?key=SECRET&asin=B0")).unwrap();
+    let e = drop.poll(ms(0)).unwrap();
+    assert_eq!(&*e.endpoint, "GET /product");
+    let mut redact =
+        tc(r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s"}},"global":["a"],"events":{"query":"redact"}}"#);
+    redact.submit(ms(0), Request::http("GET", "https://api.keepa.com/product?key=SECRET&asin=B0")).unwrap();
+    let e = redact.poll(ms(0)).unwrap();
+    assert_eq!(&*e.endpoint, "GET /product?key=REDACTED&asin=REDACTED");
+    let row = serde_json::to_string(&e.log()).unwrap();
+    assert!(!row.contains("SECRET"), "{row}");
+    assert!(row.contains(r#""status":"go""#), "{row}");
+}
+
+#[test]
+fn completed_event_carries_status_and_duration() {
+    let mut tc = tc(BM);
+    let Decision::Go(p) = tc.try_acquire(ms(0), Request::http("POST", "/ws/listings/1")) else { panic!() };
+    let _ = tc.complete(ms(120), p.request, Outcome::status(201));
+    let events: Vec<_> = std::iter::from_fn(|| tc.poll(ms(120))).collect();
+    let done = events.iter().find(|e| e.status() == "completed").unwrap();
+    let row = done.log();
+    assert_eq!(row.response_status, Some(201));
+    assert_eq!(row.duration_ms, Some(120.0));
+    assert_eq!(row.route, Some("listings"));
+}
