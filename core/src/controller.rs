@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
 use crate::event::{Event, EventKind};
 use crate::limit::{Ask, Limit};
-use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, LANES, RESERVED_LANE};
+use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{Needs, Router};
 use crate::snapshot::{LimitSnapshot, Snapshot};
@@ -158,7 +158,9 @@ impl TrafficControl {
         if self.fits(&admission, ahead) {
             return Decision::Go(self.admit(now, id, admission, now));
         }
-        let until = self.when_fits(now, &admission, ahead).or_else(|| self.poll_timeout());
+        // The earliest instant it fits by time alone, or sooner if a timer (a reservation or lease
+        // expiring, a waiter ahead going) may change the picture.
+        let until = earliest(self.when_fits(now, &admission, ahead), self.next_timer()).filter(|&t| t > now);
         if let Err(error) = self.check_deadline(now, &admission) {
             self.reject_admission(now, id, admission, error.clone());
             return Decision::Reject(error);
@@ -228,6 +230,15 @@ impl TrafficControl {
     /// The next instant at which anything can change by time alone: a waiter may fit, a deadline,
     /// a reservation or a lease may expire. `None`: nothing will happen until the host calls in.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut t = self.next_timer();
+        if !self.events.is_empty() || self.dirty {
+            t = earliest(t, Some(self.now));
+        }
+        t
+    }
+
+    /// The next instant a timer fires: a waiter may fit, a deadline, reservation or lease expires.
+    fn next_timer(&self) -> Option<Timestamp> {
         let mut t = self.next_wake;
         if let Some(Reverse((deadline, _))) = self.deadlines.peek() {
             // A request may still go at its deadline; it expires just after.
@@ -238,9 +249,6 @@ impl TrafficControl {
         }
         if let Some((at, _)) = self.leases.front() {
             t = earliest(t, Some(*at));
-        }
-        if !self.events.is_empty() || self.dirty {
-            t = earliest(t, Some(self.now));
         }
         t
     }
@@ -314,12 +322,7 @@ impl TrafficControl {
                 next_free: l.next_free(now),
             })
             .collect();
-        let waiting = [
-            self.queue.depth(lane_of(Priority::Critical)) + self.queue.depth(RESERVED_LANE),
-            self.queue.depth(lane_of(Priority::High)),
-            self.queue.depth(lane_of(Priority::Normal)),
-            self.queue.depth(lane_of(Priority::Low)),
-        ];
+        let waiting = Priority::ALL.map(|p| self.queue.depth(p));
         Snapshot { at: now, limits, waiting, in_flight: self.in_flight.len(), reservations: self.reservations.len() }
     }
 
@@ -422,10 +425,20 @@ impl TrafficControl {
         Some(at)
     }
 
-    /// Refuses at once a request whose deadline cannot be met even if nobody else asked.
+    /// Refuses at once a request whose deadline cannot be met even if nobody else asked and every
+    /// reservation expired: the bound must be a true lower bound, never refuse what could go.
     fn check_deadline(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
         let Some(deadline) = admission.deadline else { return Ok(()) };
-        match self.when_fits(now, admission, |_| 0) {
+        let mut earliest_possible = now;
+        for n in &admission.total {
+            let ask = Ask { cost: n.cost, own_reserved: 0, claims: 0, may_use_reserved: true };
+            match self.limits[usize::from(n.limit)].when_fits(now, ask) {
+                Some(t) => earliest_possible = earliest_possible.max(t),
+                // Only an event (a completion) can make room: no bound to judge by.
+                None => return Ok(()),
+            }
+        }
+        match Some(earliest_possible) {
             Some(earliest) if earliest > deadline => Err(RequestError::DeadlineUnreachable { earliest, deadline }),
             _ => Ok(()),
         }
@@ -439,6 +452,9 @@ impl TrafficControl {
                     let l = &mut self.limits[usize::from(h.limit)];
                     l.reserved -= h.cost;
                 }
+                // Reserved room turns into admissions that leave the window on their own schedule:
+                // the waiters' wake instants must be computed again.
+                self.dirty = true;
             }
         }
         let mut slots = SmallVec::new();
@@ -717,7 +733,7 @@ impl TrafficControl {
             }
             let waiter = &self.queue.waiters[&id];
             for n in &waiter.admission.total {
-                s.claims[usize::from(n.limit)] += n.cost;
+                s.claims[usize::from(n.limit)] += waiter.admission.claim(n);
             }
             let limits = &self.limits;
             let claims = &s.claims;
@@ -758,6 +774,3 @@ fn describe_target(request: &Request) -> String {
         _ => "-".to_string(),
     }
 }
-
-#[allow(dead_code)]
-const _: () = assert!(LANES == 5);

@@ -1,9 +1,11 @@
 //! Waiting requests, grouped so that a scheduling pass costs what it admits, not what waits.
 //!
-//! Waiters are grouped by (lane, set of limits they ask of). Within a group every member asks a
-//! positive cost of the same limits, so when a group's head is blocked on a limit, every later
-//! member is blocked too (the head's claim alone fills that limit): only heads ever go, and a group
-//! is a FIFO.
+//! Waiters are grouped by (lane, set of limits they ask of, whether they may use reserved capacity).
+//! Within a group every member asks a positive cost of the same limits and sees the same room, so
+//! when a group's head is blocked on a limit, every later member is blocked too (the head's claim
+//! alone fills that limit): only heads ever go, and a group is a FIFO. A waiter that spends a
+//! reservation sees more room than its neighbours (its own reservation is credited to it), so it
+//! gets a group of its own, freed when it leaves.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -60,6 +62,12 @@ impl Admission {
     pub(crate) fn may_use_reserved(&self) -> bool {
         self.priority == Priority::Critical && self.reserve.is_empty()
     }
+
+    /// What a waiter claims on a limit against those behind it: what it asks beyond the part its own
+    /// reservation already holds (that part is already kept from everyone else).
+    pub(crate) fn claim(&self, need: &Need) -> u64 {
+        need.cost - need.cost.min(self.own_reserved(need.limit))
+    }
 }
 
 /// Sums needs per limit into one sorted list.
@@ -93,17 +101,24 @@ pub(crate) struct Group {
     pub(crate) members: VecDeque<RequestId>,
     /// Members still waiting.
     pub(crate) live: usize,
+    /// Shared by every waiter of its key; otherwise it holds one reservation spender.
+    shared: bool,
 }
+
+type GroupKey = (u8, bool, SmallVec<[LimitIdx; 4]>);
 
 /// The waiting requests.
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueue {
     pub(crate) waiters: FxHashMap<RequestId, Waiter>,
     pub(crate) groups: Vec<Group>,
-    group_index: FxHashMap<(u8, SmallVec<[LimitIdx; 4]>), usize>,
+    group_index: FxHashMap<GroupKey, usize>,
+    /// Slots of emptied single-waiter groups, for reuse.
+    free_groups: Vec<usize>,
     /// Cost asked per limit per lane by everyone waiting: the claims ahead of a newcomer.
     sums: Vec<[u64; LANES]>,
-    depth: [usize; LANES],
+    /// Waiting per priority (a follow-up in the reserved lane counts under its own priority).
+    depth: [usize; 4],
     next_seq: u64,
 }
 
@@ -116,8 +131,8 @@ impl WaitQueue {
         self.waiters.len()
     }
 
-    pub(crate) fn depth(&self, lane: u8) -> usize {
-        self.depth[usize::from(lane)]
+    pub(crate) fn depth(&self, priority: Priority) -> usize {
+        self.depth[priority as usize]
     }
 
     /// Claims on `limit` by everyone waiting in `lane` or ahead of it.
@@ -126,20 +141,41 @@ impl WaitQueue {
     }
 
     pub(crate) fn push(&mut self, id: RequestId, admission: Admission, now: Timestamp) {
-        let key: (u8, SmallVec<[LimitIdx; 4]>) = (admission.lane, admission.total.iter().map(|n| n.limit).collect());
-        let group = match self.group_index.get(&key) {
-            Some(&g) => g,
-            None => {
-                let g = self.groups.len();
-                self.groups.push(Group { lane: key.0, limits: key.1.clone(), members: VecDeque::new(), live: 0 });
-                self.group_index.insert(key, g);
-                g
+        let limits: SmallVec<[LimitIdx; 4]> = admission.total.iter().map(|n| n.limit).collect();
+        let group = if admission.spend.is_some() {
+            let group = Group { lane: admission.lane, limits, members: VecDeque::new(), live: 0, shared: false };
+            match self.free_groups.pop() {
+                Some(g) => {
+                    self.groups[g] = group;
+                    g
+                }
+                None => {
+                    self.groups.push(group);
+                    self.groups.len() - 1
+                }
+            }
+        } else {
+            let key: GroupKey = (admission.lane, admission.may_use_reserved(), limits);
+            match self.group_index.get(&key) {
+                Some(&g) => g,
+                None => {
+                    let g = self.groups.len();
+                    self.groups.push(Group {
+                        lane: key.0,
+                        limits: key.2.clone(),
+                        members: VecDeque::new(),
+                        live: 0,
+                        shared: true,
+                    });
+                    self.group_index.insert(key, g);
+                    g
+                }
             }
         };
         for n in &admission.total {
-            self.sums[usize::from(n.limit)][usize::from(admission.lane)] += n.cost;
+            self.sums[usize::from(n.limit)][usize::from(admission.lane)] += admission.claim(n);
         }
-        self.depth[usize::from(admission.lane)] += 1;
+        self.depth[admission.priority as usize] += 1;
         self.groups[group].members.push_back(id);
         self.groups[group].live += 1;
         let seq = self.next_seq;
@@ -153,11 +189,17 @@ impl WaitQueue {
         let waiter = self.waiters.remove(&id)?;
         let lane = usize::from(waiter.admission.lane);
         for n in &waiter.admission.total {
-            self.sums[usize::from(n.limit)][lane] -= n.cost;
+            self.sums[usize::from(n.limit)][lane] -= waiter.admission.claim(n);
         }
-        self.depth[lane] -= 1;
-        self.groups[waiter.group].live -= 1;
-        self.trim(waiter.group);
+        self.depth[waiter.admission.priority as usize] -= 1;
+        let group = &mut self.groups[waiter.group];
+        group.live -= 1;
+        if !group.shared && group.live == 0 {
+            group.members.clear();
+            self.free_groups.push(waiter.group);
+        } else {
+            self.trim(waiter.group);
+        }
         Some(waiter)
     }
 

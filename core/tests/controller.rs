@@ -248,3 +248,26 @@ fn completed_event_carries_status_and_duration() {
     assert_eq!(row.duration_ms, Some(120.0));
     assert_eq!(row.route, Some("listings"));
 }
+
+#[test]
+fn wait_never_names_now_and_counts_reservation_expiry() {
+    let mut tc = tc(r#"{"limits":{"cat":{"kind":"window","max":2,"per":"10s"}},"global":["cat"]}"#);
+    let dip = Request::limits(Vec::<String>::new()).reserve(FollowUp::default().ttl(Duration::from_secs(2)));
+    assert!(matches!(tc.try_acquire(ms(0), dip), Decision::Go(_)));
+    // Events are pending (not drained): the answer must still be a real instant, not `now`.
+    let d = tc.try_acquire(ms(0), Request::default());
+    assert_eq!(d, Decision::Wait { until: Some(ms(2000)) }, "the reservation expires at 2 s");
+    gone(&mut tc, ms(0));
+    // A deadline reachable once the reservation expires is not refused.
+    let id = tc.submit(ms(0), Request::default().deadline(ms(5000))).unwrap();
+    assert_eq!(gone(&mut tc, ms(2000)), vec![id]);
+}
+
+#[test]
+fn snapshot_counts_a_waiting_follow_up_under_its_own_priority() {
+    let mut tc = tc(r#"{"limits":{"cat":{"kind":"window","max":2,"per":"10s"}},"global":["cat"]}"#);
+    let Decision::Go(dip) = tc.try_acquire(ms(0), Request::default().reserve(FollowUp::default())) else { panic!() };
+    assert!(matches!(tc.try_acquire(ms(0), Request::default().priority(Priority::Critical)), Decision::Go(_)));
+    tc.submit(ms(0), Request::default().priority(Priority::High).spend(dip.reservations[0])).unwrap();
+    assert_eq!(tc.snapshot(ms(0)).waiting, [0, 1, 0, 0]);
+}
