@@ -280,6 +280,8 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 }
 
 fn main() {
+    // The host, not the core, reads the wall clock: only to report how long the simulation took.
+    #[allow(clippy::disallowed_methods)]
     let wall = Instant::now();
     let config = Config::from_json(CONFIG).expect("valid config");
     let mut sim = Sim {
@@ -362,7 +364,8 @@ fn main() {
             flooding.then_some(next_care),
             REVERTS_AT.get(sim.reverts).copied(),
         ];
-        let host_next = arrivals.into_iter().flatten().chain(sim.completions.peek().map(|Reverse((at, _, _))| *at)).min();
+        let host_next =
+            arrivals.into_iter().flatten().chain(sim.completions.peek().map(|Reverse((at, _, _))| *at)).min();
         let timeout = sim.tc.poll_timeout().map(Timestamp::as_nanos);
         let Some(next) = host_next.into_iter().chain(timeout).min() else { break };
         timer_wakeup = host_next.is_none_or(|h| timeout.is_some_and(|t| t < h));

@@ -106,8 +106,6 @@ struct Reservation {
 #[derive(Debug, Default)]
 struct Scratch {
     claims: Vec<u64>,
-    blocked: Vec<bool>,
-    cursor: Vec<usize>,
     heap: BinaryHeap<Reverse<(u8, u64, usize)>>,
 }
 
@@ -431,7 +429,8 @@ impl TrafficControl {
         let Some(deadline) = admission.deadline else { return Ok(()) };
         let mut earliest_possible = now;
         for n in &admission.total {
-            let ask = Ask { cost: n.cost, own_reserved: 0, claims: 0, may_use_reserved: true };
+            // As if every reservation were its own: reservations may expire before the deadline.
+            let ask = Ask { cost: n.cost, own_reserved: u64::MAX, claims: 0, may_use_reserved: false };
             match self.limits[usize::from(n.limit)].when_fits(now, ask) {
                 Some(t) => earliest_possible = earliest_possible.max(t),
                 // Only an event (a completion) can make room: no bound to judge by.
@@ -686,73 +685,38 @@ impl TrafficControl {
     /// The scheduling pass: admits, in (lane, arrival) order, every waiter that fits once the
     /// claims of the waiters ahead of it are counted.
     ///
-    /// A waiter that does not fit claims its cost on every limit it asks of: nobody behind it may
-    /// take that room. Groups (same lane, same limits) are merged by arrival order. A group whose
-    /// head is blocked is blocked whole (its head's claim fills the blocking limit), so its other
-    /// members only add claims; once every limit a group asks of is full of claims, the group is
-    /// dropped from the pass, and the pass ends when no group can admit anything. The work is
-    /// therefore bounded by the groups, the admissions, and the room left on the limits, never by
-    /// the number waiting.
+    /// Only a group's head can go (see `queue`). Heads are taken in (lane, arrival) order from a
+    /// heap of groups: a head that fits goes and the next member takes its place in the heap; a head
+    /// that does not fit claims its cost on every limit it asks of (nobody behind it may take that
+    /// room) and its group is done for this pass. The work is O((groups + admissions) log groups),
+    /// whatever the number waiting.
     fn schedule(&mut self, now: Timestamp) {
         self.dirty = false;
         let mut wake: Option<Timestamp> = None;
         let mut s = std::mem::take(&mut self.scratch);
         s.claims.clear();
         s.claims.resize(self.limits.len(), 0);
-        let groups = self.queue.groups.len();
-        s.blocked.clear();
-        s.blocked.resize(groups, false);
-        s.cursor.clear();
-        s.cursor.resize(groups, 0);
         s.heap.clear();
         for (g, group) in self.queue.groups.iter().enumerate() {
             if let Some(id) = group.members.front() {
                 s.heap.push(Reverse((group.lane, self.queue.waiters[id].seq, g)));
             }
         }
-        let mut open = s.heap.len();
-        while open > 0 {
-            let Some(Reverse((_, _, g))) = s.heap.pop() else { break };
-            let id = self.queue.groups[g].members[s.cursor[g]];
-            if !s.blocked[g] {
-                let waiter = &self.queue.waiters[&id];
-                let claims = &s.claims;
-                if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
-                    let waiter = self.queue.remove(id).expect("waiting");
-                    self.admit(now, id, waiter.admission, waiter.enqueued_at);
-                    if let Some(next) = self.queue.groups[g].members.front() {
-                        s.heap.push(Reverse((self.queue.groups[g].lane, self.queue.waiters[next].seq, g)));
-                    } else {
-                        open -= 1;
-                    }
-                    continue;
-                }
-                wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
-                s.blocked[g] = true;
-                open -= 1;
-            }
+        while let Some(Reverse((lane, _, g))) = s.heap.pop() {
+            let Some(&id) = self.queue.groups[g].members.front() else { continue };
             let waiter = &self.queue.waiters[&id];
-            for n in &waiter.admission.total {
-                s.claims[usize::from(n.limit)] += waiter.admission.claim(n);
-            }
-            let limits = &self.limits;
             let claims = &s.claims;
-            let full = self.queue.groups[g].limits.iter().all(|&l| {
-                let limit = &limits[usize::from(l)];
-                limit.used() + claims[usize::from(l)] >= limit.capacity()
-            });
-            if full {
+            if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
+                let waiter = self.queue.remove(id).expect("waiting");
+                self.admit(now, id, waiter.admission, waiter.enqueued_at);
+                if let Some(next) = self.queue.groups[g].members.front() {
+                    s.heap.push(Reverse((lane, self.queue.waiters[next].seq, g)));
+                }
                 continue;
             }
-            // The next member still waiting adds its claim in its turn.
-            let group = &self.queue.groups[g];
-            let mut c = s.cursor[g] + 1;
-            while c < group.members.len() && !self.queue.waiters.contains_key(&group.members[c]) {
-                c += 1;
-            }
-            s.cursor[g] = c;
-            if let Some(next) = group.members.get(c) {
-                s.heap.push(Reverse((group.lane, self.queue.waiters[next].seq, g)));
+            wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
+            for n in &waiter.admission.total {
+                s.claims[usize::from(n.limit)] += waiter.admission.claim(n);
             }
         }
         self.scratch = s;

@@ -1,11 +1,11 @@
 //! Waiting requests, grouped so that a scheduling pass costs what it admits, not what waits.
 //!
-//! Waiters are grouped by (lane, set of limits they ask of, whether they may use reserved capacity).
-//! Within a group every member asks a positive cost of the same limits and sees the same room, so
-//! when a group's head is blocked on a limit, every later member is blocked too (the head's claim
-//! alone fills that limit): only heads ever go, and a group is a FIFO. A waiter that spends a
-//! reservation sees more room than its neighbours (its own reservation is credited to it), so it
-//! gets a group of its own, freed when it leaves.
+//! Waiters are grouped by class: (lane, set of limits they ask of, whether they may use reserved
+//! capacity). Within a class every member asks a positive cost of the same limits and sees the same
+//! room, so no member can go before the one ahead of it: a group is a FIFO and only its head is ever
+//! considered. Only heads claim room (a request behind a blocked head cannot use room before it).
+//! A waiter that spends a reservation sees more room than its neighbours (its own reservation is
+//! credited to it), so it gets a group of its own, freed when it leaves.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -96,7 +96,6 @@ pub(crate) struct Waiter {
 #[derive(Debug)]
 pub(crate) struct Group {
     pub(crate) lane: u8,
-    pub(crate) limits: SmallVec<[LimitIdx; 4]>,
     /// Members in arrival order; ids no longer waiting are skipped lazily.
     pub(crate) members: VecDeque<RequestId>,
     /// Members still waiting.
@@ -115,7 +114,7 @@ pub(crate) struct WaitQueue {
     group_index: FxHashMap<GroupKey, usize>,
     /// Slots of emptied single-waiter groups, for reuse.
     free_groups: Vec<usize>,
-    /// Cost asked per limit per lane by everyone waiting: the claims ahead of a newcomer.
+    /// Claims per limit per lane of the groups' heads: the claims ahead of a newcomer.
     sums: Vec<[u64; LANES]>,
     /// Waiting per priority (a follow-up in the reserved lane counts under its own priority).
     depth: [usize; 4],
@@ -135,7 +134,7 @@ impl WaitQueue {
         self.depth[priority as usize]
     }
 
-    /// Claims on `limit` by everyone waiting in `lane` or ahead of it.
+    /// Claims on `limit` by the heads waiting in `lane` or ahead of it.
     pub(crate) fn claims_through(&self, limit: LimitIdx, lane: u8) -> u64 {
         self.sums[usize::from(limit)][..=usize::from(lane)].iter().sum()
     }
@@ -143,7 +142,7 @@ impl WaitQueue {
     pub(crate) fn push(&mut self, id: RequestId, admission: Admission, now: Timestamp) {
         let limits: SmallVec<[LimitIdx; 4]> = admission.total.iter().map(|n| n.limit).collect();
         let group = if admission.spend.is_some() {
-            let group = Group { lane: admission.lane, limits, members: VecDeque::new(), live: 0, shared: false };
+            let group = Group { lane: admission.lane, members: VecDeque::new(), live: 0, shared: false };
             match self.free_groups.pop() {
                 Some(g) => {
                     self.groups[g] = group;
@@ -160,20 +159,14 @@ impl WaitQueue {
                 Some(&g) => g,
                 None => {
                     let g = self.groups.len();
-                    self.groups.push(Group {
-                        lane: key.0,
-                        limits: key.2.clone(),
-                        members: VecDeque::new(),
-                        live: 0,
-                        shared: true,
-                    });
+                    self.groups.push(Group { lane: key.0, members: VecDeque::new(), live: 0, shared: true });
                     self.group_index.insert(key, g);
                     g
                 }
             }
         };
-        for n in &admission.total {
-            self.sums[usize::from(n.limit)][usize::from(admission.lane)] += admission.claim(n);
+        if self.groups[group].live == 0 {
+            self.add_claims(&admission, true);
         }
         self.depth[admission.priority as usize] += 1;
         self.groups[group].members.push_back(id);
@@ -184,23 +177,42 @@ impl WaitQueue {
     }
 
     /// Removes a waiter (admitted, cancelled or expired). Its group entry goes lazily, or at once
-    /// when it is the head.
+    /// when it is the head, and the next head's claims replace its own.
     pub(crate) fn remove(&mut self, id: RequestId) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
-        let lane = usize::from(waiter.admission.lane);
-        for n in &waiter.admission.total {
-            self.sums[usize::from(n.limit)][lane] -= waiter.admission.claim(n);
-        }
         self.depth[waiter.admission.priority as usize] -= 1;
-        let group = &mut self.groups[waiter.group];
+        let g = waiter.group;
+        let was_head = self.groups[g].members.front() == Some(&id);
+        if was_head {
+            self.add_claims(&waiter.admission, false);
+        }
+        let group = &mut self.groups[g];
         group.live -= 1;
         if !group.shared && group.live == 0 {
             group.members.clear();
-            self.free_groups.push(waiter.group);
-        } else {
-            self.trim(waiter.group);
+            self.free_groups.push(g);
+            return Some(waiter);
+        }
+        self.trim(g);
+        if was_head {
+            if let Some(next) = self.groups[g].members.front() {
+                let admission = self.waiters[next].admission.clone();
+                self.add_claims(&admission, true);
+            }
         }
         Some(waiter)
+    }
+
+    fn add_claims(&mut self, admission: &Admission, add: bool) {
+        let lane = usize::from(admission.lane);
+        for n in &admission.total {
+            let sum = &mut self.sums[usize::from(n.limit)][lane];
+            if add {
+                *sum += admission.claim(n);
+            } else {
+                *sum -= admission.claim(n);
+            }
+        }
     }
 
     /// Drops entries of requests no longer waiting from the front of a group, and compacts the

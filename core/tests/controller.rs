@@ -137,20 +137,52 @@ fn reservation_expires_and_can_be_released() {
     assert!(!tc.release(ms(2000), p1.reservations[0]), "already expired");
 }
 
+/// Reservations hold the whole of limit `w`: a follow-up reserved 2 of 2.
+const FULLY_RESERVED: &str = r#"{
+  "limits": {"w": {"kind": "window", "max": 2, "per": "10s"}, "o": {"kind": "window", "max": 5, "per": "1s"}}
+}"#;
+
+fn reserve_all_of_w(tc: &mut TrafficControl) -> traffic_control_core::ReservationId {
+    let mut follow_up = FollowUp::default().cost(2);
+    follow_up.limits = vec!["w".into()];
+    let Decision::Go(p) = tc.try_acquire(ms(0), Request::limits(["o"]).reserve(follow_up)) else { panic!() };
+    gone(tc, ms(0));
+    p.reservations[0]
+}
+
 #[test]
-fn critical_may_use_reserved_capacity_but_never_the_hard_limit() {
+fn critical_waits_ahead_of_everyone_instead_of_breaking_a_reservation() {
     let mut tc = tc(BM);
     let dip = Request::http("POST", "/ws/listings/1").reserve(FollowUp::http("POST", "/ws/listings/1"));
     let Decision::Go(p) = tc.try_acquire(ms(0), dip) else { panic!() };
     gone(&mut tc, ms(0));
-    let revert = Request::http("POST", "/ws/listings/7").priority(Priority::Critical);
-    assert!(matches!(tc.try_acquire(ms(0), revert.clone()), Decision::Go(_)), "uses the reserved unit");
-    assert!(matches!(tc.try_acquire(ms(0), revert), Decision::Wait { .. }), "catalog is at its hard limit");
+    let high = tc.submit(ms(0), Request::http("POST", "/ws/listings/8").priority(Priority::High)).unwrap();
+    let revert = tc.submit(ms(0), Request::http("POST", "/ws/listings/7").priority(Priority::Critical)).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![], "catalog: 1 used + 1 reserved of 2");
+    // The Peak keeps its promise.
+    let peak = Request::http("POST", "/ws/listings/1").priority(Priority::High).spend(p.reservations[0]);
+    assert!(matches!(tc.try_acquire(ms(1), peak), Decision::Go(_)));
+    gone(&mut tc, ms(1));
+    // When room frees (the Dip leaves at 10 s, the Peak at 10.001 s), CRITICAL goes first.
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![revert]);
+    assert_eq!(gone(&mut tc, ms(10_001)), vec![high]);
+}
+
+#[test]
+fn critical_uses_reserved_room_only_when_reservations_hold_the_whole_limit_and_never_exceeds_it() {
+    let mut tc = tc(FULLY_RESERVED);
+    let rid = reserve_all_of_w(&mut tc);
+    let revert = Request::limits(["w"]).priority(Priority::Critical);
+    assert!(matches!(tc.try_acquire(ms(0), Request::limits(["w"]).priority(Priority::High)), Decision::Wait { .. }));
+    assert!(matches!(tc.try_acquire(ms(0), revert.clone()), Decision::Go(_)), "uses the reserved room");
+    assert!(matches!(tc.try_acquire(ms(0), revert.clone()), Decision::Go(_)));
+    assert!(matches!(tc.try_acquire(ms(0), revert), Decision::Wait { .. }), "never the hard limit");
     gone(&mut tc, ms(0));
-    // The follow-up now waits for room (a CRITICAL intervened), ahead of everyone.
-    let peak = tc.submit(ms(0), Request::http("POST", "/ws/listings/1").spend(p.reservations[0])).unwrap();
-    let crit = tc.submit(ms(0), Request::http("POST", "/ws/listings/8").priority(Priority::Critical)).unwrap();
-    assert_eq!(gone(&mut tc, ms(10_000)), vec![peak, crit]);
+    // The follow-up (a CRITICAL intervened) now waits for room, ahead of everyone.
+    let follow_up = tc.submit(ms(0), Request::limits(["w"]).cost(2).spend(rid)).unwrap();
+    let crit = tc.submit(ms(0), Request::limits(["w"]).priority(Priority::Critical)).unwrap();
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![follow_up]);
+    assert_eq!(gone(&mut tc, ms(20_000)), vec![crit]);
 }
 
 #[test]
@@ -265,9 +297,9 @@ fn wait_never_names_now_and_counts_reservation_expiry() {
 
 #[test]
 fn snapshot_counts_a_waiting_follow_up_under_its_own_priority() {
-    let mut tc = tc(r#"{"limits":{"cat":{"kind":"window","max":2,"per":"10s"}},"global":["cat"]}"#);
-    let Decision::Go(dip) = tc.try_acquire(ms(0), Request::default().reserve(FollowUp::default())) else { panic!() };
-    assert!(matches!(tc.try_acquire(ms(0), Request::default().priority(Priority::Critical)), Decision::Go(_)));
-    tc.submit(ms(0), Request::default().priority(Priority::High).spend(dip.reservations[0])).unwrap();
+    let mut tc = tc(FULLY_RESERVED);
+    let rid = reserve_all_of_w(&mut tc);
+    assert!(matches!(tc.try_acquire(ms(0), Request::limits(["w"]).priority(Priority::Critical)), Decision::Go(_)));
+    tc.submit(ms(0), Request::limits(["w"]).cost(2).priority(Priority::High).spend(rid)).unwrap();
     assert_eq!(tc.snapshot(ms(0)).waiting, [0, 1, 0, 0]);
 }

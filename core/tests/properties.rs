@@ -7,9 +7,11 @@
 //! 3. a follow-up spending a live reservation goes at once when no CRITICAL request intervened;
 //! 4. a waiting request is never passed, on a limit it needs, by one behind it (lower priority, or
 //!    later at the same priority) taking room it claims: the order is (priority, arrival), FIFO
-//!    within a level;
+//!    within a level. The request next in line of its class (same lane, same limits, same room
+//!    rule) claims room; those behind it cannot go before it and claim nothing yet;
 //! 5. liveness: driven by `poll_timeout`, every request that can go goes;
 //! 6. work conservation: after every poll, no waiter fits (with the claims of those ahead of it);
+//!
 //! plus: nothing expires early (deadlines, reservations, leases) and rejections are justified.
 
 use std::collections::{BTreeMap, HashMap};
@@ -352,7 +354,9 @@ impl Model {
         for (&l, &c) in &spec.total() {
             let used = self.used(l, t);
             let claims = ahead.get(&l).copied().unwrap_or(0);
-            let others = if critical { 0 } else { self.reserved(l) - self.own(spec, l) };
+            let others = self.reserved(l) - self.own(spec, l);
+            // CRITICAL may use reserved room only when reservations hold the whole limit.
+            let others = if critical && others >= self.capacity(l) { 0 } else { others };
             if used + others + claims + c > self.capacity(l) {
                 return Err(format!(
                     "limit l{l}: used {used} + others' reservations {others} + claims ahead {claims} + cost {c} > {}",
@@ -363,10 +367,23 @@ impl Model {
         Ok(())
     }
 
-    /// What the waiters ahead of `key` claim: what each asks beyond its own reservation.
+    /// Requests of one class see the same room, so none can go before the one ahead of it:
+    /// (lane, limits asked, CRITICAL room rule). A spender of a reservation is a class of its own.
+    fn class(&self, id: RequestId, key: (u8, u64)) -> (u8, bool, Vec<usize>, Option<RequestId>) {
+        let spec = &self.specs[&id];
+        let critical = spec.priority == Priority::Critical && spec.reserve.is_empty();
+        (key.0, critical, spec.total().into_keys().collect(), spec.spend.map(|_| id))
+    }
+
+    /// What the waiters ahead of `key` claim: each waiter next in line in its class (no waiter of
+    /// the same class ahead of it) claims what it asks beyond its own reservation.
     fn claims_ahead(&self, key: (u8, u64)) -> BTreeMap<usize, u64> {
         let mut ahead = BTreeMap::new();
-        for (_, id) in self.waiting.range(..key) {
+        let mut seen = std::collections::HashSet::new();
+        for (k, id) in self.waiting.range(..key) {
+            if !seen.insert(self.class(*id, *k)) {
+                continue;
+            }
             let spec = &self.specs[id];
             for (l, c) in spec.total() {
                 *ahead.entry(l).or_default() += c - c.min(self.own(spec, l));

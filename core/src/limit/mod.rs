@@ -108,7 +108,12 @@ impl Limit {
 
     /// The most `used` may be for `ask` to fit, or `None` if it cannot fit even on an empty limit.
     fn used_ceiling(&self, ask: Ask) -> Option<u64> {
-        let others_reserved = if ask.may_use_reserved { 0 } else { self.reserved.saturating_sub(ask.own_reserved) };
+        // Reservations held by others count against the ask. CRITICAL is the exception only when
+        // reservations hold the whole limit (it would otherwise wait on them alone); while free room
+        // can still come, it waits for it ahead of every other waiter, so a reserved follow-up keeps
+        // its promise.
+        let others = self.reserved.saturating_sub(ask.own_reserved);
+        let others_reserved = if ask.may_use_reserved && others >= self.capacity() { 0 } else { others };
         let soft = self.capacity().checked_sub(others_reserved + ask.claims + ask.cost);
         // The hard limit holds for everyone, CRITICAL included.
         let hard = self.capacity().checked_sub(ask.cost);
