@@ -24,16 +24,16 @@ use traffic_control_core::{
     Config, EventKind, FollowUp, Outcome, Priority, Request, RequestId, ReservationId, Timestamp, TrafficControl,
 };
 
-const PROBES: usize = 100;
+pub(crate) const PROBES: usize = 100;
 const PROBE_EVERY: u64 = 1_000 * MS;
 const SCAN_EVERY: u64 = 50 * MS;
 const SCAN_DEADLINE: u64 = 30 * SEC;
 const CARE_EVERY: u64 = 2 * SEC;
-const REVERTS_AT: [u64; 5] = [15 * SEC, 40 * SEC, 65 * SEC, 90 * SEC, 115 * SEC];
+pub(crate) const REVERTS_AT: [u64; 5] = [15 * SEC, 40 * SEC, 65 * SEC, 90 * SEC, 115 * SEC];
 const PROGRESS_EVERY: u64 = 10 * SEC;
 
 const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000 * MS;
+pub(crate) const SEC: u64 = 1_000 * MS;
 
 const CONFIG: &str = r#"{
     "limits": {
@@ -51,10 +51,10 @@ const CONFIG: &str = r#"{
 }"#;
 
 /// The limits as this report checks them (name, max, window), independent of the core.
-const LIMITS: [(&str, usize, u64); 4] =
+pub(crate) const LIMITS: [(&str, usize, u64); 4] =
     [("global", 150, 10 * SEC), ("catalog", 15, 10 * SEC), ("competitor", 2, SEC), ("care", 300, 60 * SEC)];
 const GLOBAL: usize = 0;
-const CATALOG: usize = 1;
+pub(crate) const CATALOG: usize = 1;
 const COMPETITOR: usize = 2;
 const CARE: usize = 3;
 
@@ -113,7 +113,7 @@ struct Probe {
     done_at: Option<u64>,
 }
 
-struct Sim {
+pub(crate) struct Sim {
     tc: TrafficControl,
     now: u64,
     kinds: HashMap<RequestId, Kind>,
@@ -122,17 +122,17 @@ struct Sim {
     completions: BinaryHeap<Reverse<(u64, u64, RequestId)>>,
     latency: Latency,
     /// Go instants per limit, for the independent window check.
-    admitted: [Vec<u64>; 4],
+    pub(crate) admitted: [Vec<u64>; 4],
     /// Time waited per priority, and per kind (nanoseconds).
     waits: BTreeMap<Priority, Vec<u64>>,
-    kind_waits: BTreeMap<&'static str, Vec<u64>>,
+    pub(crate) kind_waits: BTreeMap<&'static str, Vec<u64>>,
     /// Go instants of the CRITICAL reverts.
-    revert_goes: Vec<u64>,
+    pub(crate) revert_goes: Vec<u64>,
     goes: BTreeMap<&'static str, usize>,
-    peaks_waited: Vec<(usize, Duration)>,
+    pub(crate) peaks_waited: Vec<(usize, Duration)>,
     expired: BTreeMap<&'static str, usize>,
     rejected: BTreeMap<&'static str, usize>,
-    reservations_expired: usize,
+    pub(crate) reservations_expired: usize,
     scans: u64,
     cares: u64,
     reverts: usize,
@@ -217,7 +217,7 @@ impl Sim {
         self.goes.values().sum::<usize>() + self.expired.values().sum::<usize>() + self.reservations_expired
     }
 
-    fn probes_done(&self) -> usize {
+    pub(crate) fn probes_done(&self) -> usize {
         self.probes.iter().filter(|p| p.done_at.is_some()).count()
     }
 
@@ -258,7 +258,7 @@ fn fmt_ms(nanos: u64) -> String {
 
 /// The most admissions in any half-open interval `[s, s + per)`: the maximum is reached by an
 /// interval starting at an admission.
-fn peak_in_window(sorted: &[u64], per: u64) -> usize {
+pub(crate) fn peak_in_window(sorted: &[u64], per: u64) -> usize {
     let mut best = 0;
     let mut end = 0;
     for (start, &s) in sorted.iter().enumerate() {
@@ -283,6 +283,16 @@ fn main() {
     // The host, not the core, reads the wall clock: only to report how long the simulation took.
     #[allow(clippy::disallowed_methods)]
     let wall = Instant::now();
+    println!("Back Market probe workload, simulated: {PROBES} probes, LOW scan flood, care reads, CRITICAL reverts");
+    let (mut sim, wakeups) = simulate(true);
+    let simulated = sim.now;
+    let wall = wall.elapsed();
+    report(&mut sim, simulated, wall, wakeups);
+}
+
+/// Runs the whole workload in fake time; prints a progress line every simulated 10 s if asked.
+/// `core/tests/backmarket.rs` runs the same simulation and asserts on its outcome.
+pub(crate) fn simulate(show_progress: bool) -> (Sim, Wakeups) {
     let config = Config::from_json(CONFIG).expect("valid config");
     let mut sim = Sim {
         tc: TrafficControl::new(config).expect("valid config"),
@@ -313,7 +323,6 @@ fn main() {
     let mut timer_wakeups = 0usize;
     let mut empty_timer_wakeups = 0usize;
     let mut stuck_timeouts = 0usize;
-    println!("Back Market probe workload, simulated: {PROBES} probes, LOW scan flood, care reads, CRITICAL reverts");
     loop {
         // Completions due now, then arrivals due now, then the events they caused.
         while let Some(&Reverse((at, _, id))) = sim.completions.peek() {
@@ -375,28 +384,30 @@ fn main() {
         }
         let next = next.max(sim.now + 1);
         while next_progress <= next {
-            sim.progress(next_progress);
+            if show_progress {
+                sim.progress(next_progress);
+            }
             next_progress += PROGRESS_EVERY;
         }
         sim.now = next;
         wakeups += 1;
     }
-    let simulated = sim.now;
-    sim.progress(simulated);
-    let wall = wall.elapsed();
+    if show_progress {
+        sim.progress(sim.now);
+    }
     let wakeups = Wakeups { all: wakeups, timer: timer_wakeups, empty_timer: empty_timer_wakeups, stuck_timeouts };
-    report(&mut sim, simulated, wall, wakeups);
+    (sim, wakeups)
 }
 
 /// How often the host loop woke, and why.
-struct Wakeups {
+pub(crate) struct Wakeups {
     all: usize,
     /// Woken by `poll_timeout()` alone (no arrival or completion due).
     timer: usize,
     /// Timer wake-ups at which nothing was admitted, expired or released.
     empty_timer: usize,
     /// Times `poll_timeout()` named an instant not after now once every event was drained.
-    stuck_timeouts: usize,
+    pub(crate) stuck_timeouts: usize,
 }
 
 fn report(sim: &mut Sim, simulated: u64, wall: Duration, wakeups: Wakeups) {

@@ -1,5 +1,6 @@
 //! [`TrafficControl`]: the calling contract, admissions, completions, expiries.
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use smallvec::SmallVec;
 
 use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
-use crate::event::{Event, EventKind};
+use crate::event::{Endpoint, Event, EventKind};
 use crate::limit::{Ask, Limit};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
@@ -85,8 +86,7 @@ struct InFlight {
     /// Concurrency slots held.
     slots: SmallVec<[crate::route::LimitIdx; 2]>,
     started: Timestamp,
-    endpoint: Arc<str>,
-    route: Option<Arc<str>>,
+    endpoint: Arc<Endpoint>,
     priority: Priority,
 }
 
@@ -97,8 +97,7 @@ struct Reservation {
     /// A waiting request is spending it: it does not expire while it waits.
     attached: bool,
     owner: RequestId,
-    endpoint: Arc<str>,
-    route: Option<Arc<str>>,
+    endpoint: Arc<Endpoint>,
     priority: Priority,
 }
 
@@ -144,12 +143,13 @@ impl TrafficControl {
     /// Decides at once: go now, wait until an instant, or never. Nothing is queued; the request
     /// takes its place behind every request already waiting at its priority or above, so the
     /// direct path cannot overtake the queue.
-    pub fn try_acquire(&mut self, now: Timestamp, request: Request) -> Decision {
+    pub fn try_acquire(&mut self, now: Timestamp, request: impl Borrow<Request>) -> Decision {
+        let request = request.borrow();
         let now = self.advance(now);
         let id = self.new_request_id();
-        let admission = match self.admission(now, &request) {
+        let admission = match self.admission(now, request) {
             Ok(a) => a,
-            Err(error) => return self.reject(now, id, &request, error),
+            Err(error) => return self.reject(now, id, request, error),
         };
         let lane = admission.lane;
         let ahead = |limit| self.queue.claims_through(limit, lane);
@@ -169,13 +169,14 @@ impl TrafficControl {
     /// Queues a request. It goes as soon as every limit it needs has room and no request ahead of it
     /// needs that room: its [`EventKind::Go`] comes out of [`poll`](Self::poll), possibly at once.
     /// Requests that can never go fail here, at once.
-    pub fn submit(&mut self, now: Timestamp, request: Request) -> Result<RequestId, RequestError> {
+    pub fn submit(&mut self, now: Timestamp, request: impl Borrow<Request>) -> Result<RequestId, RequestError> {
+        let request = request.borrow();
         let now = self.advance(now);
         let id = self.new_request_id();
-        let admission = match self.admission(now, &request) {
+        let admission = match self.admission(now, request) {
             Ok(a) => a,
             Err(error) => {
-                self.push_rejected(now, id, &request, error.clone());
+                self.push_rejected(now, id, request, error.clone());
                 return Err(error);
             }
         };
@@ -198,7 +199,7 @@ impl TrafficControl {
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));
         }
-        if let Some((rid, _)) = &admission.spend {
+        if let Some((rid, _)) = admission.spend.as_deref() {
             if let Some(r) = self.reservations.get_mut(rid) {
                 r.attached = true;
             }
@@ -207,7 +208,6 @@ impl TrafficControl {
             at: now,
             request: id,
             endpoint: admission.endpoint.clone(),
-            route: admission.route.clone(),
             priority: admission.priority,
             kind: EventKind::Queued,
         });
@@ -262,7 +262,6 @@ impl TrafficControl {
             at: now,
             request,
             endpoint: flight.endpoint,
-            route: flight.route,
             priority: flight.priority,
             kind: EventKind::Completed { status: outcome.status, duration: now - flight.started },
         });
@@ -274,18 +273,18 @@ impl TrafficControl {
     /// will not be sent. Returns whether the request was known.
     pub fn cancel(&mut self, now: Timestamp, request: RequestId) -> bool {
         let now = self.now.max(now);
-        let (endpoint, route, priority) = if let Some(waiter) = self.queue.remove(request) {
+        let (endpoint, priority) = if let Some(waiter) = self.queue.remove(request) {
             self.detach_spend(&waiter.admission);
             self.dirty = true;
             let a = waiter.admission;
-            (a.endpoint, a.route, a.priority)
+            (a.endpoint, a.priority)
         } else if let Some(flight) = self.in_flight.remove(&request) {
             self.give_back(&flight);
-            (flight.endpoint, flight.route, flight.priority)
+            (flight.endpoint, flight.priority)
         } else {
             return false;
         };
-        self.events.push_back(Event { at: now, request, endpoint, route, priority, kind: EventKind::Cancelled });
+        self.events.push_back(Event { at: now, request, endpoint, priority, kind: EventKind::Cancelled });
         self.advance(now);
         true
     }
@@ -345,17 +344,18 @@ impl TrafficControl {
     /// Resolves a request into what it asks of every limit; refuses what can never go.
     fn admission(&self, now: Timestamp, request: &Request) -> Result<Admission, RequestError> {
         let resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
-        let mut reserve = SmallVec::new();
+        let mut reserve = Vec::new();
         for f in &request.reserve {
             let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
             reserve.push(FollowUpNeeds { needs: r.needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
         }
-        let total = if reserve.is_empty() {
-            resolved.needs.clone()
+        let merged = if reserve.is_empty() {
+            Vec::new()
         } else {
             merge_needs(std::iter::once(&resolved.needs).chain(reserve.iter().map(|f: &FollowUpNeeds| &f.needs)))
         };
-        for n in &total {
+        let total: &[crate::route::Need] = if reserve.is_empty() { &resolved.needs } else { &merged };
+        for n in total {
             let limit = &self.limits[usize::from(n.limit)];
             if n.cost > limit.capacity() {
                 return Err(RequestError::CostExceedsCapacity {
@@ -372,10 +372,10 @@ impl TrafficControl {
         }
         // A live reservation not already being spent; an expired or unknown one is no error: the
         // follow-up then competes like any request rather than being refused.
-        let spend = request
-            .spend
-            .and_then(|rid| self.reservations.get(&rid).filter(|r| !r.attached).map(|r| (rid, r.holds.clone())));
-        let covered = spend.as_ref().is_some_and(|(_, holds)| {
+        let spend = request.spend.and_then(|rid| {
+            self.reservations.get(&rid).filter(|r| !r.attached).map(|r| Box::new((rid, r.holds.clone())))
+        });
+        let covered = spend.as_deref().is_some_and(|(_, holds)| {
             reserve.is_empty()
                 && resolved.needs.iter().all(|n| holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost))
         });
@@ -385,11 +385,10 @@ impl TrafficControl {
             lane,
             needs: resolved.needs,
             reserve,
-            total,
+            merged,
             spend,
             deadline: request.deadline,
             endpoint: resolved.endpoint,
-            route: resolved.route,
         })
     }
 
@@ -404,7 +403,7 @@ impl TrafficControl {
 
     fn fits(&self, admission: &Admission, claims: impl Fn(crate::route::LimitIdx) -> u64) -> bool {
         admission
-            .total
+            .total()
             .iter()
             .all(|n| self.limits[usize::from(n.limit)].fits(self.ask(admission, n.limit, n.cost, claims(n.limit))))
     }
@@ -416,7 +415,7 @@ impl TrafficControl {
         claims: impl Fn(crate::route::LimitIdx) -> u64,
     ) -> Option<Timestamp> {
         let mut at = now;
-        for n in &admission.total {
+        for n in admission.total() {
             let ask = self.ask(admission, n.limit, n.cost, claims(n.limit));
             at = at.max(self.limits[usize::from(n.limit)].when_fits(now, ask)?);
         }
@@ -428,7 +427,7 @@ impl TrafficControl {
     fn check_deadline(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
         let Some(deadline) = admission.deadline else { return Ok(()) };
         let mut earliest_possible = now;
-        for n in &admission.total {
+        for n in admission.total() {
             // As if every reservation were its own: reservations may expire before the deadline.
             let ask = Ask { cost: n.cost, own_reserved: u64::MAX, claims: 0, may_use_reserved: false };
             match self.limits[usize::from(n.limit)].when_fits(now, ask) {
@@ -445,7 +444,7 @@ impl TrafficControl {
 
     /// Takes every limit's cost at once, makes the reservations, starts the lease.
     fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, since: Timestamp) -> Permit {
-        if let Some((rid, holds)) = &admission.spend {
+        if let Some((rid, holds)) = admission.spend.as_deref() {
             if self.reservations.remove(rid).is_some() {
                 for h in holds {
                     let l = &mut self.limits[usize::from(h.limit)];
@@ -471,7 +470,7 @@ impl TrafficControl {
             for n in &f.needs {
                 self.limits[usize::from(n.limit)].reserved += n.cost;
             }
-            let expires_at = now + f.ttl;
+            let expires_at = now + f.ttl.max(std::time::Duration::from_nanos(1));
             self.reservation_expiry.push(Reverse((expires_at, rid)));
             self.reservations.insert(
                 rid,
@@ -481,7 +480,6 @@ impl TrafficControl {
                     attached: false,
                     owner: id,
                     endpoint: admission.endpoint.clone(),
-                    route: admission.route.clone(),
                     priority: admission.priority,
                 },
             );
@@ -490,20 +488,13 @@ impl TrafficControl {
         self.leases.push_back((now + self.config.lease_ttl, id));
         self.in_flight.insert(
             id,
-            InFlight {
-                slots,
-                started: now,
-                endpoint: admission.endpoint.clone(),
-                route: admission.route.clone(),
-                priority: admission.priority,
-            },
+            InFlight { slots, started: now, endpoint: admission.endpoint.clone(), priority: admission.priority },
         );
         let permit = Permit { request: id, reservations, at: now };
         self.events.push_back(Event {
             at: now,
             request: id,
             endpoint: admission.endpoint,
-            route: admission.route,
             priority: admission.priority,
             kind: EventKind::Go { permit: permit.clone(), waited: now - since },
         });
@@ -518,7 +509,7 @@ impl TrafficControl {
     }
 
     fn detach_spend(&mut self, admission: &Admission) {
-        if let Some((rid, _)) = &admission.spend {
+        if let Some((rid, _)) = admission.spend.as_deref() {
             if let Some(r) = self.reservations.get_mut(rid) {
                 r.attached = false;
                 // Its TTL runs again; one already past expires at the next advance.
@@ -537,27 +528,18 @@ impl TrafficControl {
         } else {
             EventKind::ReservationReleased { reservation: rid }
         };
-        self.events.push_back(Event {
-            at: now,
-            request: r.owner,
-            endpoint: r.endpoint,
-            route: r.route,
-            priority: r.priority,
-            kind,
-        });
+        self.events.push_back(Event { at: now, request: r.owner, endpoint: r.endpoint, priority: r.priority, kind });
     }
 
     fn push_rejected(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) {
-        let resolved = self.router.resolve(&request.target, &[], None, &self.limits);
-        let (endpoint, route) = match resolved {
-            Ok(r) => (r.endpoint, r.route),
-            Err(_) => (Arc::from(describe_target(request)), None),
+        let endpoint = match self.router.resolve(&request.target, &[], None, &self.limits) {
+            Ok(r) => r.endpoint,
+            Err(_) => Arc::new(Endpoint { name: describe_target(request).into(), route: None }),
         };
         self.events.push_back(Event {
             at: now,
             request: id,
             endpoint,
-            route,
             priority: request.priority,
             kind: EventKind::Rejected { error },
         });
@@ -573,7 +555,6 @@ impl TrafficControl {
             at: now,
             request: id,
             endpoint: a.endpoint,
-            route: a.route,
             priority: a.priority,
             kind: EventKind::Rejected { error },
         });
@@ -581,7 +562,15 @@ impl TrafficControl {
 
     /// Moves the controller to `now`: expiries, then a scheduling pass if anything may fit.
     fn advance(&mut self, now: Timestamp) -> Timestamp {
-        let now = self.now.max(now);
+        if now <= self.now {
+            // Same instant: every timer up to it has fired already; only a change since (a
+            // completion, a cancel, a spent reservation) can call for a pass.
+            if self.dirty {
+                self.settle(self.now);
+            }
+            self.drop_stale_timers();
+            return self.now;
+        }
         self.now = now;
         for l in &mut self.limits {
             l.advance(now);
@@ -589,13 +578,24 @@ impl TrafficControl {
         self.expire_reservations(now);
         self.expire_leases(now);
         if self.dirty || self.next_wake.is_some_and(|t| t <= now) {
-            self.schedule(now);
+            self.settle(now);
         }
         if self.expire_deadlines(now) {
-            self.schedule(now);
+            self.settle(now);
         }
         self.drop_stale_timers();
         now
+    }
+
+    /// Runs a scheduling pass, unless nobody waits.
+    fn settle(&mut self, now: Timestamp) {
+        if self.queue.len() == 0 {
+            // Nothing to admit, no instant to wake for.
+            self.dirty = false;
+            self.next_wake = None;
+        } else {
+            self.schedule(now);
+        }
     }
 
     /// Pops timer entries of things already gone (completed, cancelled, spent), so that
@@ -640,7 +640,6 @@ impl TrafficControl {
                     at: now,
                     request: id,
                     endpoint: flight.endpoint,
-                    route: flight.route,
                     priority: flight.priority,
                     kind: EventKind::LeaseExpired { held: now - flight.started },
                 });
@@ -668,7 +667,6 @@ impl TrafficControl {
                     at: now,
                     request: id,
                     endpoint: a.endpoint,
-                    route: a.route,
                     priority: a.priority,
                     kind: EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
                 });
@@ -715,7 +713,7 @@ impl TrafficControl {
                 continue;
             }
             wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
-            for n in &waiter.admission.total {
+            for n in waiter.admission.total() {
                 s.claims[usize::from(n.limit)] += waiter.admission.claim(n);
             }
         }

@@ -18,11 +18,8 @@ pub struct Event {
     pub at: Timestamp,
     /// The request it is about (for reservation events: the request that made the reservation).
     pub request: RequestId,
-    /// `METHOD /path` without the query string's values, or the route name for requests made by
-    /// route.
-    pub endpoint: Arc<str>,
-    /// The route matched, if any.
-    pub route: Option<Arc<str>>,
+    /// Shared by every event of the request: one reference count per event, not one per string.
+    pub(crate) endpoint: Arc<Endpoint>,
     /// The request's priority.
     pub priority: Priority,
     /// What happened.
@@ -79,7 +76,28 @@ pub enum EventKind {
     },
 }
 
+/// What a request targets, as events show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// `METHOD /path` without the query string's values, or the route name for requests made by
+    /// route.
+    pub(crate) name: Box<str>,
+    /// The route matched, if any.
+    pub(crate) route: Option<Arc<str>>,
+}
+
 impl Event {
+    /// `METHOD /path` without the query string's values (API keys travel there), or the route name
+    /// for requests made by route.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint.name
+    }
+
+    /// The route matched, if any.
+    pub fn route(&self) -> Option<&str> {
+        self.endpoint.route.as_deref()
+    }
+
     /// The `status` column of a log row: `queued`, `go`, `completed`, `rejected`, `expired`,
     /// `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`.
     pub fn status(&self) -> &'static str {
@@ -108,8 +126,8 @@ impl Event {
         LogRecord {
             timestamp_ms: self.at.as_millis_f64(),
             request_id: self.request.0,
-            endpoint: &self.endpoint,
-            route: self.route.as_deref(),
+            endpoint: self.endpoint(),
+            route: self.route(),
             priority: self.priority.as_str(),
             status: self.status(),
             response_status,

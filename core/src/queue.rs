@@ -14,6 +14,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::event::Endpoint;
 use crate::request::{Priority, RequestId, ReservationId};
 use crate::route::{LimitIdx, Need, Needs};
 use crate::time::Timestamp;
@@ -41,21 +42,30 @@ pub(crate) struct Admission {
     pub(crate) lane: u8,
     /// What the request itself takes at go.
     pub(crate) needs: Needs,
-    /// Reserved at go for follow-ups.
-    pub(crate) reserve: SmallVec<[FollowUpNeeds; 1]>,
-    /// `needs` plus every follow-up, per limit: what must fit at once.
-    pub(crate) total: Needs,
+    /// Reserved at go for follow-ups (on the heap only when there are some: most requests reserve
+    /// nothing, and waiters are many).
+    pub(crate) reserve: Vec<FollowUpNeeds>,
+    /// `needs` plus every follow-up, per limit; empty when nothing is reserved (see `total`).
+    pub(crate) merged: Vec<Need>,
     /// The reservation spent, and what it holds per limit (credited to this request).
-    pub(crate) spend: Option<(ReservationId, Needs)>,
+    pub(crate) spend: Option<Box<(ReservationId, Needs)>>,
     pub(crate) deadline: Option<Timestamp>,
-    pub(crate) endpoint: Arc<str>,
-    pub(crate) route: Option<Arc<str>>,
+    pub(crate) endpoint: Arc<Endpoint>,
 }
 
 impl Admission {
+    /// Everything that must fit at once: the request's needs plus its follow-ups', per limit.
+    pub(crate) fn total(&self) -> &[Need] {
+        if self.reserve.is_empty() {
+            &self.needs
+        } else {
+            &self.merged
+        }
+    }
+
     /// What the spent reservation holds on `limit`.
     pub(crate) fn own_reserved(&self, limit: LimitIdx) -> u64 {
-        self.spend.as_ref().and_then(|(_, held)| held.iter().find(|n| n.limit == limit)).map_or(0, |n| n.cost)
+        self.spend.as_deref().and_then(|(_, held)| held.iter().find(|n| n.limit == limit)).map_or(0, |n| n.cost)
     }
 
     /// CRITICAL may use capacity reserved by others for its own cost, never for reservations.
@@ -71,8 +81,8 @@ impl Admission {
 }
 
 /// Sums needs per limit into one sorted list.
-pub(crate) fn merge_needs<'a>(lists: impl IntoIterator<Item = &'a Needs>) -> Needs {
-    let mut total = Needs::new();
+pub(crate) fn merge_needs<'a>(lists: impl IntoIterator<Item = &'a Needs>) -> Vec<Need> {
+    let mut total: Vec<Need> = Vec::new();
     for list in lists {
         for n in list {
             match total.iter_mut().find(|t| t.limit == n.limit) {
@@ -140,7 +150,7 @@ impl WaitQueue {
     }
 
     pub(crate) fn push(&mut self, id: RequestId, admission: Admission, now: Timestamp) {
-        let limits: SmallVec<[LimitIdx; 4]> = admission.total.iter().map(|n| n.limit).collect();
+        let limits: SmallVec<[LimitIdx; 4]> = admission.total().iter().map(|n| n.limit).collect();
         let group = if admission.spend.is_some() {
             let group = Group { lane: admission.lane, members: VecDeque::new(), live: 0, shared: false };
             match self.free_groups.pop() {
@@ -205,7 +215,7 @@ impl WaitQueue {
 
     fn add_claims(&mut self, admission: &Admission, add: bool) {
         let lane = usize::from(admission.lane);
-        for n in &admission.total {
+        for n in admission.total() {
             let sum = &mut self.sums[usize::from(n.limit)][lane];
             if add {
                 *sum += admission.claim(n);

@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 
 use crate::config::{Config, QueryPolicy, RouteLimit};
 use crate::error::RequestError;
+use crate::event::Endpoint;
 use crate::limit::Limit;
 use crate::request::Target;
 
@@ -27,18 +28,41 @@ pub(crate) type Needs = SmallVec<[Need; 4]>;
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
+    /// What events show for requests made by this route's name.
+    by_name: Arc<Endpoint>,
     method: Option<String>,
     path: Regex,
-    /// (limit, fixed cost overriding the request's)
-    limits: Vec<(LimitIdx, Option<u64>)>,
+    /// Every limit the route takes (global ones included), sorted, with how each is costed:
+    /// resolving a request is filling in its cost, no search and no sort.
+    template: Template,
     cost: u64,
+}
+
+/// How a limit is costed for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Costed {
+    /// The request's cost.
+    Request,
+    /// A fixed cost from the route (or 1 for concurrency: it counts requests).
+    Fixed(u64),
+}
+
+type Template = SmallVec<[(LimitIdx, Costed); 4]>;
+
+fn fill(template: &Template, cost: u64) -> Needs {
+    template
+        .iter()
+        .map(|&(limit, c)| Need { limit, cost: if let Costed::Fixed(f) = c { f } else { cost } })
+        .filter(|n| n.cost > 0)
+        .collect()
 }
 
 /// The compiled routing table.
 #[derive(Debug)]
 pub(crate) struct Router {
     routes: Vec<Route>,
-    global: Vec<LimitIdx>,
+    /// What a request matching no route takes.
+    global: Template,
     by_limit_name: HashMap<Arc<str>, LimitIdx>,
     query: QueryPolicy,
 }
@@ -47,8 +71,7 @@ pub(crate) struct Router {
 pub(crate) struct Resolved {
     pub(crate) needs: Needs,
     /// What events show: `METHOD /path` (query dropped or redacted), or the route's name.
-    pub(crate) endpoint: Arc<str>,
-    pub(crate) route: Option<Arc<str>>,
+    pub(crate) endpoint: Arc<Endpoint>,
 }
 
 impl Router {
@@ -57,26 +80,40 @@ impl Router {
         let by_limit_name: HashMap<Arc<str>, LimitIdx> =
             limits.iter().enumerate().map(|(i, l)| (l.name.clone(), i as LimitIdx)).collect();
         let idx = |name: &str| by_limit_name[name];
+        let template = |route: Option<&[RouteLimit]>| -> Template {
+            let mut t = Template::new();
+            let mut set = |limit: LimitIdx, c: Costed| {
+                let c = if limits[usize::from(limit)].is_concurrency() { Costed::Fixed(1) } else { c };
+                match t.iter_mut().find(|(l, _)| *l == limit) {
+                    Some(entry) => entry.1 = c,
+                    None => t.push((limit, c)),
+                }
+            };
+            for g in &config.global {
+                set(idx(g), Costed::Request);
+            }
+            for l in route.unwrap_or_default() {
+                match l {
+                    RouteLimit::Name(n) => set(idx(n), Costed::Request),
+                    RouteLimit::WithCost { limit, cost } => set(idx(limit), Costed::Fixed(*cost)),
+                }
+            }
+            t.sort_unstable_by_key(|(l, _)| *l);
+            t
+        };
         let routes = config
             .routes
             .iter()
             .map(|r| Route {
                 name: Arc::from(r.name.as_str()),
+                by_name: Arc::new(Endpoint { name: r.name.as_str().into(), route: Some(Arc::from(r.name.as_str())) }),
                 method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
                 path: Regex::new(&r.path).expect("validated"),
-                limits: r
-                    .limits
-                    .iter()
-                    .map(|l| match l {
-                        RouteLimit::Name(n) => (idx(n), None),
-                        RouteLimit::WithCost { limit, cost } => (idx(limit), Some(*cost)),
-                    })
-                    .collect(),
+                template: template(Some(&r.limits)),
                 cost: r.cost,
             })
             .collect();
-        let global = config.global.iter().map(|n| idx(n)).collect();
-        Router { routes, global, by_limit_name, query: config.events.query }
+        Router { routes, global: template(None), by_limit_name, query: config.events.query }
     }
 
     pub(crate) fn limit_index(&self, name: &str) -> Option<LimitIdx> {
@@ -97,7 +134,8 @@ impl Router {
                 let route = self.routes.iter().find(|r| {
                     r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && r.path.is_match(path)
                 });
-                (route, Arc::from(self.endpoint(method, path, query)))
+                let name = self.endpoint(method, path, query).into_boxed_str();
+                (route, Arc::new(Endpoint { name, route: route.map(|r| r.name.clone()) }))
             }
             Target::Route(name) => {
                 let route = self
@@ -105,35 +143,28 @@ impl Router {
                     .iter()
                     .find(|r| &*r.name == name.as_str())
                     .ok_or_else(|| RequestError::UnknownRoute { route: name.clone() })?;
-                (Some(route), route.name.clone())
+                (Some(route), route.by_name.clone())
             }
-            Target::None => (None, Arc::from(if extra.is_empty() { "-".to_string() } else { extra.join("+") })),
+            Target::None => {
+                let name = if extra.is_empty() { "-".into() } else { extra.join("+").into_boxed_str() };
+                (None, Arc::new(Endpoint { name, route: None }))
+            }
         };
         let cost = cost.or(route.map(|r| r.cost)).unwrap_or(1);
-        let mut needs = Needs::new();
-        let mut add = |limit: LimitIdx, c: u64| {
-            // Concurrency counts requests, whatever their cost.
-            let c = if limits[usize::from(limit)].is_concurrency() { 1 } else { c };
-            match needs.iter_mut().find(|n| n.limit == limit) {
-                Some(n) => n.cost = c,
-                None => needs.push(Need { limit, cost: c }),
+        let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);
+        if !extra.is_empty() {
+            for name in extra {
+                let limit = self.limit_index(name).ok_or_else(|| RequestError::UnknownLimit { limit: name.clone() })?;
+                let c = if limits[usize::from(limit)].is_concurrency() { 1 } else { cost };
+                match needs.iter_mut().find(|n| n.limit == limit) {
+                    Some(n) => n.cost = c,
+                    None => needs.push(Need { limit, cost: c }),
+                }
             }
-        };
-        for &g in &self.global {
-            add(g, cost);
+            needs.retain(|n| n.cost > 0);
+            needs.sort_unstable_by_key(|n| n.limit);
         }
-        if let Some(route) = route {
-            for &(limit, fixed) in &route.limits {
-                add(limit, fixed.unwrap_or(cost));
-            }
-        }
-        for name in extra {
-            let limit = self.limit_index(name).ok_or_else(|| RequestError::UnknownLimit { limit: name.clone() })?;
-            add(limit, cost);
-        }
-        needs.retain(|n| n.cost > 0);
-        needs.sort_unstable_by_key(|n| n.limit);
-        Ok(Resolved { needs, endpoint, route: route.map(|r| r.name.clone()) })
+        Ok(Resolved { needs, endpoint })
     }
 
     fn endpoint(&self, method: &str, path: &str, query: Option<&str>) -> String {

@@ -268,8 +268,8 @@ impl Replay {
             "type": event.status(),
             "label": label,
             "at": event.at.as_millis_f64(),
-            "endpoint": &*event.endpoint,
-            "route": event.route.as_deref(),
+            "endpoint": event.endpoint(),
+            "route": event.route(),
             "priority": event.priority.as_str(),
         });
         let m = v.as_object_mut().expect("object");
