@@ -75,6 +75,8 @@ pub struct TrafficControl {
     reservation_expiry: BinaryHeap<Reverse<(Timestamp, ReservationId)>>,
     /// Something may fit that did not at the last pass.
     dirty: bool,
+    /// A timer entry may belong to something gone (completed, cancelled, spent, admitted).
+    stale_timers: bool,
     /// The earliest instant a blocked waiter may fit by time alone.
     next_wake: Option<Timestamp>,
     events: VecDeque<Event>,
@@ -129,6 +131,7 @@ impl TrafficControl {
             reservations: FxHashMap::default(),
             reservation_expiry: BinaryHeap::new(),
             dirty: false,
+            stale_timers: false,
             next_wake: None,
             events: VecDeque::new(),
             scratch: Scratch::default(),
@@ -257,6 +260,7 @@ impl TrafficControl {
         let Some(flight) = self.in_flight.remove(&request) else {
             return Completion::Unknown;
         };
+        self.stale_timers = true;
         self.give_back(&flight);
         self.events.push_back(Event {
             at: now,
@@ -273,6 +277,7 @@ impl TrafficControl {
     /// will not be sent. Returns whether the request was known.
     pub fn cancel(&mut self, now: Timestamp, request: RequestId) -> bool {
         let now = self.now.max(now);
+        self.stale_timers = true;
         let (endpoint, priority) = if let Some(waiter) = self.queue.remove(request) {
             self.detach_spend(&waiter.admission);
             self.dirty = true;
@@ -298,6 +303,7 @@ impl TrafficControl {
             _ => return false,
         }
         let r = self.reservations.remove(&reservation).expect("checked");
+        self.stale_timers = true;
         self.drop_reservation(now, reservation, r, false);
         self.advance(now);
         true
@@ -444,6 +450,8 @@ impl TrafficControl {
 
     /// Takes every limit's cost at once, makes the reservations, starts the lease.
     fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, since: Timestamp) -> Permit {
+        // A waiter's deadline entry and a spent reservation's expiry entry are left behind.
+        self.stale_timers |= admission.deadline.is_some() || admission.spend.is_some();
         if let Some((rid, holds)) = admission.spend.as_deref() {
             if self.reservations.remove(rid).is_some() {
                 for h in holds {
@@ -509,6 +517,7 @@ impl TrafficControl {
     }
 
     fn detach_spend(&mut self, admission: &Admission) {
+        self.stale_timers = true;
         if let Some((rid, _)) = admission.spend.as_deref() {
             if let Some(r) = self.reservations.get_mut(rid) {
                 r.attached = false;
@@ -601,6 +610,9 @@ impl TrafficControl {
     /// Pops timer entries of things already gone (completed, cancelled, spent), so that
     /// `poll_timeout` names only instants where something can happen.
     fn drop_stale_timers(&mut self) {
+        if !std::mem::take(&mut self.stale_timers) {
+            return;
+        }
         while self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id)) {
             self.leases.pop_front();
         }
