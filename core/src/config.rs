@@ -76,6 +76,25 @@ pub enum LimitConfig {
         /// Requests in flight.
         max: u64,
     },
+    /// A balance held by the server (Keepa tokens): `refill` added every `per`, at most `max`
+    /// accumulated, never spent below `floor`. Checked before a request with its estimated cost.
+    Budget {
+        /// Added to the balance at every period boundary.
+        refill: u64,
+        /// The refill period.
+        #[serde(with = "duration")]
+        per: Duration,
+        /// The most the balance accumulates (Keepa: unused tokens expire after an hour, so about
+        /// 60 × the per-minute rate).
+        max: u64,
+        /// The guard never lets the balance go below this.
+        #[serde(default)]
+        floor: u64,
+        /// The balance at start; absent: unknown until the host reports it (Keepa's `/token`
+        /// costs nothing) with [`TrafficControl::sync_budget`](crate::TrafficControl::sync_budget).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        initial: Option<u64>,
+    },
 }
 
 /// A rule mapping requests to limits.
@@ -185,6 +204,46 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses and validates a TOML config: the same shape as [`from_json`](Self::from_json), with
+    /// `[limits.NAME]` tables and `[[routes]]` arrays. Errors name the field (`limits.catalog.max`),
+    /// or the line and column of a syntax error, and the reason.
+    ///
+    /// ```
+    /// use traffic_control_core::Config;
+    /// let config = Config::from_toml(r#"
+    ///     global = ["global"]
+    ///     [limits.global]
+    ///     kind = "window"
+    ///     max = 150
+    ///     per = "10s"
+    /// "#).unwrap();
+    /// assert_eq!(config.limits.len(), 1);
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        // Line and column (1-based) of a byte offset, for errors that carry a span.
+        let at = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                (line, column)
+            })
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            field: at(e.span()).map_or_else(|| "TOML".to_string(), |(l, c)| format!("line {l}, column {c}")),
+            reason: e.message().to_string(),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let reason = match at(e.inner().span()) {
+                Some((l, c)) => format!("{} (line {l}, column {c})", e.inner().message()),
+                None => e.inner().message().to_string(),
+            };
+            ConfigError::Parse { field: e.path().to_string(), reason }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Builds and validates a config from a `serde_json::Value` (what the bindings hand over).
     pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
         let config: Config = serde_path_to_error::deserialize(value)
@@ -238,6 +297,20 @@ impl Config {
                 LimitConfig::Concurrency { max } => {
                     if max == 0 {
                         return invalid(field("max"), "must be at least 1");
+                    }
+                }
+                LimitConfig::Budget { refill, per, max, floor, initial } => {
+                    if refill == 0 {
+                        return invalid(field("refill"), "must be at least 1");
+                    }
+                    if per.is_zero() {
+                        return invalid(field("per"), "must be longer than zero");
+                    }
+                    if max <= floor {
+                        return invalid(field("max"), "must be above the floor");
+                    }
+                    if initial.is_some_and(|i| i > max) {
+                        return invalid(field("initial"), "must not be above max");
                     }
                 }
             }

@@ -319,10 +319,12 @@ impl TrafficControl {
                 name: l.name.to_string(),
                 kind: l.kind(),
                 capacity: l.capacity(),
-                used: l.used(),
+                // An unknown balance shows as full rather than as a made-up number.
+                used: if l.budget().is_some_and(|b| !b.is_known()) { l.capacity() } else { l.used() },
                 reserved: l.reserved,
-                available: l.capacity().saturating_sub(l.used() + l.reserved),
+                available: l.capacity().saturating_sub(l.used().saturating_add(l.reserved)),
                 next_free: l.next_free(now),
+                balance: l.budget().and_then(|b| b.balance()),
             })
             .collect();
         let waiting = Priority::ALL.map(|p| self.queue.depth(p));
@@ -363,6 +365,9 @@ impl TrafficControl {
         let total: &[crate::route::Need] = if reserve.is_empty() { &resolved.needs } else { &merged };
         for n in total {
             let limit = &self.limits[usize::from(n.limit)];
+            if limit.budget().is_some_and(|b| !b.is_known()) {
+                return Err(RequestError::BudgetUnknown { limit: limit.name.to_string() });
+            }
             if n.cost > limit.capacity() {
                 return Err(RequestError::CostExceedsCapacity {
                     limit: limit.name.to_string(),
@@ -429,23 +434,58 @@ impl TrafficControl {
     }
 
     /// Refuses at once a request whose deadline cannot be met even if nobody else asked and every
-    /// reservation expired: the bound must be a true lower bound, never refuse what could go.
+    /// reservation expired: the bound must be a true lower bound, never refuse what could go. When
+    /// a budget is what keeps it past its deadline, the error says how much is needed and when
+    /// enough would be there.
     fn check_deadline(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
         let Some(deadline) = admission.deadline else { return Ok(()) };
         let mut earliest_possible = now;
+        let mut budget_late = None;
         for n in admission.total() {
+            let limit = &self.limits[usize::from(n.limit)];
             // As if every reservation were its own: reservations may expire before the deadline.
             let ask = Ask { cost: n.cost, own_reserved: u64::MAX, claims: 0, may_use_reserved: false };
-            match self.limits[usize::from(n.limit)].when_fits(now, ask) {
-                Some(t) => earliest_possible = earliest_possible.max(t),
+            match limit.when_fits(now, ask) {
+                Some(t) => {
+                    earliest_possible = earliest_possible.max(t);
+                    if let Some(b) = limit.budget().filter(|_| t > deadline) {
+                        let available = b.balance().unwrap_or(0).saturating_sub(b.floor() as i64);
+                        budget_late = Some(RequestError::InsufficientBudget {
+                            limit: limit.name.to_string(),
+                            needed: n.cost,
+                            available,
+                            enough_at: Some(t),
+                        });
+                    }
+                }
                 // Only an event (a completion) can make room: no bound to judge by.
                 None => return Ok(()),
             }
         }
-        match Some(earliest_possible) {
-            Some(earliest) if earliest > deadline => Err(RequestError::DeadlineUnreachable { earliest, deadline }),
-            _ => Ok(()),
+        if earliest_possible <= deadline {
+            return Ok(());
         }
+        Err(budget_late.unwrap_or(RequestError::DeadlineUnreachable { earliest: earliest_possible, deadline }))
+    }
+
+    /// Takes the server's word for a budget's balance (Keepa's `tokensLeft`, and `refillIn` for the
+    /// phase of its refills). The balance is set to what the server said, never above it.
+    pub fn sync_budget(
+        &mut self,
+        now: Timestamp,
+        limit: &str,
+        tokens_left: i64,
+        refill_in: Option<std::time::Duration>,
+    ) -> Result<(), RequestError> {
+        let now = self.advance(now);
+        let idx = self.router.limit_index(limit).ok_or_else(|| RequestError::UnknownLimit { limit: limit.into() })?;
+        let budget = self.limits[usize::from(idx)]
+            .budget_mut()
+            .ok_or_else(|| RequestError::UnknownLimit { limit: format!("{limit} (not a budget)") })?;
+        budget.sync(now, tokens_left, refill_in.map(crate::time::duration_nanos));
+        self.dirty = true;
+        self.advance(now);
+        Ok(())
     }
 
     /// Takes every limit's cost at once, makes the reservations, starts the lease.

@@ -86,6 +86,28 @@ pub enum RequestError {
         /// The deadline.
         deadline: Timestamp,
     },
+    /// The budget will not hold enough above its floor before the request's deadline.
+    #[error(
+        "insufficient budget on {limit:?}: needs {needed}, {available} available above the floor{}",
+        enough_at.map_or(String::new(), |t| format!(", enough at {t}"))
+    )]
+    InsufficientBudget {
+        /// The budget limit.
+        limit: String,
+        /// The cost asked.
+        needed: u64,
+        /// What may be spent now (balance above the floor; negative when the server's balance is).
+        available: i64,
+        /// When refills would make enough available.
+        enough_at: Option<Timestamp>,
+    },
+    /// The budget's balance is not known yet: the host must report it first (Keepa's `/token`
+    /// costs nothing).
+    #[error("the balance of budget {limit:?} is unknown: sync it first (sync_budget)")]
+    BudgetUnknown {
+        /// The budget limit.
+        limit: String,
+    },
     /// The waiting queue holds its configured maximum.
     #[error("the queue is full ({max_waiting} requests waiting)")]
     QueueFull {
@@ -112,6 +134,8 @@ pub enum ErrorKind {
     QueueFull,
     /// Cancelled by the host.
     Cancelled,
+    /// Not enough budget within the allowed wait, or its balance unknown.
+    Budget,
 }
 
 impl RequestError {
@@ -124,6 +148,8 @@ impl RequestError {
             RequestError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
             RequestError::DeadlineUnreachable { .. } => "DEADLINE_UNREACHABLE",
             RequestError::QueueFull { .. } => "QUEUE_FULL",
+            RequestError::InsufficientBudget { .. } => "INSUFFICIENT_BUDGET",
+            RequestError::BudgetUnknown { .. } => "BUDGET_UNKNOWN",
             RequestError::Cancelled => "CANCELLED",
         }
     }
@@ -136,6 +162,7 @@ impl RequestError {
             | RequestError::CostExceedsCapacity { .. } => ErrorKind::NeverSucceeds,
             RequestError::DeadlineExceeded { .. } | RequestError::DeadlineUnreachable { .. } => ErrorKind::Deadline,
             RequestError::QueueFull { .. } => ErrorKind::QueueFull,
+            RequestError::InsufficientBudget { .. } | RequestError::BudgetUnknown { .. } => ErrorKind::Budget,
             RequestError::Cancelled => ErrorKind::Cancelled,
         }
     }

@@ -44,6 +44,7 @@ mod controller;
 mod error;
 mod event;
 mod limit;
+mod preset;
 mod queue;
 mod request;
 mod route;
@@ -54,6 +55,7 @@ pub use config::{Config, EventsConfig, LimitConfig, QueryPolicy, QueueConfig, Ro
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError};
 pub use event::{Event, EventKind, LogRecord};
+pub use preset::{apply_env, preset, Preset, PRESETS};
 pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,
 };

@@ -15,6 +15,8 @@ pub enum LimitKind {
     TokenBucket,
     /// Requests in flight.
     Concurrency,
+    /// A server-held balance (tokens).
+    Budget,
 }
 
 /// The state of the controller at one instant.
@@ -52,4 +54,6 @@ pub struct LimitSnapshot {
     /// The next instant room grows by time alone (`None`: it is full only of in-flight requests or
     /// it is empty).
     pub next_free: Option<Timestamp>,
+    /// For a budget: the balance (tokens left, possibly negative), `None` while unknown.
+    pub balance: Option<i64>,
 }

@@ -303,3 +303,61 @@ fn snapshot_counts_a_waiting_follow_up_under_its_own_priority() {
     tc.submit(ms(0), Request::limits(["w"]).cost(2).priority(Priority::High).spend(rid)).unwrap();
     assert_eq!(tc.snapshot(ms(0)).waiting, [0, 1, 0, 0]);
 }
+
+const KEEPA: &str = r#"{
+  "limits": {"tokens": {"kind": "budget", "refill": 20, "per": "1m", "max": 1200, "floor": 10}},
+  "routes": [
+    {"name": "token", "path": "^/token", "limits": [{"limit": "tokens", "cost": 0}]},
+    {"name": "bestsellers", "path": "^/bestsellers", "limits": [{"limit": "tokens", "cost": 50}]},
+    {"name": "product", "path": "^/product", "limits": ["tokens"]}
+  ]
+}"#;
+
+#[test]
+fn a_budget_is_unknown_until_synced_and_status_requests_are_free() {
+    let mut tc = tc(KEEPA);
+    assert_eq!(tc.submit(ms(0), Request::http("GET", "/product?asin=B0")).unwrap_err().code(), "BUDGET_UNKNOWN");
+    // The status endpoint costs nothing: it goes without a known balance.
+    assert!(matches!(tc.try_acquire(ms(0), Request::http("GET", "/token?key=k")), Decision::Go(_)));
+    tc.sync_budget(ms(0), "tokens", 70, Some(Duration::from_secs(30))).unwrap();
+    let snap = tc.snapshot(ms(0));
+    assert_eq!(snap.limits[0].balance, Some(70));
+    assert_eq!(snap.limits[0].available, 60, "70 left, floor 10");
+    assert_eq!(tc.sync_budget(ms(0), "nope", 1, None).unwrap_err().code(), "UNKNOWN_LIMIT");
+}
+
+#[test]
+fn a_budget_waits_for_refill_within_the_allowed_wait_and_refuses_beyond() {
+    let mut tc = tc(KEEPA);
+    tc.sync_budget(ms(0), "tokens", 40, Some(Duration::from_secs(30))).unwrap();
+    // 50 needed, 30 spendable: the refill at 30 s brings 50 spendable.
+    let ok = tc.submit(ms(0), Request::http("GET", "/bestsellers").deadline(ms(31_000))).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![]);
+    assert_eq!(gone(&mut tc, ms(30_000)), vec![ok]);
+    // Now 10 left (the floor): 50 more needs three refills (at 90 s, 150 s, 210 s).
+    let err = tc.submit(ms(30_000), Request::http("GET", "/bestsellers").deadline(ms(60_000))).unwrap_err();
+    assert_eq!(
+        err,
+        RequestError::InsufficientBudget {
+            limit: "tokens".into(),
+            needed: 50,
+            available: 0,
+            enough_at: Some(ms(210_000))
+        }
+    );
+    assert!(err.to_string().contains("needs 50, 0 available"), "{err}");
+    // Never below the floor: a product request waits for the next refill.
+    assert!(
+        matches!(tc.try_acquire(ms(30_000), Request::http("GET", "/product")), Decision::Wait { until: Some(t) } if t == ms(90_000))
+    );
+}
+
+#[test]
+fn the_server_balance_wins_even_when_negative() {
+    let mut tc = tc(KEEPA);
+    tc.sync_budget(ms(0), "tokens", -31, Some(Duration::from_secs(60))).unwrap();
+    // 31 below zero plus the floor 10 plus 1: three refills of 20.
+    assert!(
+        matches!(tc.try_acquire(ms(0), Request::http("GET", "/product")), Decision::Wait { until: Some(t) } if t == ms(180_000))
+    );
+}

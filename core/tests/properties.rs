@@ -32,6 +32,7 @@ enum LimitSpec {
     Window { max: u64, per_ms: u64 },
     Bucket { capacity: u64, refill: u64, per_ms: u64 },
     Concurrency { max: u64 },
+    Budget { refill: u64, per_ms: u64, max: u64, floor: u64, initial: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +83,9 @@ fn limit_spec() -> impl Strategy<Value = LimitSpec> {
         2 => (1u64..=4, 1u64..=2, 100u64..=800)
             .prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms }),
         2 => (1u64..=3).prop_map(|max| LimitSpec::Concurrency { max }),
+        2 => (1u64..=3, 100u64..=800, 2u64..=8, 0u64..=1, 0u64..=8).prop_map(|(refill, per_ms, max, floor, initial)| {
+            LimitSpec::Budget { refill, per_ms, max, floor, initial: initial.min(max) }
+        }),
     ]
 }
 
@@ -160,6 +164,9 @@ impl Workload {
                         serde_json::json!({"kind":"token_bucket","capacity":capacity,"refill":refill,"per":per_ms})
                     }
                     LimitSpec::Concurrency { max } => serde_json::json!({"kind":"concurrency","max":max}),
+                    LimitSpec::Budget { refill, per_ms, max, floor, initial } => serde_json::json!(
+                        {"kind":"budget","refill":refill,"per":per_ms,"max":max,"floor":floor,"initial":initial}
+                    ),
                 };
                 (name(i), v)
             })
@@ -268,6 +275,7 @@ impl Model {
             LimitSpec::Window { max, .. } => max,
             LimitSpec::Bucket { capacity, .. } => capacity,
             LimitSpec::Concurrency { max } => max,
+            LimitSpec::Budget { max, floor, .. } => max - floor,
         }
     }
 
@@ -316,6 +324,21 @@ impl Model {
             }
             LimitSpec::Concurrency { .. } => {
                 self.in_flight.values().filter(|(_, slots)| slots.contains(&l)).count() as u64
+            }
+            LimitSpec::Budget { refill, per_ms, max, floor, initial } => {
+                // Replay the balance: `refill` at every multiple of `per`, capped at `max`; never
+                // spent below the floor (that is invariant 2 for budgets).
+                let per = per_ms * MS;
+                let (max, refill) = (max as i64, refill as i64);
+                let (mut level, mut last) = (initial as i64, 0u64);
+                for &(at, c) in self.log[l].iter().filter(|&&(at, _)| at <= t) {
+                    level = (level + refill * (at / per - last / per) as i64).min(max);
+                    last = at;
+                    level -= c as i64;
+                    assert!(level >= floor as i64, "(2) budget l{l} spent below its floor at {at}");
+                }
+                level = (level + refill * (t / per - last / per) as i64).min(max);
+                (max - level) as u64
             }
         }
     }
@@ -548,6 +571,10 @@ impl Model {
                     }
                 }
                 LimitSpec::Concurrency { .. } => {}
+                LimitSpec::Budget { .. } => {
+                    // Replaying to the last admission asserts the floor held all along.
+                    let _ = log.last().map(|&(at, _)| self.used(l, at));
+                }
             }
         }
     }
@@ -646,6 +673,17 @@ impl Host {
             RequestError::DeadlineExceeded { .. } => assert!(spec.deadline.unwrap() < self.now),
             RequestError::DeadlineUnreachable { earliest, deadline } => {
                 assert!(earliest > deadline && deadline.as_nanos() == spec.deadline.unwrap())
+            }
+            RequestError::InsufficientBudget { limit, needed, enough_at, .. } => {
+                // Even with refills and nobody else spending, the deadline comes first.
+                let l: usize = limit[1..].parse().unwrap();
+                let deadline = spec.deadline.expect("refused for its deadline");
+                assert!(matches!(self.model.w.limits[l], LimitSpec::Budget { .. }));
+                assert!(
+                    self.model.used(l, deadline) + needed > self.model.capacity(l),
+                    "unjustified {error}: it would fit at its deadline {deadline}"
+                );
+                assert!(enough_at.is_some_and(|t| t.as_nanos() > deadline));
             }
             other => panic!("unexpected rejection {other}"),
         }

@@ -1,12 +1,14 @@
 //! The limit kinds and the accounting they share: used, reserved, and room for a request.
 
 mod bucket;
+mod budget;
 mod concurrency;
 mod window;
 
 use std::sync::Arc;
 
 pub(crate) use bucket::TokenBucket;
+pub(crate) use budget::Budget;
 pub(crate) use concurrency::Concurrency;
 pub(crate) use window::Window;
 
@@ -28,6 +30,7 @@ pub(crate) enum LimitState {
     Window(Window),
     Bucket(TokenBucket),
     Concurrency(Concurrency),
+    Budget(Budget),
 }
 
 /// How a request asks a limit for room.
@@ -50,6 +53,9 @@ impl Limit {
                 LimitState::Bucket(TokenBucket::new(capacity, refill, duration_nanos(per)))
             }
             LimitConfig::Concurrency { max } => LimitState::Concurrency(Concurrency::new(max)),
+            LimitConfig::Budget { refill, per, max, floor, initial } => {
+                LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial))
+            }
         };
         Limit { name: Arc::from(name), state, reserved: 0 }
     }
@@ -59,6 +65,7 @@ impl Limit {
             LimitState::Window(_) => LimitKind::Window,
             LimitState::Bucket(_) => LimitKind::TokenBucket,
             LimitState::Concurrency(_) => LimitKind::Concurrency,
+            LimitState::Budget(_) => LimitKind::Budget,
         }
     }
 
@@ -71,6 +78,7 @@ impl Limit {
             LimitState::Window(w) => w.capacity(),
             LimitState::Bucket(b) => b.capacity(),
             LimitState::Concurrency(c) => c.capacity(),
+            LimitState::Budget(b) => b.capacity(),
         }
     }
 
@@ -78,6 +86,7 @@ impl Limit {
         match &mut self.state {
             LimitState::Window(w) => w.advance(now),
             LimitState::Bucket(b) => b.advance(now),
+            LimitState::Budget(b) => b.advance(now),
             LimitState::Concurrency(_) => {}
         }
     }
@@ -88,6 +97,7 @@ impl Limit {
             LimitState::Window(w) => w.used(),
             LimitState::Bucket(b) => b.used(),
             LimitState::Concurrency(c) => c.used(),
+            LimitState::Budget(b) => b.used(),
         }
     }
 
@@ -96,6 +106,7 @@ impl Limit {
             LimitState::Window(w) => w.take(now, cost),
             LimitState::Bucket(b) => b.take(cost),
             LimitState::Concurrency(c) => c.take(cost),
+            LimitState::Budget(b) => b.take(cost),
         }
     }
 
@@ -135,6 +146,7 @@ impl Limit {
             LimitState::Window(w) => w.when_used_at_most(now, ceiling),
             LimitState::Bucket(b) => b.when_used_at_most(now, ceiling),
             LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
+            LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
         }
     }
 
@@ -143,7 +155,23 @@ impl Limit {
         match &self.state {
             LimitState::Window(w) => w.next_free(),
             LimitState::Bucket(b) => b.next_free(now),
+            LimitState::Budget(b) => b.next_free(),
             LimitState::Concurrency(_) => None,
+        }
+    }
+
+    /// The budget, if this limit is one.
+    pub(crate) fn budget(&self) -> Option<&Budget> {
+        match &self.state {
+            LimitState::Budget(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn budget_mut(&mut self) -> Option<&mut Budget> {
+        match &mut self.state {
+            LimitState::Budget(b) => Some(b),
+            _ => None,
         }
     }
 
