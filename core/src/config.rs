@@ -46,6 +46,46 @@ pub struct Config {
     /// What events may show of a request.
     #[serde(default)]
     pub events: EventsConfig,
+    /// What to do when a server says a request was rate limited or blocked.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
+}
+
+/// How server feedback (429, `Retry-After`, blocks) pauses limits and retries requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct FeedbackConfig {
+    /// How long a 429 pauses the limits its request touched when the server names no time (Back
+    /// Market blocks for 10 s). Repeats double it, up to `max_block`.
+    #[serde(with = "duration")]
+    pub block: Duration,
+    /// The longest pause that backoff reaches.
+    #[serde(with = "duration")]
+    pub max_block: Duration,
+    /// How long a WAF block or a blocked token stops the limits when the server names no end.
+    #[serde(with = "duration")]
+    pub cooldown: Duration,
+    /// Retries of a rate-limited request before `complete` answers give-up.
+    pub max_retries: u32,
+    /// Up to this fraction of a backoff pause is added at random, so processes sharing an account do
+    /// not retry in step. Never added to a time the server named, and never subtracted.
+    pub jitter: f64,
+    /// Seed of the jitter's generator (deterministic: give each process its own).
+    pub seed: u64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        FeedbackConfig {
+            block: Duration::from_secs(10),
+            max_block: Duration::from_secs(300),
+            cooldown: Duration::from_secs(60),
+            max_retries: 3,
+            jitter: 0.1,
+            seed: 0x5EED,
+        }
+    }
 }
 
 /// One limit.
@@ -112,9 +152,66 @@ pub struct RouteConfig {
     /// The limits the route takes, in addition to the global ones.
     #[serde(default)]
     pub limits: Vec<RouteLimit>,
-    /// The default cost of a request on this route.
-    #[serde(default = "one")]
-    pub cost: u64,
+    /// The cost of a request on this route when the request does not say: a number, or a count
+    /// of the items in a query parameter (Keepa's `asin=A,B,C` costs 1 per ASIN).
+    #[serde(default)]
+    pub cost: RouteCost,
+}
+
+/// How a route estimates a request's cost. An explicit cost from the caller always wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum RouteCost {
+    /// The same for every request.
+    Fixed(u64),
+    /// `factor` × the comma-separated items in query parameter `count`, plus `plus`, at most `max`.
+    Count {
+        /// The query parameter whose comma-separated items are counted (`asin`).
+        count: String,
+        /// Cost per item.
+        #[serde(default = "one")]
+        factor: u64,
+        /// Added once per request (extras such as Keepa's offers or buybox).
+        #[serde(default)]
+        plus: u64,
+        /// The cost never goes above this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
+    },
+}
+
+impl Default for RouteCost {
+    fn default() -> Self {
+        RouteCost::Fixed(1)
+    }
+}
+
+impl RouteCost {
+    /// The cost of a request whose query string is `query`.
+    pub(crate) fn estimate(&self, query: Option<&str>) -> u64 {
+        match self {
+            RouteCost::Fixed(c) => *c,
+            RouteCost::Count { count, factor, plus, max } => {
+                let items = query
+                    .into_iter()
+                    .flat_map(|q| q.split('&'))
+                    .filter_map(|pair| pair.split_once('=').filter(|(name, _)| name == count))
+                    .map(|(_, value)| {
+                        // `%2C` is an encoded comma; empty items (`a,,b`) are not counted.
+                        value
+                            .split(',')
+                            .flat_map(|v| v.split("%2C"))
+                            .flat_map(|v| v.split("%2c"))
+                            .filter(|i| !i.is_empty())
+                            .count() as u64
+                    })
+                    .sum::<u64>();
+                let cost = items.saturating_mul(*factor).saturating_add(*plus);
+                max.map_or(cost, |m| cost.min(m))
+            }
+        }
+    }
 }
 
 /// A limit taken by a route: its name, or its name with a fixed cost that overrides the request's.
@@ -333,6 +430,11 @@ impl Config {
                     return invalid(format!("routes[{i}].method"), "must be an HTTP method such as GET or POST");
                 }
             }
+            if let RouteCost::Count { count, .. } = &route.cost {
+                if count.is_empty() {
+                    return invalid(format!("routes[{i}].cost.count"), "must name a query parameter");
+                }
+            }
             if let Err(e) = regex_lite::Regex::new(&route.path) {
                 return invalid(format!("routes[{i}].path"), &format!("not a valid regular expression: {e}"));
             }
@@ -353,6 +455,15 @@ impl Config {
         }
         if self.lease_ttl.is_zero() {
             return invalid("lease_ttl".into(), "must be longer than zero");
+        }
+        if self.feedback.block.is_zero() {
+            return invalid("feedback.block".into(), "must be longer than zero");
+        }
+        if self.feedback.max_block < self.feedback.block {
+            return invalid("feedback.max_block".into(), "must not be shorter than feedback.block");
+        }
+        if !(0.0..=1.0).contains(&self.feedback.jitter) {
+            return invalid("feedback.jitter".into(), "must be a fraction between 0 and 1");
         }
         Ok(())
     }

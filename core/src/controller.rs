@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
+use crate::feedback::{BlockKind, Feedback};
 use crate::limit::{Ask, Limit};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
@@ -81,12 +82,35 @@ pub struct TrafficControl {
     next_wake: Option<Timestamp>,
     events: VecDeque<Event>,
     scratch: Scratch,
+    /// Jitter for backoff pauses: deterministic from the config's seed.
+    rng: Jitter,
+}
+
+/// xorshift64*: a few lines, deterministic across platforms and bindings (scenario files replay
+/// the same pauses everywhere); no need for a crate.
+#[derive(Debug)]
+struct Jitter(u64);
+
+impl Jitter {
+    /// A number in [0, 1).
+    fn next_unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 #[derive(Debug)]
 struct InFlight {
     /// Concurrency slots held.
     slots: SmallVec<[crate::route::LimitIdx; 2]>,
+    /// What it took: a retry asks the same again.
+    needs: Needs,
+    deadline: Option<Timestamp>,
+    attempt: u32,
     started: Timestamp,
     endpoint: Arc<Endpoint>,
     priority: Priority,
@@ -117,6 +141,8 @@ impl TrafficControl {
         let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
         let router = Router::new(&config, &limits);
         let queue = WaitQueue::new(limits.len());
+        // xorshift must not start at zero.
+        let seed = config.feedback.seed | 1;
         Ok(TrafficControl {
             config,
             router,
@@ -135,6 +161,7 @@ impl TrafficControl {
             next_wake: None,
             events: VecDeque::new(),
             scratch: Scratch::default(),
+            rng: Jitter(seed),
         })
     }
 
@@ -254,7 +281,17 @@ impl TrafficControl {
         t
     }
 
-    /// Reports the outcome of a permitted request: frees its concurrency slots.
+    /// Reports the outcome of a permitted request: frees its concurrency slots, and learns from
+    /// what the server said ([`Feedback`]):
+    ///
+    /// - token fields (Keepa) set the budget to the server's balance, less the estimated cost of the
+    ///   requests still in flight (never above what the server said);
+    /// - a 429 or a block pauses every limit the request touched, until the server's time, or for
+    ///   the configured block doubled on every repeat (plus jitter) when it names none; a WAF block or
+    ///   a blocked token stops them for the cooldown;
+    /// - a rate-limited request is queued again at its priority: [`Completion::Retry`], its Go
+    ///   coming out of `poll` later under the same id; after `feedback.max_retries`, or when the
+    ///   pause runs past its deadline, [`Completion::GiveUp`].
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: Outcome) -> Completion {
         let now = self.now.max(now);
         let Some(flight) = self.in_flight.remove(&request) else {
@@ -265,12 +302,118 @@ impl TrafficControl {
         self.events.push_back(Event {
             at: now,
             request,
-            endpoint: flight.endpoint,
+            endpoint: flight.endpoint.clone(),
             priority: flight.priority,
             kind: EventKind::Completed { status: outcome.status, duration: now - flight.started },
         });
+        let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
+            // Nothing to learn (the fast path): a success clears the limits' strikes.
+            self.clear_strikes(&flight.needs);
+            Completion::Done
+        } else {
+            let feedback = Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time);
+            self.learn(now, request, flight, outcome.status, &feedback)
+        };
         self.advance(now);
-        Completion::Done
+        completion
+    }
+
+    fn clear_strikes(&mut self, needs: &Needs) {
+        for n in needs {
+            self.limits[usize::from(n.limit)].strikes = 0;
+        }
+    }
+
+    /// Applies what a response said; see [`complete`](Self::complete).
+    fn learn(
+        &mut self,
+        now: Timestamp,
+        id: RequestId,
+        flight: InFlight,
+        status: Option<u16>,
+        feedback: &Feedback,
+    ) -> Completion {
+        if let Some(report) = &feedback.budget {
+            for n in &flight.needs {
+                let l = &mut self.limits[usize::from(n.limit)];
+                let in_flight = i64::try_from(l.in_flight_cost).unwrap_or(i64::MAX);
+                if let Some(b) = l.budget_mut() {
+                    let refill_in = report.refill_in.map(crate::time::duration_nanos);
+                    b.sync(now, report.tokens_left.saturating_sub(in_flight), refill_in);
+                    self.dirty = true;
+                }
+            }
+        }
+        if !feedback.rate_limited {
+            self.clear_strikes(&flight.needs);
+            return Completion::Done;
+        }
+        let until = self.pause(now, &flight.needs, feedback);
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint: flight.endpoint.clone(),
+            priority: flight.priority,
+            kind: EventKind::RateLimited { status, until },
+        });
+        let attempt = flight.attempt + 1;
+        if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
+            return Completion::GiveUp;
+        }
+        // Queued again like any request: its limits are paused until `until`, so it cannot go
+        // sooner, and when they open it competes at its priority (a Peak stays HIGH).
+        let admission = Admission {
+            priority: flight.priority,
+            lane: lane_of(flight.priority),
+            needs: flight.needs,
+            reserve: Vec::new(),
+            merged: Vec::new(),
+            spend: None,
+            deadline: flight.deadline,
+            endpoint: flight.endpoint.clone(),
+            attempt,
+        };
+        if let Some(deadline) = admission.deadline {
+            self.deadlines.push(Reverse((deadline, id)));
+        }
+        self.events.push_back(Event {
+            at: now,
+            request: id,
+            endpoint: flight.endpoint,
+            priority: flight.priority,
+            kind: EventKind::Retried { attempt, at: until },
+        });
+        self.queue.push(id, admission, now);
+        self.dirty = true;
+        Completion::Retry { at: until }
+    }
+
+    /// Pauses every limit in `needs` as the feedback says; returns when the last pause ends.
+    fn pause(&mut self, now: Timestamp, needs: &Needs, feedback: &Feedback) -> Timestamp {
+        let cfg = &self.config.feedback;
+        let blocked =
+            feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
+        let (base, cap) =
+            if blocked { (cfg.cooldown, cfg.cooldown.max(cfg.max_block)) } else { (cfg.block, cfg.max_block) };
+        let jitter = cfg.jitter;
+        let mut until = now;
+        for n in needs {
+            let l = &mut self.limits[usize::from(n.limit)];
+            l.strikes = l.strikes.saturating_add(1);
+            let strikes = l.strikes;
+            let pause = match feedback.retry_after {
+                // The server's word, exactly: never shorter.
+                Some(d) => d,
+                None => {
+                    let backoff = base.saturating_mul(1u32 << (strikes - 1).min(16)).min(cap);
+                    backoff + backoff.mul_f64(jitter * self.rng.next_unit())
+                }
+            };
+            let l = &mut self.limits[usize::from(n.limit)];
+            l.pause(now + pause);
+            until = until.max(l.paused_until);
+        }
+        until
     }
 
     /// Removes a waiting request from the queue, or gives back the slots of an admitted one that
@@ -400,6 +543,7 @@ impl TrafficControl {
             spend,
             deadline: request.deadline,
             endpoint: resolved.endpoint,
+            attempt: 0,
         })
     }
 
@@ -507,6 +651,7 @@ impl TrafficControl {
         for n in &admission.needs {
             let l = &mut self.limits[usize::from(n.limit)];
             l.take(now, n.cost);
+            l.in_flight_cost += n.cost;
             if l.is_concurrency() {
                 slots.push(n.limit);
             }
@@ -536,7 +681,15 @@ impl TrafficControl {
         self.leases.push_back((now + self.config.lease_ttl, id));
         self.in_flight.insert(
             id,
-            InFlight { slots, started: now, endpoint: admission.endpoint.clone(), priority: admission.priority },
+            InFlight {
+                slots,
+                needs: admission.needs.clone(),
+                deadline: admission.deadline,
+                attempt: admission.attempt,
+                started: now,
+                endpoint: admission.endpoint.clone(),
+                priority: admission.priority,
+            },
         );
         let permit = Permit { request: id, reservations, at: now };
         self.events.push_back(Event {
@@ -553,6 +706,10 @@ impl TrafficControl {
         for &limit in &flight.slots {
             self.limits[usize::from(limit)].give_back(1);
             self.dirty = true;
+        }
+        for n in &flight.needs {
+            let l = &mut self.limits[usize::from(n.limit)];
+            l.in_flight_cost = l.in_flight_cost.saturating_sub(n.cost);
         }
     }
 

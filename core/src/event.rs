@@ -69,6 +69,20 @@ pub enum EventKind {
         /// The reservation.
         reservation: ReservationId,
     },
+    /// The server said the request was rate limited or blocked: the limits it touched are paused.
+    RateLimited {
+        /// The HTTP status (429, 403, ...), `None` when no response came.
+        status: Option<u16>,
+        /// Until when its limits are paused.
+        until: Timestamp,
+    },
+    /// The rate-limited request is queued again; its Go comes no earlier than `at`.
+    Retried {
+        /// 1 for the first retry.
+        attempt: u32,
+        /// The earliest instant it may go.
+        at: Timestamp,
+    },
     /// A reservation was released early by the host.
     ReservationReleased {
         /// The reservation.
@@ -98,8 +112,9 @@ impl Event {
         self.endpoint.route.as_deref()
     }
 
-    /// The `status` column of a log row: `queued`, `go`, `completed`, `rejected`, `expired`,
-    /// `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`.
+    /// The `status` column of a log row: `queued`, `go`, `completed`, `rate_limited`, `retried`,
+    /// `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`,
+    /// `reservation_released`.
     pub fn status(&self) -> &'static str {
         match self.kind {
             EventKind::Queued => "queued",
@@ -111,6 +126,8 @@ impl Event {
             EventKind::LeaseExpired { .. } => "lease_expired",
             EventKind::ReservationExpired { .. } => "reservation_expired",
             EventKind::ReservationReleased { .. } => "reservation_released",
+            EventKind::RateLimited { .. } => "rate_limited",
+            EventKind::Retried { .. } => "retried",
         }
     }
 
@@ -118,6 +135,7 @@ impl Event {
     pub fn log(&self) -> LogRecord<'_> {
         let (response_status, duration, error) = match &self.kind {
             EventKind::Completed { status, duration } => (*status, Some(*duration), None),
+            EventKind::RateLimited { status, until } => (*status, Some(until.saturating_since(self.at)), None),
             EventKind::Go { waited, .. } => (None, Some(*waited), None),
             EventKind::LeaseExpired { held } => (None, Some(*held), None),
             EventKind::Rejected { error } | EventKind::Expired { error } => (None, None, Some(error.code())),

@@ -43,6 +43,7 @@ mod config;
 mod controller;
 mod error;
 mod event;
+mod feedback;
 mod limit;
 mod preset;
 mod queue;
@@ -51,10 +52,13 @@ mod route;
 mod snapshot;
 mod time;
 
-pub use config::{Config, EventsConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig, RouteLimit};
+pub use config::{
+    Config, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig, RouteCost, RouteLimit,
+};
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError};
 pub use event::{Event, EventKind, LogRecord};
+pub use feedback::{Block, BlockKind, BudgetReport, Feedback};
 pub use preset::{apply_env, preset, Preset, PRESETS};
 pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,

@@ -51,6 +51,8 @@ pub(crate) struct Admission {
     pub(crate) spend: Option<Box<(ReservationId, Needs)>>,
     pub(crate) deadline: Option<Timestamp>,
     pub(crate) endpoint: Arc<Endpoint>,
+    /// 0 for the first try, n for the n-th retry after a rate-limited response.
+    pub(crate) attempt: u32,
 }
 
 impl Admission {

@@ -273,7 +273,7 @@ pub enum Decision {
 }
 
 /// What happened to an admitted request, as the host reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct Outcome {
@@ -281,17 +281,37 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// Response headers (names in any case).
     pub headers: Vec<(String, String)>,
+    /// The response body, or the part of it that carries limit fields (Keepa's token fields,
+    /// BaseLinker's error), when the API reports limits there.
+    pub body: Option<String>,
+    /// The host's wall clock when the response arrived, in seconds since the Unix epoch: the
+    /// reference for absolute times (HTTP-dates, epoch resets) when the response has no `Date`.
+    pub unix_time: Option<f64>,
 }
 
 impl Outcome {
     /// An outcome with this status and no headers.
     pub fn status(status: u16) -> Self {
-        Outcome { status: Some(status), headers: Vec::new() }
+        Outcome { status: Some(status), ..Outcome::default() }
     }
 
     /// An outcome with no response.
     pub fn failed() -> Self {
         Outcome::default()
+    }
+
+    /// Sets the body (or its limit fields).
+    #[must_use]
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Sets the wall-clock reference for absolute times in the response.
+    #[must_use]
+    pub fn unix_time(mut self, seconds: f64) -> Self {
+        self.unix_time = Some(seconds);
+        self
     }
 
     /// Adds a header.
@@ -309,6 +329,16 @@ impl Outcome {
 pub enum Completion {
     /// Finished; nothing more to do.
     Done,
+    /// The server rate limited it: the core queued it again at its priority, and its
+    /// [`EventKind::Go`](crate::EventKind::Go) (same request id) comes out of `poll` no earlier
+    /// than `at`.
+    Retry {
+        /// The earliest instant it may go again.
+        at: Timestamp,
+    },
+    /// The server rate limited it and its retries are spent (or its deadline would pass): report
+    /// the failure to the caller.
+    GiveUp,
     /// The request id was not in flight (already completed, cancelled, or its lease expired).
     Unknown,
 }

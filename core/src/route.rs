@@ -6,7 +6,7 @@ use std::sync::Arc;
 use regex_lite::Regex;
 use smallvec::SmallVec;
 
-use crate::config::{Config, QueryPolicy, RouteLimit};
+use crate::config::{Config, QueryPolicy, RouteCost, RouteLimit};
 use crate::error::RequestError;
 use crate::event::Endpoint;
 use crate::limit::Limit;
@@ -35,7 +35,7 @@ pub(crate) struct Route {
     /// Every limit the route takes (global ones included), sorted, with how each is costed:
     /// resolving a request is filling in its cost, no search and no sort.
     template: Template,
-    cost: u64,
+    cost: RouteCost,
 }
 
 /// How a limit is costed for a request.
@@ -110,7 +110,7 @@ impl Router {
                 method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
                 path: Regex::new(&r.path).expect("validated"),
                 template: template(Some(&r.limits)),
-                cost: r.cost,
+                cost: r.cost.clone(),
             })
             .collect();
         Router { routes, global: template(None), by_limit_name, query: config.events.query }
@@ -128,9 +128,11 @@ impl Router {
         cost: Option<u64>,
         limits: &[Limit],
     ) -> Result<Resolved, RequestError> {
+        let mut query_string = None;
         let (route, endpoint) = match target {
             Target::Http { method, url } => {
                 let (path, query) = split_url(url);
+                query_string = query;
                 let route = self.routes.iter().find(|r| {
                     r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && r.path.is_match(path)
                 });
@@ -150,7 +152,7 @@ impl Router {
                 (None, Arc::new(Endpoint { name, route: None }))
             }
         };
-        let cost = cost.or(route.map(|r| r.cost)).unwrap_or(1);
+        let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
         let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);
         if !extra.is_empty() {
             for name in extra {

@@ -361,3 +361,82 @@ fn the_server_balance_wins_even_when_negative() {
         matches!(tc.try_acquire(ms(0), Request::http("GET", "/product")), Decision::Wait { until: Some(t) } if t == ms(180_000))
     );
 }
+
+#[test]
+fn route_cost_counts_the_items_of_a_query_parameter() {
+    let mut tc = TrafficControl::new(Config::preset("keepa").unwrap()).unwrap();
+    tc.sync_budget(ms(0), "tokens", 1200, None).unwrap();
+    let used = |tc: &mut TrafficControl| tc.snapshot(ms(0)).limits[0].used;
+    let _ = tc.try_acquire(ms(0), Request::http("GET", "/product?key=SECRET&domain=1&asin=B01,B02,B03"));
+    assert_eq!(used(&mut tc), 3, "1 per ASIN");
+    let many: Vec<String> = (0..150).map(|i| format!("A{i}")).collect();
+    let _ = tc.try_acquire(ms(0), Request::http("GET", format!("/product?asin={}", many.join("%2C"))));
+    assert_eq!(used(&mut tc), 103, "capped at 100, encoded commas counted");
+    let _ = tc.try_acquire(ms(0), Request::http("GET", "/product?asin=B01,B02").cost(7));
+    assert_eq!(used(&mut tc), 110, "an explicit cost wins");
+}
+
+const BM_FEEDBACK: &str = r#"{
+  "limits": {"global": {"kind": "window", "max": 100, "per": "10s"}},
+  "global": ["global"],
+  "feedback": {"block": "10s", "max_retries": 2, "jitter": 0}
+}"#;
+
+#[test]
+fn a_429_pauses_the_limits_as_long_as_the_server_says_and_retries_at_the_same_priority() {
+    let mut tc = tc(BM_FEEDBACK);
+    let id = tc.submit(ms(0), Request::http("GET", "/ws/orders").priority(Priority::High)).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![id]);
+    let c = tc.complete(ms(100), id, Outcome::status(429).header("Retry-After", "3"));
+    assert_eq!(c, traffic_control_core::Completion::Retry { at: ms(3100) });
+    let other = tc.submit(ms(200), Request::http("GET", "/ws/other")).unwrap();
+    // Nothing goes before the pause ends, never shorter; the retry (HIGH) goes first.
+    assert_eq!(gone(&mut tc, ms(3099)), vec![]);
+    assert_eq!(gone(&mut tc, ms(3100)), vec![id, other]);
+    let kinds: Vec<_> = {
+        let _ = tc.complete(ms(3200), id, Outcome::status(200));
+        std::iter::from_fn(|| tc.poll(ms(3200))).map(|e| e.status()).collect()
+    };
+    assert_eq!(kinds, vec!["completed"]);
+}
+
+#[test]
+fn repeated_429s_back_off_then_give_up() {
+    let mut tc = tc(BM_FEEDBACK);
+    let id = tc.submit(ms(0), Request::http("GET", "/x")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![id]);
+    // No Retry-After: the configured block, doubled on each repeat.
+    assert_eq!(
+        tc.complete(ms(0), id, Outcome::status(429)),
+        traffic_control_core::Completion::Retry { at: ms(10_000) }
+    );
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![id]);
+    assert_eq!(
+        tc.complete(ms(10_000), id, Outcome::status(429)),
+        traffic_control_core::Completion::Retry { at: ms(30_000) }
+    );
+    assert_eq!(gone(&mut tc, ms(30_000)), vec![id]);
+    assert_eq!(tc.complete(ms(30_000), id, Outcome::status(429)), traffic_control_core::Completion::GiveUp);
+    // A later success clears the backoff.
+    let next = tc.submit(ms(70_000), Request::http("GET", "/x")).unwrap();
+    assert_eq!(gone(&mut tc, ms(70_000)), vec![next]);
+    assert_eq!(tc.complete(ms(70_000), next, Outcome::status(200)), traffic_control_core::Completion::Done);
+}
+
+#[test]
+fn keepa_fields_reconcile_the_budget_counting_requests_still_in_flight() {
+    let mut tc = TrafficControl::new(Config::preset("keepa").unwrap()).unwrap();
+    tc.sync_budget(ms(0), "tokens", 100, None).unwrap();
+    let Decision::Go(a) = tc.try_acquire(ms(0), Request::http("GET", "/product?asin=A,B")) else { panic!() };
+    let Decision::Go(_b) = tc.try_acquire(ms(0), Request::http("GET", "/bestsellers?category=1")) else { panic!() };
+    // The server processed only `a` (true cost 3, not the estimated 2): 97 left. `b` (50) is still
+    // in flight, so the guard counts 47, never more than the server said.
+    let body = r#"{"tokensLeft":97,"refillIn":20000,"refillRate":20,"tokensConsumed":3,"timestamp":1}"#;
+    assert_eq!(tc.complete(ms(10), a.request, Outcome::status(200).body(body)), traffic_control_core::Completion::Done);
+    assert_eq!(tc.snapshot(ms(10)).limits[0].balance, Some(47));
+    // NOT_ENOUGH_TOKEN pauses the budget until the refill the server names.
+    let Decision::Go(c) = tc.try_acquire(ms(10), Request::http("GET", "/product?asin=A")) else { panic!() };
+    let body = r#"{"error":{"type":"NOT_ENOUGH_TOKEN"},"tokensLeft":-2,"refillIn":5000,"refillRate":20}"#;
+    let done = tc.complete(ms(20), c.request, Outcome::status(429).body(body));
+    assert_eq!(done, traffic_control_core::Completion::Retry { at: ms(5020) });
+}

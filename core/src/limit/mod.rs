@@ -23,6 +23,14 @@ pub(crate) struct Limit {
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
     pub(crate) reserved: u64,
+    /// The server said to stop until then (429, block): nothing fits before it.
+    pub(crate) paused_until: Timestamp,
+    /// Consecutive rate-limited responses without a success: the backoff exponent.
+    pub(crate) strikes: u32,
+    /// The instant of the last `advance`.
+    at: Timestamp,
+    /// Estimated cost of admitted requests not yet completed (budgets reconcile around it).
+    pub(crate) in_flight_cost: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +65,15 @@ impl Limit {
                 LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial))
             }
         };
-        Limit { name: Arc::from(name), state, reserved: 0 }
+        Limit {
+            name: Arc::from(name),
+            state,
+            reserved: 0,
+            paused_until: Timestamp::ZERO,
+            strikes: 0,
+            at: Timestamp::ZERO,
+            in_flight_cost: 0,
+        }
     }
 
     pub(crate) fn kind(&self) -> LimitKind {
@@ -82,7 +98,17 @@ impl Limit {
         }
     }
 
+    /// Stops admissions until `until`; a pause is only ever extended, never shortened.
+    pub(crate) fn pause(&mut self, until: Timestamp) {
+        self.paused_until = self.paused_until.max(until);
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused_until > self.at
+    }
+
     pub(crate) fn advance(&mut self, now: Timestamp) {
+        self.at = now;
         match &mut self.state {
             LimitState::Window(w) => w.advance(now),
             LimitState::Bucket(b) => b.advance(now),
@@ -135,19 +161,21 @@ impl Limit {
     }
 
     pub(crate) fn fits(&self, ask: Ask) -> bool {
-        self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
+        !self.is_paused() && self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
     }
 
     /// The first instant `ask` fits if nothing else happens, or `None` when only an event
     /// (a completion, a cancel, a waiter ahead leaving) can make room.
     pub(crate) fn when_fits(&self, now: Timestamp, ask: Ask) -> Option<Timestamp> {
         let ceiling = self.used_ceiling(ask)?;
-        match &self.state {
+        let t = match &self.state {
             LimitState::Window(w) => w.when_used_at_most(now, ceiling),
             LimitState::Bucket(b) => b.when_used_at_most(now, ceiling),
             LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
             LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
-        }
+        };
+        // Room by then is still no good before the pause ends (the usage by then can only be lower).
+        t.map(|t| t.max(self.paused_until))
     }
 
     /// The next instant at which room grows by time alone.

@@ -125,8 +125,15 @@ fn keepa_has_a_budget_and_route_costs_as_data() {
     assert_eq!(fixed("bestsellers"), 50);
     for per_item in ["product", "category", "seller", "other"] {
         assert_eq!(route(per_item).limits, [RouteLimit::Name("tokens".into())], "{per_item}");
-        assert_eq!(route(per_item).cost, 1, "{per_item}");
     }
+    for fixed_one in ["category", "seller", "other"] {
+        assert_eq!(route(fixed_one).cost, crate::config::RouteCost::Fixed(1), "{fixed_one}");
+    }
+    // A product request costs 1 per ASIN, at most 100 (one call takes up to 100 ASINs).
+    assert_eq!(
+        route("product").cost,
+        crate::config::RouteCost::Count { count: "asin".into(), factor: 1, plus: 0, max: Some(100) }
+    );
 }
 
 #[test]
@@ -462,7 +469,7 @@ fn toml_and_json_of_the_same_config_are_equal() {
         name = "product"
         path = "^/product/?$"
         limits = ["tokens"]
-        cost = 1
+        cost = { count = "asin", factor = 1, max = 100 }
         [[routes]]
         name = "deals"
         path = "^/deals/?$"
