@@ -503,11 +503,9 @@ pub(crate) mod duration {
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            if v.is_finite() && v >= 0.0 {
-                Ok(Duration::from_secs_f64(v / 1000.0))
-            } else {
-                Err(E::custom("a duration must be a finite, non-negative number of milliseconds"))
-            }
+            // try_from: a number too large for a Duration is an error, not a panic (found by fuzzing).
+            Duration::try_from_secs_f64(v / 1000.0)
+                .map_err(|_| E::custom("a duration must be a finite, non-negative number of milliseconds"))
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
@@ -551,6 +549,8 @@ mod tests {
         assert!(e.contains("routes[0].path"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s","burst":3}}}"#);
         assert!(e.contains("burst"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":6666666666666666666666666666666}}}"#);
+        assert!(e.contains("limits.a") && e.contains("non-negative number"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"windw","max":1}}}"#);
         assert!(e.contains("windw"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["nope"]}"#);
