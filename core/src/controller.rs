@@ -109,6 +109,8 @@ struct InFlight {
     slots: SmallVec<[crate::route::LimitIdx; 2]>,
     /// What it took: a retry asks the same again.
     needs: Needs,
+    /// Budgets its response may report on.
+    budgets: crate::route::Budgets,
     deadline: Option<Timestamp>,
     attempt: u32,
     started: Timestamp,
@@ -334,12 +336,12 @@ impl TrafficControl {
         feedback: &Feedback,
     ) -> Completion {
         if let Some(report) = &feedback.budget {
-            for n in &flight.needs {
-                let l = &mut self.limits[usize::from(n.limit)];
+            for &limit in &flight.budgets {
+                let l = &mut self.limits[usize::from(limit)];
                 let in_flight = i64::try_from(l.in_flight_cost).unwrap_or(i64::MAX);
                 if let Some(b) = l.budget_mut() {
                     let refill_in = report.refill_in.map(crate::time::duration_nanos);
-                    b.sync(now, report.tokens_left.saturating_sub(in_flight), refill_in);
+                    b.report(now, report.tokens_left.saturating_sub(in_flight), refill_in, report.server_time_ms);
                     self.dirty = true;
                 }
             }
@@ -372,6 +374,7 @@ impl TrafficControl {
             deadline: flight.deadline,
             endpoint: flight.endpoint.clone(),
             attempt,
+            budgets: flight.budgets,
         };
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));
@@ -544,6 +547,7 @@ impl TrafficControl {
             deadline: request.deadline,
             endpoint: resolved.endpoint,
             attempt: 0,
+            budgets: resolved.budgets,
         })
     }
 
@@ -684,6 +688,7 @@ impl TrafficControl {
             InFlight {
                 slots,
                 needs: admission.needs.clone(),
+                budgets: admission.budgets.clone(),
                 deadline: admission.deadline,
                 attempt: admission.attempt,
                 started: now,

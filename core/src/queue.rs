@@ -53,6 +53,8 @@ pub(crate) struct Admission {
     pub(crate) endpoint: Arc<Endpoint>,
     /// 0 for the first try, n for the n-th retry after a rate-limited response.
     pub(crate) attempt: u32,
+    /// Budgets its response may report on.
+    pub(crate) budgets: crate::route::Budgets,
 }
 
 impl Admission {

@@ -35,6 +35,7 @@ pub(crate) struct Route {
     /// Every limit the route takes (global ones included), sorted, with how each is costed:
     /// resolving a request is filling in its cost, no search and no sort.
     template: Template,
+    budgets: Budgets,
     cost: RouteCost,
 }
 
@@ -48,6 +49,13 @@ enum Costed {
 }
 
 type Template = SmallVec<[(LimitIdx, Costed); 4]>;
+
+/// Budget limits a request reports on.
+pub(crate) type Budgets = SmallVec<[LimitIdx; 1]>;
+
+fn budgets_of(template: &Template, limits: &[Limit]) -> Budgets {
+    template.iter().map(|&(l, _)| l).filter(|&l| limits[usize::from(l)].budget().is_some()).collect()
+}
 
 fn fill(template: &Template, cost: u64) -> Needs {
     template
@@ -63,6 +71,7 @@ pub(crate) struct Router {
     routes: Vec<Route>,
     /// What a request matching no route takes.
     global: Template,
+    global_budgets: Budgets,
     by_limit_name: HashMap<Arc<str>, LimitIdx>,
     query: QueryPolicy,
 }
@@ -70,6 +79,9 @@ pub(crate) struct Router {
 /// A request's target, resolved.
 pub(crate) struct Resolved {
     pub(crate) needs: Needs,
+    /// Budgets the route names, zero-cost ones included: a response's token fields update them
+    /// (Keepa's free `/token` call is how the balance is learnt).
+    pub(crate) budgets: Budgets,
     /// What events show: `METHOD /path` (query dropped or redacted), or the route's name.
     pub(crate) endpoint: Arc<Endpoint>,
 }
@@ -110,10 +122,13 @@ impl Router {
                 method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
                 path: Regex::new(&r.path).expect("validated"),
                 template: template(Some(&r.limits)),
+                budgets: budgets_of(&template(Some(&r.limits)), limits),
                 cost: r.cost.clone(),
             })
             .collect();
-        Router { routes, global: template(None), by_limit_name, query: config.events.query }
+        let global = template(None);
+        let global_budgets = budgets_of(&global, limits);
+        Router { routes, global, global_budgets, by_limit_name, query: config.events.query }
     }
 
     pub(crate) fn limit_index(&self, name: &str) -> Option<LimitIdx> {
@@ -154,10 +169,14 @@ impl Router {
         };
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
         let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);
+        let mut budgets = route.map_or_else(|| self.global_budgets.clone(), |r| r.budgets.clone());
         if !extra.is_empty() {
             for name in extra {
                 let limit = self.limit_index(name).ok_or_else(|| RequestError::UnknownLimit { limit: name.clone() })?;
                 let c = if limits[usize::from(limit)].is_concurrency() { 1 } else { cost };
+                if limits[usize::from(limit)].budget().is_some() && !budgets.contains(&limit) {
+                    budgets.push(limit);
+                }
                 match needs.iter_mut().find(|n| n.limit == limit) {
                     Some(n) => n.cost = c,
                     None => needs.push(Need { limit, cost: c }),
@@ -166,7 +185,7 @@ impl Router {
             needs.retain(|n| n.cost > 0);
             needs.sort_unstable_by_key(|n| n.limit);
         }
-        Ok(Resolved { needs, endpoint })
+        Ok(Resolved { needs, budgets, endpoint })
     }
 
     fn endpoint(&self, method: &str, path: &str, query: Option<&str>) -> String {

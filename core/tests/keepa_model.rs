@@ -808,3 +808,22 @@ fn an_older_token_report_delivered_late_does_not_overstate_the_balance() {
         std::iter::from_fn(|| tc.poll(ms(1800))).any(|e| matches!(e.kind, EventKind::Go { .. }) && e.request == c);
     assert!(!went, "a deals request (5) went with the server at 5 tokens and a floor of 5");
 }
+
+/// The free `/token` request is how a host learns the balance: its response's `tokensLeft` and
+/// `refillIn` must sync the budget, so that costly requests can be submitted afterwards.
+#[test]
+fn the_token_response_syncs_the_budget() {
+    let mut tc = TrafficControl::new(Config::preset("keepa").unwrap()).unwrap();
+    let ms = Timestamp::from_millis;
+    let token = tc.submit(ms(0), Call::Token.request(false)).unwrap();
+    let went =
+        std::iter::from_fn(|| tc.poll(ms(0))).any(|e| matches!(e.kind, EventKind::Go { .. }) && e.request == token);
+    assert!(went, "/token goes while the balance is unknown");
+    let body = format!(
+        r#"{{"timestamp":{},"tokensLeft":400,"refillIn":41000,"refillRate":20,"tokensConsumed":0}}"#,
+        EPOCH_MS + 100
+    );
+    assert_eq!(tc.complete(ms(300), token, Outcome::status(200).body(body)), Completion::Done);
+    assert_eq!(tc.snapshot(ms(300)).limits[0].balance, Some(400), "the balance /token reported");
+    tc.submit(ms(300), Call::Deals.request(false)).expect("a costly request after the /token response");
+}

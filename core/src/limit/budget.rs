@@ -15,11 +15,13 @@ pub(crate) struct Budget {
     balance: Option<i64>,
     /// The next refill boundary, in nanoseconds.
     next_refill: u64,
+    /// The server time of the newest report applied (responses can arrive out of order).
+    newest_report: Option<i64>,
 }
 
 impl Budget {
     pub(crate) fn new(refill: u64, per: u64, max: u64, floor: u64, initial: Option<u64>) -> Self {
-        Budget { refill, per, max, floor, balance: initial.map(to_i64), next_refill: per }
+        Budget { refill, per, max, floor, balance: initial.map(to_i64), next_refill: per, newest_report: None }
     }
 
     /// What may be spent at most: the part above the floor.
@@ -79,6 +81,29 @@ impl Budget {
             Some(b) if b < to_i64(self.max) => Some(Timestamp::from_nanos(self.next_refill)),
             _ => None,
         }
+    }
+
+    /// A balance reported in a response, stamped with the server's time if it said. A report older
+    /// than one already applied (its response overtaken by a later one) may lower the balance,
+    /// never raise it: the tokens spent since would otherwise come back.
+    pub(crate) fn report(
+        &mut self,
+        now: Timestamp,
+        tokens_left: i64,
+        refill_in: Option<u64>,
+        server_time: Option<i64>,
+    ) {
+        let stale = matches!((server_time, self.newest_report), (Some(t), Some(newest)) if t < newest);
+        if stale {
+            if let Some(b) = self.balance.as_mut() {
+                *b = (*b).min(tokens_left);
+            }
+            return;
+        }
+        if server_time.is_some() {
+            self.newest_report = server_time;
+        }
+        self.sync(now, tokens_left, refill_in);
     }
 
     /// Takes the server's word: the balance it reports, and when it refills next if it says.
