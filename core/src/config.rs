@@ -60,6 +60,9 @@ pub struct FeedbackConfig {
     /// Market blocks for 10 s). Repeats double it, up to `max_block`.
     #[serde(with = "duration")]
     pub block: Duration,
+    /// A limit's own block, by limit name, where it differs from `block`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocks: BTreeMap<String, BlockDuration>,
     /// The longest pause that backoff reaches.
     #[serde(with = "duration")]
     pub max_block: Duration,
@@ -75,10 +78,16 @@ pub struct FeedbackConfig {
     pub seed: u64,
 }
 
+/// A duration in a map value (`"10s"` or milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BlockDuration(#[serde(with = "duration")] pub Duration);
+
 impl Default for FeedbackConfig {
     fn default() -> Self {
         FeedbackConfig {
             block: Duration::from_secs(10),
+            blocks: BTreeMap::new(),
             max_block: Duration::from_secs(300),
             cooldown: Duration::from_secs(60),
             max_retries: 3,
@@ -165,20 +174,41 @@ pub struct RouteConfig {
 pub enum RouteCost {
     /// The same for every request.
     Fixed(u64),
-    /// `factor` × the comma-separated items in query parameter `count`, plus `plus`, at most `max`.
+    /// (`factor` + extras) × the comma-separated items in query parameter `count`, plus `plus`, at
+    /// most `max`.
     Count {
         /// The query parameter whose comma-separated items are counted (`asin`).
         count: String,
         /// Cost per item.
         #[serde(default = "one")]
         factor: u64,
-        /// Added once per request (extras such as Keepa's offers or buybox).
+        /// Per-item extras switched on by other query parameters (Keepa: `offers`, `buybox`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extras: Vec<CostExtra>,
+        /// Added once per request.
         #[serde(default)]
         plus: u64,
         /// The cost never goes above this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max: Option<u64>,
     },
+}
+
+/// A per-item extra cost, switched on by a query parameter with a positive number.
+///
+/// `{"param": "buybox", "cost": 2}`: `buybox=1` adds 2 per item. `{"param": "offers", "cost": 6,
+/// "per": 10}`: `offers=20` adds 6 for every started 10, so 12 per item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CostExtra {
+    /// The query parameter.
+    pub param: String,
+    /// Cost per item (per started `per` of the parameter's value, if given).
+    pub cost: u64,
+    /// Charge `cost` for every started `per` of the parameter's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<u64>,
 }
 
 impl Default for RouteCost {
@@ -192,22 +222,30 @@ impl RouteCost {
     pub(crate) fn estimate(&self, query: Option<&str>) -> u64 {
         match self {
             RouteCost::Fixed(c) => *c,
-            RouteCost::Count { count, factor, plus, max } => {
-                let items = query
-                    .into_iter()
-                    .flat_map(|q| q.split('&'))
-                    .filter_map(|pair| pair.split_once('=').filter(|(name, _)| name == count))
+            RouteCost::Count { count, factor, extras, plus, max } => {
+                let params = || query.into_iter().flat_map(|q| q.split('&')).filter_map(|pair| pair.split_once('='));
+                let items = params()
+                    .filter(|(name, _)| name == count)
                     .map(|(_, value)| {
                         // `%2C` is an encoded comma; empty items (`a,,b`) are not counted.
-                        value
-                            .split(',')
-                            .flat_map(|v| v.split("%2C"))
-                            .flat_map(|v| v.split("%2c"))
-                            .filter(|i| !i.is_empty())
-                            .count() as u64
+                        value.replace("%2C", ",").replace("%2c", ",").split(',').filter(|i| !i.is_empty()).count()
+                            as u64
                     })
                     .sum::<u64>();
-                let cost = items.saturating_mul(*factor).saturating_add(*plus);
+                let per_item = extras.iter().fold(*factor, |acc, extra| {
+                    let value = params()
+                        .filter(|(name, _)| *name == extra.param)
+                        .filter_map(|(_, v)| v.parse::<u64>().ok())
+                        .max()
+                        .unwrap_or(0);
+                    let units = match extra.per {
+                        _ if value == 0 => 0,
+                        Some(per) if per > 0 => value.div_ceil(per),
+                        _ => 1,
+                    };
+                    acc.saturating_add(extra.cost.saturating_mul(units))
+                });
+                let cost = items.saturating_mul(per_item).saturating_add(*plus);
                 max.map_or(cost, |m| cost.min(m))
             }
         }
@@ -458,6 +496,14 @@ impl Config {
         }
         if self.feedback.block.is_zero() {
             return invalid("feedback.block".into(), "must be longer than zero");
+        }
+        for (name, d) in &self.feedback.blocks {
+            if !self.limits.contains_key(name) {
+                return invalid(format!("feedback.blocks.{name}"), &format!("no limit is named {name:?}"));
+            }
+            if d.0.is_zero() {
+                return invalid(format!("feedback.blocks.{name}"), "must be longer than zero");
+            }
         }
         if self.feedback.max_block < self.feedback.block {
             return invalid("feedback.max_block".into(), "must not be shorter than feedback.block");

@@ -396,12 +396,17 @@ impl TrafficControl {
         let cfg = &self.config.feedback;
         let blocked =
             feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
-        let (base, cap) =
-            if blocked { (cfg.cooldown, cfg.cooldown.max(cfg.max_block)) } else { (cfg.block, cfg.max_block) };
         let jitter = cfg.jitter;
         let mut until = now;
         for n in needs {
+            let cfg = &self.config.feedback;
             let l = &mut self.limits[usize::from(n.limit)];
+            let block = cfg.blocks.get(&*l.name).map_or(cfg.block, |b| b.0);
+            let (base, cap) = if blocked {
+                (cfg.cooldown, cfg.cooldown.max(cfg.max_block))
+            } else {
+                (block, cfg.max_block.max(block))
+            };
             l.strikes = l.strikes.saturating_add(1);
             let strikes = l.strikes;
             let pause = match feedback.retry_after {

@@ -53,7 +53,8 @@ mod snapshot;
 mod time;
 
 pub use config::{
-    Config, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig, RouteCost, RouteLimit,
+    BlockDuration, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig,
+    RouteCost, RouteLimit,
 };
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError};

@@ -371,9 +371,9 @@ fn route_cost_counts_the_items_of_a_query_parameter() {
     assert_eq!(used(&mut tc), 3, "1 per ASIN");
     let many: Vec<String> = (0..150).map(|i| format!("A{i}")).collect();
     let _ = tc.try_acquire(ms(0), Request::http("GET", format!("/product?asin={}", many.join("%2C"))));
-    assert_eq!(used(&mut tc), 103, "capped at 100, encoded commas counted");
+    assert_eq!(used(&mut tc), 153, "encoded commas counted");
     let _ = tc.try_acquire(ms(0), Request::http("GET", "/product?asin=B01,B02").cost(7));
-    assert_eq!(used(&mut tc), 110, "an explicit cost wins");
+    assert_eq!(used(&mut tc), 160, "an explicit cost wins");
 }
 
 const BM_FEEDBACK: &str = r#"{
@@ -439,4 +439,40 @@ fn keepa_fields_reconcile_the_budget_counting_requests_still_in_flight() {
     let body = r#"{"error":{"type":"NOT_ENOUGH_TOKEN"},"tokensLeft":-2,"refillIn":5000,"refillRate":20}"#;
     let done = tc.complete(ms(20), c.request, Outcome::status(429).body(body));
     assert_eq!(done, traffic_control_core::Completion::Retry { at: ms(5020) });
+}
+
+#[test]
+fn keepa_extras_add_per_asin_costs() {
+    let mut tc = TrafficControl::new(Config::preset("keepa").unwrap()).unwrap();
+    tc.sync_budget(ms(0), "tokens", 1200, None).unwrap();
+    let used = |tc: &mut TrafficControl| tc.snapshot(ms(0)).limits[0].used;
+    // 2 ASINs with buybox (+2 each) and 20 offers (+6 per started 10, so +12 each): 2 x 15.
+    let _ = tc.try_acquire(ms(0), Request::http("GET", "/product?asin=A,B&buybox=1&offers=20"));
+    assert_eq!(used(&mut tc), 30);
+    // buybox=0 and no offers: 1 per ASIN.
+    let _ = tc.try_acquire(ms(0), Request::http("GET", "/product?asin=C&buybox=0"));
+    assert_eq!(used(&mut tc), 31);
+}
+
+#[test]
+fn a_limit_may_have_its_own_block() {
+    let mut tc = tc(r#"{
+      "limits": {"global": {"kind": "window", "max": 100, "per": "10s"}, "competitor": {"kind": "window", "max": 2, "per": "1s"}},
+      "global": ["global"],
+      "routes": [{"name": "competitor", "path": "^/competitors", "limits": ["competitor"]}],
+      "feedback": {"block": "2s", "blocks": {"competitor": "10s"}, "jitter": 0}
+    }"#);
+    let id = tc.submit(ms(0), Request::http("GET", "/competitors/1")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![id]);
+    assert_eq!(
+        tc.complete(ms(0), id, Outcome::status(429)),
+        traffic_control_core::Completion::Retry { at: ms(10_000) }
+    );
+    let other = tc.submit(ms(0), Request::http("GET", "/orders")).unwrap();
+    assert_eq!(gone(&mut tc, ms(1_999)), vec![]);
+    assert_eq!(gone(&mut tc, ms(2_000)), vec![other], "global's own block is 2 s");
+    assert_eq!(gone(&mut tc, ms(10_000)), vec![id]);
+    let bad =
+        Config::from_json(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"feedback":{"blocks":{"b":"1s"}}}"#);
+    assert!(bad.unwrap_err().to_string().contains("feedback.blocks.b"));
 }

@@ -129,11 +129,12 @@ fn keepa_has_a_budget_and_route_costs_as_data() {
     for fixed_one in ["category", "seller", "other"] {
         assert_eq!(route(fixed_one).cost, crate::config::RouteCost::Fixed(1), "{fixed_one}");
     }
-    // A product request costs 1 per ASIN, at most 100 (one call takes up to 100 ASINs).
-    assert_eq!(
-        route("product").cost,
-        crate::config::RouteCost::Count { count: "asin".into(), factor: 1, plus: 0, max: Some(100) }
-    );
+    // A product request costs 1 per ASIN, plus the offers and buybox extras per ASIN.
+    assert!(matches!(
+        &route("product").cost,
+        crate::config::RouteCost::Count { count, factor: 1, extras, plus: 0, max: None }
+            if count == "asin" && extras.len() == 2
+    ));
 }
 
 #[test]
@@ -469,7 +470,7 @@ fn toml_and_json_of_the_same_config_are_equal() {
         name = "product"
         path = "^/product/?$"
         limits = ["tokens"]
-        cost = { count = "asin", factor = 1, max = 100 }
+        cost = { count = "asin", factor = 1, extras = [{ param = "offers", cost = 6, per = 10 }, { param = "buybox", cost = 2 }] }
         [[routes]]
         name = "deals"
         path = "^/deals/?$"
