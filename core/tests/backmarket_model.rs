@@ -24,8 +24,9 @@ use traffic_control_core::{
     TrafficControl,
 };
 
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000 * MS;
+mod support;
+use support::{peak_in_window, percentile, Rng, MS, SEC};
+
 /// The wall clock at the host's origin (Unix seconds).
 const UNIX0: u64 = 1_795_000_000;
 
@@ -43,24 +44,6 @@ const BLOCK: u64 = 10 * SEC;
 /// A sticky request: the model answers 429 to every attempt.
 const STICKY_WITH_RETRY_AFTER: &str = "/ws/listings/990001";
 const STICKY_WITHOUT_RETRY_AFTER: &str = "/ws/backbox/v1/competitors/990002";
-
-/// SplitMix64: deterministic, a few lines.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// The limits a request takes, by the API's rules (the same reading as the preset's routes).
 fn limits_of(method: &str, path: &str) -> Vec<usize> {
@@ -519,26 +502,6 @@ impl Sim {
             }
         }
     }
-}
-
-/// The most requests in any window `[s, s + per)` of sorted instants.
-fn peak_in_window(sorted: &[u64], per: u64) -> usize {
-    let mut best = 0;
-    let mut end = 0;
-    for (start, &s) in sorted.iter().enumerate() {
-        while end < sorted.len() && sorted[end] < s + per {
-            end += 1;
-        }
-        best = best.max(end - start);
-    }
-    best
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1e9
 }
 
 struct Run {

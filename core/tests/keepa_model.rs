@@ -18,34 +18,12 @@ use traffic_control_core::{
     Completion, Config, EventKind, Outcome, Priority, Request, RequestError, RequestId, Timestamp, TrafficControl,
 };
 
-const MS: u64 = 1_000_000;
-const SEC: u64 = 1_000 * MS;
+mod support;
+use support::{percentile, Rng, MS, SEC};
+
 const MIN: u64 = 60 * SEC;
 /// The server's wall clock at the host's origin (Unix milliseconds).
 const EPOCH_MS: u64 = 1_795_000_000_000;
-
-/// SplitMix64: deterministic, a few lines.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -524,14 +502,6 @@ impl Sim {
             }
         }
     }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i] as f64 / 1e9
 }
 
 struct Figures {
