@@ -692,8 +692,9 @@ impl TrafficControl {
             id,
             InFlight {
                 slots,
-                needs: admission.needs.clone(),
-                budgets: admission.budgets.clone(),
+                // Moved, not cloned: the admission is spent here.
+                needs: admission.needs,
+                budgets: admission.budgets,
                 deadline: admission.deadline,
                 attempt: admission.attempt,
                 started: now,
