@@ -16,7 +16,7 @@ use traffic_control_core::{
 type Res<T> = Result<T, String>;
 
 /// Keys whose values are times or durations in milliseconds: compared as whole nanoseconds.
-const TIME_KEYS: &[&str] = &["at", "until", "waited", "duration", "held", "next_free"];
+const TIME_KEYS: &[&str] = &["at", "until", "waited", "duration", "held", "next_free", "retry_at"];
 
 #[test]
 fn scenarios() {
@@ -176,7 +176,7 @@ impl Replay {
                 compare_all(expect, &json!({ "at": ms(self.tc.poll_timeout()) }), "poll_timeout")
             }
             "complete" => {
-                keys(&["label", "status", "headers"])?;
+                keys(&["label", "status", "headers", "body"])?;
                 let id = self.id_of(s)?;
                 let status = match s.get("status") {
                     Some(Value::Null) => None,
@@ -192,22 +192,36 @@ impl Replay {
                         _ => return Err(format!("a header is a [name, value] pair, not {pair}")),
                     }
                 }
+                if let Some(body) = s.get("body") {
+                    outcome = outcome.body(body.as_str().ok_or("\"body\": the response body as a string")?);
+                }
                 let actual = match self.tc.complete(now, id, outcome) {
-                    Completion::Done => "done",
-                    Completion::Unknown => "unknown",
+                    Completion::Done => json!({ "completion": "done" }),
+                    Completion::Unknown => json!({ "completion": "unknown" }),
+                    Completion::Retry { at } => json!({ "completion": "retry", "at": at.as_millis_f64() }),
+                    Completion::GiveUp => json!({ "completion": "give_up" }),
                     other => return Err(format!("unknown completion {other:?}")),
                 };
-                compare_all(
-                    expect.unwrap_or(&json!({ "completion": "done" })),
-                    &json!({ "completion": actual }),
-                    "complete",
-                )
+                compare_all(expect.unwrap_or(&json!({ "completion": "done" })), &actual, "complete")
             }
             "cancel" => {
                 keys(&["label"])?;
                 let id = self.id_of(s)?;
                 let ok = self.tc.cancel(now, id);
                 compare_all(expect.unwrap_or(&json!({ "ok": true })), &json!({ "ok": ok }), "cancel")
+            }
+            "sync_budget" => {
+                keys(&["limit", "tokens_left", "refill_in"])?;
+                let limit = s.get("limit").and_then(Value::as_str).ok_or("\"limit\" is required")?;
+                let left = s.get("tokens_left").and_then(Value::as_i64).ok_or("\"tokens_left\": a whole number")?;
+                let refill_in =
+                    s.get("refill_in").and_then(Value::as_f64).map(|ms| std::time::Duration::from_secs_f64(ms / 1e3));
+                let ok = self.tc.sync_budget(now, limit, left, refill_in).map_err(|e| e.code());
+                let actual = match ok {
+                    Ok(()) => json!({ "ok": true }),
+                    Err(code) => json!({ "ok": false, "code": code }),
+                };
+                compare_all(expect.unwrap_or(&json!({ "ok": true })), &actual, "sync_budget")
             }
             "release" => {
                 keys(&["reservation"])?;
@@ -289,6 +303,14 @@ impl Replay {
             EventKind::Rejected { error } | EventKind::Expired { error } => {
                 m.insert("code".into(), json!(error.code()));
             }
+            EventKind::RateLimited { status, until } => {
+                m.insert("status".into(), json!(status));
+                m.insert("until".into(), json!(until.as_millis_f64()));
+            }
+            EventKind::Retried { attempt, at } => {
+                m.insert("attempt".into(), json!(attempt));
+                m.insert("retry_at".into(), json!(at.as_millis_f64()));
+            }
             EventKind::LeaseExpired { held } => {
                 m.insert("held".into(), json!(held.as_secs_f64() * 1e3));
             }
@@ -313,6 +335,7 @@ fn observe_snapshot(s: &Snapshot) -> Value {
                 "reserved": l.reserved,
                 "available": l.available,
                 "next_free": ms(l.next_free),
+                "balance": l.balance,
             });
             (l.name.clone(), v)
         })
