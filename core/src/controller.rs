@@ -236,13 +236,7 @@ impl TrafficControl {
                 r.attached = true;
             }
         }
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint: admission.endpoint.clone(),
-            priority: admission.priority,
-            kind: EventKind::Queued,
-        });
+        self.emit(now, id, admission.endpoint.clone(), admission.priority, EventKind::Queued);
         self.queue.push(id, admission, now);
         self.next_wake = earliest(self.next_wake, wake);
         Ok(id)
@@ -301,13 +295,13 @@ impl TrafficControl {
         };
         self.stale_timers = true;
         self.give_back(&flight);
-        self.events.push_back(Event {
-            at: now,
+        self.emit(
+            now,
             request,
-            endpoint: flight.endpoint.clone(),
-            priority: flight.priority,
-            kind: EventKind::Completed { status: outcome.status, duration: now - flight.started },
-        });
+            flight.endpoint.clone(),
+            flight.priority,
+            EventKind::Completed { status: outcome.status, duration: now - flight.started },
+        );
         let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
             self.clear_strikes(&flight.needs);
@@ -351,13 +345,7 @@ impl TrafficControl {
             return Completion::Done;
         }
         let until = self.pause(now, &flight.needs, feedback);
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint: flight.endpoint.clone(),
-            priority: flight.priority,
-            kind: EventKind::RateLimited { status, until },
-        });
+        self.emit(now, id, flight.endpoint.clone(), flight.priority, EventKind::RateLimited { status, until });
         let attempt = flight.attempt + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
             return Completion::GiveUp;
@@ -379,13 +367,7 @@ impl TrafficControl {
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));
         }
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint: flight.endpoint,
-            priority: flight.priority,
-            kind: EventKind::Retried { attempt, at: until },
-        });
+        self.emit(now, id, flight.endpoint, flight.priority, EventKind::Retried { attempt, at: until });
         self.queue.push(id, admission, now);
         self.dirty = true;
         Completion::Retry { at: until }
@@ -440,7 +422,7 @@ impl TrafficControl {
         } else {
             return false;
         };
-        self.events.push_back(Event { at: now, request, endpoint, priority, kind: EventKind::Cancelled });
+        self.emit(now, request, endpoint, priority, EventKind::Cancelled);
         self.advance(now);
         true
     }
@@ -703,14 +685,25 @@ impl TrafficControl {
             },
         );
         let permit = Permit { request: id, reservations, at: now };
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint: admission.endpoint,
-            priority: admission.priority,
-            kind: EventKind::Go { permit: permit.clone(), waited: now - since },
-        });
+        self.emit(
+            now,
+            id,
+            admission.endpoint,
+            admission.priority,
+            EventKind::Go { permit: permit.clone(), waited: now - since },
+        );
         permit
+    }
+
+    fn emit(
+        &mut self,
+        at: Timestamp,
+        request: RequestId,
+        endpoint: Arc<Endpoint>,
+        priority: Priority,
+        kind: EventKind,
+    ) {
+        self.events.push_back(Event { at, request, endpoint, priority, kind });
     }
 
     fn give_back(&mut self, flight: &InFlight) {
@@ -745,7 +738,7 @@ impl TrafficControl {
         } else {
             EventKind::ReservationReleased { reservation: rid }
         };
-        self.events.push_back(Event { at: now, request: r.owner, endpoint: r.endpoint, priority: r.priority, kind });
+        self.emit(now, r.owner, r.endpoint, r.priority, kind);
     }
 
     fn push_rejected(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) {
@@ -753,13 +746,7 @@ impl TrafficControl {
             Ok(r) => r.endpoint,
             Err(_) => Arc::new(Endpoint { name: describe_target(request).into(), route: None }),
         };
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint,
-            priority: request.priority,
-            kind: EventKind::Rejected { error },
-        });
+        self.emit(now, id, endpoint, request.priority, EventKind::Rejected { error });
     }
 
     fn reject(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) -> Decision {
@@ -768,13 +755,7 @@ impl TrafficControl {
     }
 
     fn reject_admission(&mut self, now: Timestamp, id: RequestId, a: Admission, error: RequestError) {
-        self.events.push_back(Event {
-            at: now,
-            request: id,
-            endpoint: a.endpoint,
-            priority: a.priority,
-            kind: EventKind::Rejected { error },
-        });
+        self.emit(now, id, a.endpoint, a.priority, EventKind::Rejected { error });
     }
 
     /// Moves the controller to `now`: expiries, then a scheduling pass if anything may fit.
@@ -856,13 +837,13 @@ impl TrafficControl {
             self.leases.pop_front();
             if let Some(flight) = self.in_flight.remove(&id) {
                 self.give_back(&flight);
-                self.events.push_back(Event {
-                    at: now,
-                    request: id,
-                    endpoint: flight.endpoint,
-                    priority: flight.priority,
-                    kind: EventKind::LeaseExpired { held: now - flight.started },
-                });
+                self.emit(
+                    now,
+                    id,
+                    flight.endpoint,
+                    flight.priority,
+                    EventKind::LeaseExpired { held: now - flight.started },
+                );
             }
         }
         // Completed requests leave their lease entry behind; compact when those dominate.
@@ -883,13 +864,13 @@ impl TrafficControl {
             if let Some(waiter) = self.queue.remove(id) {
                 self.detach_spend(&waiter.admission);
                 let a = waiter.admission;
-                self.events.push_back(Event {
-                    at: now,
-                    request: id,
-                    endpoint: a.endpoint,
-                    priority: a.priority,
-                    kind: EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
-                });
+                self.emit(
+                    now,
+                    id,
+                    a.endpoint,
+                    a.priority,
+                    EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
+                );
                 any = true;
             }
         }

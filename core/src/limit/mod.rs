@@ -202,13 +202,4 @@ impl Limit {
             _ => None,
         }
     }
-
-    /// Entries in the window log (memory accounting).
-    #[allow(dead_code)]
-    pub(crate) fn log_len(&self) -> usize {
-        match &self.state {
-            LimitState::Window(w) => w.entries(),
-            _ => 0,
-        }
-    }
 }

@@ -80,6 +80,7 @@ impl Window {
         self.log.front().map(|e| Timestamp::from_nanos(e.at.saturating_add(self.per)))
     }
 
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
         self.log.len()
     }
