@@ -474,6 +474,13 @@ impl TrafficControl {
         self.queue.waiters.contains_key(&request)
     }
 
+    /// Whether the response of this in-flight request may carry limit fields in its body (its
+    /// route takes a budget, such as Keepa's token fields): the host reads the body only then, or
+    /// when the status is an error.
+    pub fn reads_body(&self, request: RequestId) -> bool {
+        self.in_flight.get(&request).is_some_and(|f| !f.budgets.is_empty())
+    }
+
     // ---- internals -------------------------------------------------------------------------
 
     fn new_request_id(&mut self) -> RequestId {

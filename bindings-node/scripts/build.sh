@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the npm package `traffic-control` in place: the napi addon (native/), the shared scheduler
+# compiled from js/src to ES modules, CommonJS and type declarations (dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x node_modules/.bin/napi ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npx napi build --platform --release --output-dir native --js index.js --dts index.d.ts -- --locked
+rm -rf dist
+npx tsc -p tsconfig.json
+npx tsc -p tsconfig.cjs.json
+echo '{"type":"module"}' > dist/esm/package.json
+echo '{"type":"commonjs"}' > dist/cjs/package.json

@@ -1,0 +1,19 @@
+// The public surface, the same in the Node/Bun and the wasm packages.
+export { TrafficControl, Permit, Reservation } from './traffic-control.js';
+export type { Completion, FollowUp, Outcome, RequestOptions, Target, TrafficControlOptions } from './traffic-control.js';
+export { TrafficControlError } from './errors.js';
+export type { ErrorCode, ErrorKind } from './errors.js';
+export { Priority } from './types.js';
+export type {
+  Config,
+  Decision,
+  Duration,
+  Host,
+  LimitConfig,
+  LimitSnapshot,
+  Native,
+  PresetName,
+  RouteConfig,
+  Snapshot,
+  TrafficEvent,
+} from './types.js';

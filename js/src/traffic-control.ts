@@ -1,0 +1,631 @@
+// The JavaScript scheduler around the core: one controller handle, one timer that sleeps until the
+// core's next deadline (`pollTimeout`), and promises for requests that wait. Shared by the Node/Bun
+// package (napi) and the wasm package: all it needs from the host is in `Host`.
+import { TrafficControlError, fromNative } from './errors.js';
+import { theHost } from './host.js';
+import type {
+  Config,
+  Decision,
+  LimitSnapshot,
+  Native,
+  NativeEvent,
+  PresetName,
+  Priority,
+  Snapshot,
+  TrafficEvent,
+} from './types.js';
+
+const LEVELS: Record<string, number> = { critical: 0, high: 1, normal: 2, low: 3 };
+
+/** What a request or a follow-up targets: a method and URL matched against the routes, or a route by name. */
+export interface Target {
+  method?: string;
+  url?: string | URL;
+  route?: string;
+}
+
+/** A follow-up whose capacity a request reserves in its own admission. */
+export interface FollowUp extends Target {
+  /** The cost reserved; the route's when absent. */
+  cost?: number;
+  /** Limits reserved on top of the route's and the global ones. */
+  limits?: string[];
+  /** How long the reservation lives unless spent or released (ms); the config's `reservation_ttl` when absent. */
+  ttl?: number;
+}
+
+/** How a request asks for admission. Every field is optional. */
+export interface RequestOptions extends Target {
+  /** CRITICAL, HIGH, NORMAL (the default) or LOW. */
+  priority?: Priority;
+  /** An explicit cost, which wins over the route's. */
+  cost?: number;
+  /** Limits taken on top of the route's and the global ones. */
+  limits?: string[];
+  /** Follow-ups to reserve in the same admission (see `reservation()`). */
+  reserve?: Reservation[];
+  /** A reservation this request spends: it goes on reserved capacity, without competing. */
+  spend?: Reservation;
+  /** The longest the request may wait (ms) before it fails with a deadline or budget error. */
+  maxWait?: number;
+  /** An absolute deadline on the controller's clock (`tc.now()`), instead of `maxWait`. */
+  deadline?: number;
+  /** Aborting it removes the waiting request from the queue: the promise rejects with code `CANCELLED`. */
+  signal?: AbortSignal;
+}
+
+/** What a request's response said, for `permit.complete()`. */
+export interface Outcome {
+  /** The HTTP status; absent when no response came (network failure). */
+  status?: number;
+  /** The response headers. */
+  headers?: Headers | Record<string, string> | Array<[string, string]>;
+  /** The body, or the part of it with limit fields (Keepa's token fields, BaseLinker's errors). */
+  body?: string;
+}
+
+/** What to do after `permit.complete()`. */
+export type Completion =
+  | { kind: 'done' }
+  /** The server rate limited it and retries are spent: report the failure. */
+  | { kind: 'give_up' }
+  /** The server rate limited it; the core queued it again and this new permit came when it may go. */
+  | { kind: 'retry'; permit: Permit };
+
+/** Options of a controller. */
+export interface TrafficControlOptions {
+  /** Where presets read overrides (`BM_RATE_LIMIT_CATALOG_MAX_REQUESTS=…`): `process.env` by default. */
+  env?: Record<string, string | undefined>;
+  /** The `fetch` that performs requests: the global one by default. */
+  fetch?: typeof fetch;
+  /** A listener for every event (the `rate_limit_logs` fields). */
+  onEvent?: (event: TrafficEvent) => void;
+}
+
+/**
+ * Capacity set aside for a follow-up (the Peak of a price probe): made when the request that names
+ * it in `reserve` is admitted, spent by the request that names it in `spend`, released early by
+ * `release()`, and freed by its TTL if the caller forgets.
+ */
+export class Reservation {
+  /** What it reserves for. */
+  readonly followUp: FollowUp;
+  /** The core's reservation id, once the reserving request was admitted. */
+  id: number | undefined = undefined;
+  readonly #tc: TrafficControl;
+
+  /** @internal use `tc.reservation()`. */
+  constructor(tc: TrafficControl, followUp: FollowUp) {
+    this.#tc = tc;
+    this.followUp = followUp;
+  }
+
+  /** Gives the capacity back now: the follow-up will not be sent. False when already spent, released or expired. */
+  release(): boolean {
+    return this.id !== undefined && this.#tc.releaseReservation(this.id);
+  }
+}
+
+/** The right to send one request now. Report how it went with `complete()`, exactly once. */
+export class Permit {
+  /** The admitted request's id (the `requestId` of its events). */
+  readonly request: number;
+  /** The reservations made for its follow-ups, in the order they were asked. */
+  readonly reservations: readonly Reservation[];
+  readonly #tc: TrafficControl;
+  readonly #signal: AbortSignal | undefined;
+
+  /** @internal */
+  constructor(tc: TrafficControl, request: number, reservations: readonly Reservation[], signal?: AbortSignal) {
+    this.#tc = tc;
+    this.request = request;
+    this.reservations = reservations;
+    this.#signal = signal;
+  }
+
+  /**
+   * Reports the outcome: frees concurrency slots and feeds what the server said (429, Retry-After,
+   * RateLimit fields, token counts) back to the limits. When the core asks for a retry, resolves
+   * once the retry may go, with its permit.
+   */
+  complete(outcome?: Outcome): Promise<Completion> {
+    return this.#tc.completePermit(this, outcome, this.#signal);
+  }
+
+  /** The request will not be sent: its slots go back (its window admission stays counted). */
+  cancel(): boolean {
+    return this.#tc.cancelRequest(this.request);
+  }
+}
+
+interface Waiter {
+  resolve: (permit: Permit) => void;
+  reject: (error: unknown) => void;
+  reserve: readonly Reservation[] | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+type Task<T> = (permit: Permit) => T | PromiseLike<T>;
+
+/**
+ * The traffic controller: decides when each request may go so that no limit is ever exceeded.
+ *
+ * ```ts
+ * const tc = new TrafficControl('backmarket')            // or a config object
+ * const res = await tc.fetch('https://www.backmarket.fr/ws/listings/42', { method: 'POST', body })
+ * ```
+ */
+export class TrafficControl {
+  readonly #native: Native;
+  readonly #h: unknown;
+  readonly #now: () => number;
+  readonly #fetch: typeof fetch | undefined;
+  readonly #waiters = new Map<number, Waiter>();
+  readonly #listeners = new Set<(event: TrafficEvent) => void>();
+  #timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  #timerAt = Infinity;
+  #pumpQueued = false;
+  #closed = false;
+
+  /**
+   * A controller from a config object (the core's JSON shape), its JSON text, or a preset name
+   * (`'backmarket'`, `'keepa'`, `'baselinker'`) with overrides from the environment.
+   * An invalid config throws a `TrafficControlError` with code `CONFIG` naming the field.
+   */
+  constructor(config: Config | PresetName | string, options: TrafficControlOptions = {}) {
+    const h = theHost();
+    this.#native = h.native;
+    this.#now = h.now;
+    this.#fetch = options.fetch;
+    try {
+      if (typeof config === 'string' && !config.trimStart().startsWith('{')) {
+        const env: Record<string, string> = {};
+        for (const [k, v] of Object.entries(options.env ?? h.env())) if (typeof v === 'string') env[k] = v;
+        this.#h = this.#native.createFromPreset(config, env);
+      } else {
+        this.#h = this.#native.create(typeof config === 'string' ? config : JSON.stringify(config));
+      }
+    } catch (e) {
+      throw fromNative(e);
+    }
+    if (options.onEvent) this.#listeners.add(options.onEvent);
+  }
+
+  /** The controller's clock (ms): the time base of events, snapshots and `deadline`. */
+  now(): number {
+    return this.#now();
+  }
+
+  /** The config as the core runs it (defaults filled in). */
+  get config(): Config {
+    return JSON.parse(this.#native.configJson(this.#h)) as Config;
+  }
+
+  /** Requests waiting, all priorities. */
+  get waiting(): number {
+    return this.#native.waiting(this.#h);
+  }
+
+  /**
+   * Performs `fetch(input, init)` once the request's limits admit it, reports the response to the
+   * core, and sends it again when the core says the server rate limited it. Resolves with the
+   * `Response`, like `fetch` (a 429 whose retries are spent is returned as is).
+   */
+  async fetch(input: string | URL | Request, init?: RequestInit, options: RequestOptions = {}): Promise<Response> {
+    const isRequest = typeof Request !== 'undefined' && input instanceof Request;
+    const method = (options.method ?? init?.method ?? (isRequest ? (input as Request).method : 'GET')).toUpperCase();
+    const url =
+      options.route !== undefined
+        ? undefined
+        : (options.url ?? (typeof input === 'string' ? input : input instanceof URL ? input.href : (input as Request).url));
+    const signal = options.signal ?? init?.signal ?? undefined;
+    const doFetch = this.#fetch ?? globalThis.fetch;
+    let permit = await this.#enqueue({ ...options, method, url, signal });
+    for (;;) {
+      let response: Response;
+      try {
+        response = await doFetch(isRequest ? (input as Request).clone() : input, init);
+      } catch (e) {
+        this.#report(permit.request, undefined, undefined, undefined);
+        throw e;
+      }
+      const outcome = await this.#outcomeOf(permit.request, response);
+      const completion = await permit.complete(outcome);
+      if (completion.kind !== 'retry') return response;
+      await response.body?.cancel().catch(() => undefined);
+      permit = completion.permit;
+    }
+  }
+
+  /**
+   * Runs `task` once the limits admit it, and reports its end. When the task returns a
+   * `Response`, its status and headers are fed back (and the task runs again if the core asks
+   * for a retry).
+   */
+  schedule<T>(options: RequestOptions, task: Task<T>): Promise<T> {
+    const permit = this.#enqueue(options);
+    if (permit instanceof Permit) return this.#run(permit, task);
+    return permit.then((p) => this.#run(p, task));
+  }
+
+  /** Waits for admission and hands the permit over: the caller sends the request and calls `permit.complete()`. */
+  async acquire(options: RequestOptions = {}): Promise<Permit> {
+    return this.#enqueue(options);
+  }
+
+  /** Decides at once, without queueing: go (with a permit), wait until an instant, or never. */
+  tryAcquire(options: RequestOptions = {}): Decision<Permit> {
+    const now = this.#now();
+    let d;
+    try {
+      d = this.#native.tryAcquireJson(this.#h, now, JSON.stringify(coreRequest(options, deadlineOf(options, now))));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.#queuePump();
+    if (d.decision === 'go') {
+      const reservations = attach(options.reserve, d.reservations ?? []);
+      return { decision: 'go', permit: new Permit(this, d.requestId!, reservations, options.signal) };
+    }
+    if (d.decision === 'wait') return { decision: 'wait', until: d.until ?? null };
+    return { decision: 'reject', error: new TrafficControlError(d.code as never, d.message ?? d.code ?? '') };
+  }
+
+  /** A reservation for a follow-up, to pass in `reserve` of the request that makes it and `spend` of the follow-up. */
+  reservation(followUp: FollowUp): Reservation {
+    return new Reservation(this, followUp);
+  }
+
+  /** Listens to every event; returns the function that stops listening. */
+  on(listener: (event: TrafficEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Every limit's state and the queue depths, now. */
+  snapshot(): Snapshot {
+    const raw = JSON.parse(this.#native.snapshotJson(this.#h, this.#now())) as RawSnapshot;
+    this.#queuePump();
+    const ms = (ns: number | null) => (ns == null ? null : ns / 1e6);
+    return {
+      at: raw.at / 1e6,
+      limits: raw.limits.map(
+        (l): LimitSnapshot => ({
+          name: l.name,
+          kind: l.kind,
+          capacity: l.capacity,
+          used: l.used,
+          reserved: l.reserved,
+          available: l.available,
+          nextFree: ms(l.next_free),
+          balance: l.balance ?? null,
+        }),
+      ),
+      waiting: { critical: raw.waiting[0], high: raw.waiting[1], normal: raw.waiting[2], low: raw.waiting[3] },
+      inFlight: raw.in_flight,
+      reservations: raw.reservations,
+    };
+  }
+
+  /** Sets a budget's balance to what the server reported (tokens left, ms until the next refill). */
+  syncBudget(limit: string, tokensLeft: number, refillInMs?: number): void {
+    try {
+      this.#native.syncBudget(this.#h, this.#now(), limit, tokensLeft, refillInMs ?? null);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    this.#queuePump();
+  }
+
+  /** Stops the timer and fails every waiting request with code `CANCELLED`. */
+  close(): void {
+    this.#closed = true;
+    const now = this.#now();
+    for (const [id, w] of [...this.#waiters]) {
+      this.#native.cancel(this.#h, now, id);
+      this.#settle(id, w);
+      w.reject(new TrafficControlError('CANCELLED', 'the traffic controller was closed'));
+    }
+    this.#pump();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  // ---- used by Permit and Reservation ----------------------------------------------------------
+
+  /** @internal */
+  releaseReservation(id: number): boolean {
+    const ok = this.#native.release(this.#h, this.#now(), id);
+    this.#queuePump();
+    return ok;
+  }
+
+  /** @internal */
+  cancelRequest(id: number): boolean {
+    const ok = this.#native.cancel(this.#h, this.#now(), id);
+    this.#queuePump();
+    return ok;
+  }
+
+  /** @internal */
+  completePermit(permit: Permit, outcome: Outcome | undefined, signal: AbortSignal | undefined): Promise<Completion> {
+    const code = this.#report(permit.request, outcome?.status, headerList(outcome?.headers), outcome?.body);
+    if (code === -1 || code === -3) return DONE;
+    if (code === -2) return GIVE_UP;
+    // The core queued it again under the same id: its next Go delivers the retry's permit.
+    return new Promise<Permit>((resolve, reject) => {
+      this.#wait(permit.request, resolve, reject, permit.reservations, signal);
+      this.#arm();
+    }).then((p) => ({ kind: 'retry', permit: p }));
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  async #run<T>(permit: Permit, task: Task<T>): Promise<T> {
+    for (;;) {
+      let result: T;
+      try {
+        result = await task(permit);
+      } catch (e) {
+        this.#report(permit.request, undefined, undefined, undefined);
+        throw e;
+      }
+      const outcome = isResponse(result) ? await this.#outcomeOf(permit.request, result) : undefined;
+      const completion = await permit.complete(outcome);
+      if (completion.kind !== 'retry') return result;
+      permit = completion.permit;
+    }
+  }
+
+  async #outcomeOf(request: number, response: Response): Promise<Outcome> {
+    let body: string | undefined;
+    if (this.#native.readsBody(this.#h, request) || response.status >= 400) {
+      body = await response
+        .clone()
+        .text()
+        .catch(() => undefined);
+    }
+    return { status: response.status, headers: response.headers, body };
+  }
+
+  #report(request: number, status: number | undefined, headers: string[] | undefined, body: string | undefined): number {
+    const code = this.#native.complete(this.#h, this.#now(), request, status ?? null, headers ?? null, body ?? null, Date.now());
+    this.#queuePump();
+    return code;
+  }
+
+  /** Submits; a Permit at once when the request goes now, else a promise of one. */
+  #enqueue(o: RequestOptions): Permit | Promise<Permit> {
+    if (this.#closed) return Promise.reject(new TrafficControlError('CANCELLED', 'the traffic controller was closed'));
+    if (o.signal?.aborted) return Promise.reject(cancelled(o.signal));
+    const now = this.#now();
+    const deadline = deadlineOf(o, now);
+    let raw: number;
+    try {
+      if (o.reserve?.length || o.spend || o.limits?.length) {
+        raw = this.#native.submitJson(this.#h, now, JSON.stringify(coreRequest(o, deadline)));
+      } else {
+        const level = LEVELS[o.priority ?? 'normal'];
+        if (level === undefined) throw invalidPriority(o.priority);
+        const url = o.url === undefined ? undefined : String(o.url);
+        raw = this.#native.submit(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, level, o.cost ?? null, deadline ?? null);
+      }
+    } catch (e) {
+      this.#queuePump();
+      return Promise.reject(fromNative(e));
+    }
+    if (raw > 0 && !o.reserve?.length) {
+      this.#queuePump();
+      return new Permit(this, raw, [], o.signal);
+    }
+    return new Promise<Permit>((resolve, reject) => {
+      this.#wait(Math.abs(raw), resolve, reject, o.reserve, o.signal);
+      // Admitted at once with follow-ups: its Go event carries the reservation ids.
+      if (raw > 0) this.#pump();
+      else this.#arm();
+    });
+  }
+
+  #wait(
+    id: number,
+    resolve: (p: Permit) => void,
+    reject: (e: unknown) => void,
+    reserve: readonly Reservation[] | undefined,
+    signal: AbortSignal | undefined,
+  ): void {
+    const w: Waiter = { resolve, reject, reserve, signal, onAbort: undefined };
+    if (signal) {
+      w.onAbort = () => {
+        if (this.#waiters.get(id) !== w) return;
+        this.#native.cancel(this.#h, this.#now(), id);
+        this.#settle(id, w);
+        reject(cancelled(signal));
+        this.#queuePump();
+      };
+      signal.addEventListener('abort', w.onAbort, { once: true });
+    }
+    this.#waiters.set(id, w);
+  }
+
+  #settle(id: number, w: Waiter): void {
+    this.#waiters.delete(id);
+    if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+  }
+
+  #go(id: number, reservationIds: ArrayLike<number>): void {
+    const w = this.#waiters.get(id);
+    if (!w) return;
+    this.#settle(id, w);
+    const reservations = reservationIds.length ? attach(w.reserve, reservationIds) : (w.reserve ?? []);
+    w.resolve(new Permit(this, id, reservations, w.signal));
+  }
+
+  #fail(e: NativeEvent): void {
+    const w = this.#waiters.get(e.requestId);
+    if (!w) return;
+    this.#settle(e.requestId, w);
+    w.reject(new TrafficControlError((e.error ?? 'CANCELLED') as never, e.message ?? e.error ?? 'failed'));
+  }
+
+  #queuePump(): void {
+    if (this.#pumpQueued) return;
+    this.#pumpQueued = true;
+    queueMicrotask(() => this.#pump());
+  }
+
+  /** Drains the core's events at the current time: settles waiting promises, tells listeners, re-arms the timer. */
+  #pump(): void {
+    this.#pumpQueued = false;
+    const now = this.#now();
+    if (this.#listeners.size > 0) {
+      for (const e of this.#native.drain(this.#h, now)) {
+        if (e.status === 'go') this.#go(e.requestId, e.reservations ?? []);
+        else if (e.status === 'rejected' || e.status === 'expired') this.#fail(e);
+        for (const listener of this.#listeners) {
+          try {
+            listener(e);
+          } catch (err) {
+            queueMicrotask(() => {
+              throw err;
+            });
+          }
+        }
+      }
+    } else {
+      // No listener: only go, rejected and expired, in one flat array (see drainActionable).
+      const a = this.#native.drainActionable(this.#h, now);
+      let failures = false;
+      for (let i = 0; i < a.length; ) {
+        const n = a[i + 2];
+        if (a[i] === 1) this.#go(a[i + 1], n ? a.subarray(i + 3, i + 3 + n) : EMPTY);
+        else failures = true;
+        i += 3 + n;
+      }
+      if (failures) for (const e of this.#native.takeFailures(this.#h)) this.#fail(e);
+    }
+    this.#arm();
+  }
+
+  /** Sets the one timer to the core's next deadline. */
+  #arm(): void {
+    if (this.#closed) return;
+    const at = this.#native.pollTimeout(this.#h);
+    if (at == null) {
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      return;
+    }
+    if (this.#timer !== undefined && this.#timerAt <= at) {
+      this.#keepAlive();
+      return;
+    }
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    // Timers count whole milliseconds: round up so it never fires before the instant.
+    const delay = Math.max(0, Math.ceil(at - this.#now()));
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Infinity;
+      this.#pump();
+    }, delay);
+    this.#keepAlive();
+  }
+
+  /** The timer keeps the process alive only while requests wait (not for reservation or lease expiry). */
+  #keepAlive(): void {
+    const t = this.#timer as unknown as { ref?: () => void; unref?: () => void } | undefined;
+    if (this.#waiters.size > 0) t?.ref?.();
+    else t?.unref?.();
+  }
+}
+
+const DONE: Promise<Completion> = Promise.resolve({ kind: 'done' });
+const GIVE_UP: Promise<Completion> = Promise.resolve({ kind: 'give_up' });
+const EMPTY = new Float64Array(0);
+
+interface RawSnapshot {
+  at: number;
+  limits: Array<{
+    name: string;
+    kind: LimitSnapshot['kind'];
+    capacity: number;
+    used: number;
+    reserved: number;
+    available: number;
+    next_free: number | null;
+    balance?: number | null;
+  }>;
+  waiting: [number, number, number, number];
+  in_flight: number;
+  reservations: number;
+}
+
+function deadlineOf(o: RequestOptions, now: number): number | undefined {
+  if (o.deadline !== undefined) return o.deadline;
+  return o.maxWait === undefined ? undefined : now + o.maxWait;
+}
+
+function targetOf(t: Target): unknown {
+  if (t.route !== undefined) {
+    if (t.url !== undefined) throw new TrafficControlError('INVALID_ARGUMENT', 'a request has a url or a route, not both');
+    return { route: t.route };
+  }
+  if (t.url !== undefined) return { http: { method: (t.method ?? 'GET').toUpperCase(), url: String(t.url) } };
+  return 'none';
+}
+
+/** The request in the core's serde shape (deadline in integer nanoseconds). */
+function coreRequest(o: RequestOptions, deadline: number | undefined): unknown {
+  const priority = o.priority ?? 'normal';
+  if (LEVELS[priority] === undefined) throw invalidPriority(priority);
+  let spend: number | null = null;
+  if (o.spend) {
+    if (o.spend.id === undefined) {
+      throw new TrafficControlError('INVALID_ARGUMENT', 'spend: the reservation was not made yet (its request was not admitted)');
+    }
+    spend = o.spend.id;
+  }
+  return {
+    target: targetOf(o),
+    limits: o.limits ?? [],
+    cost: o.cost ?? null,
+    priority,
+    deadline: deadline === undefined ? null : Math.max(0, Math.round(deadline * 1e6)),
+    reserve: (o.reserve ?? []).map((r) => ({
+      target: targetOf(r.followUp),
+      limits: r.followUp.limits ?? [],
+      cost: r.followUp.cost ?? null,
+      ttl: r.followUp.ttl ?? null,
+    })),
+    spend,
+  };
+}
+
+function attach(reserve: readonly Reservation[] | undefined, ids: ArrayLike<number>): readonly Reservation[] {
+  const list = reserve ?? [];
+  for (let i = 0; i < list.length && i < ids.length; i++) list[i].id = ids[i];
+  return list;
+}
+
+function headerList(h: Outcome['headers']): string[] | undefined {
+  if (!h) return undefined;
+  const out: string[] = [];
+  if (Array.isArray(h)) for (const [k, v] of h) out.push(k, v);
+  else if (typeof (h as Headers).forEach === 'function') (h as Headers).forEach((v, k) => out.push(k, v));
+  else for (const [k, v] of Object.entries(h)) out.push(k, v);
+  return out;
+}
+
+function isResponse(x: unknown): x is Response {
+  return typeof Response !== 'undefined' && x instanceof Response;
+}
+
+function invalidPriority(p: unknown): TrafficControlError {
+  return new TrafficControlError('INVALID_ARGUMENT', `priority must be one of critical, high, normal, low, not ${String(p)}`);
+}
+
+function cancelled(signal: AbortSignal): TrafficControlError {
+  return new TrafficControlError('CANCELLED', 'the request was cancelled while it waited', { cause: signal.reason });
+}

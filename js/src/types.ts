@@ -1,0 +1,150 @@
+/** A duration in a config: `"10s"`, `"250ms"`, `"1m"`, or a number of milliseconds. */
+export type Duration = string | number;
+
+/** One limit of a config. `window` (the default for "N per W") is exact: at most `max` in any interval of length `per`. */
+export type LimitConfig =
+  | { kind: 'window'; max: number; per: Duration }
+  | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration }
+  | { kind: 'concurrency'; max: number }
+  | { kind: 'budget'; max: number; refill: number; per: Duration; floor?: number; initial?: number };
+
+/** A route: which requests (method, path regex) take which limits, at what cost. */
+export interface RouteConfig {
+  name: string;
+  method?: string;
+  path: string;
+  limits?: Array<string | { limit: string; cost: number }>;
+  cost?: number | Record<string, unknown>;
+}
+
+/** The controller's config: the same JSON the core, the Python and the wasm packages read. */
+export interface Config {
+  limits: Record<string, LimitConfig>;
+  /** Limits every request takes. */
+  global?: string[];
+  routes?: RouteConfig[];
+  queue?: { max_waiting?: number };
+  reservation_ttl?: Duration;
+  lease_ttl?: Duration;
+  events?: { query?: 'drop' | 'redact' };
+  feedback?: Record<string, unknown>;
+}
+
+/** The presets shipped with the package. */
+export type PresetName = 'backmarket' | 'keepa' | 'baselinker';
+
+/** Priorities: CRITICAL (emergency reverts; may use reserved capacity), HIGH, NORMAL, LOW. FIFO within a level. */
+export const Priority = {
+  CRITICAL: 'critical',
+  HIGH: 'high',
+  NORMAL: 'normal',
+  LOW: 'low',
+} as const;
+/** One of the four priorities. */
+export type Priority = (typeof Priority)[keyof typeof Priority];
+
+/** One event: a row of the `rate_limit_logs` table plus what its kind carries. Endpoints never hold secrets. */
+export interface TrafficEvent {
+  /** `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`. */
+  status: string;
+  /** When, on the controller's clock (ms). */
+  timestampMs: number;
+  /** The request (for reservation events: the request that made the reservation). */
+  requestId: number;
+  /** `METHOD /path` without the query string's values, or the route name. */
+  endpoint: string;
+  /** The route matched. */
+  route?: string;
+  /** `critical`, `high`, `normal` or `low`. */
+  priority: string;
+  /** HTTP status of a completed or rate-limited request. */
+  responseStatus?: number;
+  /** Completed: request duration; go: time waited; lease expired: time held (ms). */
+  durationMs?: number;
+  /** Error code of a rejected or expired request. */
+  error?: string;
+  /** Its message. */
+  message?: string;
+  /** Go: reservation ids made for the follow-ups. */
+  reservations?: number[];
+  /** Rate limited: until when the limits are paused (controller clock, ms). */
+  until?: number;
+  /** Retried: 1 for the first retry. */
+  attempt?: number;
+  /** Retried: earliest instant the retry may go. */
+  retryAt?: number;
+  /** Reservation expired or released: which. */
+  reservation?: number;
+}
+
+/** One limit's state. */
+export interface LimitSnapshot {
+  name: string;
+  kind: 'window' | 'token_bucket' | 'concurrency' | 'budget';
+  capacity: number;
+  used: number;
+  reserved: number;
+  available: number;
+  /** Next instant room grows by time alone (controller clock, ms), or null. */
+  nextFree: number | null;
+  /** Budgets: tokens left (null while unknown). */
+  balance: number | null;
+}
+
+/** The controller's state at one instant. */
+export interface Snapshot {
+  at: number;
+  limits: LimitSnapshot[];
+  waiting: { critical: number; high: number; normal: number; low: number };
+  inFlight: number;
+  reservations: number;
+}
+
+/** The answer of `tryAcquire`: go now (with a permit), wait until an instant, or never. */
+export type Decision<P> =
+  | { decision: 'go'; permit: P }
+  | { decision: 'wait'; until: number | null }
+  | { decision: 'reject'; error: Error };
+
+/** What the native side (napi addon or wasm module) provides: one core call each. */
+export interface NativeEvent extends TrafficEvent {}
+
+/** A tryAcquire answer from the native side. */
+export interface NativeDecision {
+  decision: string;
+  requestId?: number;
+  reservations?: number[];
+  until?: number;
+  code?: string;
+  message?: string;
+}
+
+/** The native side's functions; `H` is its opaque controller handle. */
+export interface Native<H = unknown> {
+  create(configJson: string): H;
+  createFromPreset(name: string, env: Record<string, string>): H;
+  configJson(h: H): string;
+  submit(h: H, now: number, method?: string | null, url?: string | null, route?: string | null, priority?: number, cost?: number | null, deadline?: number | null): number;
+  submitJson(h: H, now: number, requestJson: string): number;
+  tryAcquireJson(h: H, now: number, requestJson: string): NativeDecision;
+  drain(h: H, now: number): NativeEvent[];
+  drainActionable(h: H, now: number): Float64Array;
+  takeFailures(h: H): NativeEvent[];
+  pollTimeout(h: H): number | null | undefined;
+  complete(h: H, now: number, request: number, status?: number | null, headers?: string[] | null, body?: string | null, unixTimeMs?: number | null): number;
+  readsBody(h: H, request: number): boolean;
+  cancel(h: H, now: number, request: number): boolean;
+  release(h: H, now: number, reservation: number): boolean;
+  syncBudget(h: H, now: number, limit: string, tokensLeft: number, refillIn?: number | null): void;
+  snapshotJson(h: H, now: number): string;
+  waiting(h: H): number;
+}
+
+/** What the host runtime provides to the scheduler. */
+export interface Host {
+  native: Native;
+  /** A monotonic clock in milliseconds. */
+  now(): number;
+  /** The environment presets read overrides from. */
+  env(): Record<string, string | undefined>;
+}
