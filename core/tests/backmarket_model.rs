@@ -681,7 +681,8 @@ fn backmarket_injected_429s_pause_retry_at_priority_and_give_up() {
 }
 
 /// Requests reach the server 30-300 ms after their Go: the spacing the core gave them shrinks.
-/// The preset runs competitor at the real 2 / 1 s with no margin, so jitter can push two Peeks
+/// The preset runs competitor at 2 per 1.1 s against the real 2 / 1 s: 100 ms of margin, so 30-300 ms
+/// of jitter can still push two Peeks
 /// and a scan into one server second; the core must still honour every pause and never storm.
 #[test]
 fn backmarket_uplink_jitter_real_429s_are_honoured() {

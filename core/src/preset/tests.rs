@@ -67,7 +67,7 @@ fn backmarket_has_the_seeds_safe_values() {
     let c = preset("backmarket").unwrap();
     assert_eq!(c.limits["global"], window(150, Duration::from_secs(10)));
     assert_eq!(c.limits["catalog"], window(15, Duration::from_secs(10)));
-    assert_eq!(c.limits["competitor"], window(2, Duration::from_secs(1)));
+    assert_eq!(c.limits["competitor"], window(2, Duration::from_millis(1100)));
     assert_eq!(c.limits["care"], window(300, Duration::from_secs(60)));
     assert_eq!(c.global, ["global"]);
 }
@@ -426,7 +426,7 @@ per = 10000          # milliseconds, as in JSON
 [limits.competitor]
 kind = "window"
 max = 2
-per = "1s"
+per = "1100ms"
 
 [limits.care]
 kind = "window"
