@@ -65,8 +65,8 @@ fn unknown_preset_names_the_field_and_lists_the_known_ones() {
 #[test]
 fn backmarket_has_the_seeds_safe_values() {
     let c = preset("backmarket").unwrap();
-    assert_eq!(c.limits["global"], window(150, Duration::from_secs(10)));
-    assert_eq!(c.limits["catalog"], window(15, Duration::from_secs(10)));
+    assert_eq!(c.limits["global"], window(150, Duration::from_secs(11)));
+    assert_eq!(c.limits["catalog"], window(15, Duration::from_secs(11)));
     assert_eq!(c.limits["competitor"], window(2, Duration::from_millis(1100)));
     assert_eq!(c.limits["care"], window(300, Duration::from_secs(60)));
     assert_eq!(c.global, ["global"]);
@@ -94,7 +94,7 @@ fn backmarket_routes_map_the_seeds_endpoints_to_their_limits() {
 }
 
 #[test]
-fn backmarket_catalog_runs_at_15_per_10_seconds() {
+fn backmarket_catalog_runs_at_15_per_11_seconds() {
     let mut tc = TrafficControl::new(preset("backmarket").unwrap()).unwrap();
     let t0 = Timestamp::from_millis(0);
     for i in 0..15 {
@@ -102,7 +102,7 @@ fn backmarket_catalog_runs_at_15_per_10_seconds() {
         assert!(matches!(d, Decision::Go(_)), "{i}: {d:?}");
     }
     let d = tc.try_acquire(t0, Request::http("POST", "/ws/listings/15"));
-    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(10_000)) });
+    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(11_000)) });
     // Reads still go: they do not take the catalog limit.
     assert!(matches!(tc.try_acquire(t0, Request::http("GET", "/ws/listings/15")), Decision::Go(_)));
 }
@@ -416,12 +416,12 @@ global = ["global"]
 [limits.global]
 kind = "window"
 max = 150
-per = "10s"
+per = "11s"
 
 [limits.catalog]
 kind = "window"
 max = 15
-per = 10000          # milliseconds, as in JSON
+per = 11000          # milliseconds, as in JSON
 
 [limits.competitor]
 kind = "window"

@@ -1,0 +1,22 @@
+// The first user's workload, end to end: the package installed from its tarball into a fresh
+// project with Bun, the Elysia example app on it, a mock Back Market API that answers 429 and blocks
+// like the real one. Time runs ten times faster than the real API's windows.
+import assert from 'node:assert/strict';
+import { test } from './support/harness.mjs';
+import { runBackMarketScenario } from '../examples/backmarket-load.mjs';
+
+test('60 probes, a flood of LOW scans, CRITICAL reverts: no 429, no listing left at 1 EUR', async () => {
+  const r = await runBackMarketScenario({ scale: 10, probes: 60, scans: 400, reverts: 10 });
+  console.log(
+    `probe throughput ${r.probeThroughput.toFixed(2)}/s of a ${r.probeCeiling.toFixed(2)}/s ceiling ` +
+      `(${((100 * r.probeThroughput) / r.probeCeiling).toFixed(0)}%), ${r.serverRequests} requests in ${(r.elapsedMs / 1000).toFixed(1)} s, ` +
+      `peaks per window ${JSON.stringify(r.peak)}, revert max ${r.revertMaxMs.toFixed(0)} ms, longest at 1 EUR ${r.probeMaxMs.toFixed(0)} ms`,
+  );
+  assert.equal(r.tooMany, 0, `the mock answered 429: ${JSON.stringify(r.byScope)}`);
+  assert.deepEqual(r.atProbePrice, [], 'listings left at the probe price');
+  assert.equal(r.counts.probes, 60);
+  assert.equal(r.counts.scans, 400);
+  assert.equal(r.counts.reverts, 10);
+  assert.ok(r.peak.catalog <= 15 && r.peak.global <= 150, `the preset's margins held: ${JSON.stringify(r.peak)}`);
+  assert.ok(r.probeThroughput >= 0.7 * r.probeCeiling, `probe throughput ${r.probeThroughput} near the ceiling ${r.probeCeiling}`);
+});
