@@ -22,8 +22,11 @@ cargo test --locked --workspace --release
 step "core: benchmarks compile and run once (figures come from 'cargo bench')"
 cargo bench --locked -p traffic-control-core --bench admission -- --test
 
-step "demo runs"
+step "core: the simulated Back Market demo runs"
 cargo run --locked --release -q -p traffic-control-core --example demo > /dev/null
+
+step "node and bun package: build, node --test, bun test, install from the tarball, bench once"
+bash bindings-node/scripts/test.sh
 
 echo
 echo "all tests passed"

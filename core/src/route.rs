@@ -74,6 +74,9 @@ pub(crate) struct Router {
     global_budgets: Budgets,
     by_limit_name: HashMap<Arc<str>, LimitIdx>,
     query: QueryPolicy,
+    /// The endpoint of every request with neither target nor extra limits: shared, not allocated
+    /// per request.
+    no_target: Arc<Endpoint>,
 }
 
 /// A request's target, resolved.
@@ -128,7 +131,8 @@ impl Router {
             .collect();
         let global = template(None);
         let global_budgets = budgets_of(&global, limits);
-        Router { routes, global, global_budgets, by_limit_name, query: config.events.query }
+        let no_target = Arc::new(Endpoint { name: "-".into(), route: None });
+        Router { routes, global, global_budgets, by_limit_name, query: config.events.query, no_target }
     }
 
     pub(crate) fn limit_index(&self, name: &str) -> Option<LimitIdx> {
@@ -162,10 +166,8 @@ impl Router {
                     .ok_or_else(|| RequestError::UnknownRoute { route: name.clone() })?;
                 (Some(route), route.by_name.clone())
             }
-            Target::None => {
-                let name = if extra.is_empty() { "-".into() } else { extra.join("+").into_boxed_str() };
-                (None, Arc::new(Endpoint { name, route: None }))
-            }
+            Target::None if extra.is_empty() => (None, self.no_target.clone()),
+            Target::None => (None, Arc::new(Endpoint { name: extra.join("+").into_boxed_str(), route: None })),
         };
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
         let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);

@@ -1,0 +1,57 @@
+// The README's demo: the Back Market scenario with a live progress view and a final report per
+// limit. A mock Back Market API on 127.0.0.1, the Elysia example app under Bun on the installed
+// package, 60 price probes, a flood of LOW scans and CRITICAL reverts. Time runs 5x faster than
+// the real API's windows (2 s instead of 10 s) so the demo takes about 30 s.
+import { runBackMarketScenario } from './backmarket-load.mjs';
+
+const scale = Number(process.env.DEMO_SCALE ?? 5);
+const tty = process.stdout.isTTY;
+const bar = (used, cap, width = 20) => {
+  const n = Math.round((Math.min(used, cap) / cap) * width);
+  return '#'.repeat(n) + '.'.repeat(width - n);
+};
+let lastPrint = 0;
+
+console.log(`traffic-control demo: Back Market repricing through the Elysia example (time x${scale})\n`);
+const r = await runBackMarketScenario({
+  scale,
+  probes: 60,
+  scans: 400,
+  reverts: 10,
+  onProgress: ({ elapsedMs, counts, status, mock, probes, scans, reverts }) => {
+    if (!tty && elapsedMs - lastPrint < 2000) return;
+    lastPrint = elapsedMs;
+    const limits = (status?.limits ?? [])
+      .filter((l) => l.name !== 'care')
+      .map((l) => `${l.name} [${bar(l.used + l.reserved, l.capacity, 12)}] ${l.used}+${l.reserved}r/${l.capacity}`)
+      .join('  ');
+    const w = status?.waiting ?? {};
+    const line =
+      `${(elapsedMs / 1000).toFixed(1).padStart(5)} s  probes ${String(counts.probes).padStart(2)}/${probes}  ` +
+      `scans ${String(counts.scans).padStart(3)}/${scans}  reverts ${counts.reverts}/${reverts}  429s ${mock.tooMany}  ` +
+      `waiting c${w.critical ?? 0} h${w.high ?? 0} n${w.normal ?? 0} l${w.low ?? 0}  ${limits}`;
+    process.stdout.write(tty ? `\r\x1b[2K${line}` : `${line}\n`);
+  },
+});
+if (tty) process.stdout.write('\n');
+
+const pad = (s, n) => String(s).padEnd(n);
+console.log(`\n== Report per limit (server side: the most requests the mock counted in any window) ==`);
+console.log(`  ${pad('limit', 11)} ${pad('real API', 14)} ${pad('preset', 14)} ${pad('peak seen', 10)} 429s`);
+for (const name of ['global', 'catalog', 'competitor']) {
+  const real = r.real[name];
+  const preset = r.preset[name];
+  console.log(
+    `  ${pad(name, 11)} ${pad(`${real.max}/${real.per / 1000}s`, 14)} ${pad(`${preset.max}/${preset.per / 1000}s`, 14)} ${pad(r.peak[name], 10)} ${r.byScope[name]}`,
+  );
+}
+console.log(`  (windows ${scale}x shorter in this run)`);
+console.log(`\n== Work ==`);
+console.log(`  probes    ${r.counts.probes}/${r.probes} ok; throughput ${r.probeThroughput.toFixed(2)}/s against a ceiling of ${r.probeCeiling.toFixed(2)}/s (${((100 * r.probeThroughput) / r.probeCeiling).toFixed(0)}%)`);
+console.log(`  scans     ${r.counts.scans} ok (LOW: they filled the room the probes left)`);
+console.log(`  reverts   ${r.counts.reverts} ok (CRITICAL), longest ${r.revertMaxMs.toFixed(0)} ms`);
+console.log(`  listings at the probe price now: ${r.atProbePrice.length}; longest time one spent there: ${r.probeMaxMs.toFixed(0)} ms`);
+console.log(`  requests the API saw: ${r.serverRequests}, answered 429: ${r.tooMany}`);
+const ok = r.tooMany === 0 && r.atProbePrice.length === 0 && r.counts.probes === r.probes;
+console.log(`\nverdict: ${ok ? 'OK' : 'FAILED'}`);
+process.exit(ok ? 0 : 1);
