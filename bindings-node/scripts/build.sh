@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x node_modules/.bin/napi ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+# `npm install`, not `npm ci`: the lock omits other platforms' optional packages (this machine's
+# npm config), which `npm ci` refuses as out of sync. The versions are pinned in package.json.
+if [ ! -x node_modules/.bin/napi ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
 fi
 npx napi build --platform --release --output-dir native --js index.js --dts index.d.ts -- --locked
 rm -rf dist
