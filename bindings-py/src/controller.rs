@@ -58,6 +58,29 @@ impl PyTrafficControl {
         })
     }
 
+    /// Runs `f` on the core at `now`, then drops the events if nobody wants them. Returns what
+    /// `f` returned and whether events are kept (then the host must drain them).
+    pub(crate) fn with_core<R>(&self, py: Python<'_>, now: f64, f: impl FnOnce(&mut TrafficControl) -> R) -> (R, bool) {
+        let mut state = self.lock(py);
+        let r = f(&mut state.core);
+        state.discard(now);
+        (r, state.keep_events)
+    }
+
+    /// Keeps events from now on (a request is about to wait in the queue: its go must reach it).
+    pub(crate) fn keep_events_now(&self, py: Python<'_>) {
+        self.lock(py).keep_events = true;
+    }
+
+    /// The shared object of a completion without data, or a new one.
+    pub(crate) fn completion(&self, py: Python<'_>, completion: Completion) -> PyResult<Py<PyCompletion>> {
+        Ok(match completion {
+            Completion::Done => self.done.clone_ref(py),
+            Completion::Unknown => self.unknown.clone_ref(py),
+            other => Py::new(py, PyCompletion::new(other))?,
+        })
+    }
+
     /// The state, waiting for it with the GIL released if another thread holds it (only a call
     /// that itself released the GIL can, such as `complete` with a large body).
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, State> {
@@ -83,7 +106,7 @@ fn with_env(py: Python<'_>, config: Config, env: Option<&Bound<'_, PyAny>>, pref
 }
 
 #[allow(clippy::too_many_arguments)]
-fn request_args(
+pub(crate) fn request_args(
     url: Option<String>,
     method: Option<String>,
     route: Option<String>,
@@ -271,15 +294,7 @@ impl PyTrafficControl {
         body: Option<&Bound<'_, PyAny>>,
         unix_time: Option<f64>,
     ) -> PyResult<Py<PyCompletion>> {
-        let mut outcome = Outcome::default();
-        outcome.status = status;
-        outcome.unix_time = unix_time;
-        if let Some(headers) = headers {
-            outcome.headers = header_pairs(headers)?;
-        }
-        if let Some(body) = body {
-            outcome.body = Some(body_text(body)?);
-        }
+        let outcome = outcome_of(status, headers, body, unix_time)?;
         let large = outcome.body.as_ref().is_some_and(|b| b.len() > DETACH_BODY_BYTES);
         let completion = if large {
             // Reading a large body takes a while: let other threads run meanwhile.
@@ -295,11 +310,7 @@ impl PyTrafficControl {
             state.discard(now);
             c
         };
-        Ok(match completion {
-            Completion::Done => self.done.clone_ref(py),
-            Completion::Unknown => self.unknown.clone_ref(py),
-            other => Py::new(py, PyCompletion::new(other))?,
-        })
+        self.completion(py, completion)
     }
 
     /// Removes a waiting request from the queue, or gives back the slots of an admitted one that
@@ -388,6 +399,25 @@ impl PyTrafficControl {
     fn is_waiting(&self, py: Python<'_>, request: u64) -> bool {
         self.lock(py).core.is_waiting(RequestId(request))
     }
+}
+
+/// An outcome from `complete`'s arguments.
+pub(crate) fn outcome_of(
+    status: Option<u16>,
+    headers: Option<&Bound<'_, PyAny>>,
+    body: Option<&Bound<'_, PyAny>>,
+    unix_time: Option<f64>,
+) -> PyResult<Outcome> {
+    let mut outcome = Outcome::default();
+    outcome.status = status;
+    outcome.unix_time = unix_time;
+    if let Some(headers) = headers {
+        outcome.headers = header_pairs(headers)?;
+    }
+    if let Some(body) = body {
+        outcome.body = Some(body_text(body)?);
+    }
+    Ok(outcome)
 }
 
 /// Headers from a mapping (`httpx.Headers`, a dict) or an iterable of `(name, value)` pairs.

@@ -133,3 +133,18 @@ pub(crate) fn request_error(py: Python<'_>, e: &RequestError) -> PyErr {
     drop(details);
     err
 }
+
+/// A request error raised to a caller waiting at `now` (ms): errors that know when the request
+/// could go also get `retry_after`, in seconds from now.
+pub(crate) fn request_error_at(py: Python<'_>, e: &RequestError, now: f64) -> PyErr {
+    let err = request_error(py, e);
+    let at = match e {
+        RequestError::InsufficientBudget { enough_at, .. } => *enough_at,
+        RequestError::DeadlineUnreachable { earliest, .. } => Some(*earliest),
+        _ => None,
+    };
+    if let Some(at) = at {
+        let _ = err.value(py).setattr("retry_after", ((at.as_millis_f64() - now) / 1e3).max(0.0));
+    }
+    err
+}

@@ -7,6 +7,7 @@
 
 mod controller;
 mod convert;
+mod driver;
 mod errors;
 mod types;
 
@@ -21,6 +22,8 @@ mod _traffic_control {
 
     #[pymodule_export]
     use crate::controller::PyTrafficControl;
+    #[pymodule_export]
+    use crate::driver::{PyAsyncPermit, PyDone, PyDriver, PySyncPermit};
     #[pymodule_export]
     use crate::errors::{
         ConfigError, DeadlineError, InsufficientBudgetError, NeverSucceedsError, QueueFullError, RequestCancelledError,

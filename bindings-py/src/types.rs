@@ -32,6 +32,18 @@ impl PyPermit {
             at: permit.at.as_millis_f64(),
         }
     }
+
+    pub(crate) fn request_id(&self) -> u64 {
+        self.request
+    }
+
+    pub(crate) fn reservation_ids(&self) -> &[u64] {
+        &self.reservations
+    }
+
+    pub(crate) fn at_ms(&self) -> f64 {
+        self.at
+    }
 }
 
 #[pymethods]
