@@ -53,20 +53,30 @@ create_exception!(
     "The request was cancelled before it could go (CANCELLED)."
 );
 
-/// Class-level defaults, so every class has `code` and `kind` (instances set their own `code`).
+/// Class-level defaults, so every class has `code`, `kind` and its details (instances set their
+/// own; a detail the error does not carry reads `None`).
 pub(crate) fn init_classes(py: Python<'_>) -> PyResult<()> {
-    let classes: [(Bound<'_, PyType>, Option<&str>, Option<&str>); 7] = [
-        (TrafficControlError::type_object(py), None, None),
-        (ConfigError::type_object(py), Some("CONFIG"), Some("config")),
-        (NeverSucceedsError::type_object(py), None, Some("never_succeeds")),
-        (DeadlineError::type_object(py), None, Some("deadline")),
-        (QueueFullError::type_object(py), Some("QUEUE_FULL"), Some("queue_full")),
-        (InsufficientBudgetError::type_object(py), None, Some("budget")),
-        (RequestCancelledError::type_object(py), Some("CANCELLED"), Some("cancelled")),
+    type Class<'py> = (Bound<'py, PyType>, Option<&'static str>, Option<&'static str>, &'static [&'static str]);
+    let classes: [Class<'_>; 7] = [
+        (TrafficControlError::type_object(py), None, None, &["retry_after"]),
+        (ConfigError::type_object(py), Some("CONFIG"), Some("config"), &["field", "reason"]),
+        (NeverSucceedsError::type_object(py), None, Some("never_succeeds"), &["route", "limit", "cost", "capacity"]),
+        (DeadlineError::type_object(py), None, Some("deadline"), &["deadline", "now", "earliest"]),
+        (QueueFullError::type_object(py), Some("QUEUE_FULL"), Some("queue_full"), &["max_waiting"]),
+        (
+            InsufficientBudgetError::type_object(py),
+            None,
+            Some("budget"),
+            &["limit", "needed", "available", "enough_at"],
+        ),
+        (RequestCancelledError::type_object(py), Some("CANCELLED"), Some("cancelled"), &[]),
     ];
-    for (class, code, kind) in classes {
+    for (class, code, kind, details) in classes {
         class.setattr("code", code)?;
         class.setattr("kind", kind)?;
+        for detail in details {
+            class.setattr(*detail, py.None())?;
+        }
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ The httpx transports (``TrafficControlTransport``, ``AsyncTrafficControlTranspor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._controller import Priority, TrafficControl
 from ._traffic_control import (
@@ -38,6 +38,11 @@ from ._traffic_control import (
     Wait,
 )
 
+from ._types import LimitState, LogRow, Snapshot, Waiting
+
+if TYPE_CHECKING:
+    from .transport import AsyncTrafficControlTransport, TrafficControlTransport
+
 __all__ = [
     "PRESETS",
     "AsyncPermit",
@@ -48,16 +53,20 @@ __all__ = [
     "Event",
     "FollowUp",
     "InsufficientBudgetError",
+    "LimitState",
+    "LogRow",
     "NeverSucceedsError",
     "Permit",
     "Priority",
     "QueueFullError",
     "RequestCancelledError",
+    "Snapshot",
     "SyncPermit",
     "TrafficControl",
     "TrafficControlError",
     "TrafficControlTransport",
     "Wait",
+    "Waiting",
 ]
 
 

@@ -16,11 +16,14 @@ import enum
 import logging
 import os
 import threading
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, TypeVar, Union
 
 from . import _traffic_control as _native
 from ._traffic_control import AsyncPermit, Completion, Event, RequestCancelledError, SyncPermit
 from ._traffic_control import Permit as _NativePermit
+
+if TYPE_CHECKING:
+    from ._types import Snapshot
 
 __all__ = ["Priority", "TrafficControl"]
 
@@ -306,13 +309,13 @@ class TrafficControl(_native.Driver):
                 self._kick_locked()
         self._after()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """Every limit's state and the queue depths, now: ``{"at", "limits": {name: {"kind",
         "capacity", "used", "reserved", "available", "next_free", "balance"}}, "waiting":
         {"critical", "high", "normal", "low"}, "in_flight", "reservations"}``."""
         now = self.now()
         with self._lock:
-            snapshot: dict[str, Any] = self._core.snapshot(now)
+            snapshot = self._core.snapshot(now)
             if self._keep:
                 self._drain_locked(now)
         self._after()

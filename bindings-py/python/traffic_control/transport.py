@@ -98,7 +98,7 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
                 response = await self._transport.handle_async_request(request)
                 body = None
                 if _wants_body(response):
-                    raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+                    raw = b"".join([chunk async for chunk in response.aiter_raw()])
                     await response.aclose()
                     body = _decoded_text(response, raw)
                     response = httpx.Response(
@@ -151,7 +151,7 @@ class TrafficControlTransport(httpx.BaseTransport):
                 response = self._transport.handle_request(request)
                 body = None
                 if _wants_body(response):
-                    raw = b"".join(response.stream)  # type: ignore[union-attr]
+                    raw = b"".join(response.iter_raw())
                     response.close()
                     body = _decoded_text(response, raw)
                     response = httpx.Response(
