@@ -9,6 +9,8 @@
 //! which these methods call into: `_drain(now)` when events are kept, `_enter_slow(permit, now)` /
 //! `_wait_slow_sync(permit, now)` when the request must wait.
 
+use std::time::Instant;
+
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -39,13 +41,23 @@ impl PyDone {
     }
 }
 
+/// The host clock: `time.monotonic()` in milliseconds, read without calling into Python, or the
+/// host's own clock function.
+enum Clock {
+    /// `time.monotonic()` is `CLOCK_MONOTONIC` on Linux (and the platform's monotonic clock
+    /// elsewhere), the clock `Instant` reads: one reading of both at start gives the offset, and
+    /// every later reading costs no Python call (the fast path reads the clock twice).
+    Monotonic { start: Instant, start_ms: f64 },
+    /// A clock function given by the host (tests, simulations): seconds.
+    Host(Py<PyAny>),
+}
+
 /// The base of `traffic_control.TrafficControl`: holds the native controller, the clock and the
 /// default timeout, and runs the fast path of `acquire` and `acquire_sync`.
 #[pyclass(name = "Driver", module = "traffic_control", subclass, frozen)]
 pub(crate) struct PyDriver {
     core: Py<PyTrafficControl>,
-    /// Seconds on a monotonic clock (`time.monotonic` unless the host gives its own).
-    clock: Py<PyAny>,
+    clock: Clock,
     /// Seconds a request may wait by default; `None`: as long as it takes.
     timeout: Option<f64>,
     done: Py<PyDone>,
@@ -53,7 +65,10 @@ pub(crate) struct PyDriver {
 
 impl PyDriver {
     pub(crate) fn now(&self, py: Python<'_>) -> PyResult<f64> {
-        Ok(self.clock.bind(py).call0()?.extract::<f64>()? * 1000.0)
+        match &self.clock {
+            Clock::Monotonic { start, start_ms } => Ok(start_ms + start.elapsed().as_secs_f64() * 1000.0),
+            Clock::Host(clock) => Ok(clock.bind(py).call0()?.extract::<f64>()? * 1000.0),
+        }
     }
 
     fn native(&self) -> &PyTrafficControl {
@@ -83,8 +98,15 @@ impl PyDriver {
         timeout: Option<f64>,
     ) -> PyResult<Self> {
         let clock = match clock {
-            Some(c) => c,
-            None => py.import("time")?.getattr("monotonic")?.unbind(),
+            Some(c) => Clock::Host(c),
+            None => {
+                let monotonic = py.import("time")?.getattr("monotonic")?;
+                // Read it on both sides of the Instant: the middle is within half a call of it.
+                let before = monotonic.call0()?.extract::<f64>()?;
+                let start = Instant::now();
+                let after = monotonic.call0()?.extract::<f64>()?;
+                Clock::Monotonic { start, start_ms: (before + after) * 500.0 }
+            }
         };
         Ok(PyDriver { core, clock, timeout: check_timeout(timeout)?, done: Py::new(py, PyDone)? })
     }
