@@ -105,6 +105,8 @@ fn with_env(py: Python<'_>, config: Config, env: Option<&Bound<'_, PyAny>>, pref
     }
 }
 
+// One Rust argument per keyword of the Python signature.
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn request_args(
     url: Option<String>,
@@ -207,6 +209,7 @@ impl PyTrafficControl {
     /// Decides at once: returns a `Permit` (send now) or a `Wait` (ask again at `until`); raises
     /// the error of its kind when the request can never go as asked. Nothing is queued.
     #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None))]
+    // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn try_acquire(
         &self,
@@ -241,6 +244,7 @@ impl PyTrafficControl {
     /// Queues a request; returns its id. Its `go` event (with the permit) comes out of `poll`,
     /// possibly at once. Raises at once when the request can never go.
     #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None))]
+    // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -283,6 +287,7 @@ impl PyTrafficControl {
     /// (a mapping or `(name, value)` pairs), `body` (text or bytes: Keepa's token fields,
     /// BaseLinker's errors), `unix_time` (the wall clock, for absolute times in the response).
     #[pyo3(signature = (now, request, status=None, headers=None, body=None, unix_time=None))]
+    // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn complete(
         &self,

@@ -140,6 +140,7 @@ impl PyDriver {
     /// for follow-ups in the same admission; `spend` spends a reservation (an id from
     /// `permit.reservations`). Cancelling the waiting task removes the request from the queue.
     #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, timeout=None, reserve=None, spend=None))]
+    // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire(
         slf: &Bound<'_, Self>,
@@ -162,6 +163,7 @@ impl PyDriver {
     /// `with tc.acquire_sync(url) as permit: ...`. Safe from any number of threads; the wait
     /// releases the GIL.
     #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, timeout=None, reserve=None, spend=None))]
+    // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire_sync(
         slf: &Bound<'_, Self>,
