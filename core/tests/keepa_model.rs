@@ -779,6 +779,32 @@ fn an_older_token_report_delivered_late_does_not_overstate_the_balance() {
     assert!(!went, "a deals request (5) went with the server at 5 tokens and a floor of 5");
 }
 
+/// The same, with both responses stamped in the same millisecond (Keepa's `timestamp` has no
+/// finer grain, and a burst of requests shares it): the one delivered last must not raise the
+/// balance either.
+#[test]
+fn a_token_report_from_the_same_millisecond_delivered_late_does_not_overstate_the_balance() {
+    let env = BTreeMap::from([("KEEPA_RATE_LIMIT_TOKENS_FLOOR".to_string(), "5".to_string())]);
+    let config = Config::preset("keepa").unwrap().with_env("KEEPA_RATE_LIMIT", &env).unwrap();
+    let mut tc = TrafficControl::new(config).unwrap();
+    let ms = Timestamp::from_millis;
+    let body = |left: i64, consumed: u64| {
+        format!(
+            r#"{{"timestamp":{},"tokensLeft":{left},"refillIn":30000,"refillRate":20,"tokensConsumed":{consumed}}}"#,
+            EPOCH_MS + 1100
+        )
+    };
+    tc.sync_budget(ms(300), "tokens", 20, Some(std::time::Duration::from_millis(29_800))).unwrap();
+    let a = tc.submit(ms(1000), Call::Deals.request(false)).unwrap();
+    let b = tc.submit(ms(1000), Call::Product(10).request(false)).unwrap();
+    while tc.poll(ms(1000)).is_some() {}
+    // Server processed A (15 left), then B (5 left), in the same millisecond; B's answer comes first.
+    let _ = tc.complete(ms(1300), b, Outcome::status(200).body(body(5, 10)));
+    let _ = tc.complete(ms(1800), a, Outcome::status(200).body(body(15, 5)));
+    let seen = tc.snapshot(ms(1800)).limits[0].balance.unwrap();
+    assert!(seen <= 5, "the server holds 5 tokens; the core believes {seen}");
+}
+
 /// The free `/token` request is how a host learns the balance: its response's `tokensLeft` and
 /// `refillIn` must sync the budget, so that costly requests can be submitted afterwards.
 #[test]

@@ -93,7 +93,10 @@ impl Budget {
         refill_in: Option<u64>,
         server_time: Option<i64>,
     ) {
-        let stale = matches!((server_time, self.newest_report), (Some(t), Some(newest)) if t < newest);
+        // Keepa's `timestamp` is in milliseconds: responses of one burst share it, and may arrive in
+        // any order. A report no newer than the newest applied may be the older one: it may lower
+        // the balance, never raise it.
+        let stale = matches!((server_time, self.newest_report), (Some(t), Some(newest)) if t <= newest);
         if stale {
             if let Some(b) = self.balance.as_mut() {
                 *b = (*b).min(tokens_left);

@@ -1,0 +1,372 @@
+"""The native module: the sans-IO controller, the fast path of the driver, values and errors.
+
+Time is milliseconds on one monotonic clock (``time.monotonic() * 1000``) wherever a parameter is
+called ``now``, ``deadline``, ``at``, ``until``; ``timeout`` is in seconds.
+"""
+
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, Literal, SupportsIndex, final
+
+from typing_extensions import Self, disjoint_base
+
+from traffic_control._types import LogRow, Snapshot
+
+__all__ = [
+    "TrafficControl",
+    "AsyncPermit",
+    "_Done",
+    "Driver",
+    "SyncPermit",
+    "ConfigError",
+    "DeadlineError",
+    "InsufficientBudgetError",
+    "NeverSucceedsError",
+    "QueueFullError",
+    "RequestCancelledError",
+    "TrafficControlError",
+    "Completion",
+    "Event",
+    "FollowUp",
+    "Permit",
+    "Wait",
+    "PRESETS",
+]
+
+PRESETS: dict[str, str]
+"""Every preset that ships with the core: name → environment prefix of its overrides."""
+
+_Priority = SupportsIndex | str | None
+_Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+# ---- errors ------------------------------------------------------------------------------------
+
+class TrafficControlError(Exception):
+    """Base class of every traffic-control error; ``code`` is the core's stable code."""
+
+    code: str | None
+    kind: str | None
+    retry_after: float | None
+    """Seconds until the request could go (budget and unreachable-deadline errors), else None."""
+
+class ConfigError(TrafficControlError):
+    """An invalid config: ``field`` names the offending field, ``reason`` says what is wrong."""
+
+    field: str | None
+    reason: str | None
+
+class NeverSucceedsError(TrafficControlError):
+    """The request can never go as asked: UNKNOWN_ROUTE, UNKNOWN_LIMIT, COST_EXCEEDS_CAPACITY."""
+
+    route: str | None
+    limit: str | None
+    cost: int | None
+    capacity: int | None
+
+class DeadlineError(TrafficControlError):
+    """The deadline passed (DEADLINE_EXCEEDED) or cannot be met (DEADLINE_UNREACHABLE)."""
+
+    deadline: float | None
+    now: float | None
+    earliest: float | None
+
+class QueueFullError(TrafficControlError):
+    """The waiting queue holds its configured maximum (QUEUE_FULL)."""
+
+    max_waiting: int | None
+
+class InsufficientBudgetError(TrafficControlError):
+    """Not enough budget within the allowed wait (INSUFFICIENT_BUDGET), or its balance unknown
+    (BUDGET_UNKNOWN)."""
+
+    limit: str | None
+    needed: int | None
+    available: int | None
+    enough_at: float | None
+
+class RequestCancelledError(TrafficControlError):
+    """The request was cancelled before it could go (CANCELLED)."""
+
+# ---- values ------------------------------------------------------------------------------------
+
+@final
+class Permit:
+    """The right to send one request now (from ``try_acquire`` or a ``go`` event)."""
+
+    @property
+    def request(self) -> int: ...
+    @property
+    def reservations(self) -> list[int]: ...
+    @property
+    def at(self) -> float: ...
+
+@final
+class Wait:
+    """``try_acquire``'s answer when the request may not go now: ask again at ``until``."""
+
+    @property
+    def until(self) -> float | None: ...
+
+@final
+class Completion:
+    """The core's answer to an outcome: ``"done"``, ``"retry"`` (queued again; goes no earlier than
+    ``at``), ``"give_up"`` (rate limited, retries spent) or ``"unknown"`` (not in flight)."""
+
+    @property
+    def kind(self) -> Literal["done", "retry", "give_up", "unknown"]: ...
+    @property
+    def at(self) -> float | None: ...
+
+@final
+class FollowUp:
+    """A follow-up whose capacity a request reserves in its own admission."""
+
+    def __new__(
+        cls,
+        url: str | None = None,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        limits: Sequence[str] | None = None,
+        cost: int | None = None,
+        ttl_ms: float | None = None,
+    ) -> Self: ...
+
+@final
+class Event:
+    """One step of a request's life; ``log()`` is its row of the ``rate_limit_logs`` table."""
+
+    @property
+    def type(
+        self,
+    ) -> Literal[
+        "queued",
+        "go",
+        "completed",
+        "rate_limited",
+        "retried",
+        "rejected",
+        "expired",
+        "cancelled",
+        "lease_expired",
+        "reservation_expired",
+        "reservation_released",
+    ]: ...
+    @property
+    def request(self) -> int: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def priority(self) -> Literal["critical", "high", "normal", "low"]: ...
+    @property
+    def permit(self) -> Permit | None: ...
+    @property
+    def waited(self) -> float | None: ...
+    @property
+    def status(self) -> int | None: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def until(self) -> float | None: ...
+    @property
+    def attempt(self) -> int | None: ...
+    @property
+    def retry_at(self) -> float | None: ...
+    @property
+    def held(self) -> float | None: ...
+    @property
+    def reservation(self) -> int | None: ...
+    @property
+    def code(self) -> str | None: ...
+    @property
+    def error(self) -> TrafficControlError | None: ...
+    def log(self) -> LogRow: ...
+
+# ---- the sans-IO controller --------------------------------------------------------------------
+
+@final
+class TrafficControl:
+    """The sans-IO controller: never reads a clock or sleeps; every call takes ``now`` (ms)."""
+
+    def __new__(
+        cls,
+        config: Mapping[str, Any] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+        keep_events: bool = True,
+    ) -> Self: ...
+    @staticmethod
+    def preset(
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+        keep_events: bool = True,
+    ) -> TrafficControl: ...
+    @staticmethod
+    def from_toml(
+        text: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+        keep_events: bool = True,
+    ) -> TrafficControl: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def keep_events(self) -> bool: ...
+    @keep_events.setter
+    def keep_events(self, keep: bool) -> None: ...
+    @property
+    def waiting(self) -> int: ...
+    def try_acquire(
+        self,
+        now: float,
+        url: str | None = None,
+        method: str | None = None,
+        route: str | None = None,
+        limits: Sequence[str] | None = None,
+        cost: int | None = None,
+        priority: _Priority = None,
+        deadline: float | None = None,
+        reserve: Sequence[FollowUp] | None = None,
+        spend: int | None = None,
+    ) -> Permit | Wait: ...
+    def submit(
+        self,
+        now: float,
+        url: str | None = None,
+        method: str | None = None,
+        route: str | None = None,
+        limits: Sequence[str] | None = None,
+        cost: int | None = None,
+        priority: _Priority = None,
+        deadline: float | None = None,
+        reserve: Sequence[FollowUp] | None = None,
+        spend: int | None = None,
+    ) -> int: ...
+    def poll(self, now: float) -> Event | None: ...
+    def poll_timeout(self) -> float | None: ...
+    def complete(
+        self,
+        now: float,
+        request: int,
+        status: int | None = None,
+        headers: _Headers | None = None,
+        body: str | bytes | None = None,
+        unix_time: float | None = None,
+    ) -> Completion: ...
+    def cancel(self, now: float, request: int) -> bool: ...
+    def release(self, now: float, reservation: int) -> bool: ...
+    def sync_budget(self, now: float, limit: str, tokens_left: int, refill_in: float | None = None) -> None: ...
+    def snapshot(self, now: float) -> Snapshot: ...
+    def is_waiting(self, request: int) -> bool: ...
+
+# ---- the driver's fast path --------------------------------------------------------------------
+
+@final
+class _Done:
+    def __await__(self) -> Generator[Any, Any, None]: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> None: ...
+
+@final
+class AsyncPermit:
+    """What ``TrafficControl.acquire`` returns: ``async with`` it, or ``await`` it."""
+
+    @property
+    def request(self) -> int: ...
+    @property
+    def reservations(self) -> list[int]: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def completion(self) -> Completion | None: ...
+    @completion.setter
+    def completion(self, completion: Completion | None) -> None: ...
+    def report(
+        self,
+        status: int | None = None,
+        headers: _Headers | None = None,
+        body: str | bytes | None = None,
+        *,
+        unix_time: float | None = None,
+    ) -> Completion: ...
+    def _submit(self, now: float) -> int: ...
+    def _go(self, permit: Permit) -> None: ...
+    def __aenter__(self) -> Awaitable[Self]: ...
+    def __aexit__(self, exc_type: object, exc: object, tb: object) -> Awaitable[None]: ...
+    def __await__(self) -> Generator[Any, Any, Self]: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Self: ...
+
+@final
+class SyncPermit:
+    """What ``TrafficControl.acquire_sync`` returns once the request may go; ``with`` it."""
+
+    @property
+    def request(self) -> int: ...
+    @property
+    def reservations(self) -> list[int]: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def completion(self) -> Completion | None: ...
+    @completion.setter
+    def completion(self, completion: Completion | None) -> None: ...
+    def report(
+        self,
+        status: int | None = None,
+        headers: _Headers | None = None,
+        body: str | bytes | None = None,
+        *,
+        unix_time: float | None = None,
+    ) -> Completion: ...
+    def _submit(self, now: float) -> int: ...
+    def _go(self, permit: Permit) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+
+@disjoint_base
+class Driver:
+    """The native base of ``traffic_control.TrafficControl``."""
+
+    def __new__(
+        cls, core: TrafficControl, *, clock: Callable[[], float] | None = None, timeout: float | None = None
+    ) -> Self: ...
+    @property
+    def core(self) -> TrafficControl: ...
+    @property
+    def timeout(self) -> float | None: ...
+    def now(self) -> float: ...
+    def acquire(
+        self,
+        url: str | None = None,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        limits: Sequence[str] | None = None,
+        cost: int | None = None,
+        priority: _Priority = None,
+        timeout: float | None = None,
+        reserve: Sequence[FollowUp] | None = None,
+        spend: int | None = None,
+    ) -> AsyncPermit: ...
+    def acquire_sync(
+        self,
+        url: str | None = None,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        limits: Sequence[str] | None = None,
+        cost: int | None = None,
+        priority: _Priority = None,
+        timeout: float | None = None,
+        reserve: Sequence[FollowUp] | None = None,
+        spend: int | None = None,
+    ) -> SyncPermit: ...
+    def _finish(self, request: int) -> Completion: ...

@@ -1,0 +1,53 @@
+"""Shapes of the plain data the native module returns (snapshots, log rows)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, TypedDict
+
+__all__ = ["LimitState", "LogRow", "Snapshot", "Waiting"]
+
+
+class LimitState(TypedDict):
+    """One limit in a snapshot."""
+
+    kind: str
+    """``window``, ``token_bucket``, ``concurrency`` or ``budget``."""
+    capacity: int
+    used: int
+    reserved: int
+    available: int
+    next_free: Optional[float]
+    balance: Optional[int]
+
+
+class Waiting(TypedDict):
+    """Requests waiting per priority."""
+
+    critical: int
+    high: int
+    normal: int
+    low: int
+
+
+class Snapshot(TypedDict):
+    """``TrafficControl.snapshot()``: every limit and the queue depths at ``at`` (ms)."""
+
+    at: float
+    limits: Dict[str, LimitState]
+    waiting: Waiting
+    in_flight: int
+    reservations: int
+
+
+class LogRow(TypedDict):
+    """``Event.log()``: one row of the ``rate_limit_logs`` table."""
+
+    timestamp_ms: float
+    request_id: int
+    endpoint: str
+    route: Optional[str]
+    priority: str
+    status: str
+    response_status: Optional[int]
+    duration_ms: Optional[float]
+    error: Optional[str]
