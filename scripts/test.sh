@@ -28,5 +28,8 @@ cargo run --locked --release -q -p traffic-control-core --example demo > /dev/nu
 step "node and bun package: build, node --test, bun test, install from the tarball, bench once"
 bash bindings-node/scripts/test.sh
 
+step "python package: wheel built by maturin, installed into a fresh venv, stubtest, pytest, bench once"
+bash bindings-py/test.sh
+
 echo
 echo "all tests passed"
