@@ -10,7 +10,7 @@ out=$(mktemp -d)
 status=0
 
 echo "--- node $(node --version): node --test"
-node --test test/*.test.mjs > "$out/node.txt" 2>&1 || status=1
+node --test --test-concurrency=1 test/*.test.mjs > "$out/node.txt" 2>&1 || status=1
 grep -E "^# (tests|pass|fail)" "$out/node.txt" || true
 [ $status -eq 0 ] || cat "$out/node.txt"
 node_pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out/node.txt")
