@@ -13,6 +13,7 @@ servers do and count every violation. Time is scaled down so a test takes about 
 
 from __future__ import annotations
 
+import abc
 import bisect
 import json
 import threading
@@ -22,7 +23,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 
-class _Server:
+class _Server(abc.ABC):
     """A threading HTTP server on 127.0.0.1:0 whose handler calls `self.handle`."""
 
     def __init__(self) -> None:
@@ -63,8 +64,9 @@ class _Server:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
+    @abc.abstractmethod
     def handle(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], Any]:
-        raise NotImplementedError
+        """Answers one request: status, headers, JSON body. Each mock API defines it."""
 
     def __enter__(self) -> Any:
         self.thread.start()
