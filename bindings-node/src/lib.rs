@@ -410,3 +410,9 @@ fn simple_request(
     }
     Ok(request)
 }
+
+/// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.
+#[napi]
+pub fn error_kind(code: String) -> Option<&'static str> {
+    tc::ErrorKind::of_code(&code).map(tc::ErrorKind::as_str)
+}

@@ -138,6 +138,35 @@ pub enum ErrorKind {
     Budget,
 }
 
+impl ErrorKind {
+    /// The family of a stable code (`CONFIG`, `QUEUE_FULL`, ...), for hosts that receive only the
+    /// code across a boundary (a JS error's `code`). `None` for a code the core does not have.
+    pub fn of_code(code: &str) -> Option<ErrorKind> {
+        Some(match code {
+            "CONFIG" => ErrorKind::Config,
+            "UNKNOWN_ROUTE" | "UNKNOWN_LIMIT" | "COST_EXCEEDS_CAPACITY" => ErrorKind::NeverSucceeds,
+            "DEADLINE_EXCEEDED" | "DEADLINE_UNREACHABLE" => ErrorKind::Deadline,
+            "QUEUE_FULL" => ErrorKind::QueueFull,
+            "INSUFFICIENT_BUDGET" | "BUDGET_UNKNOWN" => ErrorKind::Budget,
+            "CANCELLED" => ErrorKind::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// The family's name in snake case: `config`, `never_succeeds`, `deadline`, `queue_full`,
+    /// `cancelled`, `budget`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::NeverSucceeds => "never_succeeds",
+            ErrorKind::Deadline => "deadline",
+            ErrorKind::QueueFull => "queue_full",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Budget => "budget",
+        }
+    }
+}
+
 impl RequestError {
     /// The stable code of this error, such as `QUEUE_FULL`.
     pub fn code(&self) -> &'static str {
@@ -165,5 +194,31 @@ impl RequestError {
             RequestError::InsufficientBudget { .. } | RequestError::BudgetUnknown { .. } => ErrorKind::Budget,
             RequestError::Cancelled => ErrorKind::Cancelled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_maps_back_to_its_kind() {
+        let errors = [
+            RequestError::UnknownRoute { route: "r".into() },
+            RequestError::UnknownLimit { limit: "l".into() },
+            RequestError::CostExceedsCapacity { limit: "l".into(), cost: 2, capacity: 1 },
+            RequestError::DeadlineExceeded { deadline: Timestamp::ZERO, now: Timestamp::ZERO },
+            RequestError::DeadlineUnreachable { earliest: Timestamp::ZERO, deadline: Timestamp::ZERO },
+            RequestError::QueueFull { max_waiting: 1 },
+            RequestError::InsufficientBudget { limit: "b".into(), needed: 2, available: 1, enough_at: None },
+            RequestError::BudgetUnknown { limit: "b".into() },
+            RequestError::Cancelled,
+        ];
+        for e in errors {
+            assert_eq!(ErrorKind::of_code(e.code()), Some(e.kind()), "{}", e.code());
+        }
+        let config = ConfigError::Invalid { field: "f".into(), reason: "r".into() };
+        assert_eq!(ErrorKind::of_code(config.code()), Some(ErrorKind::Config));
+        assert_eq!(ErrorKind::of_code("NOPE"), None);
     }
 }

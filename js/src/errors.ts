@@ -1,3 +1,5 @@
+import { theHost } from './host.js';
+
 /** The family of an error, the same in every binding (the core's `ErrorKind`). */
 export type ErrorKind = 'config' | 'never_succeeds' | 'deadline' | 'queue_full' | 'cancelled' | 'budget' | 'argument';
 
@@ -15,19 +17,6 @@ export type ErrorCode =
   | 'CANCELLED'
   | 'INVALID_ARGUMENT';
 
-const KINDS: Record<ErrorCode, ErrorKind> = {
-  CONFIG: 'config',
-  UNKNOWN_ROUTE: 'never_succeeds',
-  UNKNOWN_LIMIT: 'never_succeeds',
-  COST_EXCEEDS_CAPACITY: 'never_succeeds',
-  DEADLINE_EXCEEDED: 'deadline',
-  DEADLINE_UNREACHABLE: 'deadline',
-  QUEUE_FULL: 'queue_full',
-  INSUFFICIENT_BUDGET: 'budget',
-  BUDGET_UNKNOWN: 'budget',
-  CANCELLED: 'cancelled',
-  INVALID_ARGUMENT: 'argument',
-};
 
 /**
  * Every error the library throws or rejects with. `code` is stable across releases and bindings
@@ -48,7 +37,8 @@ export class TrafficControlError extends Error {
     super(message, options);
     this.name = 'TrafficControlError';
     this.code = code;
-    this.kind = KINDS[code] ?? 'argument';
+    // The families are the core's (ErrorKind::of_code); a code it does not have is a call made wrong.
+    this.kind = (theHost().native.errorKind(code) ?? 'argument') as ErrorKind;
   }
 }
 
@@ -56,7 +46,7 @@ export class TrafficControlError extends Error {
 export function fromNative(e: unknown): unknown {
   if (e instanceof TrafficControlError) return e;
   const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code in KINDS) {
+  if (typeof code === 'string' && (code === 'INVALID_ARGUMENT' || theHost().native.errorKind(code))) {
     return new TrafficControlError(code as ErrorCode, (e as Error).message);
   }
   return e;

@@ -138,6 +138,7 @@ export interface Native<H = unknown> {
   syncBudget(h: H, now: number, limit: string, tokensLeft: number, refillIn?: number | null): void;
   snapshotJson(h: H, now: number): string;
   waiting(h: H): number;
+  errorKind(code: string): string | null | undefined;
 }
 
 /** What the host runtime provides to the scheduler. */
