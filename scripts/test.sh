@@ -28,6 +28,9 @@ cargo run --locked --release -q -p traffic-control-core --example demo > /dev/nu
 step "node and bun package: build, node --test, bun test, install from the tarball, bench once"
 bash bindings-node/scripts/test.sh
 
+step "wasm package: built from scratch (wasm32 target, wasm-bindgen-cli at the locked version), node --test, workerd"
+bash bindings-wasm/scripts/test.sh
+
 step "python package: wheel built by maturin, installed into a fresh venv, stubtest, pytest, bench once"
 bash bindings-py/test.sh
 

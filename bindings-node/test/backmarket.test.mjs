@@ -2,7 +2,7 @@
 // project with Bun, the Elysia example app on it, a mock Back Market API that answers 429 and blocks
 // like the real one. Time runs ten times faster than the real API's windows.
 import assert from 'node:assert/strict';
-import { slowTest as test } from './support/harness.mjs';
+import { slowTest as test } from '../../js/test/harness.mjs';
 import { runBackMarketScenario } from '../examples/backmarket-load.mjs';
 
 test('60 probes, a flood of LOW scans, CRITICAL reverts: no 429, no listing left at 1 EUR', async () => {

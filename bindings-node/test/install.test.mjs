@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { slowTest as test } from './support/harness.mjs';
+import { slowTest as test } from '../../js/test/harness.mjs';
 import { bun, installIntoTempProject } from './support/install.mjs';
 
 test('npm pack + bun add: ESM and CommonJS, Node and Bun, types shipped', () => {

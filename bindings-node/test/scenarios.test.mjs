@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { basename } from 'node:path';
-import { test, describe } from './support/harness.mjs';
+import { test, describe } from '../../js/test/harness.mjs';
 import { scenarioFiles, replayFile } from '../../js/test/scenarios.mjs';
 
 const native = createRequire(import.meta.url)('../native/index.js');

@@ -144,6 +144,8 @@ interface Waiter {
   reserve: readonly Reservation[] | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Per-request timers (Workers): this request's own wake-up. */
+  wake?: ReturnType<typeof setTimeout>;
 }
 
 type Task<T> = (permit: Permit) => T | PromiseLike<T>;
@@ -160,6 +162,7 @@ export class TrafficControl {
   readonly #native: Native;
   readonly #h: unknown;
   readonly #now: () => number;
+  readonly #perRequestTimers: boolean;
   readonly #fetch: typeof fetch | undefined;
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(event: TrafficEvent) => void>();
@@ -178,6 +181,7 @@ export class TrafficControl {
     const h = theHost();
     this.#native = h.native;
     this.#now = h.now;
+    this.#perRequestTimers = h.timers === 'per-request';
     this.#fetch = options.fetch;
     try {
       if (typeof config === 'string' && !config.trimStart().startsWith('{')) {
@@ -467,11 +471,33 @@ export class TrafficControl {
       signal.addEventListener('abort', w.onAbort, { once: true });
     }
     this.#waiters.set(id, w);
+    if (this.#perRequestTimers) this.#watch(id, w);
+  }
+
+  /**
+   * Per-request timers (Workers): the runtime cancels a request that waits on nothing of its own
+   * and drops the timers of a request that has ended, so the one shared timer cannot serve
+   * requests from other contexts. Each waiting request keeps a timer in its own context instead,
+   * set to the core's next deadline, until it settles.
+   */
+  #watch(id: number, w: Waiter): void {
+    const arm = (): void => {
+      const at = this.#native.pollTimeout(this.#h);
+      const delay = at == null ? IDLE_WAKE_MS : Math.min(IDLE_WAKE_MS, Math.max(0, Math.ceil(at - this.#now())));
+      w.wake = setTimeout(tick, delay);
+    };
+    const tick = (): void => {
+      if (this.#waiters.get(id) !== w) return;
+      this.#pump();
+      if (this.#waiters.get(id) === w) arm();
+    };
+    arm();
   }
 
   #settle(id: number, w: Waiter): void {
     this.#waiters.delete(id);
     if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort);
+    if (w.wake !== undefined) clearTimeout(w.wake);
   }
 
   #go(id: number, reservationIds: ArrayLike<number>): void {
@@ -530,7 +556,7 @@ export class TrafficControl {
 
   /** Sets the one timer to the core's next deadline. */
   #arm(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#perRequestTimers) return;
     const at = this.#native.pollTimeout(this.#h);
     if (at == null) {
       if (this.#timer !== undefined) clearTimeout(this.#timer);
@@ -578,6 +604,8 @@ export class TrafficControl {
 const DONE: Promise<Completion> = Promise.resolve({ kind: 'done' });
 /** How close to its instant a wake-up stops sleeping on a timer and turns the event loop instead. */
 const SPIN_MS = 1.5;
+/** Per-request timers: how long a waiting request sleeps when only a completion can make room. */
+const IDLE_WAKE_MS = 1000;
 const immediate: ((f: () => void) => unknown) | undefined = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
 const GIVE_UP: Promise<Completion> = Promise.resolve({ kind: 'give_up' });
 const EMPTY = new Float64Array(0);

@@ -148,4 +148,10 @@ export interface Host {
   now(): number;
   /** The environment presets read overrides from. */
   env(): Record<string, string | undefined>;
+  /**
+   * `shared` (the default): one timer for the controller. `per-request` (Cloudflare Workers): each
+   * waiting request keeps a timer in its own request context, because the runtime cancels a
+   * request waiting on nothing of its own and drops an ended request's timers.
+   */
+  timers?: 'shared' | 'per-request';
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the npm package `traffic-control-wasm` in place from scratch: the core compiled to
+# wasm32-unknown-unknown, wasm-bindgen's `web` glue (native/: it runs in browsers, in workerd via
+# initSync and in Node), and the shared scheduler compiled from js/src (dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(cd .. && pwd)"
+
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+
+# The CLI must be exactly the wasm-bindgen version in Cargo.lock (the glue format changes between
+# versions). An installed one at that version is reused. No `--locked`: the CLI's own lockfile pins
+# a crate version this registry does not serve.
+version="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$root/Cargo.lock")"
+if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$version" ]; then
+  echo "installing wasm-bindgen-cli $version"
+  cargo install wasm-bindgen-cli --version "$version" --force
+fi
+
+if [ ! -x node_modules/.bin/tsc ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund
+fi
+
+cargo build --locked --profile wasm --target wasm32-unknown-unknown -p traffic-control-wasm
+rm -rf native dist
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir native \
+  --out-name traffic_control_wasm "$root/target/wasm32-unknown-unknown/wasm/traffic_control_wasm.wasm"
+npx tsc -p tsconfig.json

@@ -1,0 +1,339 @@
+//! The wasm binding of traffic-control (browsers, Cloudflare Workers, Node): wasm-bindgen
+//! functions over the core's [`TrafficControl`](traffic_control_core::TrafficControl).
+//!
+//! The functions are the same, one for one, as the napi addon's (the `Native` interface of the
+//! shared JavaScript scheduler in `js/src`): each converts its arguments, makes one core call and
+//! converts the result. Time crosses as `f64` milliseconds on the host's clock and ids as `f64`
+//! (exact below 2^53): a `u64` would arrive in JavaScript as a `BigInt` here but as a number from
+//! napi, and the scheduler is one source for both. Events and decisions cross as JSON text parsed
+//! on the JavaScript side, which keeps the module free of per-field glue.
+//!
+//! Nothing here reads a clock or the environment: the module imports no `env` functions.
+
+use std::time::Duration;
+
+use js_sys::{Array, JsString, Object, JSON};
+use serde_json::{json, Value};
+use traffic_control_core::{
+    self as tc, Completion, ConfigError, Decision, Event, EventKind, Outcome, Priority, Request, RequestError,
+    RequestId, ReservationId, Timestamp,
+};
+use wasm_bindgen::prelude::*;
+
+/// A JavaScript `Error` whose `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
+fn coded(code: &str, message: impl ToString) -> JsValue {
+    let error = js_sys::Error::new(&message.to_string());
+    // Setting a property on a fresh Error cannot fail.
+    let _ = js_sys::Reflect::set(&error, &"code".into(), &code.into());
+    error.into()
+}
+
+fn config_error(e: &ConfigError) -> JsValue {
+    coded(e.code(), e)
+}
+
+fn request_error(e: &RequestError) -> JsValue {
+    coded(e.code(), e)
+}
+
+fn invalid(reason: impl ToString) -> JsValue {
+    coded("INVALID_ARGUMENT", reason)
+}
+
+fn at(now: f64) -> Timestamp {
+    Timestamp::from_millis_f64(now)
+}
+
+fn millis(t: Timestamp) -> f64 {
+    t.as_millis_f64()
+}
+
+fn parse(value: &Value) -> JsValue {
+    // serde_json writes valid JSON: parsing it back cannot fail.
+    JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
+}
+
+/// The core's controller, held by JavaScript as an opaque handle.
+#[wasm_bindgen]
+pub struct Controller {
+    core: tc::TrafficControl,
+    failures: Vec<Event>,
+}
+
+fn handle(config: Result<tc::Config, ConfigError>) -> Result<Controller, JsValue> {
+    let config = config.map_err(|e| config_error(&e))?;
+    let core = tc::TrafficControl::new(config).map_err(|e| config_error(&e))?;
+    Ok(Controller { core, failures: Vec::new() })
+}
+
+/// A controller from a config in JSON text (the core's serde shape).
+#[wasm_bindgen]
+pub fn create(config_json: &str) -> Result<Controller, JsValue> {
+    handle(tc::Config::from_json(config_json))
+}
+
+/// A controller from a shipped preset (`backmarket`, `keepa`, `baselinker`), with overrides read
+/// from `env` (an object of strings) under the preset's prefix.
+#[wasm_bindgen(js_name = createFromPreset)]
+pub fn create_from_preset(name: &str, env: &Object) -> Result<Controller, JsValue> {
+    let preset = tc::Preset::named(name).map_err(|e| config_error(&e))?;
+    let mut vars = Vec::new();
+    for entry in Object::entries(env).iter() {
+        let pair = Array::from(&entry);
+        if let (Some(k), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+            vars.push((k, v));
+        }
+    }
+    handle(preset.config_with_env(vars))
+}
+
+/// The config's JSON text, as the core reads it (defaults filled in).
+#[wasm_bindgen(js_name = configJson)]
+pub fn config_json(h: &Controller) -> Result<String, JsValue> {
+    serde_json::to_string(h.core.config()).map_err(invalid)
+}
+
+/// Queues a request given by its parts (no follow-ups, no spend). Returns its id, positive when
+/// it was admitted at once, negative when it waits.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)]
+pub fn submit(
+    h: &mut Controller,
+    now: f64,
+    method: Option<String>,
+    url: Option<String>,
+    route: Option<String>,
+    priority: u32,
+    cost: Option<f64>,
+    deadline: Option<f64>,
+) -> Result<f64, JsValue> {
+    let mut request = match (url, route) {
+        (Some(url), None) => Request::http(method.unwrap_or_else(|| "GET".into()), url),
+        (None, Some(route)) => Request::route(route),
+        (None, None) => Request::default(),
+        (Some(_), Some(_)) => return Err(invalid("a request has a url or a route, not both")),
+    };
+    request = request.priority(match priority {
+        0 => Priority::Critical,
+        1 => Priority::High,
+        2 => Priority::Normal,
+        3 => Priority::Low,
+        p => return Err(invalid(format!("priority must be 0 (critical) to 3 (low), not {p}"))),
+    });
+    if let Some(cost) = cost {
+        if !(cost >= 0.0 && cost.fract() == 0.0 && cost <= 9_007_199_254_740_991.0) {
+            return Err(invalid(format!("cost must be a whole number ≥ 0, not {cost}")));
+        }
+        request = request.cost(cost as u64);
+    }
+    if let Some(deadline) = deadline {
+        request = request.deadline(at(deadline));
+    }
+    submit_request(h, now, &request)
+}
+
+/// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).
+#[wasm_bindgen(js_name = submitJson)]
+pub fn submit_json(h: &mut Controller, now: f64, request_json: &str) -> Result<f64, JsValue> {
+    let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
+    submit_request(h, now, &request)
+}
+
+fn submit_request(h: &mut Controller, now: f64, request: &Request) -> Result<f64, JsValue> {
+    let id = h.core.submit(at(now), request).map_err(|e| request_error(&e))?;
+    Ok(if h.core.is_waiting(id) { -(id.0 as f64) } else { id.0 as f64 })
+}
+
+/// Decides at once without queueing: `{decision: 'go', requestId, reservations}`,
+/// `{decision: 'wait', until}` or `{decision: 'reject', code, message}`.
+#[wasm_bindgen(js_name = tryAcquireJson)]
+pub fn try_acquire_json(h: &mut Controller, now: f64, request_json: &str) -> Result<JsValue, JsValue> {
+    let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
+    let out = match h.core.try_acquire(at(now), &request) {
+        Decision::Go(permit) => json!({
+            "decision": "go",
+            "requestId": permit.request.0 as f64,
+            "reservations": permit.reservations.iter().map(|r| r.0 as f64).collect::<Vec<_>>(),
+        }),
+        Decision::Wait { until } => json!({ "decision": "wait", "until": until.map(millis) }),
+        Decision::Reject(e) => json!({ "decision": "reject", "code": e.code(), "message": e.to_string() }),
+        _ => return Err(invalid("unknown decision")),
+    };
+    Ok(parse(&out))
+}
+
+/// One event, flattened: the `rate_limit_logs` fields plus what its kind carries (the scheduler's
+/// `NativeEvent`; absent fields are left out).
+fn event_json(e: &Event) -> Value {
+    let log = e.log();
+    let mut out = json!({
+        "status": log.status,
+        "timestampMs": log.timestamp_ms,
+        "requestId": log.request_id as f64,
+        "endpoint": log.endpoint,
+        "priority": log.priority,
+    });
+    let fields = out.as_object_mut().expect("an object");
+    let mut put = |k: &str, v: Value| {
+        fields.insert(k.to_string(), v);
+    };
+    if let Some(route) = log.route {
+        put("route", route.into());
+    }
+    if let Some(s) = log.response_status {
+        put("responseStatus", s.into());
+    }
+    if let Some(d) = log.duration_ms {
+        put("durationMs", d.into());
+    }
+    if let Some(code) = log.error {
+        put("error", code.into());
+    }
+    match &e.kind {
+        EventKind::Go { permit, .. } => {
+            put("reservations", permit.reservations.iter().map(|r| r.0 as f64).collect::<Vec<_>>().into());
+        }
+        EventKind::Rejected { error } | EventKind::Expired { error } => put("message", error.to_string().into()),
+        EventKind::RateLimited { until, .. } => put("until", millis(*until).into()),
+        EventKind::Retried { attempt, at } => {
+            put("attempt", (*attempt).into());
+            put("retryAt", millis(*at).into());
+        }
+        EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
+            put("reservation", (reservation.0 as f64).into());
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Drains every event ready at `now`, as objects (for event listeners and scenario replays).
+#[wasm_bindgen]
+pub fn drain(h: &mut Controller, now: f64) -> JsValue {
+    let mut events = Vec::new();
+    while let Some(e) = h.core.poll(at(now)) {
+        events.push(event_json(&e));
+    }
+    parse(&Value::Array(events))
+}
+
+/// Drains the events ready at `now`, keeping only what the scheduler acts on, flat in one array:
+/// `1, request, n, reservation × n` for a go; `2, request, 0` for a rejection or expiry, whose
+/// event waits for [`take_failures`].
+#[wasm_bindgen(js_name = drainActionable)]
+pub fn drain_actionable(h: &mut Controller, now: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    while let Some(e) = h.core.poll(at(now)) {
+        match &e.kind {
+            EventKind::Go { permit, .. } => {
+                out.extend([1.0, e.request.0 as f64, permit.reservations.len() as f64]);
+                out.extend(permit.reservations.iter().map(|r| r.0 as f64));
+            }
+            EventKind::Rejected { .. } | EventKind::Expired { .. } => {
+                out.extend([2.0, e.request.0 as f64, 0.0]);
+                h.failures.push(e);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The rejections and expiries [`drain_actionable`] kept, as objects.
+#[wasm_bindgen(js_name = takeFailures)]
+pub fn take_failures(h: &mut Controller) -> JsValue {
+    let events: Vec<Value> = h.failures.drain(..).map(|e| event_json(&e)).collect();
+    parse(&Value::Array(events))
+}
+
+/// The next instant anything can change by time alone, or `undefined`.
+#[wasm_bindgen(js_name = pollTimeout)]
+pub fn poll_timeout(h: &Controller) -> Option<f64> {
+    h.core.poll_timeout().map(millis)
+}
+
+/// Reports an outcome. `headers` alternate names and values; `unix_time_ms` is the host's wall
+/// clock. Returns the instant of the retry (≥ 0) when the core queued the request again, -1 done,
+/// -2 give up, -3 unknown request.
+#[wasm_bindgen]
+pub fn complete(
+    h: &mut Controller,
+    now: f64,
+    request: f64,
+    status: Option<u32>,
+    headers: Option<Vec<JsString>>,
+    body: Option<String>,
+    unix_time_ms: Option<f64>,
+) -> f64 {
+    let mut outcome = match status {
+        Some(s) => Outcome::status(u16::try_from(s).unwrap_or(u16::MAX)),
+        None => Outcome::failed(),
+    };
+    if let Some(headers) = headers {
+        let mut pairs = headers.into_iter().map(String::from);
+        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
+            outcome = outcome.header(name, value);
+        }
+    }
+    if let Some(body) = body {
+        outcome = outcome.body(body);
+    }
+    if let Some(t) = unix_time_ms {
+        outcome = outcome.unix_time(t / 1e3);
+    }
+    match h.core.complete(at(now), RequestId(request as u64), outcome) {
+        Completion::Retry { at } => millis(at),
+        Completion::Done => -1.0,
+        Completion::GiveUp => -2.0,
+        _ => -3.0,
+    }
+}
+
+/// Whether the in-flight request's response body may carry limit fields (a budget route).
+#[wasm_bindgen(js_name = readsBody)]
+pub fn reads_body(h: &Controller, request: f64) -> bool {
+    h.core.reads_body(RequestId(request as u64))
+}
+
+/// Removes a waiting request, or gives back the slots of an admitted one. Whether it was known.
+#[wasm_bindgen]
+pub fn cancel(h: &mut Controller, now: f64, request: f64) -> bool {
+    h.core.cancel(at(now), RequestId(request as u64))
+}
+
+/// Releases a reservation early. Whether it was live and not being spent.
+#[wasm_bindgen]
+pub fn release(h: &mut Controller, now: f64, reservation: f64) -> bool {
+    h.core.release(at(now), ReservationId(reservation as u64))
+}
+
+/// Sets a budget's balance to what the server reported.
+#[wasm_bindgen(js_name = syncBudget)]
+pub fn sync_budget(
+    h: &mut Controller,
+    now: f64,
+    limit: &str,
+    tokens_left: f64,
+    refill_in: Option<f64>,
+) -> Result<(), JsValue> {
+    let refill_in = refill_in.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3));
+    h.core.sync_budget(at(now), limit, tokens_left as i64, refill_in).map_err(|e| request_error(&e))
+}
+
+/// Every limit's state and the queue depths, as JSON text (the core's serde shape).
+#[wasm_bindgen(js_name = snapshotJson)]
+pub fn snapshot_json(h: &mut Controller, now: f64) -> Result<String, JsValue> {
+    serde_json::to_string(&h.core.snapshot(at(now))).map_err(invalid)
+}
+
+/// Requests waiting, all priorities.
+#[wasm_bindgen]
+pub fn waiting(h: &Controller) -> u32 {
+    u32::try_from(h.core.waiting()).unwrap_or(u32::MAX)
+}
+
+/// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.
+#[wasm_bindgen(js_name = errorKind)]
+pub fn error_kind(code: &str) -> Option<String> {
+    tc::ErrorKind::of_code(code).map(|k| k.as_str().to_string())
+}

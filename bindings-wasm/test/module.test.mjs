@@ -1,0 +1,24 @@
+// What the wasm module itself must be: small, and sans-IO down to its imports (no `env`
+// functions, no clock, no randomness: the host passes time in).
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { test } from '../../js/test/harness.mjs';
+
+const bytes = readFileSync(new URL('../native/traffic_control_wasm_bg.wasm', import.meta.url));
+const module = new WebAssembly.Module(bytes);
+
+test('size: at most 150 KB gzipped', () => {
+  const gz = gzipSync(bytes, { level: 9 }).length;
+  console.log(`traffic_control_wasm_bg.wasm: ${(bytes.length / 1024).toFixed(1)} KB, ${(gz / 1024).toFixed(1)} KB gzipped`);
+  assert.ok(gz <= 150 * 1024, `${gz} bytes gzipped`);
+});
+
+test('no env imports; nothing that reads a clock or draws randomness', () => {
+  const imports = WebAssembly.Module.imports(module);
+  assert.deepEqual(imports.filter((i) => i.module === 'env'), []);
+  const suspicious = imports.filter((i) => /now|date|time|random|crypto|performance/i.test(i.name));
+  assert.deepEqual(suspicious, [], 'the core gets time from the host only');
+  // Everything imported is wasm-bindgen's own glue.
+  for (const i of imports) assert.match(i.module, /^(\.\/traffic_control_wasm_bg\.js|wbg)$/, i.module);
+});

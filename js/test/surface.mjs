@@ -1,0 +1,311 @@
+// The package's surface, the same tests for every JavaScript package (the napi addon under Node and
+// Bun, the wasm module under Node): each package's test file calls `surfaceTests` with its module.
+import assert from 'node:assert/strict';
+import { test, describe } from './harness.mjs';
+
+const window = (max, per) => ({ kind: 'window', max, per });
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects with the error the promise rejected with, or fails. */
+async function rejection(p) {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  assert.fail('expected a rejection');
+}
+
+function thrown(f) {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  assert.fail('expected an exception');
+}
+
+/**
+ * Declares the surface tests for one package.
+ * @param pkg the package's module (`TrafficControl`, `TrafficControlError`, `Priority`)
+ * @param loadCommonJs loads the package's CommonJS entry, when it has one
+ */
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs) {
+  describe('config', () => {
+    test('an invalid config names the field and the reason, code CONFIG', () => {
+      const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
+      assert.ok(e instanceof TrafficControlError);
+      assert.equal(e.code, 'CONFIG');
+      assert.equal(e.kind, 'config');
+      assert.match(e.message, /limits\.api\.max/);
+      const e2 = thrown(() => new TrafficControl({ limits: { api: { kind: 'window', max: 3, per: 'soon' } } }));
+      assert.equal(e2.code, 'CONFIG');
+      assert.match(e2.message, /limits\.api\b.*"soon" is not a duration/);
+    });
+
+    test('presets by name, overridden from the environment given', () => {
+      const tc = new TrafficControl('backmarket', { env: { BM_RATE_LIMIT_CATALOG_MAX_REQUESTS: '5', PATH: '/bin' } });
+      const catalog = tc.snapshot().limits.find((l) => l.name === 'catalog');
+      assert.equal(catalog.capacity, 5);
+      assert.equal(tc.config.limits.global.max, 150);
+      const e = thrown(() => new TrafficControl('backmarket', { env: { BM_RATE_LIMIT_CATLOG_MAX_REQUESTS: '5' } }));
+      assert.equal(e.code, 'CONFIG');
+      assert.match(e.message, /BM_RATE_LIMIT_CATLOG_MAX_REQUESTS/);
+      assert.equal(thrown(() => new TrafficControl('nosuchapi')).code, 'CONFIG');
+    });
+
+    test('process.env is read by default', () => {
+      process.env.KEEPA_RATE_LIMIT_TOKENS_FLOOR = '7';
+      try {
+        assert.equal(new TrafficControl('keepa').config.limits.tokens.floor, 7);
+      } finally {
+        delete process.env.KEEPA_RATE_LIMIT_TOKENS_FLOOR;
+      }
+    });
+
+    if (loadCommonJs) test('ES module and CommonJS entry points both load', () => {
+      const cjs = loadCommonJs();
+      assert.equal(typeof cjs.TrafficControl, 'function');
+      assert.equal(cjs.Priority.CRITICAL, 'critical');
+      assert.ok(new cjs.TrafficControl('keepa').snapshot().limits.length > 0);
+    });
+  });
+
+  describe('scheduling', () => {
+    test('no interval of length W ever holds more than N starts', async () => {
+      const tc = new TrafficControl({ limits: { api: window(3, 120) }, global: ['api'] });
+      const starts = [];
+      tc.on((e) => e.status === 'go' && starts.push(e.timestampMs));
+      const wall = [];
+      await Promise.all(Array.from({ length: 12 }, () => tc.schedule({}, () => wall.push(performance.now()))));
+      assert.equal(starts.length, 12);
+      for (let i = 3; i < starts.length; i++) assert.ok(starts[i] - starts[i - 3] >= 120, `admissions ${i - 3} and ${i}`);
+      for (let i = 3; i < wall.length; i++) assert.ok(wall[i] - wall[i - 3] >= 119.5, `task starts ${i - 3} and ${i}`);
+    });
+
+    test('priorities: CRITICAL, HIGH, NORMAL, LOW; FIFO within a level', async () => {
+      const tc = new TrafficControl({ limits: { api: window(1, 40) }, global: ['api'] });
+      await tc.schedule({}, () => {});
+      const order = [];
+      const job = (name, priority) => tc.schedule({ priority }, () => order.push(name));
+      await Promise.all([
+        job('low1', Priority.LOW),
+        job('normal', Priority.NORMAL),
+        job('low2', Priority.LOW),
+        job('high', Priority.HIGH),
+        job('critical', Priority.CRITICAL),
+      ]);
+      assert.deepEqual(order, ['critical', 'high', 'normal', 'low1', 'low2']);
+    });
+
+    test('a request waits only for the limits it needs', async () => {
+      const tc = new TrafficControl({
+        limits: { global: window(100, '1s'), catalog: window(1, '1s') },
+        global: ['global'],
+        routes: [{ name: 'write', method: 'POST', path: '^/ws/listings', limits: ['catalog'] }],
+      });
+      await tc.schedule({ method: 'POST', url: '/ws/listings/1' }, () => {});
+      const waiting = tc.schedule({ method: 'POST', url: '/ws/listings/2', priority: Priority.NORMAL }, () => 'write');
+      const t0 = performance.now();
+      await tc.schedule({ method: 'GET', url: '/ws/orders', priority: Priority.LOW }, () => {});
+      assert.ok(performance.now() - t0 < 500, 'the LOW read was not held behind the NORMAL write');
+      tc.close();
+      assert.equal((await rejection(waiting)).code, 'CANCELLED');
+    });
+
+    test('acquire hands over a permit; complete reports the outcome', async () => {
+      const events = [];
+      const tc = new TrafficControl({ limits: { api: { kind: 'concurrency', max: 1 } }, global: ['api'] }, { onEvent: (e) => events.push(e) });
+      const permit = await tc.acquire({ method: 'GET', url: 'https://api.example/items?key=secret' });
+      assert.equal(tc.tryAcquire({}).decision, 'wait');
+      assert.deepEqual(await permit.complete({ status: 200, headers: { 'content-type': 'application/json' } }), { kind: 'done' });
+      await sleep(0);
+      const completed = events.find((e) => e.status === 'completed');
+      assert.equal(completed.responseStatus, 200);
+      assert.equal(completed.endpoint, 'GET /items');
+      assert.ok(events.every((e) => !JSON.stringify(e).includes('secret')));
+      const go = tc.tryAcquire({});
+      assert.equal(go.decision, 'go');
+      go.permit.cancel();
+    });
+
+    test('tryAcquire answers go, wait until an instant, or reject', () => {
+      const tc = new TrafficControl({ limits: { api: window(1, 1000) }, global: ['api'] });
+      const go = tc.tryAcquire({});
+      assert.equal(go.decision, 'go');
+      const wait = tc.tryAcquire({});
+      assert.equal(wait.decision, 'wait');
+      assert.ok(Math.abs(wait.until - (tc.now() + 1000)) < 50);
+      const reject = tc.tryAcquire({ cost: 2 });
+      assert.equal(reject.decision, 'reject');
+      assert.equal(reject.error.code, 'COST_EXCEEDS_CAPACITY');
+    });
+  });
+
+  describe('errors', () => {
+    const config = {
+      limits: { api: window(2, 200) },
+      global: ['api'],
+      routes: [{ name: 'items', path: '^/items' }],
+      queue: { max_waiting: 2 },
+    };
+
+    test('can never succeed: unknown route, unknown limit, cost above capacity — at once', async () => {
+      const tc = new TrafficControl(config);
+      for (const [options, code] of [
+        [{ route: 'nope' }, 'UNKNOWN_ROUTE'],
+        [{ limits: ['nope'] }, 'UNKNOWN_LIMIT'],
+        [{ cost: 3 }, 'COST_EXCEEDS_CAPACITY'],
+      ]) {
+        const e = await rejection(tc.schedule(options, () => {}));
+        assert.ok(e instanceof TrafficControlError);
+        assert.equal(e.code, code);
+        assert.equal(e.kind, 'never_succeeds');
+      }
+    });
+
+    test('a full queue rejects with its own error', async () => {
+      const tc = new TrafficControl(config);
+      const jobs = Array.from({ length: 4 }, () => tc.schedule({}, () => {}));
+      const e = await rejection(tc.schedule({}, () => {}));
+      assert.equal(e.code, 'QUEUE_FULL');
+      assert.equal(e.kind, 'queue_full');
+      await Promise.all(jobs);
+    });
+
+    test('a wait longer than maxWait fails at once; a deadline passing while waiting expires', async () => {
+      const tc = new TrafficControl({ ...config, queue: { max_waiting: 10 } });
+      await Promise.all([tc.schedule({}, () => {}), tc.schedule({}, () => {})]);
+      const e = await rejection(tc.schedule({ maxWait: 50 }, () => {}));
+      assert.equal(e.code, 'DEADLINE_UNREACHABLE');
+      assert.equal(e.kind, 'deadline');
+      // Reachable by time alone, but a CRITICAL request arriving later takes the room first.
+      const normal = tc.schedule({ maxWait: 230 }, () => {});
+      const critical = [tc.schedule({ priority: Priority.CRITICAL }, () => {}), tc.schedule({ priority: Priority.CRITICAL }, () => {})];
+      assert.equal((await rejection(normal)).code, 'DEADLINE_EXCEEDED');
+      await Promise.all(critical);
+    });
+
+    test('aborting the signal removes the waiting request from the queue', async () => {
+      const tc = new TrafficControl(config);
+      await Promise.all([tc.schedule({}, () => {}), tc.schedule({}, () => {})]);
+      const controller = new AbortController();
+      let ran = false;
+      const job = tc.schedule({ signal: controller.signal }, () => (ran = true));
+      assert.equal(tc.waiting, 1);
+      controller.abort(new Error('caller left'));
+      const e = await rejection(job);
+      assert.equal(e.code, 'CANCELLED');
+      assert.equal(e.cause.message, 'caller left');
+      assert.equal(tc.waiting, 0);
+      await sleep(250);
+      assert.equal(ran, false);
+      assert.equal((await rejection(tc.schedule({ signal: AbortSignal.abort() }, () => {}))).code, 'CANCELLED');
+    });
+
+    test('a call made wrong says so', async () => {
+      const tc = new TrafficControl(config);
+      assert.equal((await rejection(tc.schedule({ priority: 'urgent' }, () => {}))).code, 'INVALID_ARGUMENT');
+      assert.equal((await rejection(tc.schedule({ route: 'items', url: '/items/1' }, () => {}))).code, 'INVALID_ARGUMENT');
+    });
+  });
+
+  describe('reservations', () => {
+    const config = {
+      limits: { global: window(10, 300), catalog: window(2, 300) },
+      global: ['global'],
+      routes: [{ name: 'write', method: 'POST', path: '^/ws/listings', limits: ['catalog'] }],
+    };
+
+    test('the Dip reserves the Peak in its admission; the Peak spends it without competing', async () => {
+      const tc = new TrafficControl(config);
+      const peak = tc.reservation({ method: 'POST', url: '/ws/listings/1' });
+      await tc.schedule({ method: 'POST', url: '/ws/listings/1', reserve: [peak] }, (permit) => {
+        assert.equal(permit.reservations[0], peak);
+      });
+      assert.equal(typeof peak.id, 'number');
+      const catalog = () => tc.snapshot().limits.find((l) => l.name === 'catalog');
+      assert.deepEqual([catalog().used, catalog().reserved, catalog().available], [1, 1, 0]);
+      // A NORMAL write waits: the last slot is the Peak's.
+      const other = tc.schedule({ method: 'POST', url: '/ws/listings/2' }, () => performance.now());
+      const t0 = performance.now();
+      await tc.schedule({ method: 'POST', url: '/ws/listings/1', priority: Priority.HIGH, spend: peak }, () => {});
+      assert.ok(performance.now() - t0 < 100, 'the Peak went at once');
+      assert.equal(peak.release(), false, 'spent already');
+      assert.ok((await other) - t0 > 200, 'the other write waited for the window');
+    });
+
+    test('leaving early releases the reservation', async () => {
+      const tc = new TrafficControl(config);
+      const peak = tc.reservation({ method: 'POST', url: '/ws/listings/1' });
+      await tc.schedule({ method: 'POST', url: '/ws/listings/1', reserve: [peak] }, () => {});
+      assert.equal(peak.release(), true);
+      assert.equal(tc.snapshot().limits.find((l) => l.name === 'catalog').reserved, 0);
+      const e = await rejection(tc.schedule({ spend: tc.reservation({ route: 'write' }) }, () => {}));
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+    });
+
+    test('an unspent reservation expires after its TTL', async () => {
+      const events = [];
+      const tc = new TrafficControl(config, { onEvent: (e) => events.push(e.status) });
+      const peak = tc.reservation({ method: 'POST', url: '/ws/listings/1', ttl: 50 });
+      await tc.schedule({ method: 'POST', url: '/ws/listings/1', reserve: [peak] }, () => {});
+      await sleep(120);
+      assert.ok(events.includes('reservation_expired'));
+      assert.equal(tc.snapshot().reservations, 0);
+    });
+  });
+
+  describe('budgets and server feedback', () => {
+    test('a budget refuses work it cannot afford within maxWait', async () => {
+      const tc = new TrafficControl('keepa');
+      const unknown = await rejection(tc.schedule({ method: 'GET', url: '/bestsellers' }, () => {}));
+      assert.equal(unknown.code, 'BUDGET_UNKNOWN');
+      tc.syncBudget('tokens', 60, 30_000);
+      await tc.schedule({ method: 'GET', url: '/bestsellers' }, () => {});
+      const e = await rejection(tc.schedule({ method: 'GET', url: '/bestsellers', maxWait: 1000 }, () => {}));
+      assert.equal(e.code, 'INSUFFICIENT_BUDGET');
+      assert.equal(e.kind, 'budget');
+      assert.equal(tc.snapshot().limits[0].balance, 10);
+    });
+
+    test('fetch feeds a 429 back, waits the Retry-After, and sends again', async () => {
+      let calls = 0;
+      const fakeFetch = async () =>
+        ++calls === 1
+          ? new Response('{"error":"slow down"}', { status: 429, headers: { 'retry-after': '0.15' } })
+          : new Response('ok', { status: 200 });
+      const statuses = [];
+      const tc = new TrafficControl(
+        { limits: { api: window(100, '1s') }, global: ['api'], feedback: { jitter: 0 } },
+        { fetch: fakeFetch, onEvent: (e) => statuses.push(e.status) },
+      );
+      const t0 = performance.now();
+      const res = await tc.fetch('https://api.example/items');
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), 'ok');
+      assert.equal(calls, 2);
+      assert.ok(performance.now() - t0 >= 149);
+      assert.deepEqual(statuses.filter((s) => s !== 'queued'), ['go', 'completed', 'rate_limited', 'retried', 'go', 'completed']);
+    });
+
+    test('fetch reads Keepa token fields without consuming the caller body', async () => {
+      const body = JSON.stringify({ tokensLeft: 42, refillIn: 5000, refillRate: 20, tokensConsumed: 1, timestamp: Date.now() });
+      const tc = new TrafficControl('keepa', { fetch: async () => new Response(body, { status: 200 }) });
+      tc.syncBudget('tokens', 100);
+      const res = await tc.fetch('https://api.keepa.com/product?key=k&asin=B0001');
+      assert.equal((await res.json()).tokensLeft, 42);
+      assert.equal(tc.snapshot().limits[0].balance, 42);
+    });
+
+    test('a network failure is reported and thrown', async () => {
+      const tc = new TrafficControl({ limits: { api: { kind: 'concurrency', max: 1 } }, global: ['api'] }, {
+        fetch: async () => {
+          throw new TypeError('fetch failed');
+        },
+      });
+      assert.equal((await rejection(tc.fetch('http://127.0.0.1:9/x'))).message, 'fetch failed');
+      assert.equal(tc.snapshot().inFlight, 0);
+    });
+  });
+}
