@@ -151,6 +151,7 @@ type Handle = External<Controller>;
 pub struct Controller {
     core: tc::TrafficControl,
     failures: Vec<Event>,
+    refused: Vec<NativeError>,
 }
 
 impl std::ops::Deref for Controller {
@@ -169,7 +170,7 @@ impl std::ops::DerefMut for Controller {
 fn handle(config: Result<tc::Config, ConfigError>) -> Result<Handle, CodedError> {
     let config = config.map_err(|e| config_error(&e))?;
     let core = tc::TrafficControl::new(config).map_err(|e| config_error(&e))?;
-    Ok(External::new(Controller { core, failures: Vec::new() }))
+    Ok(External::new(Controller { core, failures: Vec::new(), refused: Vec::new() }))
 }
 
 /// A controller from a config in JSON text (the core's serde shape).
@@ -208,6 +209,64 @@ pub fn submit(
 ) -> Result<f64, CodedError> {
     let request = simple_request(method, url, route, priority, cost, deadline)?;
     submit_request(tc, now, &request)
+}
+
+/// Queues many simple requests in one call: the scheduler gathers a tick's `schedule()` calls, so
+/// a job whose limits do not bind costs a share of one boundary crossing instead of one each.
+/// `spec` holds 4 numbers a request: priority level, cost (-1: the route's), deadline (NaN: none),
+/// and the index of its `method, url, route` triple in `strings` (-1: none). Returns one number a
+/// request: its id, positive when admitted at once, negative when it waits, 0 when it was refused
+/// (the errors wait for [`take_refused`], in order).
+#[napi]
+pub fn submit_batch(
+    tc: &mut Handle,
+    now: f64,
+    spec: Float64Array,
+    strings: Option<Vec<Option<String>>>,
+) -> Result<Float64Array, CodedError> {
+    let strings = strings.unwrap_or_default();
+    let text = |i: f64, k: usize| -> Option<String> { strings.get(i as usize * 3 + k).cloned().flatten() };
+    let mut out = Vec::with_capacity(spec.len() / 4);
+    for r in spec.chunks_exact(4) {
+        let (method, url, route) =
+            if r[3] >= 0.0 { (text(r[3], 0), text(r[3], 1), text(r[3], 2)) } else { (None, None, None) };
+        let cost = (r[1] >= 0.0).then_some(r[1]);
+        let deadline = (!r[2].is_nan()).then_some(r[2]);
+        let submitted =
+            simple_request(method, url, route, r[0] as u32, cost, deadline).and_then(|q| submit_request(tc, now, &q));
+        out.push(match submitted {
+            Ok(id) => id,
+            Err(e) => {
+                tc.refused.push(NativeError { code: e.status, message: e.reason });
+                0.0
+            }
+        });
+    }
+    Ok(Float64Array::new(out))
+}
+
+/// An error of a batched call.
+#[napi(object)]
+pub struct NativeError {
+    /// The core's stable code.
+    pub code: String,
+    /// Its message.
+    pub message: String,
+}
+
+/// The errors of the requests [`submit_batch`] refused, in order.
+#[napi]
+pub fn take_refused(tc: &mut Handle) -> Vec<NativeError> {
+    std::mem::take(&mut tc.refused)
+}
+
+/// Reports, in one call, the end of requests whose task returned no HTTP response.
+#[napi]
+pub fn complete_batch(tc: &mut Handle, now: f64, requests: Float64Array) {
+    let now = Timestamp::from_millis_f64(now);
+    for &r in requests.iter() {
+        let _ = tc.complete(now, id(r), Outcome::failed());
+    }
 }
 
 /// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).

@@ -58,12 +58,13 @@ fn parse(value: &Value) -> JsValue {
 pub struct Controller {
     core: tc::TrafficControl,
     failures: Vec<Event>,
+    refused: Vec<Value>,
 }
 
 fn handle(config: Result<tc::Config, ConfigError>) -> Result<Controller, JsValue> {
     let config = config.map_err(|e| config_error(&e))?;
     let core = tc::TrafficControl::new(config).map_err(|e| config_error(&e))?;
-    Ok(Controller { core, failures: Vec::new() })
+    Ok(Controller { core, failures: Vec::new(), refused: Vec::new() })
 }
 
 /// A controller from a config in JSON text (the core's serde shape).
@@ -93,20 +94,15 @@ pub fn config_json(h: &Controller) -> Result<String, JsValue> {
     serde_json::to_string(h.core.config()).map_err(invalid)
 }
 
-/// Queues a request given by its parts (no follow-ups, no spend). Returns its id, positive when
-/// it was admitted at once, negative when it waits.
-#[wasm_bindgen]
-#[allow(clippy::too_many_arguments)]
-pub fn submit(
-    h: &mut Controller,
-    now: f64,
+/// A request given by its parts (no follow-ups, no spend).
+fn simple_request(
     method: Option<String>,
     url: Option<String>,
     route: Option<String>,
     priority: u32,
     cost: Option<f64>,
     deadline: Option<f64>,
-) -> Result<f64, JsValue> {
+) -> Result<Request, JsValue> {
     let mut request = match (url, route) {
         (Some(url), None) => Request::http(method.unwrap_or_else(|| "GET".into()), url),
         (None, Some(route)) => Request::route(route),
@@ -129,7 +125,65 @@ pub fn submit(
     if let Some(deadline) = deadline {
         request = request.deadline(at(deadline));
     }
+    Ok(request)
+}
+
+/// Queues a request given by its parts (no follow-ups, no spend). Returns its id, positive when
+/// it was admitted at once, negative when it waits.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)]
+pub fn submit(
+    h: &mut Controller,
+    now: f64,
+    method: Option<String>,
+    url: Option<String>,
+    route: Option<String>,
+    priority: u32,
+    cost: Option<f64>,
+    deadline: Option<f64>,
+) -> Result<f64, JsValue> {
+    let request = simple_request(method, url, route, priority, cost, deadline)?;
     submit_request(h, now, &request)
+}
+
+/// Queues many simple requests in one call (a tick's `schedule()` jobs): 4 numbers a request in
+/// `spec` (priority level, cost or -1, deadline or NaN, index of its `method, url, route` triple in
+/// `strings` or -1). Returns one number a request: its id, positive when admitted at once,
+/// negative when it waits, 0 when refused (the errors wait for [`take_refused`], in order).
+#[wasm_bindgen(js_name = submitBatch)]
+pub fn submit_batch(h: &mut Controller, now: f64, spec: &[f64], strings: Option<Vec<JsValue>>) -> Vec<f64> {
+    let strings = strings.unwrap_or_default();
+    let text = |i: f64, k: usize| strings.get(i as usize * 3 + k).and_then(JsValue::as_string);
+    let mut out = Vec::with_capacity(spec.len() / 4);
+    for r in spec.chunks_exact(4) {
+        let (method, url, route) =
+            if r[3] >= 0.0 { (text(r[3], 0), text(r[3], 1), text(r[3], 2)) } else { (None, None, None) };
+        let cost = (r[1] >= 0.0).then_some(r[1]);
+        let deadline = (!r[2].is_nan()).then_some(r[2]);
+        match simple_request(method, url, route, r[0] as u32, cost, deadline).and_then(|q| submit_request(h, now, &q)) {
+            Ok(id) => out.push(id),
+            Err(e) => {
+                let field = |k: &str| js_sys::Reflect::get(&e, &k.into()).ok().and_then(|v| v.as_string());
+                h.refused.push(json!({ "code": field("code"), "message": field("message") }));
+                out.push(0.0);
+            }
+        }
+    }
+    out
+}
+
+/// The errors of the requests [`submit_batch`] refused, in order: `{code, message}`.
+#[wasm_bindgen(js_name = takeRefused)]
+pub fn take_refused(h: &mut Controller) -> JsValue {
+    parse(&Value::Array(std::mem::take(&mut h.refused)))
+}
+
+/// Reports, in one call, the end of requests whose task returned no HTTP response.
+#[wasm_bindgen(js_name = completeBatch)]
+pub fn complete_batch(h: &mut Controller, now: f64, requests: &[f64]) {
+    for &r in requests {
+        let _ = h.core.complete(at(now), RequestId(r as u64), Outcome::failed());
+    }
 }
 
 /// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).

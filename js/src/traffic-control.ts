@@ -138,6 +138,16 @@ export class Permit {
   }
 }
 
+/** A `schedule()` job gathered for the next batch. */
+interface Job {
+  o: RequestOptions;
+  level: number;
+  deadline: number | undefined;
+  task: Task<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
 interface Waiter {
   resolve: (permit: Permit) => void;
   reject: (error: unknown) => void;
@@ -166,6 +176,9 @@ export class TrafficControl {
   readonly #fetch: typeof fetch | undefined;
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(event: TrafficEvent) => void>();
+  /** `schedule()` jobs not yet submitted, and requests ended but not yet reported: one native call each per tick. */
+  #batch: Job[] = [];
+  readonly #done: number[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined = undefined;
   #timerAt = Infinity;
   #pumpQueued = false;
@@ -209,6 +222,7 @@ export class TrafficControl {
 
   /** Requests waiting, all priorities. */
   get waiting(): number {
+    this.#sync();
     return this.#native.waiting(this.#h);
   }
 
@@ -249,6 +263,18 @@ export class TrafficControl {
    * for a retry).
    */
   schedule<T>(options: RequestOptions, task: Task<T>): Promise<T> {
+    const o = options;
+    if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
+      const level = LEVELS[o.priority ?? 'normal'];
+      if (level !== undefined) {
+        // Gathered, and submitted with this tick's other jobs in one native call (#submitBatch).
+        const deadline = o.deadline ?? (o.maxWait === undefined ? undefined : this.#now() + o.maxWait);
+        return new Promise<T>((resolve, reject) => {
+          this.#batch.push({ o, level, deadline, task: task as Task<unknown>, resolve: resolve as (v: unknown) => void, reject });
+          this.#queuePump();
+        });
+      }
+    }
     const permit = this.#enqueue(options);
     if (permit instanceof Permit) return this.#run(permit, task);
     return permit.then((p) => this.#run(p, task));
@@ -261,6 +287,7 @@ export class TrafficControl {
 
   /** Decides at once, without queueing: go (with a permit), wait until an instant, or never. */
   tryAcquire(options: RequestOptions = {}): Decision<Permit> {
+    this.#sync();
     const now = this.#now();
     let d;
     try {
@@ -290,6 +317,7 @@ export class TrafficControl {
 
   /** Every limit's state and the queue depths, now. */
   snapshot(): Snapshot {
+    this.#sync();
     const raw = JSON.parse(this.#native.snapshotJson(this.#h, this.#now())) as RawSnapshot;
     this.#queuePump();
     const ms = (ns: number | null) => (ns == null ? null : ns / 1e6);
@@ -315,6 +343,7 @@ export class TrafficControl {
 
   /** Sets a budget's balance to what the server reported (tokens left, ms until the next refill). */
   syncBudget(limit: string, tokensLeft: number, refillInMs?: number): void {
+    this.#sync();
     try {
       this.#native.syncBudget(this.#h, this.#now(), limit, tokensLeft, refillInMs ?? null);
     } catch (e) {
@@ -325,6 +354,7 @@ export class TrafficControl {
 
   /** Stops the timer and fails every waiting request with code `CANCELLED`. */
   close(): void {
+    this.#sync();
     this.#closed = true;
     const now = this.#now();
     for (const [id, w] of [...this.#waiters]) {
@@ -341,6 +371,7 @@ export class TrafficControl {
 
   /** @internal */
   releaseReservation(id: number): boolean {
+    this.#sync();
     const ok = this.#native.release(this.#h, this.#now(), id);
     this.#queuePump();
     return ok;
@@ -348,6 +379,7 @@ export class TrafficControl {
 
   /** @internal */
   cancelRequest(id: number): boolean {
+    this.#sync();
     const ok = this.#native.cancel(this.#h, this.#now(), id);
     this.#queuePump();
     return ok;
@@ -392,6 +424,103 @@ export class TrafficControl {
     return this.#finish(permit, result as T, task);
   }
 
+  /** Runs a batched job's task on its permit and settles the job's promise. */
+  #runInto(permit: Permit, job: Job): void {
+    let result: unknown;
+    try {
+      result = job.task(permit);
+    } catch (e) {
+      this.#ended(permit.request);
+      job.reject(e);
+      return;
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
+      this.#run(permit, () => result).then(job.resolve, job.reject);
+    } else if (isResponse(result)) {
+      this.#finish(permit, result, job.task).then(job.resolve, job.reject);
+    } else {
+      this.#ended(permit.request);
+      job.resolve(result);
+    }
+  }
+
+  /** `#runInto` for a task that takes no permit (declares no parameter): no Permit object is made. */
+  #runBare(request: number, job: Job): void {
+    let result: unknown;
+    try {
+      result = (job.task as () => unknown)();
+    } catch (e) {
+      this.#ended(request);
+      job.reject(e);
+      return;
+    }
+    if (result === null || (typeof result !== 'object' && typeof result !== 'function')) {
+      this.#ended(request);
+      job.resolve(result);
+    } else {
+      this.#runInto(new Permit(this, request, [], undefined), { ...job, task: () => result });
+    }
+  }
+
+  /** A task ended without an HTTP response: its end is reported with the tick's others (#completeBatch). */
+  #ended(request: number): void {
+    this.#done.push(request);
+    this.#queuePump();
+  }
+
+  /** Submits the jobs gathered since the last tick in one native call; runs those admitted at once. */
+  #submitBatch(): void {
+    const batch = this.#batch;
+    if (batch.length === 0) return;
+    this.#batch = [];
+    const spec = new Float64Array(4 * batch.length);
+    let strings: Array<string | null> | null = null;
+    for (let i = 0; i < batch.length; i++) {
+      const { o, level, deadline } = batch[i];
+      spec[4 * i] = level;
+      spec[4 * i + 1] = o.cost ?? -1;
+      spec[4 * i + 2] = deadline ?? NaN;
+      if (o.method === undefined && o.url === undefined && o.route === undefined) {
+        spec[4 * i + 3] = -1;
+      } else {
+        strings ??= [];
+        spec[4 * i + 3] = strings.length / 3;
+        strings.push(o.method ?? null, o.url === undefined ? null : String(o.url), o.route ?? null);
+      }
+    }
+    const ids = this.#native.submitBatch(this.#h, this.#now(), spec, strings);
+    let refused: Array<{ code: string; message: string }> | undefined;
+    let r = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const job = batch[i];
+      const raw = ids[i];
+      if (raw > 0) {
+        if (job.task.length === 0) this.#runBare(raw, job);
+        else this.#runInto(new Permit(this, raw, [], undefined), job);
+      } else if (raw < 0) {
+        this.#wait(-raw, (permit) => this.#runInto(permit, job), job.reject, undefined, undefined);
+      } else {
+        refused ??= this.#native.takeRefused(this.#h);
+        const e = refused[r++];
+        job.reject(fromNative(Object.assign(new Error(e.message), { code: e.code })));
+      }
+    }
+  }
+
+  /** Reports the ends gathered since the last tick in one native call. */
+  #completeBatch(): void {
+    if (this.#done.length === 0) return;
+    const done = Float64Array.from(this.#done);
+    this.#done.length = 0;
+    this.#native.completeBatch(this.#h, this.#now(), done);
+  }
+
+  /** Brings the core up to date with the gathered jobs and ends, before any other call. */
+  #sync(): void {
+    if (this.#batch.length) this.#submitBatch();
+    if (this.#done.length) this.#completeBatch();
+  }
+
   /** Reports the task's end; runs it again when its Response was rate limited and the core says retry. */
   #finish<T>(permit: Permit, result: T, task: Task<T>): Promise<T> {
     if (!isResponse(result)) {
@@ -415,6 +544,7 @@ export class TrafficControl {
   }
 
   #report(request: number, status: number | undefined, headers: string[] | undefined, body: string | undefined): number {
+    this.#sync();
     const code = this.#native.complete(this.#h, this.#now(), request, status ?? null, headers ?? null, body ?? null, Date.now());
     this.#queuePump();
     return code;
@@ -424,6 +554,7 @@ export class TrafficControl {
   #enqueue(o: RequestOptions): Permit | Promise<Permit> {
     if (this.#closed) return Promise.reject(new TrafficControlError('CANCELLED', 'the traffic controller was closed'));
     if (o.signal?.aborted) return Promise.reject(cancelled(o.signal));
+    this.#sync();
     const now = this.#now();
     const deadline = deadlineOf(o, now);
     let raw: number;
@@ -524,6 +655,7 @@ export class TrafficControl {
   /** Drains the core's events at the current time: settles waiting promises, tells listeners, re-arms the timer. */
   #pump(): void {
     this.#pumpQueued = false;
+    this.#sync();
     const now = this.#now();
     if (this.#listeners.size > 0) {
       for (const e of this.#native.drain(this.#h, now)) {
@@ -603,7 +735,7 @@ export class TrafficControl {
 
 const DONE: Promise<Completion> = Promise.resolve({ kind: 'done' });
 /** How close to its instant a wake-up stops sleeping on a timer and turns the event loop instead. */
-const SPIN_MS = 1.5;
+const SPIN_MS = 3;
 /** Per-request timers: how long a waiting request sleeps when only a completion can make room. */
 const IDLE_WAKE_MS = 1000;
 const immediate: ((f: () => void) => unknown) | undefined = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
@@ -684,7 +816,8 @@ function headerList(h: Outcome['headers']): string[] | undefined {
 }
 
 function isResponse(x: unknown): x is Response {
-  return typeof Response !== 'undefined' && x instanceof Response;
+  // Objects only: the first read of the global `Response` loads Node's fetch (~20 ms).
+  return typeof x === 'object' && x !== null && typeof Response !== 'undefined' && x instanceof Response;
 }
 
 function invalidPriority(p: unknown): TrafficControlError {

@@ -126,6 +126,12 @@ export interface Native<H = unknown> {
   configJson(h: H): string;
   submit(h: H, now: number, method?: string | null, url?: string | null, route?: string | null, priority?: number, cost?: number | null, deadline?: number | null): number;
   submitJson(h: H, now: number, requestJson: string): number;
+  /** Many simple requests: 4 numbers each (level, cost or -1, deadline or NaN, strings triple index or -1); ids, 0 when refused. */
+  submitBatch(h: H, now: number, spec: Float64Array, strings: Array<string | null> | null): Float64Array | ArrayLike<number>;
+  /** The errors of the requests `submitBatch` refused, in order. */
+  takeRefused(h: H): Array<{ code: string; message: string }>;
+  /** Ends, in one call, requests whose task returned no HTTP response. */
+  completeBatch(h: H, now: number, requests: Float64Array): void;
   tryAcquireJson(h: H, now: number, requestJson: string): NativeDecision;
   drain(h: H, now: number): NativeEvent[];
   drainActionable(h: H, now: number): Float64Array;

@@ -80,7 +80,29 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       await Promise.all(Array.from({ length: 12 }, () => tc.schedule({}, () => wall.push(performance.now()))));
       assert.equal(starts.length, 12);
       for (let i = 3; i < starts.length; i++) assert.ok(starts[i] - starts[i - 3] >= 120, `admissions ${i - 3} and ${i}`);
-      for (let i = 3; i < wall.length; i++) assert.ok(wall[i] - wall[i - 3] >= 119.5, `task starts ${i - 3} and ${i}`);
+      // Tasks start when the host gets to them, a little after their admission (up to ~0.8 ms in
+      // the wasm module's first calls): the starts keep the window's spacing within 1 ms.
+      for (let i = 3; i < wall.length; i++) assert.ok(wall[i] - wall[i - 3] >= 119, `task starts ${i - 3} and ${i}`);
+    });
+
+    test('one tick of schedule() calls goes to the core in one batch: each job keeps its own answer and order', async () => {
+      const tc = new TrafficControl({ limits: { api: window(2, 60) }, global: ['api'], routes: [{ name: 'items', path: '^/items' }] });
+      const order = [];
+      const settled = await Promise.allSettled([
+        tc.schedule({ route: 'nosuch' }, () => 'never'),
+        tc.schedule({ method: 'GET', url: '/items/1?key=secret' }, () => order.push('items')),
+        tc.schedule({ cost: 5 }, () => 'never'),
+        tc.schedule({ priority: Priority.LOW }, (permit) => (order.push('low'), permit.request > 0)),
+        tc.schedule({ priority: Priority.CRITICAL, maxWait: 1_000 }, () => order.push('critical')),
+        tc.schedule({ priority: 'urgent' }, () => 'never'),
+      ]);
+      assert.deepEqual(settled.map((r) => (r.status === 'fulfilled' ? r.value : r.reason.code)), [
+        'UNKNOWN_ROUTE', 1, 'COST_EXCEEDS_CAPACITY', true, 3, 'INVALID_ARGUMENT',
+      ]);
+      assert.ok(settled[0].reason instanceof TrafficControlError);
+      assert.equal(settled[0].reason.kind, 'never_succeeds');
+      assert.deepEqual(order, ['items', 'low', 'critical']);
+      assert.equal(tc.snapshot().inFlight, 0);
     });
 
     test('priorities: CRITICAL, HIGH, NORMAL, LOW; FIFO within a level', async () => {
