@@ -55,9 +55,9 @@ def test_invalid_config_names_the_field_and_the_reason() -> None:
 @pytest.mark.parametrize(
     ("config", "field"),
     [
-        # A limit's fields are read by its kind: the core names the limit (limits.api), and the
-        # reason names the value.
-        ({"limits": {"api": {"kind": "window", "max": 1, "per": "soon"}}}, "limits.api"),
+        ({"limits": {"api": {"kind": "window", "max": 1, "per": "soon"}}}, "limits.api.per"),
+        # What a kind needs or refuses is said of the limit.
+        ({"limits": {"api": {"kind": "window", "per": "1s"}}}, "limits.api"),
         ({"limits": {"api": {"kind": "bucket", "max": 1}}}, "limits.api.kind"),
         ({"limits": {"api": {"kind": "window", "max": 1, "per": "1s"}}, "global": ["nope"]}, "global[0]"),
         ({"limits": {}}, "limits"),
@@ -77,7 +77,7 @@ def test_config_must_be_plain_data() -> None:
 
 
 def test_json_and_toml_errors_say_where() -> None:
-    with pytest.raises(ConfigError, match="limits.api: invalid value: integer `-1`"):
+    with pytest.raises(ConfigError, match="limits.api.max: invalid value: integer `-1`"):
         TrafficControl.from_json('{"limits": {"api": {"kind": "window", "max": -1, "per": "1s"}}}')
     with pytest.raises(ConfigError, match="line 2"):
         TrafficControl.from_toml("[limits.api]\nkind = \n")

@@ -98,8 +98,12 @@ impl Default for FeedbackConfig {
 }
 
 /// One limit.
+///
+/// Read through [`RawLimit`] rather than serde's internally tagged enum: that one buffers the
+/// fields before it knows the kind, so an error inside a field (`"per": "soon"`) could only name
+/// the limit (`limits.api`), and its buffering code was a tenth of the wasm module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "RawLimit")]
 #[non_exhaustive]
 pub enum LimitConfig {
     /// At most `max` cost-units admitted in any interval of length `per` (exact sliding window).
@@ -137,13 +141,79 @@ pub enum LimitConfig {
         /// 60 × the per-minute rate).
         max: u64,
         /// The guard never lets the balance go below this.
-        #[serde(default)]
         floor: u64,
         /// The balance at start; absent: unknown until the host reports it (Keepa's `/token`
         /// costs nothing) with [`TrafficControl::sync_budget`](crate::TrafficControl::sync_budget).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         initial: Option<u64>,
     },
+}
+
+/// The kinds of limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LimitKind {
+    Window,
+    TokenBucket,
+    Concurrency,
+    Budget,
+}
+
+/// A limit as written: its kind and every field any kind has. [`LimitConfig`] is read from it, so
+/// each field's errors carry the field's path (`limits.api.per`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    kind: LimitKind,
+    max: Option<u64>,
+    #[serde(default, with = "duration::option")]
+    per: Option<Duration>,
+    capacity: Option<u64>,
+    refill: Option<u64>,
+    floor: Option<u64>,
+    initial: Option<u64>,
+}
+
+impl TryFrom<RawLimit> for LimitConfig {
+    type Error = String;
+
+    fn try_from(r: RawLimit) -> Result<LimitConfig, String> {
+        let (name, allowed): (&str, &[&str]) = match r.kind {
+            LimitKind::Window => ("window", &["max", "per"]),
+            LimitKind::TokenBucket => ("token_bucket", &["capacity", "refill", "per"]),
+            LimitKind::Concurrency => ("concurrency", &["max"]),
+            LimitKind::Budget => ("budget", &["refill", "per", "max", "floor", "initial"]),
+        };
+        let present = [
+            ("max", r.max.is_some()),
+            ("per", r.per.is_some()),
+            ("capacity", r.capacity.is_some()),
+            ("refill", r.refill.is_some()),
+            ("floor", r.floor.is_some()),
+            ("initial", r.initial.is_some()),
+        ];
+        if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
+            return Err(format!("`{field}` does not apply to a {name} limit (its fields: {})", allowed.join(", ")));
+        }
+        let need = |field: &str, v: Option<u64>| v.ok_or_else(|| format!("a {name} limit needs `{field}`"));
+        let per = || r.per.ok_or_else(|| format!("a {name} limit needs `per`"));
+        Ok(match r.kind {
+            LimitKind::Window => LimitConfig::Window { max: need("max", r.max)?, per: per()? },
+            LimitKind::TokenBucket => LimitConfig::TokenBucket {
+                capacity: need("capacity", r.capacity)?,
+                refill: need("refill", r.refill)?,
+                per: per()?,
+            },
+            LimitKind::Concurrency => LimitConfig::Concurrency { max: need("max", r.max)? },
+            LimitKind::Budget => LimitConfig::Budget {
+                refill: need("refill", r.refill)?,
+                per: per()?,
+                max: need("max", r.max)?,
+                floor: r.floor.unwrap_or(0),
+                initial: r.initial,
+            },
+        })
+    }
 }
 
 /// A rule mapping requests to limits.
@@ -558,6 +628,35 @@ pub(crate) mod duration {
             humantime::parse_duration(v).map_err(|e| E::custom(format!("{v:?} is not a duration: {e}")))
         }
     }
+
+    /// An optional duration (absent or `null`: none).
+    pub(crate) mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            d.deserialize_option(OptionVisitor)
+        }
+
+        struct OptionVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for OptionVisitor {
+            type Value = Option<Duration>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"10s\" or a number of milliseconds")
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                super::deserialize(d).map(Some)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -584,7 +683,11 @@ mod tests {
         let e = err(r#"{"limits":{"a":{"kind":"window","max":0,"per":"1s"}}}"#);
         assert!(e.contains("limits.a.max") && e.contains("at least 1"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"soon"}}}"#);
-        assert!(e.contains("limits.a") && e.contains("not a duration"), "{e}");
+        assert!(e.contains("limits.a.per") && e.contains("not a duration"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","per":"1s"}}}"#);
+        assert!(e.contains("limits.a") && e.contains("a window limit needs `max`"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"concurrency","max":2,"per":"1s"}}}"#);
+        assert!(e.contains("`per` does not apply to a concurrency limit"), "{e}");
         let e = err(
             r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"routes":[{"name":"r","path":"^/x","limits":["b"]}]}"#,
         );
@@ -596,7 +699,7 @@ mod tests {
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s","burst":3}}}"#);
         assert!(e.contains("burst"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":6666666666666666666666666666666}}}"#);
-        assert!(e.contains("limits.a") && e.contains("non-negative number"), "{e}");
+        assert!(e.contains("limits.a.per") && e.contains("non-negative number"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"windw","max":1}}}"#);
         assert!(e.contains("windw"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["nope"]}"#);
