@@ -74,11 +74,10 @@ pub struct Preset {
 /// - `keepa` (env `KEEPA_RATE_LIMIT`): a budget `tokens` refilled 20 per minute, at most 1,200
 ///   (Keepa's unused tokens expire after an hour), floor 0, balance unknown until synced from the
 ///   free `/token` endpoint. Costs per route: `/token` 0, `/deals` 5, `/bestsellers` 50 (fixed per
-///   request); `/product`, `/category`, `/seller` 1 per item: the route's default cost is 1 and a
-///   request's own cost replaces it, so a host passes the ASIN count as the cost. Counting ASINs
-///   in the core, and Keepa's extras (`offers`: about 6 more tokens per page of up to 10 offers;
-///   `buybox`: about 2 more per product) are not modelled yet: the server's `tokensConsumed`
-///   corrects the balance. Any other path (`/query`, `/search`, …) costs 1 unless the request says.
+///   request); `/product` 1 per ASIN in its `asin=` list, plus Keepa's extras (`offers=N`: 6 more
+///   per product for every started 10 offers; `buybox=1`: 2 more per product); `/category`, `/seller` 1.
+///   A request's own cost replaces the estimate, and the server's `tokensLeft` corrects the balance.
+///   Any other path (`/query`, `/search`, …) costs 1 unless the request says.
 /// - `baselinker` (env `BASELINKER_RATE_LIMIT`): 100 requests per minute per API token, run at 90.
 ///   Past the limit BaseLinker blocks the token and answers `ERROR_BLOCKED_TOKEN … blocked until
 ///   <time>`. Every request (`/connector.php`, the one endpoint) takes the `requests` limit.
