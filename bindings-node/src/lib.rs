@@ -14,8 +14,8 @@ use std::time::Duration;
 use napi::bindgen_prelude::{External, Float64Array};
 use napi_derive::napi;
 use traffic_control_core::{
-    self as tc, Completion, ConfigError, Decision, Event, EventKind, Outcome, Priority, Request, RequestError,
-    RequestId, ReservationId, Timestamp,
+    self as tc, host, ConfigError, Decision, Event, EventKind, Request, RequestError, RequestId, ReservationId,
+    Timestamp,
 };
 
 /// An error whose JavaScript `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
@@ -29,6 +29,10 @@ fn request_error(e: &RequestError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
+fn host_error(e: &host::HostError) -> CodedError {
+    napi::Error::new(e.code().to_string(), e.message())
+}
+
 fn invalid(reason: impl ToString) -> CodedError {
     napi::Error::new("INVALID_ARGUMENT".to_string(), reason.to_string())
 }
@@ -39,16 +43,6 @@ fn millis(t: Timestamp) -> f64 {
 
 fn id(id: f64) -> RequestId {
     RequestId(id as u64)
-}
-
-fn priority(p: u32) -> Result<Priority, CodedError> {
-    Ok(match p {
-        0 => Priority::Critical,
-        1 => Priority::High,
-        2 => Priority::Normal,
-        3 => Priority::Low,
-        _ => return Err(invalid(format!("priority must be 0 (critical) to 3 (low), not {p}"))),
-    })
 }
 
 /// One event, flattened: the `rate_limit_logs` fields plus what its kind carries.
@@ -207,42 +201,32 @@ pub fn submit(
     cost: Option<f64>,
     deadline: Option<f64>,
 ) -> Result<f64, CodedError> {
-    let request = simple_request(method, url, route, priority, cost, deadline)?;
-    submit_request(tc, now, &request)
+    let request = host::request_from_parts(method, url, route, priority, cost, deadline).map_err(|e| host_error(&e))?;
+    host::submit(tc, now, &request).map_err(|e| request_error(&e))
 }
 
 /// Queues many simple requests in one call: the scheduler gathers a tick's `schedule()` calls, so
 /// a job whose limits do not bind costs a share of one boundary crossing instead of one each.
-/// `spec` holds 4 numbers a request: priority level, cost (-1: the route's), deadline (NaN: none),
-/// and the index of its `method, url, route` triple in `strings` (-1: none). Returns one number a
-/// request: its id, positive when admitted at once, negative when it waits, 0 when it was refused
-/// (the errors wait for [`take_refused`], in order).
+/// See [`host::submit_batch`] for `spec`; refused requests answer 0 and their errors wait for
+/// [`take_refused`], in order.
 #[napi]
 pub fn submit_batch(
     tc: &mut Handle,
     now: f64,
     spec: Float64Array,
     strings: Option<Vec<Option<String>>>,
-) -> Result<Float64Array, CodedError> {
+) -> Float64Array {
     let strings = strings.unwrap_or_default();
-    let text = |i: f64, k: usize| -> Option<String> { strings.get(i as usize * 3 + k).cloned().flatten() };
-    let mut out = Vec::with_capacity(spec.len() / 4);
-    for r in spec.chunks_exact(4) {
-        let (method, url, route) =
-            if r[3] >= 0.0 { (text(r[3], 0), text(r[3], 1), text(r[3], 2)) } else { (None, None, None) };
-        let cost = (r[1] >= 0.0).then_some(r[1]);
-        let deadline = (!r[2].is_nan()).then_some(r[2]);
-        let submitted =
-            simple_request(method, url, route, r[0] as u32, cost, deadline).and_then(|q| submit_request(tc, now, &q));
-        out.push(match submitted {
-            Ok(id) => id,
-            Err(e) => {
-                tc.refused.push(NativeError { code: e.status, message: e.reason });
-                0.0
-            }
-        });
-    }
-    Ok(Float64Array::new(out))
+    let mut refused = Vec::new();
+    let ids = host::submit_batch(
+        tc,
+        now,
+        &spec,
+        |i| strings.get(i).cloned().flatten(),
+        |e| refused.push(NativeError { code: e.code().to_string(), message: e.message() }),
+    );
+    tc.refused.extend(refused);
+    Float64Array::new(ids)
 }
 
 /// An error of a batched call.
@@ -263,10 +247,7 @@ pub fn take_refused(tc: &mut Handle) -> Vec<NativeError> {
 /// Reports, in one call, the end of requests whose task returned no HTTP response.
 #[napi]
 pub fn complete_batch(tc: &mut Handle, now: f64, requests: Float64Array) {
-    let now = Timestamp::from_millis_f64(now);
-    for &r in requests.iter() {
-        let _ = tc.complete(now, id(r), Outcome::failed());
-    }
+    host::complete_batch(tc, now, &requests);
 }
 
 /// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).
@@ -274,12 +255,7 @@ pub fn complete_batch(tc: &mut Handle, now: f64, requests: Float64Array) {
 #[napi]
 pub fn submit_json(tc: &mut Handle, now: f64, request_json: String) -> Result<f64, CodedError> {
     let request: Request = serde_json::from_str(&request_json).map_err(invalid)?;
-    submit_request(tc, now, &request)
-}
-
-fn submit_request(tc: &mut Handle, now: f64, request: &Request) -> Result<f64, CodedError> {
-    let id = tc.submit(Timestamp::from_millis_f64(now), request).map_err(|e| request_error(&e))?;
-    Ok(if tc.is_waiting(id) { -(id.0 as f64) } else { id.0 as f64 })
+    host::submit(tc, now, &request).map_err(|e| request_error(&e))
 }
 
 /// Decides at once without queueing (the request given as JSON text in the core's shape).
@@ -331,22 +307,8 @@ pub fn drain(tc: &mut Handle, now: f64) -> Vec<NativeEvent> {
 /// costs ~2 µs through napi, more than the whole admission; this path has no event listener.
 #[napi]
 pub fn drain_actionable(tc: &mut Handle, now: f64) -> Float64Array {
-    let now = Timestamp::from_millis_f64(now);
-    let mut out = Vec::new();
-    while let Some(e) = tc.poll(now) {
-        match &e.kind {
-            EventKind::Go { permit, .. } => {
-                out.extend([1.0, e.request.0 as f64, permit.reservations.len() as f64]);
-                out.extend(permit.reservations.iter().map(|r| r.0 as f64));
-            }
-            EventKind::Rejected { .. } | EventKind::Expired { .. } => {
-                out.extend([2.0, e.request.0 as f64, 0.0]);
-                tc.failures.push(e);
-            }
-            _ => {}
-        }
-    }
-    Float64Array::new(out)
+    let Controller { core, failures, .. } = &mut **tc;
+    Float64Array::new(host::drain_actionable(core, now, failures))
 }
 
 /// The rejections and expiries [`drain_actionable`] kept, as objects.
@@ -374,28 +336,8 @@ pub fn complete(
     body: Option<String>,
     unix_time_ms: Option<f64>,
 ) -> f64 {
-    let mut outcome = match status {
-        Some(s) => Outcome::status(u16::try_from(s).unwrap_or(u16::MAX)),
-        None => Outcome::failed(),
-    };
-    if let Some(headers) = headers {
-        let mut pairs = headers.into_iter();
-        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
-            outcome = outcome.header(name, value);
-        }
-    }
-    if let Some(body) = body {
-        outcome = outcome.body(body);
-    }
-    if let Some(t) = unix_time_ms {
-        outcome = outcome.unix_time(t / 1e3);
-    }
-    match tc.complete(Timestamp::from_millis_f64(now), id(request), outcome) {
-        Completion::Retry { at } => millis(at),
-        Completion::Done => -1.0,
-        Completion::GiveUp => -2.0,
-        _ => -3.0,
-    }
+    let outcome = host::outcome_from_parts(status, headers.unwrap_or_default(), body, unix_time_ms);
+    host::complete(tc, now, request, outcome)
 }
 
 /// Whether the in-flight request's response body may carry limit fields (a budget route).
@@ -441,33 +383,6 @@ pub fn snapshot_json(tc: &mut Handle, now: f64) -> Result<String, CodedError> {
 #[napi]
 pub fn waiting(tc: &Handle) -> u32 {
     u32::try_from(tc.waiting()).unwrap_or(u32::MAX)
-}
-
-fn simple_request(
-    method: Option<String>,
-    url: Option<String>,
-    route: Option<String>,
-    priority_level: u32,
-    cost: Option<f64>,
-    deadline: Option<f64>,
-) -> Result<Request, CodedError> {
-    let mut request = match (url, route) {
-        (Some(url), None) => Request::http(method.unwrap_or_else(|| "GET".into()), url),
-        (None, Some(route)) => Request::route(route),
-        (None, None) => Request::default(),
-        (Some(_), Some(_)) => return Err(invalid("a request has a url or a route, not both")),
-    };
-    request = request.priority(priority(priority_level)?);
-    if let Some(cost) = cost {
-        if !(cost >= 0.0 && cost.fract() == 0.0 && cost <= 9_007_199_254_740_991.0) {
-            return Err(invalid(format!("cost must be a whole number ≥ 0, not {cost}")));
-        }
-        request = request.cost(cost as u64);
-    }
-    if let Some(deadline) = deadline {
-        request = request.deadline(Timestamp::from_millis_f64(deadline));
-    }
-    Ok(request)
 }
 
 /// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.

@@ -15,8 +15,8 @@ use std::time::Duration;
 use js_sys::{Array, JsString, Object, JSON};
 use serde_json::{json, Value};
 use traffic_control_core::{
-    self as tc, Completion, ConfigError, Decision, Event, EventKind, Outcome, Priority, Request, RequestError,
-    RequestId, ReservationId, Timestamp,
+    self as tc, host, ConfigError, Decision, Event, EventKind, Request, RequestError, RequestId, ReservationId,
+    Timestamp,
 };
 use wasm_bindgen::prelude::*;
 
@@ -34,6 +34,10 @@ fn config_error(e: &ConfigError) -> JsValue {
 
 fn request_error(e: &RequestError) -> JsValue {
     coded(e.code(), e)
+}
+
+fn host_error(e: &host::HostError) -> JsValue {
+    coded(e.code(), e.message())
 }
 
 fn invalid(reason: impl ToString) -> JsValue {
@@ -94,40 +98,6 @@ pub fn config_json(h: &Controller) -> Result<String, JsValue> {
     serde_json::to_string(h.core.config()).map_err(invalid)
 }
 
-/// A request given by its parts (no follow-ups, no spend).
-fn simple_request(
-    method: Option<String>,
-    url: Option<String>,
-    route: Option<String>,
-    priority: u32,
-    cost: Option<f64>,
-    deadline: Option<f64>,
-) -> Result<Request, JsValue> {
-    let mut request = match (url, route) {
-        (Some(url), None) => Request::http(method.unwrap_or_else(|| "GET".into()), url),
-        (None, Some(route)) => Request::route(route),
-        (None, None) => Request::default(),
-        (Some(_), Some(_)) => return Err(invalid("a request has a url or a route, not both")),
-    };
-    request = request.priority(match priority {
-        0 => Priority::Critical,
-        1 => Priority::High,
-        2 => Priority::Normal,
-        3 => Priority::Low,
-        p => return Err(invalid(format!("priority must be 0 (critical) to 3 (low), not {p}"))),
-    });
-    if let Some(cost) = cost {
-        if !(cost >= 0.0 && cost.fract() == 0.0 && cost <= 9_007_199_254_740_991.0) {
-            return Err(invalid(format!("cost must be a whole number ≥ 0, not {cost}")));
-        }
-        request = request.cost(cost as u64);
-    }
-    if let Some(deadline) = deadline {
-        request = request.deadline(at(deadline));
-    }
-    Ok(request)
-}
-
 /// Queues a request given by its parts (no follow-ups, no spend). Returns its id, positive when
 /// it was admitted at once, negative when it waits.
 #[wasm_bindgen]
@@ -142,34 +112,24 @@ pub fn submit(
     cost: Option<f64>,
     deadline: Option<f64>,
 ) -> Result<f64, JsValue> {
-    let request = simple_request(method, url, route, priority, cost, deadline)?;
-    submit_request(h, now, &request)
+    let request = host::request_from_parts(method, url, route, priority, cost, deadline).map_err(|e| host_error(&e))?;
+    host::submit(&mut h.core, now, &request).map_err(|e| request_error(&e))
 }
 
-/// Queues many simple requests in one call (a tick's `schedule()` jobs): 4 numbers a request in
-/// `spec` (priority level, cost or -1, deadline or NaN, index of its `method, url, route` triple in
-/// `strings` or -1). Returns one number a request: its id, positive when admitted at once,
-/// negative when it waits, 0 when refused (the errors wait for [`take_refused`], in order).
+/// Queues many simple requests in one call (a tick's `schedule()` jobs); see
+/// [`host::submit_batch`] for `spec`. Refused requests answer 0 and their errors wait for
+/// [`take_refused`], in order.
 #[wasm_bindgen(js_name = submitBatch)]
 pub fn submit_batch(h: &mut Controller, now: f64, spec: &[f64], strings: Option<Vec<JsValue>>) -> Vec<f64> {
     let strings = strings.unwrap_or_default();
-    let text = |i: f64, k: usize| strings.get(i as usize * 3 + k).and_then(JsValue::as_string);
-    let mut out = Vec::with_capacity(spec.len() / 4);
-    for r in spec.chunks_exact(4) {
-        let (method, url, route) =
-            if r[3] >= 0.0 { (text(r[3], 0), text(r[3], 1), text(r[3], 2)) } else { (None, None, None) };
-        let cost = (r[1] >= 0.0).then_some(r[1]);
-        let deadline = (!r[2].is_nan()).then_some(r[2]);
-        match simple_request(method, url, route, r[0] as u32, cost, deadline).and_then(|q| submit_request(h, now, &q)) {
-            Ok(id) => out.push(id),
-            Err(e) => {
-                let field = |k: &str| js_sys::Reflect::get(&e, &k.into()).ok().and_then(|v| v.as_string());
-                h.refused.push(json!({ "code": field("code"), "message": field("message") }));
-                out.push(0.0);
-            }
-        }
-    }
-    out
+    let Controller { core, refused, .. } = h;
+    host::submit_batch(
+        core,
+        now,
+        spec,
+        |i| strings.get(i).and_then(JsValue::as_string),
+        |e| refused.push(json!({ "code": e.code(), "message": e.message() })),
+    )
 }
 
 /// The errors of the requests [`submit_batch`] refused, in order: `{code, message}`.
@@ -181,21 +141,14 @@ pub fn take_refused(h: &mut Controller) -> JsValue {
 /// Reports, in one call, the end of requests whose task returned no HTTP response.
 #[wasm_bindgen(js_name = completeBatch)]
 pub fn complete_batch(h: &mut Controller, now: f64, requests: &[f64]) {
-    for &r in requests {
-        let _ = h.core.complete(at(now), RequestId(r as u64), Outcome::failed());
-    }
+    host::complete_batch(&mut h.core, now, requests);
 }
 
 /// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).
 #[wasm_bindgen(js_name = submitJson)]
 pub fn submit_json(h: &mut Controller, now: f64, request_json: &str) -> Result<f64, JsValue> {
     let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
-    submit_request(h, now, &request)
-}
-
-fn submit_request(h: &mut Controller, now: f64, request: &Request) -> Result<f64, JsValue> {
-    let id = h.core.submit(at(now), request).map_err(|e| request_error(&e))?;
-    Ok(if h.core.is_waiting(id) { -(id.0 as f64) } else { id.0 as f64 })
+    host::submit(&mut h.core, now, &request).map_err(|e| request_error(&e))
 }
 
 /// Decides at once without queueing: `{decision: 'go', requestId, reservations}`,
@@ -276,21 +229,8 @@ pub fn drain(h: &mut Controller, now: f64) -> JsValue {
 /// event waits for [`take_failures`].
 #[wasm_bindgen(js_name = drainActionable)]
 pub fn drain_actionable(h: &mut Controller, now: f64) -> Vec<f64> {
-    let mut out = Vec::new();
-    while let Some(e) = h.core.poll(at(now)) {
-        match &e.kind {
-            EventKind::Go { permit, .. } => {
-                out.extend([1.0, e.request.0 as f64, permit.reservations.len() as f64]);
-                out.extend(permit.reservations.iter().map(|r| r.0 as f64));
-            }
-            EventKind::Rejected { .. } | EventKind::Expired { .. } => {
-                out.extend([2.0, e.request.0 as f64, 0.0]);
-                h.failures.push(e);
-            }
-            _ => {}
-        }
-    }
-    out
+    let Controller { core, failures, .. } = h;
+    host::drain_actionable(core, now, failures)
 }
 
 /// The rejections and expiries [`drain_actionable`] kept, as objects.
@@ -319,28 +259,8 @@ pub fn complete(
     body: Option<String>,
     unix_time_ms: Option<f64>,
 ) -> f64 {
-    let mut outcome = match status {
-        Some(s) => Outcome::status(u16::try_from(s).unwrap_or(u16::MAX)),
-        None => Outcome::failed(),
-    };
-    if let Some(headers) = headers {
-        let mut pairs = headers.into_iter().map(String::from);
-        while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
-            outcome = outcome.header(name, value);
-        }
-    }
-    if let Some(body) = body {
-        outcome = outcome.body(body);
-    }
-    if let Some(t) = unix_time_ms {
-        outcome = outcome.unix_time(t / 1e3);
-    }
-    match h.core.complete(at(now), RequestId(request as u64), outcome) {
-        Completion::Retry { at } => millis(at),
-        Completion::Done => -1.0,
-        Completion::GiveUp => -2.0,
-        _ => -3.0,
-    }
+    let headers = headers.unwrap_or_default().into_iter().map(String::from);
+    host::complete(&mut h.core, now, request, host::outcome_from_parts(status, headers, body, unix_time_ms))
 }
 
 /// Whether the in-flight request's response body may carry limit fields (a budget route).

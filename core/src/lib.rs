@@ -44,6 +44,7 @@ mod controller;
 mod error;
 mod event;
 mod feedback;
+pub mod host;
 mod limit;
 mod preset;
 mod queue;
