@@ -13,23 +13,25 @@ use std::time::Duration;
 
 use napi::bindgen_prelude::{External, Float64Array};
 use napi_derive::napi;
+
+pub mod shared;
 use traffic_control_core::{
     self as tc, Completion, ConfigError, Decision, Event, EventKind, Outcome, Priority, Request, RequestError,
     RequestId, ReservationId, Timestamp,
 };
 
 /// An error whose JavaScript `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
-type CodedError = napi::Error<String>;
+pub(crate) type CodedError = napi::Error<String>;
 
-fn config_error(e: &ConfigError) -> CodedError {
+pub(crate) fn config_error(e: &ConfigError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
-fn request_error(e: &RequestError) -> CodedError {
+pub(crate) fn request_error(e: &RequestError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
-fn invalid(reason: impl ToString) -> CodedError {
+pub(crate) fn invalid(reason: impl ToString) -> CodedError {
     napi::Error::new("INVALID_ARGUMENT".to_string(), reason.to_string())
 }
 
