@@ -137,7 +137,7 @@ export async function runScript(client: RedisClient, sha: string, script: string
   try {
     return ioredis ? await c.evalsha.call(client, sha, keys.length, ...keys, ...args) : await c.evalSha.call(client, sha, { keys, arguments: args });
   } catch (e) {
-    if (!String((e as Error)?.message ?? e).includes('NOSCRIPT')) throw e;
+    if (!/NOSCRIPT|No matching script/.test(String((e as Error)?.message ?? e))) throw e;
     onRoundTrip?.();
     return ioredis ? await c.eval.call(client, script, keys.length, ...keys, ...args) : await c.eval.call(client, script, { keys, arguments: args });
   }
@@ -309,9 +309,16 @@ export class SharedTrafficControl {
         continue;
       }
       let reply: unknown;
+      // The client's own retries must not outlast the request's maximum wait.
+      const bound = left ?? (w.storeDownAt ?? now) + (this.#options.unavailableMaxWait ?? 30_000) - now;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        reply = await this.#run(call);
+        const timeout = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${Math.round(bound)} ms`)), Math.max(bound, 50));
+        });
+        reply = await Promise.race([this.#run(call), timeout]);
       } catch (e) {
+        clearTimeout(timer);
         this.#native.sharedForget(this.#h, call.token ?? 0);
         // Fail closed: never admit without the store. Wait and retry, or fail clearly.
         w.storeDownAt ??= now;
@@ -325,6 +332,7 @@ export class SharedTrafficControl {
         backoff = Math.min(backoff * 2, 1_000);
         continue;
       }
+      clearTimeout(timer);
       backoff = 50;
       w.storeDownAt = undefined;
       let d: NativeSharedDecision;
