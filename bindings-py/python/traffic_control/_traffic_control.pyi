@@ -30,6 +30,7 @@ __all__ = [
     "Permit",
     "Wait",
     "PRESETS",
+    "SharedStore",
 ]
 
 PRESETS: dict[str, str]
