@@ -10,13 +10,22 @@ step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+step "redis-server (the shared store's tests start their own)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
+# The Redis tests fail instead of skipping when redis-server is missing.
+export TC_REQUIRE_REDIS=1
+
 step "format"
 cargo fmt --all -- --check
 
 step "lint (warnings denied; the core's clippy.toml forbids reading a clock)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-step "core: unit, behaviour, property and scenario tests"
+step "core: unit, behaviour, property and scenario tests; the shared store against redis-server"
 cargo test --locked --workspace --release
 
 step "core: benchmarks compile and run once (figures come from 'cargo bench')"

@@ -27,6 +27,7 @@ bun_fail=$(sed -n 's/^ *\([0-9]*\) fail$/\1/p' "$out/bun.txt")
 echo "--- bench (quick; the figures come from 'npm run bench')"
 node bench/bench.mjs --quick
 $BUN bench/bench.mjs --quick
+node bench/shared-bench.mjs --quick
 
 passed=$(( ${node_pass:-0} + ${bun_pass:-0} ))
 failed=$(( ${node_fail:-0} + ${bun_fail:-0} ))

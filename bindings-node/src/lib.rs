@@ -18,14 +18,16 @@ use traffic_control_core::{
     Timestamp,
 };
 
-/// An error whose JavaScript `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
-type CodedError = napi::Error<String>;
+pub mod shared;
 
-fn config_error(e: &ConfigError) -> CodedError {
+/// An error whose JavaScript `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
+pub(crate) type CodedError = napi::Error<String>;
+
+pub(crate) fn config_error(e: &ConfigError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
-fn request_error(e: &RequestError) -> CodedError {
+pub(crate) fn request_error(e: &RequestError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
@@ -33,7 +35,7 @@ fn host_error(e: &host::HostError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.message())
 }
 
-fn invalid(reason: impl ToString) -> CodedError {
+pub(crate) fn invalid(reason: impl ToString) -> CodedError {
     napi::Error::new("INVALID_ARGUMENT".to_string(), reason.to_string())
 }
 

@@ -9,6 +9,7 @@ mod controller;
 mod convert;
 mod driver;
 mod errors;
+mod shared;
 mod types;
 
 use pyo3::prelude::*;
@@ -29,6 +30,8 @@ mod _traffic_control {
         ConfigError, DeadlineError, InsufficientBudgetError, NeverSucceedsError, QueueFullError, RequestCancelledError,
         TrafficControlError,
     };
+    #[pymodule_export]
+    use crate::shared::PySharedStore;
     #[pymodule_export]
     use crate::types::{PyCompletion, PyEvent, PyFollowUp, PyPermit, PyWait};
 

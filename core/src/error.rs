@@ -119,6 +119,37 @@ pub enum RequestError {
     Cancelled,
 }
 
+/// The shared store (Redis) could not answer: the host's client failed, or the reply was not the
+/// script's. Never a reason to admit: a request fails with it only after its maximum wait.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store was unreachable (connection refused, timeout, restart) for longer than the
+    /// request could wait.
+    #[error("the shared store is unavailable: {reason}")]
+    Unavailable {
+        /// What the client said.
+        reason: String,
+    },
+    /// The store answered something the script never sends (another script under the same name,
+    /// a client that mangles replies).
+    #[error("unexpected reply from the shared store: {reason}")]
+    Reply {
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// The stable code: `STORE_UNAVAILABLE` or `STORE_REPLY`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable { .. } => "STORE_UNAVAILABLE",
+            StoreError::Reply { .. } => "STORE_REPLY",
+        }
+    }
+}
+
 /// The families of errors, the same in every binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +167,8 @@ pub enum ErrorKind {
     Cancelled,
     /// Not enough budget within the allowed wait, or its balance unknown.
     Budget,
+    /// The shared store (Redis) could not answer.
+    Store,
 }
 
 impl ErrorKind {
@@ -149,12 +182,13 @@ impl ErrorKind {
             "QUEUE_FULL" => ErrorKind::QueueFull,
             "INSUFFICIENT_BUDGET" | "BUDGET_UNKNOWN" => ErrorKind::Budget,
             "CANCELLED" => ErrorKind::Cancelled,
+            "STORE_UNAVAILABLE" | "STORE_REPLY" => ErrorKind::Store,
             _ => return None,
         })
     }
 
     /// The family's name in snake case: `config`, `never_succeeds`, `deadline`, `queue_full`,
-    /// `cancelled`, `budget`.
+    /// `cancelled`, `budget`, `store`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Config => "config",
@@ -163,6 +197,7 @@ impl ErrorKind {
             ErrorKind::QueueFull => "queue_full",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Budget => "budget",
+            ErrorKind::Store => "store",
         }
     }
 }
@@ -220,5 +255,8 @@ mod tests {
         let config = ConfigError::Invalid { field: "f".into(), reason: "r".into() };
         assert_eq!(ErrorKind::of_code(config.code()), Some(ErrorKind::Config));
         assert_eq!(ErrorKind::of_code("NOPE"), None);
+        for e in [StoreError::Unavailable { reason: "r".into() }, StoreError::Reply { reason: "r".into() }] {
+            assert_eq!(ErrorKind::of_code(e.code()), Some(ErrorKind::Store));
+        }
     }
 }

@@ -34,6 +34,10 @@
 //!   admissions with running totals, O(log n) queries).
 //! - [`LimitConfig::TokenBucket`]: continuous refill, exact integer arithmetic.
 //! - [`LimitConfig::Concurrency`]: requests in flight, released at completion or lease expiry.
+//!
+//! ## Shared state
+//! [`SharedStore`] keeps the limits of one account in Redis for every process that calls with it:
+//! still sans-IO, it produces the script calls and reads their replies (see its module docs).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -50,6 +54,7 @@ mod preset;
 mod queue;
 mod request;
 mod route;
+mod shared;
 mod snapshot;
 mod time;
 
@@ -58,12 +63,13 @@ pub use config::{
     RouteCost, RouteLimit,
 };
 pub use controller::TrafficControl;
-pub use error::{ConfigError, ErrorKind, RequestError};
+pub use error::{ConfigError, ErrorKind, RequestError, StoreError};
 pub use event::{Event, EventKind, LogRecord};
 pub use feedback::{Block, BlockKind, BudgetReport, Feedback};
 pub use preset::{apply_env, preset, Preset, PRESETS};
 pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,
 };
+pub use shared::{script_sha1, AdmitOptions, Admitted, ReplyValue, SharedStore, StoreCall, StoreOptions, SCRIPT};
 pub use snapshot::{LimitKind, LimitSnapshot, Snapshot};
 pub use time::Timestamp;

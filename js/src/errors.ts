@@ -1,7 +1,7 @@
 import { theHost } from './host.js';
 
 /** The family of an error, the same in every binding (the core's `ErrorKind`). */
-export type ErrorKind = 'config' | 'never_succeeds' | 'deadline' | 'queue_full' | 'cancelled' | 'budget' | 'argument';
+export type ErrorKind = 'config' | 'never_succeeds' | 'deadline' | 'queue_full' | 'cancelled' | 'budget' | 'store' | 'argument';
 
 /** The stable codes an error carries (the core's codes, plus `INVALID_ARGUMENT` for a call made wrong). */
 export type ErrorCode =
@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'INSUFFICIENT_BUDGET'
   | 'BUDGET_UNKNOWN'
   | 'CANCELLED'
+  | 'STORE_UNAVAILABLE'
+  | 'STORE_REPLY'
   | 'INVALID_ARGUMENT';
 
 

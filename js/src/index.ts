@@ -17,3 +17,5 @@ export type {
   Snapshot,
   TrafficEvent,
 } from './types.js';
+export { SharedTrafficControl, SharedPermit, SharedReservation, runScript } from './shared.js';
+export type { RedisClient, SharedOptions, SharedRequest } from './shared.js';

@@ -30,6 +30,7 @@ __all__ = [
     "Permit",
     "Wait",
     "PRESETS",
+    "SharedStore",
 ]
 
 PRESETS: dict[str, str]
@@ -184,6 +185,41 @@ class Event:
     @property
     def error(self) -> TrafficControlError | None: ...
     def log(self) -> LogRow: ...
+
+# ---- the shared store (Redis) ------------------------------------------------------------------
+
+@final
+class SharedStore:
+    """The sans-IO shared store: builds script calls ``(keys, args)`` and reads their replies."""
+
+    def __new__(
+        cls, config: str, account: str, env: Mapping[str, str] | None = None, waiter_ttl_ms: float | None = None
+    ) -> Self: ...
+    @staticmethod
+    def script() -> tuple[str, str]: ...
+    def admit(
+        self, now: float, request_json: str, waiter: str | None = None, max_wait_ms: float | None = None
+    ) -> tuple[int, list[str], list[str]]: ...
+    def forget(self, token: int) -> None: ...
+    def decide(
+        self, now: float, token: int, reply: Any
+    ) -> tuple[str, int | None, list[int], float | None, TrafficControlError | None]: ...
+    def withdraw(self, now: float, waiter: str, request_json: str) -> tuple[list[str], list[str]]: ...
+    def complete(
+        self,
+        now: float,
+        request: int,
+        status: int | None = None,
+        headers: Sequence[tuple[str, str]] | None = None,
+        body: str | None = None,
+    ) -> tuple[list[str], list[str]] | None: ...
+    def release(self, now: float, reservation: int) -> tuple[list[str], list[str]]: ...
+    def sync_budget(
+        self, now: float, limit: str, tokens_left: int, refill_in_ms: float | None = None
+    ) -> tuple[list[str], list[str]]: ...
+    def observe(self, now: float, reply: Any) -> bool: ...
+    def snapshot_call(self, now: float) -> tuple[list[str], list[str]]: ...
+    def snapshot(self, now: float, reply: Any) -> list[tuple[str, int, int, int]]: ...
 
 # ---- the sans-IO controller --------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+// One worker process of the cross-process run (crossprocess.mjs): price probes (Dip reserving the
+// Peak, Peek, Peak spending the reservation), LOW scans and CRITICAL reverts against the mock Back
+// Market API, through the shared store. Prints one JSON line with its results.
+import Redis from 'ioredis';
+import { SharedTrafficControl } from '../../index.mjs';
+
+const env = process.env;
+const id = Number(env.TC_WORKER);
+const redis = new Redis({ port: Number(env.TC_REDIS_PORT), host: '127.0.0.1', maxRetriesPerRequest: 1, retryStrategy: () => 100 });
+redis.on('error', () => {});
+const tc = new SharedTrafficControl(JSON.parse(env.TC_CONFIG), { redis, account: env.TC_ACCOUNT, unavailableMaxWait: 60_000 });
+const base = env.TC_MOCK_URL;
+const out = { worker: id, runtime: typeof Bun !== 'undefined' ? 'bun' : 'node', probes: 0, scans: 0, reverts: 0, errors: [], probeEnds: [], status: {} };
+const t0 = performance.now();
+
+async function call(method, path, options = {}, body) {
+  const permit = await tc.acquire({ method, url: path, ...options });
+  let res;
+  try {
+    res = await fetch(base + path, { method, body: body && JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+    await res.arrayBuffer();
+  } finally {
+    await permit.complete(res ? { status: res.status, headers: res.headers } : {});
+  }
+  out.status[res.status] = (out.status[res.status] ?? 0) + 1;
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status}`);
+}
+
+async function probe(listing) {
+  const peak = tc.reservation({ method: 'POST', url: `/ws/listings/${listing}` });
+  await call('POST', `/ws/listings/${listing}`, { reserve: [peak] }, { price: 1 });
+  try {
+    await call('GET', `/ws/backbox/v1/competitors/${listing}`, { priority: 'high' });
+  } finally {
+    await call('POST', `/ws/listings/${listing}`, { priority: 'high', spend: peak }, { price: 500 });
+  }
+  out.probes++;
+  out.probeEnds.push(performance.now() - t0);
+}
+
+const hold = env.TC_HOLD === '1';
+if (hold) {
+  // The process to kill: it takes reservations and then hangs, as a crashed caller would.
+  for (let i = 0; i < Number(env.TC_PROBES); i++) {
+    const peak = tc.reservation({ method: 'POST', url: `/ws/listings/${id * 1000 + i}` });
+    // Admitted and sent, never completed: the lease stays with this process until it dies.
+    await tc.acquire({ method: 'POST', url: `/ws/listings/${id * 1000 + i}`, reserve: [peak] });
+    await fetch(`${base}/ws/listings/${id * 1000 + i}`, { method: 'POST', body: '{"price":1}' }).then((r) => r.arrayBuffer());
+  }
+  console.log(JSON.stringify({ worker: id, holding: true }));
+  setInterval(() => {}, 1 << 30);
+} else {
+  const work = [];
+  for (let i = 0; i < Number(env.TC_PROBES); i++) work.push(probe(id * 1000 + i).catch((e) => out.errors.push(String(e.code ?? e.message))));
+  for (let i = 0; i < Number(env.TC_SCANS); i++) {
+    work.push(call('GET', `/ws/listings?page=${(i % 7) + 1}`, { priority: 'low' }).then(() => out.scans++, (e) => out.errors.push(String(e.code ?? e.message))));
+  }
+  for (let k = 0; k < Number(env.TC_REVERTS ?? 0); k++) {
+    work.push(
+      new Promise((r) => setTimeout(r, 300 * (k + 1))).then(() =>
+        call('POST', `/ws/listings/${id * 1000 + 900 + k}`, { priority: 'critical' }, { price: 499 }).then(() => out.reverts++, (e) => out.errors.push(String(e.code ?? e.message))),
+      ),
+    );
+  }
+  await Promise.all(work);
+  out.elapsedMs = performance.now() - t0;
+  console.log(JSON.stringify(out));
+  redis.disconnect();
+}

@@ -1,0 +1,125 @@
+"""The shared store (Redis) from Python: a real redis-server started for this module."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from traffic_control import TrafficControlError
+from traffic_control.shared import SharedTrafficControl, StoreUnavailableError
+from redis_server import RedisServer
+
+WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300}}, "global": ["api"]}
+_n = [0]
+
+
+def account(tag: str) -> str:
+    _n[0] += 1
+    return f"py-{tag}-{_n[0]}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = RedisServer.start()
+    yield s
+    s.stop()
+
+
+def client(port: int) -> aioredis.Redis:
+    return aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=1)
+
+
+async def test_one_round_trip_per_admission_after_the_script_is_loaded(server: RedisServer) -> None:
+    server.cli("script", "flush")
+    tc = SharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s"}}, "global": ["api"]},
+                              redis=client(server.port), account=account("rt"))
+    permit = await tc.acquire("/a")
+    assert tc.round_trips[0] == 2  # NOSCRIPT, then EVAL
+    await permit.complete(200)
+    assert tc.round_trips[0] == 2  # nothing to tell the store
+    for _ in range(10):
+        await tc.acquire("/a")
+    assert tc.round_trips[0] == 12
+
+
+async def test_two_controllers_never_exceed_a_window_together(server: RedisServer) -> None:
+    acct = account("win")
+    a = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    b = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    times: list[float] = []
+    t0 = time.monotonic()
+
+    async def one(tc: SharedTrafficControl) -> None:
+        await tc.acquire("/x")
+        times.append((time.monotonic() - t0) * 1000)
+
+    await asyncio.gather(*(one(a if i % 2 else b) for i in range(12)))
+    times.sort()
+    for i in range(4, len(times)):
+        assert times[i] - times[i - 4] >= 300 - 15, times
+
+
+async def test_a_waiting_high_goes_before_a_low_flood_of_another_controller(server: RedisServer) -> None:
+    acct = account("prio")
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 300}}, "global": ["api"]}
+    a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    await a.acquire("/x")
+    await a.acquire("/x")
+    order: list[str] = []
+
+    async def low(i: int) -> None:
+        await a.acquire("/x", priority="low")
+        order.append(f"low{i}")
+
+    async def high() -> None:
+        await asyncio.sleep(0.02)
+        await b.acquire("/x", priority="high")
+        order.append("high")
+
+    await asyncio.gather(*(low(i) for i in range(6)), high())
+    assert order.index("high") <= 1, order
+
+
+async def test_a_reservation_of_one_controller_holds_against_another(server: RedisServer) -> None:
+    acct = account("res")
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500}}, "global": ["api"]}
+    a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    peak = a.reservation("/x")
+    await a.acquire("/x", reserve=[peak])
+    with pytest.raises(TrafficControlError) as e:
+        await b.acquire("/x", max_wait=0.1)
+    assert e.value.code in ("DEADLINE_UNREACHABLE", "DEADLINE_EXCEEDED")
+    t0 = time.monotonic()
+    await a.acquire("/x", priority="high", spend=peak)
+    assert time.monotonic() - t0 < 0.05
+    assert not await peak.release()
+
+
+async def test_unreachable_redis_fails_closed(server: RedisServer) -> None:
+    dead = client(1)
+    fail = SharedTrafficControl(WINDOW, redis=dead, account=account("dead"), on_unavailable="fail")
+    with pytest.raises(StoreUnavailableError) as e:
+        await fail.acquire("/x")
+    assert e.value.code == "STORE_UNAVAILABLE"
+    wait = SharedTrafficControl(WINDOW, redis=dead, account=account("dead"))
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        await wait.acquire("/x", max_wait=0.3)
+    assert 0.15 <= time.monotonic() - t0 < 1.0
+
+
+async def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> None:
+    tc = SharedTrafficControl(WINDOW, redis=client(server.port), account=account("bad"))
+    with pytest.raises(TrafficControlError) as e:
+        await tc.acquire("/x", cost=5)
+    assert e.value.code == "COST_EXCEEDS_CAPACITY"
+    with pytest.raises(TrafficControlError) as e2:
+        SharedTrafficControl(WINDOW, redis=client(server.port), account="a{b}")
+    assert e2.value.code == "CONFIG"
+    assert (await tc.snapshot())[0][0] == "api"

@@ -1,0 +1,464 @@
+-- traffic-control shared store: one atomic script for every operation on an account's limits.
+-- Built and read by core/src/shared (the sans-IO `SharedStore`); every binding runs this same text.
+--
+-- Time is Redis server time (TIME) in whole microseconds, never a client clock. ARGV[2] may carry a
+-- clock override (microseconds) for deterministic tests only; hosts leave it empty.
+--
+-- KEYS[1]  tc:{account}:meta   hash: epoch (state creation instant), last (newest time seen: time
+--                              never runs backwards), quarantine (no admission before it), seq (ids)
+-- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
+-- then three keys per limit, in the order of the limit arguments:
+--          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
+--          tc:{account}:p:<limit>        paused until (string, microseconds)
+--          tc:{account}:q:<limit>        registered waiters (zset: member "lane|since|cost|waiter",
+--                                        score = expiry)
+--
+-- ARGV[1] op: admit | complete | release | withdraw | snapshot
+-- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch or ""
+-- ARGV[4] quarantine (us)                ARGV[5] the meta key's minimum time to live (ms)
+--
+-- Replies: { status, now, epoch, ... } with status 1 = go, 2 = wait, 3 = reject, 0 = done.
+
+local op = ARGV[1]
+local meta, resv = KEYS[1], KEYS[2]
+local ABSENT = -1
+
+local function fmt(n) return string.format('%.0f', n) end
+
+-- ---- clock, epoch, quarantine -------------------------------------------------------------------
+
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local m = redis.call('HMGET', meta, 'epoch', 'last', 'quarantine')
+local epoch = m[1]
+local quarantine = tonumber(m[3] or '0') or 0
+local q = tonumber(ARGV[4])
+if not epoch then
+  -- State is empty: either nothing ran for longer than the meta key lives (then nothing the server
+  -- still counts is forgotten), or it was lost (restart, flush) while a host was using it. A host
+  -- that saw state recently says so (ARGV[3]): then nobody admits until the server's windows have
+  -- forgotten everything this store forgot.
+  epoch = fmt(now)
+  quarantine = 0
+  if ARGV[3] ~= '' then quarantine = now + q end
+  redis.call('HSET', meta, 'epoch', epoch, 'quarantine', fmt(quarantine))
+else
+  if m[2] then now = math.max(now, tonumber(m[2])) end
+  if ARGV[3] ~= '' and ARGV[3] ~= epoch then
+    -- Recreated after this host last saw it, by a host that did not know: quarantine from then on.
+    local from_creation = tonumber(epoch) + q
+    if from_creation > quarantine then
+      quarantine = from_creation
+      redis.call('HSET', meta, 'quarantine', fmt(quarantine))
+    end
+  end
+end
+redis.call('HSET', meta, 'last', fmt(now))
+local meta_ttl = tonumber(ARGV[5])
+if redis.call('PTTL', meta) < meta_ttl then redis.call('PEXPIRE', meta, meta_ttl) end
+
+local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
+
+-- ---- reservations --------------------------------------------------------------------------------
+
+-- reserved[limit] and, for the reservation `spend`, own[limit]; expired reservations are deleted.
+local function scan_reservations(spend)
+  local reserved, own, own_live = {}, {}, false
+  local all = redis.call('HGETALL', resv)
+  local first_expiry = nil
+  for i = 1, #all, 2 do
+    local rid, v = all[i], all[i + 1]
+    local parts = {}
+    for p in string.gmatch(v, '[^;]+') do parts[#parts + 1] = p end
+    local exp = tonumber(parts[1])
+    if exp <= now then
+      redis.call('HDEL', resv, rid)
+    else
+      if first_expiry == nil or exp < first_expiry then first_expiry = exp end
+      for j = 2, #parts, 2 do
+        local name, c = parts[j], tonumber(parts[j + 1])
+        reserved[name] = (reserved[name] or 0) + c
+        if rid == spend then own[name] = c end
+      end
+      if rid == spend then own_live = true end
+    end
+  end
+  return reserved, own, own_live, first_expiry
+end
+
+-- ---- the limit kinds -----------------------------------------------------------------------------
+-- Each loads its state as of `now` into `l` (l.used, l.cap), answers l.when(target) (first instant
+-- at which used <= target if nothing else happens, or nil when only an event can make room), and
+-- l.take(cost). Arguments per limit: name, kind, need, total, a, b, c, d, e.
+
+local function load_window(l)
+  -- Exact sliding window: members "<running total>:<cost>" (running total zero-padded, so members
+  -- of one instant sort like the totals), scored by admission instant. At most max in any [s, s+per).
+  local max, per = l.a, l.b
+  l.cap = max
+  redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
+  local function entry(i)
+    local e = redis.call('ZRANGE', l.key, i, i, 'WITHSCORES')
+    if #e == 0 then return nil end
+    local cum, cost = string.match(e[1], '^(%d+):(%d+)$')
+    return tonumber(cum), tonumber(cost), tonumber(e[2])
+  end
+  local n = redis.call('ZCARD', l.key)
+  local first_cum, first_cost, last_cum = 0, 0, 0
+  if n > 0 then
+    first_cum, first_cost = entry(0)
+    last_cum = entry(-1)
+    l.used = last_cum - first_cum + first_cost
+  else
+    l.used = 0
+  end
+  l.when = function(target)
+    if l.used <= target then return now end
+    -- The entry whose leaving the window leaves at most `target`: binary search on the totals.
+    local must = last_cum - target
+    local lo, hi = 0, n - 1
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if entry(mid) < must then lo = mid + 1 else hi = mid end
+    end
+    local _, _, at = entry(lo)
+    return at + per
+  end
+  l.take = function(cost)
+    redis.call('ZADD', l.key, fmt(now), string.format('%016.0f:%.0f', last_cum + cost, cost))
+    redis.call('PEXPIRE', l.key, ttl_ms(per))
+  end
+end
+
+local function load_bucket(l)
+  -- Token bucket, level scaled by per (one token = per units), refilled by `refill` units per us:
+  -- exact integers (the store refuses configs where capacity * per passes 2^53).
+  local cap, refill, per = l.a, l.b, l.c
+  l.cap = cap
+  local full = cap * per
+  local h = redis.call('HMGET', l.key, 's', 't')
+  local s, t = tonumber(h[1] or ''), tonumber(h[2] or '')
+  if s == nil then s, t = full, now end
+  if now > t then s = math.min(full, s + (now - t) * refill); t = now end
+  l.used = cap - math.floor(s / per)
+  l.when = function(target)
+    local need = (cap - target) * per
+    if s >= need then return now end
+    return t + math.ceil((need - s) / refill)
+  end
+  l.take = function(cost)
+    s = math.max(0, s - cost * per)
+    redis.call('HSET', l.key, 's', fmt(s), 't', fmt(t))
+    redis.call('PEXPIRE', l.key, ttl_ms(math.ceil((full - s) / refill)))
+  end
+end
+
+local function load_concurrency(l, lease_ttl, id)
+  -- Leases scored by expiry: a caller that never completes holds its slot until then.
+  l.cap = l.a
+  redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now))
+  l.used = redis.call('ZCARD', l.key)
+  -- Only an event frees a slot (a completion, or a lease lapsing: a timer, see `timer`).
+  l.when = function(target)
+    if l.used <= target then return now end
+    return nil
+  end
+  if l.used > 0 then
+    l.timer = tonumber(redis.call('ZRANGE', l.key, 0, 0, 'WITHSCORES')[2])
+  end
+  l.take = function(_)
+    redis.call('ZADD', l.key, fmt(now + lease_ttl), id())
+    redis.call('PEXPIRE', l.key, ttl_ms(lease_ttl))
+  end
+end
+
+local function load_budget(l)
+  -- A server-held balance mirrored: `refill` at every multiple of per, at most max, floor kept.
+  local max, refill, per, floor, initial = l.a, l.b, l.c, l.d, l.e
+  l.cap = max - floor
+  local h = redis.call('HMGET', l.key, 'bal', 'next')
+  local bal, nxt = tonumber(h[1] or ''), tonumber(h[2] or '')
+  if bal == nil then
+    -- Refill boundaries count from the account's epoch (the in-memory controller's: its origin).
+    if initial >= 0 then bal = initial end
+    nxt = tonumber(epoch) + per
+  end
+  if nxt <= now then
+    local steps = math.floor((now - nxt) / per) + 1
+    nxt = nxt + steps * per
+    if bal ~= nil then bal = math.min(bal + steps * refill, max) end
+  end
+  l.known = bal ~= nil
+  l.bal = bal
+  l.used = bal ~= nil and (max - bal) or math.huge
+  l.when = function(target)
+    if bal == nil then return nil end
+    local need = max - target
+    if bal >= need then return now end
+    local steps = math.ceil((need - bal) / refill)
+    return nxt + (steps - 1) * per
+  end
+  l.take = function(cost)
+    bal = bal - cost
+    redis.call('HSET', l.key, 'bal', fmt(bal), 'next', fmt(nxt))
+    local to_full = math.max(0, math.ceil((max - bal) / refill)) * per + (nxt - now)
+    redis.call('PEXPIRE', l.key, ttl_ms(to_full + per))
+  end
+end
+
+-- Reads the limit arguments starting at ARGV[at]: n limits of 9 fields, keys from KEYS[3].
+local function read_limits(at, n, lease_ttl, id)
+  local limits = {}
+  for i = 1, n do
+    local b = at + (i - 1) * 9
+    local k = 3 + (i - 1) * 3
+    local l = {
+      name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
+      a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
+      d = tonumber(ARGV[b + 7]), e = tonumber(ARGV[b + 8]),
+      key = KEYS[k], pkey = KEYS[k + 1], qkey = KEYS[k + 2],
+    }
+    if l.kind == 'w' then load_window(l)
+    elseif l.kind == 'b' then load_bucket(l)
+    elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
+    else load_budget(l) end
+    l.paused = tonumber(redis.call('GET', l.pkey) or '0') or 0
+    limits[i] = l
+  end
+  return limits
+end
+
+local function reply(status, ...)
+  return { status, now, epoch, ... }
+end
+
+-- ---- waiters (cross-process priority) ------------------------------------------------------------
+
+-- Live waiters registered on a limit: { lane, since, cost, waiter, member }.
+local function waiters_of(l)
+  redis.call('ZREMRANGEBYSCORE', l.qkey, '-inf', fmt(now))
+  local out = {}
+  for _, member in ipairs(redis.call('ZRANGE', l.qkey, 0, -1)) do
+    local lane, since, cost, wid = string.match(member, '^(%d+)|(%d+)|(%d+)|(.*)$')
+    out[#out + 1] = { tonumber(lane), tonumber(since), tonumber(cost), wid, member }
+  end
+  return out
+end
+
+-- ---- operations ----------------------------------------------------------------------------------
+
+if op == 'admit' then
+  -- ARGV: 6 priority, 7 lease ttl us, 8 waiter id, 9 waiter since, 10 waiter ttl us, 11 spent
+  -- reservation, 12 max wait us, 13 limits, 14 follow-ups; then the limits (9 fields each), then per
+  -- follow-up: ttl us, n, n x (limit, cost).
+  local priority = tonumber(ARGV[6])
+  local lease_ttl = tonumber(ARGV[7])
+  local wid, since = ARGV[8], tonumber(ARGV[9] ~= '' and ARGV[9] or fmt(now))
+  local waiter_ttl = tonumber(ARGV[10])
+  local spend = ARGV[11]
+  local max_wait = tonumber(ARGV[12] ~= '' and ARGV[12] or '-1')
+  local nl, nf = tonumber(ARGV[13]), tonumber(ARGV[14])
+  local request_id = nil
+  local function id()
+    if request_id == nil then request_id = redis.call('HINCRBY', meta, 'seq', 1) end
+    return request_id
+  end
+  local limits = read_limits(15, nl, lease_ttl, id)
+  for _, l in ipairs(limits) do
+    if l.kind == 'g' and not l.known then return reply(3, 'BUDGET_UNKNOWN', l.name) end
+  end
+  local reserved, own, own_live, first_res_expiry = scan_reservations(spend)
+  -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
+  local covered = own_live and nf == 0
+  if covered then
+    for _, l in ipairs(limits) do
+      if l.need > 0 and (own[l.name] or 0) < l.need then covered = false end
+    end
+  end
+  local lane = covered and 0 or priority + 1
+  local may_use_reserved = priority == 0 and nf == 0
+
+  -- A waiter keeps the place of its first registration, whether or not the host passes it back.
+  for _, l in ipairs(limits) do
+    l.waiters = waiters_of(l)
+    for _, w in ipairs(l.waiters) do
+      if wid ~= '' and w[4] == wid and w[2] < since then since = w[2] end
+    end
+  end
+  local fits, wake = true, now
+  for _, l in ipairs(limits) do
+    -- Claims of live waiters ahead of this request (lower lane, or same lane and registered
+    -- earlier): the room they need is not taken by a request behind them.
+    local claims = 0
+    for _, w in ipairs(l.waiters) do
+      if w[4] ~= wid and (w[1] < lane or (w[1] == lane and (w[2] < since or (w[2] == since and w[4] < wid)))) then
+        claims = claims + w[3]
+      end
+    end
+    local others = math.max(0, (reserved[l.name] or 0) - (own[l.name] or 0))
+    if may_use_reserved and others >= l.cap then others = 0 end
+    local soft, hard = l.cap - (others + claims + l.total), l.cap - l.total
+    local ceiling = (soft >= 0 and hard >= 0) and math.min(soft, hard) or nil
+    l.claim = l.total - math.min(l.total, own[l.name] or 0)
+    if ceiling == nil or l.used > ceiling or l.paused > now then fits = false end
+    if wake ~= nil then
+      local t = ceiling ~= nil and l.when(ceiling) or nil
+      if t == nil then wake = nil else wake = math.max(wake, t, l.paused) end
+    end
+  end
+  if quarantine > now then
+    fits = false
+    if wake ~= nil then wake = math.max(wake, quarantine) end
+  end
+
+  if not fits then
+    -- Wake sooner if a reservation or a lease lapses first: its room may be what is missing.
+    local function sooner(t) if t ~= nil and (wake == nil or t < wake) then wake = t end end
+    sooner(first_res_expiry)
+    for _, l in ipairs(limits) do sooner(l.timer) end
+    if max_wait >= 0 then
+      -- Refused at once if even empty of claims and reservations the limits could not take it in time.
+      local deadline = now + max_wait
+      local earliest, budget_late = math.max(now, quarantine), nil
+      for _, l in ipairs(limits) do
+        local t = l.when(l.cap - l.total)
+        if t == nil then earliest = nil; break end
+        t = math.max(t, l.paused)
+        if t > earliest then earliest = t end
+        if l.kind == 'g' and t > deadline then budget_late = l end
+      end
+      if earliest ~= nil and earliest > deadline then
+        if budget_late ~= nil then
+          return reply(3, 'INSUFFICIENT_BUDGET', budget_late.name, budget_late.total,
+            budget_late.bal - budget_late.d, budget_late.when(budget_late.cap - budget_late.total))
+        end
+        return reply(3, 'DEADLINE_UNREACHABLE', earliest, deadline)
+      end
+    end
+    if wid ~= '' then
+      -- Register (or refresh) this waiter's claim on every limit it needs; it lives until the
+      -- instant it is due back plus the waiter ttl (bounded), so a crashed waiter claims nothing long.
+      local back = wake ~= nil and math.min(wake, now + 30 * waiter_ttl) or now
+      local expiry = math.max(back, now) + waiter_ttl
+      for _, l in ipairs(limits) do
+        for _, w in ipairs(l.waiters) do
+          if w[4] == wid then redis.call('ZREM', l.qkey, w[5]) end
+        end
+        if l.claim > 0 then
+          redis.call('ZADD', l.qkey, fmt(expiry), string.format('%d|%s|%s|%s', lane, fmt(since), fmt(l.claim), wid))
+          local pt = redis.call('PTTL', l.qkey)
+          if pt < ttl_ms(expiry - now) then redis.call('PEXPIRE', l.qkey, ttl_ms(expiry - now)) end
+        end
+      end
+    end
+    return reply(2, wake ~= nil and wake or ABSENT, since)
+  end
+
+  -- Go: the spent reservation turns into admissions, every limit takes its cost at this instant,
+  -- the follow-ups' capacity is reserved, and the waiter registration ends.
+  if own_live then redis.call('HDEL', resv, spend) end
+  for _, l in ipairs(limits) do
+    if l.need > 0 then l.take(l.need) end
+    if wid ~= '' then
+      for _, w in ipairs(l.waiters) do
+        if w[4] == wid then redis.call('ZREM', l.qkey, w[5]) end
+      end
+    end
+  end
+  local out = { id() }
+  local at = 15 + nl * 9
+  local longest = 0
+  for _ = 1, nf do
+    local ttl, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local exp = now + math.max(1, ttl)
+    if exp - now > longest then longest = exp - now end
+    local v = { fmt(exp) }
+    for j = 1, n do
+      v[#v + 1] = ARGV[at + 2 * j]
+      v[#v + 1] = ARGV[at + 2 * j + 1]
+    end
+    at = at + 2 + 2 * n
+    local rid = redis.call('HINCRBY', meta, 'seq', 1)
+    redis.call('HSET', resv, rid, table.concat(v, ';'))
+    out[#out + 1] = rid
+  end
+  if longest > 0 then
+    if redis.call('PTTL', resv) < ttl_ms(longest) then redis.call('PEXPIRE', resv, ttl_ms(longest)) end
+    if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
+  end
+  return reply(1, unpack(out))
+
+elseif op == 'complete' then
+  -- ARGV: 6 request id ("" when it held no lease), 7 limits; then per limit: name, kind, pause us,
+  -- reported balance or "", refill in us or "", max, per (budgets).
+  local rid, n = ARGV[6], tonumber(ARGV[7])
+  for i = 1, n do
+    local b = 8 + (i - 1) * 7
+    local k = 3 + (i - 1) * 3
+    local kind, pause = ARGV[b + 1], tonumber(ARGV[b + 2])
+    if kind == 'c' and rid ~= '' then redis.call('ZREM', KEYS[k], rid) end
+    if pause > 0 then
+      -- Pauses are only ever extended.
+      local untl = now + pause
+      local cur = tonumber(redis.call('GET', KEYS[k + 1]) or '0') or 0
+      if untl > cur then redis.call('SET', KEYS[k + 1], fmt(untl), 'PX', ttl_ms(pause)) end
+    end
+    if kind == 'g' and ARGV[b + 3] ~= '' then
+      local max, per = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+      local bal = math.min(tonumber(ARGV[b + 3]), max)
+      local nxt
+      if ARGV[b + 4] ~= '' then
+        nxt = now + math.max(1, tonumber(ARGV[b + 4]))
+      else
+        nxt = tonumber(redis.call('HGET', KEYS[k], 'next') or '') or tonumber(epoch) + per
+      end
+      redis.call('HSET', KEYS[k], 'bal', fmt(bal), 'next', fmt(nxt))
+      redis.call('PEXPIRE', KEYS[k], ttl_ms(math.max(0, max - bal) * per + per + (nxt - now)))
+    end
+  end
+  return reply(0)
+
+elseif op == 'release' then
+  -- ARGV: 6 reservation id. Reply: 1 if it was live.
+  local e = redis.call('HGET', resv, ARGV[6])
+  local live = 0
+  if e and tonumber(string.match(e, '^(%d+)')) > now then live = 1 end
+  redis.call('HDEL', resv, ARGV[6])
+  return reply(0, live)
+
+elseif op == 'withdraw' then
+  -- ARGV: 6 waiter id, 7 limits (keys only): a waiter that gives up drops its claims at once.
+  for i = 1, tonumber(ARGV[7]) do
+    local l = { qkey = KEYS[3 + (i - 1) * 3 + 2] }
+    for _, w in ipairs(waiters_of(l)) do
+      if w[4] == ARGV[6] then redis.call('ZREM', l.qkey, w[5]) end
+    end
+  end
+  return reply(0)
+
+elseif op == 'snapshot' then
+  -- ARGV: 6 limits, then the limits as for admit (need and total 0). Per limit: used, capacity,
+  -- reserved, paused until, waiters, next free (or -1).
+  local limits = read_limits(7, tonumber(ARGV[6]), 0, function() return 0 end)
+  local reserved = scan_reservations('')
+  local out = { quarantine }
+  for _, l in ipairs(limits) do
+    local used = l.used == math.huge and ABSENT or l.used
+    local nf = used > 0 and l.when(used - 1) or nil
+    out[#out + 1] = used
+    out[#out + 1] = l.cap
+    out[#out + 1] = reserved[l.name] or 0
+    out[#out + 1] = l.paused
+    out[#out + 1] = #waiters_of(l)
+    out[#out + 1] = nf ~= nil and nf or ABSENT
+  end
+  return reply(0, unpack(out))
+end
+
+return redis.error_reply('traffic-control: unknown op ' .. tostring(op))

@@ -1,0 +1,649 @@
+//! The shared store: limit state held in Redis for every process calling with one account, still
+//! sans-IO. [`SharedStore`] turns a request into one [`StoreCall`] (an `EVALSHA` of [`SCRIPT`] with
+//! its keys and arguments) and the reply into the same [`Decision`] the in-memory controller gives;
+//! the host runs the call with its own Redis client.
+//!
+//! ```
+//! use traffic_control_core::{Config, Decision, Request, ReplyValue, SharedStore, StoreOptions, Timestamp};
+//!
+//! let config = Config::preset("backmarket").unwrap();
+//! let mut store = SharedStore::new(config, StoreOptions::new("seller-42")).unwrap();
+//! let now = Timestamp::from_millis(0); // the host's monotonic clock (only for its own bookkeeping)
+//! let call = store.admit(now, &Request::http("POST", "/ws/listings/7"), &Default::default()).unwrap();
+//! assert_eq!(call.keys[0], "tc:{seller-42}:meta"); // every key hash-tagged by account
+//! // The host runs EVALSHA script_sha1() keys.len() keys.. args.. (EVAL SCRIPT on NOSCRIPT); say
+//! // Redis answered "go, request 1, no reservation" at server time 1_700_000_000_000_000 us:
+//! let reply = [1, 1_700_000_000_000_000, 1_700_000_000_000_000, 1].map(ReplyValue::Int);
+//! let admitted = store.decide(now, &call, &reply).unwrap();
+//! assert!(matches!(admitted.decision, Decision::Go(_)));
+//! ```
+//!
+//! # What the script guarantees
+//! - **Atomic, all or nothing**: one script run checks every limit the request (and what it
+//!   reserves) touches, then writes all of them, at one instant of Redis server time (`TIME`).
+//! - **Every key expires**: windows after `per`, leases and reservations after their TTL, buckets
+//!   and budgets once full again, pauses when they end, waiter claims shortly after their waiter
+//!   stops coming back, the account's meta key after the longest of those plus a minute.
+//! - **Crashed callers leak nothing**: concurrency slots are leases scored by expiry (`lease_ttl`)
+//!   and reservations carry their expiry (`reservation_ttl` or the follow-up's).
+//! - **Priority across processes**: a request that has to wait registers a claim (its lane and cost,
+//!   with a short TTL refreshed each time it asks again) on every limit it needs. A request admits on
+//!   a limit only if the room left after it still covers the claims of every live waiter ahead of it:
+//!   a lower lane (covered follow-ups, then CRITICAL, HIGH, NORMAL, LOW), or the same lane registered
+//!   earlier. So a flood of LOW from one process cannot take room that a waiting CRITICAL or HIGH
+//!   from another needs. FIFO within a level holds between registered waiters (hosts register the
+//!   head of each of their local queues); a newcomer goes behind every registered waiter of its lane.
+//! - **State loss is detected**: a host that saw the account's state within the meta key's lifetime
+//!   and finds it gone (Redis restarted or flushed) puts the account in quarantine: nothing is
+//!   admitted until the longest window (bucket refill, lease) has passed, because the API still
+//!   counts what the store forgot.
+//!
+//! Differences from the in-memory controller: a reservation being spent by a waiting follow-up is
+//! not protected from expiry; budget reports are not reduced by other processes' in-flight cost.
+//! Times in the store are whole microseconds (windows and periods are rounded up, never down).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::config::{Config, LimitConfig};
+use crate::error::{ConfigError, RequestError, StoreError};
+use crate::feedback::{BlockKind, Feedback};
+use crate::limit::Limit;
+use crate::queue::merge_needs;
+use crate::request::{Decision, Outcome, Permit, Request, RequestId, ReservationId};
+use crate::route::{Need, Needs, Router};
+use crate::snapshot::{LimitSnapshot, Snapshot};
+use crate::time::Timestamp;
+
+/// The Lua script every binding loads (`SCRIPT LOAD`) and calls by [`script_sha1`].
+pub const SCRIPT: &str = include_str!("admit.lua");
+
+/// The SHA1 of [`SCRIPT`], hex: what `EVALSHA` names.
+pub fn script_sha1() -> &'static str {
+    static SHA: OnceLock<String> = OnceLock::new();
+    SHA.get_or_init(|| sha1_smol::Sha1::from(SCRIPT).digest().to_string())
+}
+
+/// The largest integer a Lua number (a double) holds exactly.
+const LUA_EXACT: u128 = 1 << 53;
+
+/// How a store is set up besides the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// The account every process shares: it names the hash tag of every key (`tc:{account}:...`).
+    pub account: String,
+    /// How long a waiter's claim outlives the instant it said it would ask again.
+    pub waiter_ttl: Duration,
+}
+
+impl StoreOptions {
+    /// Options for `account`, with a waiter TTL of 2 s.
+    pub fn new(account: impl Into<String>) -> Self {
+        StoreOptions { account: account.into(), waiter_ttl: Duration::from_secs(2) }
+    }
+}
+
+/// How one admission asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdmitOptions {
+    /// A host-chosen id, unique across processes, for a request that will keep asking until it goes:
+    /// if it has to wait, it registers its claim under this id (cross-process priority). `None`: a
+    /// one-off question that claims nothing.
+    pub waiter: Option<String>,
+    /// The registration instant a previous reply gave ([`Admitted::since`]): keeps its place.
+    pub since: Option<u64>,
+    /// The longest it may still wait: when even empty limits could not take it in time, the reply is
+    /// a reject (`DEADLINE_UNREACHABLE`, `INSUFFICIENT_BUDGET`) instead of a wait.
+    pub max_wait: Option<Duration>,
+}
+
+impl AdmitOptions {
+    /// Options for a waiter with this id.
+    pub fn waiter(id: impl Into<String>) -> Self {
+        AdmitOptions { waiter: Some(id.into()), ..AdmitOptions::default() }
+    }
+}
+
+/// One script call: `EVALSHA <script_sha1()> <keys.len()> <keys...> <args...>`, or `EVAL <SCRIPT>
+/// ...` after a `NOSCRIPT` error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCall {
+    /// Every key it touches, all hash-tagged with the account.
+    pub keys: Vec<String>,
+    /// The arguments.
+    pub args: Vec<String>,
+    what: CallKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallKind {
+    Admit { needs: Needs, budgets: Vec<u16>, follow_ups: usize, limits: Vec<u16> },
+    Other,
+}
+
+impl StoreCall {
+    /// The whole `EVALSHA` command as strings, for clients that take a command array.
+    pub fn evalsha_command(&self) -> Vec<String> {
+        let mut c = Vec::with_capacity(3 + self.keys.len() + self.args.len());
+        c.push("EVALSHA".to_string());
+        c.push(script_sha1().to_string());
+        c.push(self.keys.len().to_string());
+        c.extend(self.keys.iter().cloned());
+        c.extend(self.args.iter().cloned());
+        c
+    }
+}
+
+/// One element of a script reply, as the host's client returns it (integers and strings).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ReplyValue {
+    /// An integer reply.
+    Int(i64),
+    /// A bulk string reply.
+    Text(String),
+}
+
+impl ReplyValue {
+    fn int(&self) -> Option<i64> {
+        match self {
+            ReplyValue::Int(v) => Some(*v),
+            ReplyValue::Text(s) => s.parse().ok(),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            ReplyValue::Int(v) => v.to_string(),
+            ReplyValue::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// The answer to an admission, in the store's time (Redis server time).
+#[must_use = "an admission says whether the request may go"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Admitted {
+    /// Go (the permit's `request` is unique across processes, `at` in server time), wait until an
+    /// instant of server time (`None`: only another process's completion can make room), or reject.
+    pub decision: Decision,
+    /// Redis server time when the script ran: a wait lasts `until - server_now`.
+    pub server_now: Timestamp,
+    /// For a registered waiter: its registration instant, to pass back in [`AdmitOptions::since`].
+    pub since: Option<u64>,
+}
+
+/// A sans-IO view of one account's limits held in Redis. Built from the same [`Config`] as the
+/// in-memory controller; see the [module docs](self) for what the script guarantees.
+///
+/// # The calling contract
+/// - The caller MUST run every [`StoreCall`] as `EVALSHA` and, on a `NOSCRIPT` error, as `EVAL` with
+///   [`SCRIPT`] (which also loads it), then hand every reply back ([`decide`](Self::decide) for an
+///   admission, [`observe`](Self::observe) for the others): the replies carry the account's epoch,
+///   which is how a lost state is detected.
+/// - A request that waits MUST ask again no later than the wait it was given (or within the waiter
+///   TTL when none was given), or call [`withdraw`](Self::withdraw) when it gives up.
+/// - After a permitted request finishes, the caller SHOULD call [`complete`](Self::complete) and run
+///   the call it returns, if any (a concurrency lease otherwise holds its slot until its TTL).
+/// - `now` is the host's monotonic clock; the store uses it only to know how long ago it last saw
+///   the account's state.
+#[derive(Debug)]
+pub struct SharedStore {
+    config: Config,
+    limits: Vec<Limit>,
+    router: Router,
+    prefix: String,
+    waiter_ttl_us: u64,
+    quarantine_us: u64,
+    meta_ttl_ms: u64,
+    epoch: Option<(String, Timestamp)>,
+    clock: Option<Timestamp>,
+    in_flight: FxHashMap<RequestId, Flight>,
+}
+
+#[derive(Debug)]
+struct Flight {
+    needs: Needs,
+    budgets: Vec<u16>,
+    since: Timestamp,
+}
+
+fn micros_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+fn micros_ts(us: i64) -> Timestamp {
+    Timestamp::from_nanos(u64::try_from(us).unwrap_or(0).saturating_mul(1000))
+}
+
+impl SharedStore {
+    /// A store for a validated config; refuses configs the script cannot hold exactly.
+    pub fn new(config: Config, options: StoreOptions) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let invalid = |field: String, reason: String| Err(ConfigError::Invalid { field, reason });
+        if options.account.is_empty() || options.account.contains(['{', '}']) {
+            return invalid("account".into(), "must be non-empty, without '{' or '}' (it is the key hash tag)".into());
+        }
+        if options.waiter_ttl < Duration::from_millis(1) {
+            return invalid("waiter_ttl".into(), "must be at least 1ms".into());
+        }
+        let mut quarantine_us = 0u64;
+        let mut has_concurrency = false;
+        for (name, l) in &config.limits {
+            match *l {
+                LimitConfig::Window { per, .. } => quarantine_us = quarantine_us.max(micros_up(per)),
+                LimitConfig::TokenBucket { capacity, refill, per } => {
+                    if u128::from(capacity) * u128::from(micros_up(per)) > LUA_EXACT {
+                        return invalid(
+                            format!("limits.{name}.capacity"),
+                            "capacity times per (in microseconds) must stay below 2^53 in the shared store".into(),
+                        );
+                    }
+                    quarantine_us = quarantine_us.max((capacity.div_ceil(refill)).saturating_mul(micros_up(per)));
+                }
+                LimitConfig::Concurrency { .. } => has_concurrency = true,
+                LimitConfig::Budget { .. } => {}
+            }
+        }
+        if has_concurrency {
+            quarantine_us = quarantine_us.max(micros_up(config.lease_ttl));
+        }
+        let longest = quarantine_us.max(micros_up(config.lease_ttl)).max(micros_up(config.reservation_ttl));
+        let meta_ttl_ms = longest.div_ceil(1000) + 60_000;
+        let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
+        let router = Router::new(&config, &limits);
+        Ok(SharedStore {
+            prefix: format!("tc:{{{}}}:", options.account),
+            waiter_ttl_us: micros_up(options.waiter_ttl),
+            quarantine_us,
+            meta_ttl_ms,
+            config,
+            limits,
+            router,
+            epoch: None,
+            clock: None,
+            in_flight: FxHashMap::default(),
+        })
+    }
+
+    /// The config this store runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How long the account stays closed after its state was found lost.
+    pub fn quarantine(&self) -> Duration {
+        Duration::from_micros(self.quarantine_us)
+    }
+
+    /// FOR TESTS ONLY: stamps every following call with this instant (whole microseconds) instead
+    /// of Redis `TIME`, so a differential test can replay the same timestamps through the in-memory
+    /// controller and the store. `None` (the default) uses server time.
+    pub fn set_test_clock(&mut self, at: Option<Timestamp>) {
+        self.clock = at;
+    }
+
+    fn header(&self, now: Timestamp, op: &str) -> Vec<String> {
+        let clock = self.clock.map_or_else(String::new, |t| (t.as_nanos() / 1000).to_string());
+        // The epoch is worth sending only while the meta key must still exist: a host silent for
+        // longer would otherwise take an expired (idle) account for a lost one.
+        let window = Duration::from_millis(self.meta_ttl_ms.saturating_sub(10_000));
+        let epoch = match &self.epoch {
+            Some((e, seen)) if now.saturating_since(*seen) < window => e.clone(),
+            _ => String::new(),
+        };
+        vec![op.into(), clock, epoch, self.quarantine_us.to_string(), self.meta_ttl_ms.to_string()]
+    }
+
+    fn base_keys(&self) -> Vec<String> {
+        vec![format!("{}meta", self.prefix), format!("{}resv", self.prefix)]
+    }
+
+    fn push_limit_keys(&self, keys: &mut Vec<String>, limit: u16) {
+        let l = &self.limits[usize::from(limit)];
+        let kind = match self.config.limits[&*l.name] {
+            LimitConfig::Window { .. } => "w",
+            LimitConfig::TokenBucket { .. } => "b",
+            LimitConfig::Concurrency { .. } => "c",
+            LimitConfig::Budget { .. } => "g",
+        };
+        keys.push(format!("{}{kind}:{}", self.prefix, l.name));
+        keys.push(format!("{}p:{}", self.prefix, l.name));
+        keys.push(format!("{}q:{}", self.prefix, l.name));
+    }
+
+    /// name, kind, need, total, and five parameters.
+    fn push_limit_args(&self, args: &mut Vec<String>, limit: u16, need: u64, total: u64) {
+        let l = &self.limits[usize::from(limit)];
+        let (kind, p): (&str, [i128; 5]) = match self.config.limits[&*l.name] {
+            LimitConfig::Window { max, per } => ("w", [max.into(), micros_up(per).into(), 0, 0, 0]),
+            LimitConfig::TokenBucket { capacity, refill, per } => {
+                ("b", [capacity.into(), refill.into(), micros_up(per).into(), 0, 0])
+            }
+            LimitConfig::Concurrency { max } => ("c", [max.into(), 0, 0, 0, 0]),
+            LimitConfig::Budget { refill, per, max, floor, initial } => {
+                ("g", [max.into(), refill.into(), micros_up(per).into(), floor.into(), initial.map_or(-1, i128::from)])
+            }
+        };
+        args.push(l.name.to_string());
+        args.push(kind.into());
+        args.push(need.to_string());
+        args.push(total.to_string());
+        args.extend(p.iter().map(i128::to_string));
+    }
+
+    /// The call that admits `request` now (or says how long to wait). Requests that can never go
+    /// (unknown route or limit, cost above a capacity) are refused here, without a round trip.
+    pub fn admit(
+        &mut self,
+        now: Timestamp,
+        request: &Request,
+        options: &AdmitOptions,
+    ) -> Result<StoreCall, RequestError> {
+        let resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
+        let mut follow_ups = Vec::with_capacity(request.reserve.len());
+        for f in &request.reserve {
+            let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
+            follow_ups.push((r.needs, f.ttl.unwrap_or(self.config.reservation_ttl)));
+        }
+        let total: Vec<Need> = merge_needs(std::iter::once(&resolved.needs).chain(follow_ups.iter().map(|(n, _)| n)));
+        for n in &total {
+            let limit = &self.limits[usize::from(n.limit)];
+            if n.cost > limit.capacity() {
+                return Err(RequestError::CostExceedsCapacity {
+                    limit: limit.name.to_string(),
+                    cost: n.cost,
+                    capacity: limit.capacity(),
+                });
+            }
+        }
+        let mut keys = self.base_keys();
+        let mut args = self.header(now, "admit");
+        args.push((request.priority as u8).to_string());
+        args.push(micros_up(self.config.lease_ttl).to_string());
+        args.push(options.waiter.clone().unwrap_or_default());
+        args.push(options.since.map_or_else(String::new, |s| s.to_string()));
+        args.push(self.waiter_ttl_us.to_string());
+        args.push(request.spend.map_or_else(String::new, |r| r.0.to_string()));
+        args.push(options.max_wait.map_or_else(String::new, |d| micros_up(d).to_string()));
+        args.push(total.len().to_string());
+        args.push(follow_ups.len().to_string());
+        for n in &total {
+            let need = resolved.needs.iter().find(|m| m.limit == n.limit).map_or(0, |m| m.cost);
+            self.push_limit_keys(&mut keys, n.limit);
+            self.push_limit_args(&mut args, n.limit, need, n.cost);
+        }
+        for (needs, ttl) in &follow_ups {
+            args.push(micros_up(*ttl).max(1).to_string());
+            args.push(needs.len().to_string());
+            for n in needs {
+                args.push(self.limits[usize::from(n.limit)].name.to_string());
+                args.push(n.cost.to_string());
+            }
+        }
+        Ok(StoreCall {
+            keys,
+            args,
+            what: CallKind::Admit {
+                needs: resolved.needs,
+                budgets: resolved.budgets.to_vec(),
+                follow_ups: follow_ups.len(),
+                limits: total.iter().map(|n| n.limit).collect(),
+            },
+        })
+    }
+
+    fn reply_head(&mut self, now: Timestamp, reply: &[ReplyValue]) -> Result<(i64, Timestamp), StoreError> {
+        let bad = |reason: &str| StoreError::Reply { reason: reason.to_string() };
+        let status = reply.first().and_then(ReplyValue::int).ok_or_else(|| bad("no status"))?;
+        let server = reply.get(1).and_then(ReplyValue::int).ok_or_else(|| bad("no server time"))?;
+        let epoch = reply.get(2).ok_or_else(|| bad("no epoch"))?.text();
+        self.epoch = Some((epoch, now));
+        Ok((status, micros_ts(server)))
+    }
+
+    /// Takes a reply to a call other than an admission (complete, release, withdraw): notes the
+    /// account's epoch. For a release, says whether the reservation was live.
+    pub fn observe(&mut self, now: Timestamp, reply: &[ReplyValue]) -> Result<bool, StoreError> {
+        self.reply_head(now, reply)?;
+        Ok(reply.get(3).and_then(ReplyValue::int) == Some(1))
+    }
+
+    /// Interprets the reply to an [`admit`](Self::admit) call.
+    pub fn decide(&mut self, now: Timestamp, call: &StoreCall, reply: &[ReplyValue]) -> Result<Admitted, StoreError> {
+        let CallKind::Admit { needs, budgets, follow_ups, .. } = &call.what else {
+            return Err(StoreError::Reply { reason: "decide() takes the call made by admit()".into() });
+        };
+        let (status, server_now) = self.reply_head(now, reply)?;
+        let bad = |reason: String| StoreError::Reply { reason };
+        let int = |i: usize| reply.get(i).and_then(ReplyValue::int).ok_or_else(|| bad(format!("field {i} missing")));
+        let text = |i: usize| reply.get(i).map(ReplyValue::text).ok_or_else(|| bad(format!("field {i} missing")));
+        let decision = match status {
+            1 => {
+                let request = RequestId(u64::try_from(int(3)?).unwrap_or(0));
+                let mut reservations = Vec::with_capacity(*follow_ups);
+                for i in 0..*follow_ups {
+                    reservations.push(ReservationId(u64::try_from(int(4 + i)?).unwrap_or(0)));
+                }
+                if self.in_flight.len() > 4096 {
+                    // Requests never completed: their leases lapsed in Redis long ago.
+                    let lease = self.config.lease_ttl;
+                    self.in_flight.retain(|_, f| now.saturating_since(f.since) < lease);
+                }
+                self.in_flight.insert(request, Flight { needs: needs.clone(), budgets: budgets.clone(), since: now });
+                Decision::Go(Permit { request, reservations, at: server_now })
+            }
+            2 => {
+                let until = int(3)?;
+                let since = u64::try_from(int(4)?).ok();
+                return Ok(Admitted {
+                    decision: Decision::Wait { until: (until >= 0).then(|| micros_ts(until)) },
+                    server_now,
+                    since,
+                });
+            }
+            3 => Decision::Reject(match text(3)?.as_str() {
+                "BUDGET_UNKNOWN" => RequestError::BudgetUnknown { limit: text(4)? },
+                "INSUFFICIENT_BUDGET" => RequestError::InsufficientBudget {
+                    limit: text(4)?,
+                    needed: u64::try_from(int(5)?).unwrap_or(0),
+                    available: int(6)?,
+                    enough_at: Some(micros_ts(int(7)?)),
+                },
+                "DEADLINE_UNREACHABLE" => {
+                    RequestError::DeadlineUnreachable { earliest: micros_ts(int(4)?), deadline: micros_ts(int(5)?) }
+                }
+                other => return Err(bad(format!("unknown reject code {other:?}"))),
+            }),
+            other => return Err(bad(format!("unexpected status {other} for an admission"))),
+        };
+        Ok(Admitted { decision, server_now, since: None })
+    }
+
+    /// The call that drops a waiter's claims when it gives up (deadline, cancel) before going.
+    pub fn withdraw(&self, now: Timestamp, waiter: &str, admit_call: &StoreCall) -> StoreCall {
+        let limits = match &admit_call.what {
+            CallKind::Admit { limits, .. } => limits.clone(),
+            CallKind::Other => Vec::new(),
+        };
+        let mut keys = self.base_keys();
+        let mut args = self.header(now, "withdraw");
+        args.push(waiter.to_string());
+        args.push(limits.len().to_string());
+        for l in limits {
+            self.push_limit_keys(&mut keys, l);
+        }
+        StoreCall { keys, args, what: CallKind::Other }
+    }
+
+    /// Reports the outcome of a permitted request. Returns the call to run, or `None` when there is
+    /// nothing to tell the store (no concurrency lease to release, nothing learnt from the
+    /// response): the fast path stays at one round trip per admission.
+    ///
+    /// A 429 or block pauses the request's limits for every process: for the server's time
+    /// (`Retry-After`, a block's end), else for `feedback.block` (per limit: `feedback.blocks`;
+    /// WAF and token blocks: `feedback.cooldown`). A budget report sets the shared balance.
+    pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<StoreCall> {
+        let flight = self.in_flight.remove(&request)?;
+        let holds_lease = flight.needs.iter().any(|n| self.limits[usize::from(n.limit)].is_concurrency());
+        let feedback = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
+            Feedback::default()
+        } else {
+            Feedback::from_outcome(outcome, outcome.body.as_deref(), outcome.unix_time)
+        };
+        if !holds_lease && !feedback.rate_limited && feedback.budget.is_none() {
+            return None;
+        }
+        let mut touched: Vec<u16> = flight.needs.iter().map(|n| n.limit).collect();
+        touched.extend(flight.budgets.iter().copied());
+        touched.sort_unstable();
+        touched.dedup();
+        let cfg = &self.config.feedback;
+        let blocked =
+            feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
+        let mut keys = self.base_keys();
+        let mut args = self.header(now, "complete");
+        args.push(if holds_lease { request.0.to_string() } else { String::new() });
+        args.push(touched.len().to_string());
+        for &l in &touched {
+            self.push_limit_keys(&mut keys, l);
+            let limit = &self.limits[usize::from(l)];
+            let in_needs = flight.needs.iter().any(|n| n.limit == l);
+            let pause = if feedback.rate_limited && in_needs {
+                let base = if blocked { cfg.cooldown } else { cfg.blocks.get(&*limit.name).map_or(cfg.block, |b| b.0) };
+                micros_up(feedback.retry_after.unwrap_or(base))
+            } else {
+                0
+            };
+            let kind = match self.config.limits[&*limit.name] {
+                LimitConfig::Window { .. } => "w",
+                LimitConfig::TokenBucket { .. } => "b",
+                LimitConfig::Concurrency { .. } => "c",
+                LimitConfig::Budget { .. } => "g",
+            };
+            let (report, refill_in, max, per) = match (self.config.limits[&*limit.name], &feedback.budget) {
+                (LimitConfig::Budget { max, per, .. }, Some(b)) if flight.budgets.contains(&l) => (
+                    b.tokens_left.to_string(),
+                    b.refill_in.map_or_else(String::new, |d| micros_up(d).to_string()),
+                    max,
+                    micros_up(per),
+                ),
+                _ => (String::new(), String::new(), 0, 0),
+            };
+            args.extend([limit.name.to_string(), kind.into(), pause.to_string(), report, refill_in]);
+            args.extend([max.to_string(), per.to_string()]);
+        }
+        Some(StoreCall { keys, args, what: CallKind::Other })
+    }
+
+    /// Forgets a permitted request that will not be sent, releasing its concurrency lease (`None`
+    /// when it held none).
+    pub fn cancel(&mut self, now: Timestamp, request: RequestId) -> Option<StoreCall> {
+        let flight = self.in_flight.get_mut(&request)?;
+        // Dropping the feedback: a cancel is a completion that learnt nothing.
+        flight.budgets.clear();
+        self.complete(now, request, &Outcome::default())
+    }
+
+    /// The call that releases a reservation early (the follow-up will not be sent).
+    pub fn release(&self, now: Timestamp, reservation: ReservationId) -> StoreCall {
+        let mut args = self.header(now, "release");
+        args.push(reservation.0.to_string());
+        StoreCall { keys: self.base_keys(), args, what: CallKind::Other }
+    }
+
+    /// The call that sets a budget to the server's balance (Keepa's `tokensLeft`, `refillIn`).
+    pub fn sync_budget(
+        &self,
+        now: Timestamp,
+        limit: &str,
+        tokens_left: i64,
+        refill_in: Option<Duration>,
+    ) -> Result<StoreCall, RequestError> {
+        let idx = self.router.limit_index(limit).ok_or_else(|| RequestError::UnknownLimit { limit: limit.into() })?;
+        let LimitConfig::Budget { max, per, .. } = self.config.limits[limit] else {
+            return Err(RequestError::UnknownLimit { limit: format!("{limit} (not a budget)") });
+        };
+        let mut keys = self.base_keys();
+        let mut args = self.header(now, "complete");
+        args.extend([String::new(), "1".into()]);
+        self.push_limit_keys(&mut keys, idx);
+        args.extend([limit.to_string(), "g".into(), "0".into(), tokens_left.to_string()]);
+        args.push(refill_in.map_or_else(String::new, |d| micros_up(d).to_string()));
+        args.extend([max.to_string(), micros_up(per).to_string()]);
+        Ok(StoreCall { keys, args, what: CallKind::Other })
+    }
+
+    /// The call that reads every limit's shared state; [`snapshot`](Self::snapshot) reads its reply.
+    pub fn snapshot_call(&self, now: Timestamp) -> StoreCall {
+        let mut keys = self.base_keys();
+        let mut args = self.header(now, "snapshot");
+        args.push(self.limits.len().to_string());
+        for i in 0..self.limits.len() {
+            let i = i as u16;
+            self.push_limit_keys(&mut keys, i);
+            self.push_limit_args(&mut args, i, 0, 0);
+        }
+        StoreCall { keys, args, what: CallKind::Other }
+    }
+
+    /// Every limit's shared state, from the reply to [`snapshot_call`](Self::snapshot_call); times
+    /// in server time. `waiting` counts the registered waiters of every lane, per limit summed, in
+    /// its NORMAL slot; `in_flight` is this process's own.
+    pub fn snapshot(&mut self, now: Timestamp, reply: &[ReplyValue]) -> Result<Snapshot, StoreError> {
+        let (_, server_now) = self.reply_head(now, reply)?;
+        let int = |i: usize| {
+            reply
+                .get(i)
+                .and_then(ReplyValue::int)
+                .ok_or_else(|| StoreError::Reply { reason: format!("field {i} missing") })
+        };
+        let mut limits = Vec::with_capacity(self.limits.len());
+        let mut waiters = 0usize;
+        for (i, l) in self.limits.iter().enumerate() {
+            let b = 4 + i * 6;
+            let used = int(b)?;
+            let reserved = u64::try_from(int(b + 2)?).unwrap_or(0);
+            let capacity = l.capacity();
+            let (used, balance) = match self.config.limits[&*l.name] {
+                LimitConfig::Budget { max, .. } if used >= 0 => {
+                    (u64::try_from(used).unwrap_or(0), Some(i64::try_from(max).unwrap_or(i64::MAX) - used))
+                }
+                _ if used < 0 => (capacity, None),
+                _ => (u64::try_from(used).unwrap_or(0), None),
+            };
+            waiters += usize::try_from(int(b + 4)?).unwrap_or(0);
+            let next_free = int(b + 5)?;
+            limits.push(LimitSnapshot {
+                name: l.name.to_string(),
+                kind: l.kind(),
+                capacity,
+                used,
+                reserved,
+                available: capacity.saturating_sub(used.saturating_add(reserved)),
+                next_free: (next_free >= 0).then(|| micros_ts(next_free)),
+                balance,
+            });
+        }
+        Ok(Snapshot {
+            at: server_now,
+            limits,
+            waiting: [0, 0, waiters, 0],
+            in_flight: self.in_flight.len(),
+            reservations: 0,
+        })
+    }
+}
+
+/// Describes a call for logs and error messages: its op and keys (no arguments).
+impl std::fmt::Display for StoreCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.args.first().map_or("?", String::as_str), self.keys.join(" "))
+    }
+}

@@ -1,0 +1,158 @@
+//! A redis-server started for one test (killed on drop) and a minimal RESP2 client: enough to run
+//! the shared store's calls the way a host does (EVALSHA, NOSCRIPT, EVAL).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use traffic_control_core::{script_sha1, ReplyValue, StoreCall, SCRIPT};
+
+/// A RESP2 value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Resp>),
+}
+
+pub(crate) struct RedisServer {
+    child: Child,
+    pub(crate) port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port, or `None` when it is not installed: the test then says
+    /// so and passes, unless TC_REQUIRE_REDIS=1 (set by scripts/test.sh, which installs it).
+    pub(crate) fn start() -> Option<RedisServer> {
+        let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok();
+        if !found {
+            if std::env::var("TC_REQUIRE_REDIS").as_deref() == Ok("1") {
+                panic!("redis-server not found and TC_REQUIRE_REDIS=1 (apt-get install -y redis-server)");
+            }
+            eprintln!("SKIPPED: redis-server not found (apt-get install -y redis-server)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("tc-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let server = RedisServer { child, port, dir };
+        // The test harness waits for a real server with a real clock; the core never does.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(server)
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        Client::connect(self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// Round trips made (for the tests that count them).
+    pub(crate) round_trips: u64,
+}
+
+impl Client {
+    pub(crate) fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client { reader: BufReader::new(s.try_clone().unwrap()), writer: s, round_trips: 0 }
+    }
+
+    pub(crate) fn cmd<S: AsRef<str>>(&mut self, args: &[S]) -> Resp {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            let a = a.as_ref().as_bytes();
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out).unwrap();
+        self.round_trips += 1;
+        self.read()
+    }
+
+    fn read(&mut self) -> Resp {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let line = line.trim_end_matches("\r\n");
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => Resp::Simple(rest.into()),
+            "-" => Resp::Error(rest.into()),
+            ":" => Resp::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Resp::Bulk(None);
+                }
+                let mut buf = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut buf).unwrap();
+                buf.truncate(n as usize);
+                Resp::Bulk(Some(String::from_utf8(buf).unwrap()))
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                Resp::Array((0..n.max(0)).map(|_| self.read()).collect())
+            }
+            other => panic!("unexpected RESP type {other:?}"),
+        }
+    }
+
+    /// Runs a store call as every host does: EVALSHA, and EVAL on NOSCRIPT.
+    pub(crate) fn run(&mut self, call: &StoreCall) -> Vec<ReplyValue> {
+        let mut reply = self.cmd(&call.evalsha_command());
+        if matches!(&reply, Resp::Error(e) if e.starts_with("NOSCRIPT")) {
+            let mut c = call.evalsha_command();
+            c[0] = "EVAL".into();
+            c[1] = SCRIPT.into();
+            reply = self.cmd(&c);
+        }
+        to_values(reply)
+    }
+
+    pub(crate) fn script_loaded(&mut self) -> bool {
+        self.cmd(&["SCRIPT", "EXISTS", script_sha1()]) == Resp::Array(vec![Resp::Int(1)])
+    }
+}
+
+pub(crate) fn to_values(reply: Resp) -> Vec<ReplyValue> {
+    match reply {
+        Resp::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Resp::Int(v) => ReplyValue::Int(v),
+                Resp::Bulk(Some(s)) | Resp::Simple(s) => ReplyValue::Text(s),
+                other => panic!("unexpected reply element {other:?}"),
+            })
+            .collect(),
+        other => panic!("script failed: {other:?}"),
+    }
+}

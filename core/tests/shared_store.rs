@@ -1,0 +1,455 @@
+//! The shared store against a real redis-server (started here, killed at the end):
+//!
+//! - differential: the same random workload with the same timestamps through the in-memory
+//!   controller (`try_acquire`) and through the Redis script (test clock) gives the same
+//!   admissions, waits and rejections, and the same used and reserved cost on every limit after
+//!   every step;
+//! - behaviours: hash-tagged keys that all expire, EVALSHA with the EVAL fallback in one round
+//!   trip on the fast path, cross-process priority claims, lease expiry, 429 pauses shared by
+//!   every process, quarantine after a lost state.
+//!
+//! Without redis-server the tests say SKIPPED and pass, unless TC_REQUIRE_REDIS=1 (CI sets it).
+
+mod redis_support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+use redis_support::{Client, RedisServer, Resp};
+use traffic_control_core::{
+    AdmitOptions, Config, Decision, FollowUp, Outcome, Priority, Request, RequestId, ReservationId, SharedStore,
+    StoreOptions, Timestamp, TrafficControl,
+};
+
+static ACCOUNT: AtomicU64 = AtomicU64::new(1);
+
+fn account(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), ACCOUNT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn ms(v: u64) -> Timestamp {
+    Timestamp::from_millis(v)
+}
+
+// ---- differential --------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum LimitSpec {
+    Window { max: u64, per_ms: u64 },
+    Bucket { capacity: u64, refill: u64, per_ms: u64 },
+    Concurrency { max: u64 },
+    Budget { refill: u64, per_ms: u64, max: u64, floor: u64, initial: u64 },
+}
+
+impl LimitSpec {
+    fn json(&self) -> String {
+        match *self {
+            LimitSpec::Window { max, per_ms } => format!(r#"{{"kind":"window","max":{max},"per":{per_ms}}}"#),
+            LimitSpec::Bucket { capacity, refill, per_ms } => {
+                format!(r#"{{"kind":"token_bucket","capacity":{capacity},"refill":{refill},"per":{per_ms}}}"#)
+            }
+            LimitSpec::Concurrency { max } => format!(r#"{{"kind":"concurrency","max":{max}}}"#),
+            LimitSpec::Budget { refill, per_ms, max, floor, initial } => format!(
+                r#"{{"kind":"budget","refill":{refill},"per":{per_ms},"max":{max},"floor":{floor},"initial":{initial}}}"#
+            ),
+        }
+    }
+}
+
+fn limit_spec() -> impl Strategy<Value = LimitSpec> {
+    prop_oneof![
+        3 => (1u64..6, 50u64..600).prop_map(|(max, per_ms)| LimitSpec::Window { max, per_ms }),
+        1 => (1u64..6, 1u64..4, 50u64..400).prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms }),
+        1 => (1u64..4).prop_map(|max| LimitSpec::Concurrency { max }),
+        1 => (2u64..6, 100u64..500, 4u64..12, 0u64..2, 0u64..12).prop_map(|(refill, per_ms, max, floor, initial)| {
+            LimitSpec::Budget { refill, per_ms, max, floor, initial: initial.min(max) }
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Ask {
+        route: usize,
+        cost: u64,
+        priority: u8,
+        reserve: Option<(usize, u64, u64)>,
+        spend: Option<usize>,
+        max_wait_ms: Option<u64>,
+    },
+    Complete(usize),
+    Release(usize),
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..3, 1u64..3, 0u8..4, proptest::option::weighted(0.3, (0usize..3, 1u64..3, 20u64..400)),
+              proptest::option::weighted(0.3, 0usize..8), proptest::option::weighted(0.2, 0u64..300))
+            .prop_map(|(route, cost, priority, reserve, spend, max_wait_ms)| Op::Ask { route, cost, priority, reserve, spend, max_wait_ms }),
+        2 => (0usize..8).prop_map(Op::Complete),
+        1 => (0usize..8).prop_map(Op::Release),
+        3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(Op::Advance),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Workload {
+    limits: Vec<LimitSpec>,
+    global: Vec<bool>,
+    routes: Vec<Vec<bool>>,
+    ops: Vec<Op>,
+}
+
+fn workload() -> impl Strategy<Value = Workload> {
+    proptest::collection::vec(limit_spec(), 1..5).prop_flat_map(|limits| {
+        let n = limits.len();
+        (
+            Just(limits),
+            proptest::collection::vec(proptest::bool::weighted(0.3), n),
+            proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.5), n), 3),
+            proptest::collection::vec(op(), 1..80),
+        )
+            .prop_map(|(limits, global, routes, ops)| Workload { limits, global, routes, ops })
+    })
+}
+
+fn config_of(w: &Workload) -> Config {
+    let limits: Vec<String> = w.limits.iter().enumerate().map(|(i, l)| format!(r#""l{i}":{}"#, l.json())).collect();
+    let names = |mask: &[bool]| -> String {
+        mask.iter().enumerate().filter(|(_, b)| **b).map(|(i, _)| format!(r#""l{i}""#)).collect::<Vec<_>>().join(",")
+    };
+    let routes: Vec<String> = w
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(r, mask)| format!(r#"{{"name":"r{r}","path":"^/r{r}","limits":[{}]}}"#, names(mask)))
+        .collect();
+    let json = format!(
+        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":"700ms","reservation_ttl":"300ms"}}"#,
+        limits.join(","),
+        names(&w.global),
+        routes.join(",")
+    );
+    Config::from_json(&json).unwrap()
+}
+
+fn kind(d: &Decision) -> String {
+    match d {
+        Decision::Go(p) => format!("go with {} reservations", p.reservations.len()),
+        Decision::Wait { .. } => "wait".into(),
+        Decision::Reject(e) => format!("reject {}", e.code()),
+        _ => "other".into(),
+    }
+}
+
+fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseError> {
+    let config = config_of(w);
+    let mut tc = TrafficControl::new(config.clone()).unwrap();
+    let mut store = SharedStore::new(config, StoreOptions::new(account("diff"))).unwrap();
+    // The store's clock origin is the account's creation (budget refills count from it), the
+    // controller's is 0: create the account at 0.
+    store.set_test_clock(Some(ms(0)));
+    let call = store.snapshot_call(ms(0));
+    store.snapshot(ms(0), &client.run(&call)).unwrap();
+    let mut now = 0u64;
+    let mut in_flight: Vec<(RequestId, RequestId)> = Vec::new();
+    let mut reservations: Vec<(ReservationId, ReservationId)> = Vec::new();
+    for (step, op) in w.ops.iter().enumerate() {
+        let t = ms(now);
+        store.set_test_clock(Some(t));
+        match op {
+            Op::Ask { route, cost, priority, reserve, spend, max_wait_ms } => {
+                let priority = Priority::ALL[usize::from(*priority)];
+                let mut base = Request::route(format!("r{route}")).cost(*cost).priority(priority);
+                if let Some((r, c, ttl)) = reserve {
+                    base = base.reserve(FollowUp::route(format!("r{r}")).cost(*c).ttl(Duration::from_millis(*ttl)));
+                }
+                let mut core_req = base.clone();
+                let mut store_req = base;
+                if let (Some(i), false) = (spend, reservations.is_empty()) {
+                    let (a, b) = reservations[i % reservations.len()];
+                    core_req = core_req.spend(a);
+                    store_req = store_req.spend(b);
+                }
+                let mut options = AdmitOptions::default();
+                if let Some(mw) = max_wait_ms {
+                    core_req = core_req.deadline(ms(now + mw));
+                    options.max_wait = Some(Duration::from_millis(*mw));
+                }
+                let expected = tc.try_acquire(t, &core_req);
+                let got = match store.admit(t, &store_req, &options) {
+                    Ok(call) => store.decide(t, &call, &client.run(&call)).unwrap().decision,
+                    Err(e) => Decision::Reject(e),
+                };
+                prop_assert_eq!(kind(&expected), kind(&got), "step {} {:?} at {} ms", step, op, now);
+                if let (Decision::Go(a), Decision::Go(b)) = (&expected, &got) {
+                    in_flight.push((a.request, b.request));
+                    reservations.extend(a.reservations.iter().copied().zip(b.reservations.iter().copied()));
+                }
+            }
+            Op::Complete(i) if !in_flight.is_empty() => {
+                let (a, b) = in_flight.remove(i % in_flight.len());
+                let _ = tc.complete(t, a, Outcome::status(200));
+                if let Some(call) = store.complete(t, b, &Outcome::status(200)) {
+                    store.observe(t, &client.run(&call)).unwrap();
+                }
+            }
+            Op::Release(i) if !reservations.is_empty() => {
+                let (a, b) = reservations.remove(i % reservations.len());
+                let expected = tc.release(t, a);
+                let call = store.release(t, b);
+                let got = store.observe(t, &client.run(&call)).unwrap();
+                prop_assert_eq!(expected, got, "release at step {}", step);
+            }
+            Op::Advance(d) => now += d,
+            _ => {}
+        }
+        // The same state on every limit after every step.
+        let t = ms(now);
+        store.set_test_clock(Some(t));
+        let expected = tc.snapshot(t);
+        let call = store.snapshot_call(t);
+        let got = store.snapshot(t, &client.run(&call)).unwrap();
+        for (a, b) in expected.limits.iter().zip(&got.limits) {
+            prop_assert_eq!(
+                (a.used, a.reserved),
+                (b.used, b.reserved),
+                "limit {} after step {} ({:?})",
+                &a.name,
+                step,
+                op
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_store_admits_exactly_like_the_in_memory_controller() {
+    let Some(server) = RedisServer::start() else { return };
+    let client = std::cell::RefCell::new(server.client());
+    let cases = std::env::var("TC_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
+    let result = runner.run(&workload(), |w| run_differential(&mut client.borrow_mut(), &w));
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+// ---- behaviours ---------------------------------------------------------------------------------
+
+const BM: &str = r#"{
+  "limits": {
+    "global":   { "kind": "window", "max": 5, "per": "1s" },
+    "catalog":  { "kind": "window", "max": 2, "per": "1s" },
+    "inflight": { "kind": "concurrency", "max": 1 },
+    "bucket":   { "kind": "token_bucket", "capacity": 3, "refill": 1, "per": "1s" },
+    "tokens":   { "kind": "budget", "refill": 5, "per": "1m", "max": 100, "initial": 50 }
+  },
+  "global": ["global"],
+  "routes": [
+    { "name": "catalog", "path": "^/ws/listings", "limits": ["catalog"] },
+    { "name": "slow", "path": "^/slow", "limits": ["inflight"] },
+    { "name": "bucket", "path": "^/bucket", "limits": ["bucket", "tokens"] },
+    { "name": "tokens", "path": "^/tokens", "limits": [{ "limit": "global", "cost": 1 }, "tokens"] }
+  ],
+  "lease_ttl": "2s",
+  "reservation_ttl": "3s"
+}"#;
+
+fn store(account: &str) -> SharedStore {
+    SharedStore::new(Config::from_json(BM).unwrap(), StoreOptions::new(account)).unwrap()
+}
+
+fn ask(client: &mut Client, s: &mut SharedStore, now: Timestamp, req: &Request, o: &AdmitOptions) -> Decision {
+    let call = s.admit(now, req, o).unwrap();
+    s.decide(now, &call, &client.run(&call)).unwrap().decision
+}
+
+#[track_caller]
+fn go(d: Decision) -> traffic_control_core::Permit {
+    match d {
+        Decision::Go(p) => p,
+        other => panic!("expected go, got {other:?}"),
+    }
+}
+
+#[test]
+fn keys_are_hash_tagged_and_every_key_expires() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("ttl");
+    let mut s = store(&acct);
+    let now = ms(0);
+    let dip = Request::http("POST", "/ws/listings/1").reserve(FollowUp::http("POST", "/ws/listings/1"));
+    go(ask(&mut c, &mut s, now, &dip, &AdmitOptions::default()));
+    go(ask(&mut c, &mut s, now, &Request::http("GET", "/slow"), &AdmitOptions::default()));
+    go(ask(&mut c, &mut s, now, &Request::http("GET", "/bucket"), &AdmitOptions::default()));
+    // A waiter's claim and a pause.
+    let w = ask(&mut c, &mut s, now, &Request::http("GET", "/slow"), &AdmitOptions::waiter("w1"));
+    assert!(matches!(w, Decision::Wait { .. }));
+    // (A NORMAL newcomer would now leave the waiter's claim on global; a HIGH one goes.)
+    let orders = Request::http("GET", "/orders");
+    assert!(matches!(ask(&mut c, &mut s, now, &orders, &AdmitOptions::default()), Decision::Wait { .. }));
+    let p = go(ask(&mut c, &mut s, now, &orders.priority(Priority::High), &AdmitOptions::default()));
+    let call = s.complete(now, p.request, &Outcome::status(429).header("Retry-After", "1")).unwrap();
+    s.observe(now, &c.run(&call)).unwrap();
+    let Resp::Array(keys) = c.cmd(&["KEYS", "*"]) else { panic!() };
+    let keys: Vec<String> = keys.into_iter().map(|k| if let Resp::Bulk(Some(k)) = k { k } else { panic!() }).collect();
+    assert!(keys.len() >= 8, "{keys:?}");
+    for k in &keys {
+        assert!(k.starts_with(&format!("tc:{{{acct}}}:")), "{k} is not hash-tagged by account");
+        let Resp::Int(ttl) = c.cmd(&["PTTL", k]) else { panic!() };
+        assert!(ttl > 0, "{k} has no expiry ({ttl})");
+    }
+}
+
+#[test]
+fn evalsha_falls_back_to_eval_and_the_fast_path_is_one_round_trip() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    c.cmd(&["SCRIPT", "FLUSH"]);
+    let mut s = store(&account("sha"));
+    let req = Request::http("GET", "/orders");
+    let before = c.round_trips;
+    go(ask(&mut c, &mut s, ms(0), &req, &AdmitOptions::default()));
+    assert_eq!(c.round_trips - before, 2, "NOSCRIPT, then EVAL");
+    assert!(c.script_loaded());
+    let before = c.round_trips;
+    let p = go(ask(&mut c, &mut s, ms(0), &req, &AdmitOptions::default()));
+    assert_eq!(c.round_trips - before, 1, "one EVALSHA per admission");
+    assert!(s.complete(ms(0), p.request, &Outcome::status(200)).is_none(), "nothing to tell the store");
+}
+
+#[test]
+fn a_waiting_high_keeps_the_room_it_needs_from_a_low_flood_of_another_process() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("prio");
+    let (mut a, mut b) = (store(&acct), store(&acct));
+    let t = |s: &mut SharedStore, v| {
+        s.set_test_clock(Some(ms(v)));
+        ms(v)
+    };
+    // Process A fills the catalog limit (2 per s): at 1 s one unit frees.
+    let catalog = Request::http("POST", "/ws/listings/1");
+    let now = t(&mut a, 0);
+    go(ask(&mut c, &mut a, now, &catalog, &AdmitOptions::default()));
+    let now = t(&mut a, 5);
+    go(ask(&mut c, &mut a, now, &catalog, &AdmitOptions::default()));
+    // Process B's HIGH waits and registers its claim.
+    let now = t(&mut b, 10);
+    let high = catalog.clone().priority(Priority::High);
+    let mut o = AdmitOptions::waiter("B-high");
+    let call = b.admit(now, &high, &o).unwrap();
+    let wait = b.decide(now, &call, &c.run(&call)).unwrap();
+    let Decision::Wait { until: Some(until) } = wait.decision else { panic!("{wait:?}") };
+    assert_eq!(until, ms(1000));
+    o.since = wait.since;
+    // When room comes, A's LOW flood (waiters too) cannot take it.
+    let now = t(&mut a, 1000);
+    for i in 0..20 {
+        let low = catalog.clone().priority(Priority::Low);
+        let d = ask(&mut c, &mut a, now, &low, &AdmitOptions::waiter(format!("A-low-{i}")));
+        assert!(matches!(d, Decision::Wait { .. }), "LOW {i} took the room a waiting HIGH needs: {d:?}");
+    }
+    // B's HIGH, back at its instant, goes; a NORMAL newcomer without claims ahead could too.
+    let now = t(&mut b, 1000);
+    go(ask(&mut c, &mut b, now, &high, &o));
+    // Once the HIGH went, its claim is gone: the registered LOW waiters go by arrival.
+    let now = t(&mut a, 1005);
+    let low = catalog.clone().priority(Priority::Low);
+    let d = ask(&mut c, &mut a, now, &low, &AdmitOptions::waiter("A-low-1"));
+    assert!(matches!(d, Decision::Wait { .. }), "A-low-1 passed A-low-0: {d:?}");
+    go(ask(&mut c, &mut a, now, &low, &AdmitOptions::waiter("A-low-0")));
+}
+
+#[test]
+fn a_crashed_callers_lease_expires_and_its_slot_returns() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("lease");
+    let (mut a, mut b) = (store(&acct), store(&acct));
+    let slow = Request::http("GET", "/slow");
+    a.set_test_clock(Some(ms(0)));
+    go(ask(&mut c, &mut a, ms(0), &slow, &AdmitOptions::default()));
+    // A "crashes": it never completes. B waits until the lease lapses (lease_ttl 2 s), then goes.
+    b.set_test_clock(Some(ms(100)));
+    let Decision::Wait { until } = ask(&mut c, &mut b, ms(100), &slow, &AdmitOptions::default()) else { panic!() };
+    assert_eq!(until, Some(ms(2000)));
+    b.set_test_clock(Some(ms(1999)));
+    assert!(matches!(ask(&mut c, &mut b, ms(1999), &slow, &AdmitOptions::default()), Decision::Wait { .. }));
+    b.set_test_clock(Some(ms(2000)));
+    let p = go(ask(&mut c, &mut b, ms(2000), &slow, &AdmitOptions::default()));
+    // A completion releases at once.
+    let call = b.complete(ms(2000), p.request, &Outcome::status(200)).unwrap();
+    b.observe(ms(2000), &c.run(&call)).unwrap();
+    go(ask(&mut c, &mut b, ms(2000), &slow, &AdmitOptions::default()));
+}
+
+#[test]
+fn a_429_pauses_the_limits_for_every_process() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("pause");
+    let (mut a, mut b) = (store(&acct), store(&acct));
+    a.set_test_clock(Some(ms(0)));
+    b.set_test_clock(Some(ms(0)));
+    let p = go(ask(&mut c, &mut a, ms(0), &Request::http("POST", "/ws/listings/1"), &AdmitOptions::default()));
+    let call = a.complete(ms(0), p.request, &Outcome::status(429).header("Retry-After", "3")).unwrap();
+    a.observe(ms(0), &c.run(&call)).unwrap();
+    let d = ask(&mut c, &mut b, ms(0), &Request::http("GET", "/orders"), &AdmitOptions::default());
+    assert_eq!(d, Decision::Wait { until: Some(ms(3000)) }, "global is paused for B too");
+    b.set_test_clock(Some(ms(3000)));
+    go(ask(&mut c, &mut b, ms(3000), &Request::http("GET", "/orders"), &AdmitOptions::default()));
+}
+
+#[test]
+fn a_lost_state_closes_the_account_for_the_longest_window() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("lost");
+    let mut s = store(&acct);
+    let req = Request::http("GET", "/orders");
+    s.set_test_clock(Some(ms(10_000)));
+    go(ask(&mut c, &mut s, ms(0), &req, &AdmitOptions::default()));
+    c.cmd(&["FLUSHALL"]);
+    // This host saw the state 1 ms ago: the empty account is a lost one, not an idle one.
+    s.set_test_clock(Some(ms(10_001)));
+    let d = ask(&mut c, &mut s, ms(1), &req, &AdmitOptions::default());
+    let quarantine = s.quarantine();
+    assert_eq!(quarantine, Duration::from_secs(3), "the bucket's full refill is the longest");
+    assert_eq!(d, Decision::Wait { until: Some(ms(10_001) + quarantine) });
+    // A process that never saw the old state is held too: the quarantine lives in Redis.
+    let mut fresh = store(&acct);
+    fresh.set_test_clock(Some(ms(12_000)));
+    assert_eq!(ask(&mut c, &mut fresh, ms(0), &req, &AdmitOptions::default()), d);
+    s.set_test_clock(Some(ms(13_001)));
+    go(ask(&mut c, &mut s, ms(3001), &req, &AdmitOptions::default()));
+}
+
+#[test]
+fn bad_requests_are_refused_without_a_round_trip_and_deadlines_without_waiting() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let mut s = store(&account("bad"));
+    let e = s.admit(ms(0), &Request::http("GET", "/orders").cost(6), &AdmitOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "COST_EXCEEDS_CAPACITY");
+    let e = s.admit(ms(0), &Request::route("nope"), &AdmitOptions::default()).unwrap_err();
+    assert_eq!(e.code(), "UNKNOWN_ROUTE");
+    s.set_test_clock(Some(ms(0)));
+    let req = Request::http("POST", "/ws/listings/1");
+    go(ask(&mut c, &mut s, ms(0), &req, &AdmitOptions::default()));
+    go(ask(&mut c, &mut s, ms(0), &req, &AdmitOptions::default()));
+    let mut o = AdmitOptions::default();
+    o.max_wait = Some(Duration::from_millis(500));
+    let Decision::Reject(e) = ask(&mut c, &mut s, ms(0), &req, &o) else { panic!() };
+    assert_eq!(e.code(), "DEADLINE_UNREACHABLE");
+    // The budget: 50 tokens, 5 more a minute; 60 cannot be there within 500 ms.
+    let Decision::Reject(e) = ask(&mut c, &mut s, ms(0), &Request::route("tokens").cost(60), &o) else { panic!() };
+    assert_eq!(e.code(), "INSUFFICIENT_BUDGET", "{e}");
+    assert!(SharedStore::new(Config::from_json(BM).unwrap(), StoreOptions::new("a{b}")).is_err());
+}
