@@ -1,7 +1,7 @@
 // The shared store (Redis) under node --test and bun test: a real redis-server per file.
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
-import { after, before, describe, test } from './support/harness.mjs';
+import { after, before, describe, test } from '../../js/test/harness.mjs';
 import { startRedis } from './support/redis-server.mjs';
 import { SharedTrafficControl, TrafficControlError } from '../index.mjs';
 
