@@ -387,6 +387,13 @@ pub fn waiting(tc: &Handle) -> u32 {
     u32::try_from(tc.waiting()).unwrap_or(u32::MAX)
 }
 
+/// Turns the core's event log on or off (off: only the events that deliver a decision; the
+/// scheduler turns it off while nobody listens).
+#[napi]
+pub fn set_event_log(tc: &mut Handle, on: bool) {
+    tc.set_event_log(on);
+}
+
 /// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.
 #[napi]
 pub fn error_kind(code: String) -> Option<&'static str> {

@@ -306,6 +306,13 @@ pub fn waiting(h: &Controller) -> u32 {
     u32::try_from(h.core.waiting()).unwrap_or(u32::MAX)
 }
 
+/// Turns the core's event log on or off (off: only the events that deliver a decision; the
+/// scheduler turns it off while nobody listens).
+#[wasm_bindgen(js_name = setEventLog)]
+pub fn set_event_log(h: &mut Controller, on: bool) {
+    h.core.set_event_log(on);
+}
+
 /// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.
 #[wasm_bindgen(js_name = errorKind)]
 pub fn error_kind(code: &str) -> Option<String> {

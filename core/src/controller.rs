@@ -81,6 +81,9 @@ pub struct TrafficControl {
     /// The earliest instant a blocked waiter may fit by time alone.
     next_wake: Option<Timestamp>,
     events: VecDeque<Event>,
+    /// Off: only the events that deliver a decision about a queued request (see
+    /// [`set_event_log`](Self::set_event_log)).
+    log: bool,
     scratch: Scratch,
     /// Jitter for backoff pauses: deterministic from the config's seed.
     rng: Jitter,
@@ -162,6 +165,7 @@ impl TrafficControl {
             stale_timers: false,
             next_wake: None,
             events: VecDeque::new(),
+            log: true,
             scratch: Scratch::default(),
             rng: Jitter(seed),
         })
@@ -186,7 +190,7 @@ impl TrafficControl {
         let lane = admission.lane;
         let ahead = |limit| self.queue.claims_through(limit, lane);
         if self.fits(&admission, ahead) {
-            return Decision::Go(self.admit(now, id, admission, now));
+            return Decision::Go(self.admit(now, id, admission, None));
         }
         // The earliest instant it fits by time alone, or sooner if a timer (a reservation or lease
         // expiring, a waiter ahead going) may change the picture.
@@ -215,7 +219,7 @@ impl TrafficControl {
         let lane = admission.lane;
         let ahead = |limit| self.queue.claims_through(limit, lane);
         if self.fits(&admission, ahead) {
-            self.admit(now, id, admission, now);
+            self.admit(now, id, admission, None);
             return Ok(id);
         }
         let wake = self.when_fits(now, &admission, ahead);
@@ -295,13 +299,15 @@ impl TrafficControl {
         };
         self.stale_timers = true;
         self.give_back(&flight);
-        self.emit(
-            now,
-            request,
-            flight.endpoint.clone(),
-            flight.priority,
-            EventKind::Completed { status: outcome.status, duration: now - flight.started },
-        );
+        if self.log {
+            self.emit(
+                now,
+                request,
+                flight.endpoint.clone(),
+                flight.priority,
+                EventKind::Completed { status: outcome.status, duration: now - flight.started },
+            );
+        }
         let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
             self.clear_strikes(&flight.needs);
@@ -481,6 +487,15 @@ impl TrafficControl {
         self.in_flight.get(&request).is_some_and(|f| !f.budgets.is_empty())
     }
 
+    /// Turns the event log on (the default) or off. Off, [`poll`](Self::poll) yields only the
+    /// events that deliver a decision: the Go of a request that waited or made reservations, and
+    /// Rejected and Expired. A host that hands out permits and errors from events but keeps no log
+    /// (the JavaScript scheduler while nobody listens) then pays for no other event. Events that
+    /// happened while it was off are not replayed when it is turned on.
+    pub fn set_event_log(&mut self, on: bool) {
+        self.log = on;
+    }
+
     // ---- internals -------------------------------------------------------------------------
 
     fn new_request_id(&mut self) -> RequestId {
@@ -630,8 +645,9 @@ impl TrafficControl {
         Ok(())
     }
 
-    /// Takes every limit's cost at once, makes the reservations, starts the lease.
-    fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, since: Timestamp) -> Permit {
+    /// Takes every limit's cost at once, makes the reservations, starts the lease. `queued_at`:
+    /// when the request was queued, if it waited (its permit then goes out in the Go event).
+    fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, queued_at: Option<Timestamp>) -> Permit {
         // A waiter's deadline entry and a spent reservation's expiry entry are left behind.
         self.stale_timers |= admission.deadline.is_some() || admission.spend.is_some();
         if let Some((rid, holds)) = admission.spend.as_deref() {
@@ -692,13 +708,18 @@ impl TrafficControl {
             },
         );
         let permit = Permit { request: id, reservations, at: now };
-        self.emit(
-            now,
-            id,
-            admission.endpoint,
-            admission.priority,
-            EventKind::Go { permit: permit.clone(), waited: now - since },
-        );
+        // Without the log, the caller of an admission made at once has its permit already (a
+        // submit's Go still carries the reservations it made).
+        if self.log || queued_at.is_some() || !permit.reservations.is_empty() {
+            let waited = now - queued_at.unwrap_or(now);
+            self.emit(
+                now,
+                id,
+                admission.endpoint,
+                admission.priority,
+                EventKind::Go { permit: permit.clone(), waited },
+            );
+        }
         permit
     }
 
@@ -710,7 +731,9 @@ impl TrafficControl {
         priority: Priority,
         kind: EventKind,
     ) {
-        self.events.push_back(Event { at, request, endpoint, priority, kind });
+        if self.log || matches!(kind, EventKind::Go { .. } | EventKind::Rejected { .. } | EventKind::Expired { .. }) {
+            self.events.push_back(Event { at, request, endpoint, priority, kind });
+        }
     }
 
     fn give_back(&mut self, flight: &InFlight) {
@@ -914,7 +937,7 @@ impl TrafficControl {
             let claims = &s.claims;
             if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
                 let waiter = self.queue.remove(id).expect("waiting");
-                self.admit(now, id, waiter.admission, waiter.enqueued_at);
+                self.admit(now, id, waiter.admission, Some(waiter.enqueued_at));
                 if let Some(next) = self.queue.groups[g].members.front() {
                     s.heap.push(Reverse((lane, self.queue.waiters[next].seq, g)));
                 }

@@ -476,3 +476,70 @@ fn a_limit_may_have_its_own_block() {
         Config::from_json(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"feedback":{"blocks":{"b":"1s"}}}"#);
     assert!(bad.unwrap_err().to_string().contains("feedback.blocks.b"));
 }
+
+/// With the event log off, every decision still reaches the host: admissions made at once by their
+/// return value, the permits of requests that waited (and of submits that reserved) by their Go,
+/// failures by Rejected and Expired; nothing else is queued up.
+#[test]
+fn without_the_event_log_the_decisions_are_the_same() {
+    let config = r#"{"limits":{"api":{"kind":"window","max":2,"per":"1s"},"slots":{"kind":"concurrency","max":8}},
+                     "global":["api","slots"]}"#;
+    let run = |log: bool| {
+        let mut tc = tc(config);
+        tc.set_event_log(log);
+        let (mut decisions, mut at_once, mut reservations, mut others) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let mut drain =
+            |tc: &mut TrafficControl, now: Timestamp, decisions: &mut Vec<String>, at_once: &[RequestId]| {
+                while let Some(e) = tc.poll(now) {
+                    match e.kind {
+                        EventKind::Go { permit, .. } if !permit.reservations.is_empty() => {
+                            reservations.push(permit.reservations)
+                        }
+                        EventKind::Go { permit, .. } if !at_once.contains(&permit.request) => {
+                            decisions.push(format!("{}: {} go", now.as_millis_f64(), permit.request.0))
+                        }
+                        EventKind::Expired { .. } => {
+                            decisions.push(format!("{}: {} expired", now.as_millis_f64(), e.request.0))
+                        }
+                        EventKind::Go { .. } | EventKind::Rejected { .. } => {}
+                        _ => others += 1,
+                    }
+                }
+            };
+        for (i, t) in [0u64, 0, 0, 0, 10, 500, 1000, 1000, 1500, 2100].into_iter().enumerate() {
+            let now = ms(t);
+            let mut request = Request::default().priority(if i % 3 == 0 { Priority::High } else { Priority::Low });
+            match i {
+                4 => request = request.deadline(ms(1000)),
+                6 => request = request.reserve(FollowUp::http("POST", "/peak")),
+                8 => request = request.cost(5),
+                _ => {}
+            }
+            match tc.submit(now, &request) {
+                Ok(id) if !tc.is_waiting(id) => {
+                    at_once.push(id);
+                    decisions.push(format!("{t}: {} at once", id.0));
+                }
+                Ok(_) => {}
+                Err(e) => decisions.push(format!("{t}: refused {}", e.code())),
+            }
+            if i % 2 == 1 {
+                let _ = tc.complete(now, RequestId(i as u64), Outcome::status(200));
+            }
+            drain(&mut tc, now, &mut decisions, &at_once);
+        }
+        while let Some(t) = tc.poll_timeout().filter(|_| tc.waiting() > 0) {
+            drain(&mut tc, t, &mut decisions, &at_once);
+        }
+        (decisions, reservations, others)
+    };
+    let (logged, reserved_logged, others_logged) = run(true);
+    let (silent, reserved_silent, others_silent) = run(false);
+    assert_eq!(silent, logged);
+    assert_eq!(reserved_silent, reserved_logged, "a submit that reserved still gets its Go");
+    assert_eq!(reserved_silent.len(), 1);
+    assert!(others_logged > 0);
+    assert_eq!(others_silent, 0, "only decisions come out without the log");
+    assert!(logged.iter().any(|d| d.contains("go")) && logged.iter().any(|d| d.contains("expired")));
+    assert!(logged.iter().any(|d| d.contains("refused COST_EXCEEDS_CAPACITY")));
+}

@@ -208,6 +208,8 @@ export class TrafficControl {
       throw fromNative(e);
     }
     if (options.onEvent) this.#listeners.add(options.onEvent);
+    // Nobody listens: the core keeps only the events that deliver decisions.
+    else this.#native.setEventLog(this.#h, false);
   }
 
   /** The controller's clock (ms): the time base of events, snapshots and `deadline`. */
@@ -309,10 +311,16 @@ export class TrafficControl {
     return new Reservation(this, followUp);
   }
 
-  /** Listens to every event; returns the function that stops listening. */
+  /** Listens to every event from now on; returns the function that stops listening. */
   on(listener: (event: TrafficEvent) => void): () => void {
+    this.#sync();
+    if (this.#listeners.size === 0) this.#native.setEventLog(this.#h, true);
     this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+    return () => {
+      const removed = this.#listeners.delete(listener);
+      if (removed && this.#listeners.size === 0) this.#native.setEventLog(this.#h, false);
+      return removed;
+    };
   }
 
   /** Every limit's state and the queue depths, now. */
@@ -468,42 +476,51 @@ export class TrafficControl {
     this.#queuePump();
   }
 
-  /** Submits the jobs gathered since the last tick in one native call; runs those admitted at once. */
+  /**
+   * Submits the jobs gathered since the last tick, a chunk per native call; runs those admitted at
+   * once, and reports the ends of the chunk's tasks before the next chunk goes in, so the core
+   * never holds more finished-but-unreported requests than a chunk (a tick of 100k no-op jobs
+   * would otherwise grow its in-flight table to 100k entries).
+   */
   #submitBatch(): void {
     const batch = this.#batch;
     if (batch.length === 0) return;
     this.#batch = [];
-    const spec = new Float64Array(4 * batch.length);
-    let strings: Array<string | null> | null = null;
-    for (let i = 0; i < batch.length; i++) {
-      const { o, level, deadline } = batch[i];
-      spec[4 * i] = level;
-      spec[4 * i + 1] = o.cost ?? -1;
-      spec[4 * i + 2] = deadline ?? NaN;
-      if (o.method === undefined && o.url === undefined && o.route === undefined) {
-        spec[4 * i + 3] = -1;
-      } else {
-        strings ??= [];
-        spec[4 * i + 3] = strings.length / 3;
-        strings.push(o.method ?? null, o.url === undefined ? null : String(o.url), o.route ?? null);
+    for (let from = 0; from < batch.length; from += BATCH_CHUNK) {
+      const to = Math.min(batch.length, from + BATCH_CHUNK);
+      const spec = new Float64Array(4 * (to - from));
+      let strings: Array<string | null> | null = null;
+      for (let i = from, k = 0; i < to; i++, k += 4) {
+        const { o, level, deadline } = batch[i];
+        spec[k] = level;
+        spec[k + 1] = o.cost ?? -1;
+        spec[k + 2] = deadline ?? NaN;
+        if (o.method === undefined && o.url === undefined && o.route === undefined) {
+          spec[k + 3] = -1;
+        } else {
+          strings ??= [];
+          spec[k + 3] = strings.length / 3;
+          strings.push(o.method ?? null, o.url === undefined ? null : String(o.url), o.route ?? null);
+        }
       }
-    }
-    const ids = this.#native.submitBatch(this.#h, this.#now(), spec, strings);
-    let refused: Array<{ code: string; message: string }> | undefined;
-    let r = 0;
-    for (let i = 0; i < batch.length; i++) {
-      const job = batch[i];
-      const raw = ids[i];
-      if (raw > 0) {
-        if (job.task.length === 0) this.#runBare(raw, job);
-        else this.#runInto(new Permit(this, raw, [], undefined), job);
-      } else if (raw < 0) {
-        this.#wait(-raw, (permit) => this.#runInto(permit, job), job.reject, undefined, undefined);
-      } else {
-        refused ??= this.#native.takeRefused(this.#h);
-        const e = refused[r++];
-        job.reject(fromNative(Object.assign(new Error(e.message), { code: e.code })));
+      const ids = this.#native.submitBatch(this.#h, this.#now(), spec, strings);
+      let refused: Array<{ code: string; message: string }> | undefined;
+      let r = 0;
+      for (let i = from; i < to; i++) {
+        const job = batch[i];
+        const raw = ids[i - from];
+        if (raw > 0) {
+          if (job.task.length === 0) this.#runBare(raw, job);
+          else this.#runInto(new Permit(this, raw, [], undefined), job);
+        } else if (raw < 0) {
+          this.#wait(-raw, (permit) => this.#runInto(permit, job), job.reject, undefined, undefined);
+        } else {
+          refused ??= this.#native.takeRefused(this.#h);
+          const e = refused[r++];
+          job.reject(fromNative(Object.assign(new Error(e.message), { code: e.code })));
+        }
       }
+      this.#completeBatch();
     }
   }
 
@@ -736,6 +753,8 @@ export class TrafficControl {
 const DONE: Promise<Completion> = Promise.resolve({ kind: 'done' });
 /** How close to its instant a wake-up stops sleeping on a timer and turns the event loop instead. */
 const SPIN_MS = 3;
+/** Jobs per native call when a tick's `schedule()` jobs are submitted. */
+const BATCH_CHUNK = 1024;
 /** Per-request timers: how long a waiting request sleeps when only a completion can make room. */
 const IDLE_WAKE_MS = 1000;
 const immediate: ((f: () => void) => unknown) | undefined = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;

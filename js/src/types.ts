@@ -145,6 +145,8 @@ export interface Native<H = unknown> {
   snapshotJson(h: H, now: number): string;
   waiting(h: H): number;
   errorKind(code: string): string | null | undefined;
+  /** The core's event log on or off (off: only the events that deliver a decision). */
+  setEventLog(h: H, on: boolean): void;
 }
 
 /** What the host runtime provides to the scheduler. */
