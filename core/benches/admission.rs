@@ -1,8 +1,8 @@
 //! Admission benchmarks, all on a fake clock (a nanosecond counter advanced by hand).
 //!
-//! - `try_acquire_complete_2_limits/{by_route,by_url}`: the direct path through a window and a
-//!   concurrency limit: `try_acquire`, `complete`, drain `poll`. By route name no regex runs; by URL
-//!   the route table's regex does.
+//! - `try_acquire_complete_2_limits/{by_route,by_route_no_log,by_url}`: the direct path through a
+//!   window and a concurrency limit: `try_acquire`, `complete`, drain `poll`. By route name no regex
+//!   runs; by URL the route table's regex does; `no_log` with the event log off.
 //! - `submit_poll_cancel_with_n_waiting/{n}`: n requests wait on a full window; one more is
 //!   submitted, the events drained, and it is cancelled again (n stays constant).
 //! - `complete_go_submit_with_n_waiting/{n}`: n requests wait on a concurrency limit at its max;
@@ -63,10 +63,15 @@ fn try_acquire_complete(c: &mut Criterion) {
         "routes": [ { "name": "r", "method": "POST", "path": "^/ws/listings", "limits": ["rate", "inflight"] } ]
     }"#;
     let mut group = c.benchmark_group("try_acquire_complete_2_limits");
-    let variants: [(&str, MakeRequest); 2] =
-        [("by_route", || Request::route("r")), ("by_url", || Request::http("POST", "/ws/listings/1"))];
-    for (name, make) in variants {
+    // `no_log`: the event log off (set_event_log(false)), as a host that keeps no log runs it.
+    let variants: [(&str, MakeRequest, bool); 3] = [
+        ("by_route", || Request::route("r"), true),
+        ("by_route_no_log", || Request::route("r"), false),
+        ("by_url", || Request::http("POST", "/ws/listings/1"), true),
+    ];
+    for (name, make, log) in variants {
         let mut tc = controller(config);
+        tc.set_event_log(log);
         let mut clock = Clock(0);
         // The host builds its request once and hands it by reference.
         let request = make();
@@ -177,9 +182,9 @@ fn median_ns(dir: &std::path::Path, id: &str, since: SystemTime) -> Option<f64> 
 fn print_summary(since: SystemTime) {
     let Some(dir) = criterion_dir() else { return };
     let mut lines = Vec::new();
-    for id in ["by_route", "by_url"] {
+    for id in ["by_route", "by_route_no_log", "by_url"] {
         if let Some(m) = median_ns(&dir, &format!("try_acquire_complete_2_limits/{id}"), since) {
-            lines.push(format!("  try_acquire_complete_2_limits/{id:<9} median {m:>9.1} ns"));
+            lines.push(format!("  try_acquire_complete_2_limits/{id:<15} median {m:>9.1} ns"));
         }
     }
     for group in ["submit_poll_cancel_with_n_waiting", "complete_go_submit_with_n_waiting"] {
