@@ -1,6 +1,6 @@
 // Throughput and timer precision, in one process run, against the peers the issue names.
 //
-//   node bench/bench.mjs [--quick]      (also runs under Bun: bun bench/bench.mjs)
+//   node --expose-gc bench/bench.mjs [--quick]      (also runs under Bun: bun bench/bench.mjs)
 //
 // 1. 100k no-op jobs whose limits never bind: our `schedule`, p-queue and Bottleneck.
 //    Target: at least 2x p-queue's throughput. Bottleneck is timer-paced (a few hundred jobs/s), so
@@ -15,6 +15,9 @@ import { TrafficControl } from '../index.mjs';
 
 const quick = process.argv.includes('--quick');
 const N = quick ? 20_000 : 100_000;
+// Best of several rounds each, interleaved: both runtimes collect garbage at moments of their own,
+// and the best round is the least disturbed one (p-queue under Bun ranges 0.3-0.8 M/s run to run).
+const ROUNDS = quick ? 5 : 7;
 const runtime = typeof Bun !== 'undefined' ? `bun ${Bun.version}` : `node ${process.versions.node}`;
 const free = { limits: { api: { kind: 'window', max: 1e12, per: '1s' } }, global: ['api'] };
 const noop = () => {};
@@ -54,11 +57,11 @@ const fmt = (x) => `${Math.round(x).toLocaleString('en-US')}/s`;
 
 console.log(`traffic-control bench on ${runtime}, ${N.toLocaleString('en-US')} jobs${quick ? ' (quick)' : ''}`);
 
-// Warm up the JIT on every path, then take the best of three rounds each.
+// Warm up the JIT on every path, then take the best of ROUNDS rounds each.
 await ours(5_000);
 await pqueue(5_000);
 const rounds = { ours: [], pqueue: [], bottleneck: [] };
-for (let r = 0; r < 3; r++) {
+for (let r = 0; r < ROUNDS; r++) {
   rounds.ours.push(await timeJobs(N, ours));
   rounds.pqueue.push(await timeJobs(N, pqueue));
 }

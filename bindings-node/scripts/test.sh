@@ -25,7 +25,7 @@ bun_pass=$(sed -n 's/^ *\([0-9]*\) pass$/\1/p' "$out/bun.txt")
 bun_fail=$(sed -n 's/^ *\([0-9]*\) fail$/\1/p' "$out/bun.txt")
 
 echo "--- bench (quick; the figures come from 'npm run bench')"
-node bench/bench.mjs --quick
+node --expose-gc bench/bench.mjs --quick
 $BUN bench/bench.mjs --quick
 node bench/shared-bench.mjs --quick
 
