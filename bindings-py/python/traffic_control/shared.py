@@ -1,8 +1,10 @@
 """The shared store: limit state of one account in Redis, for every process calling with it.
 
 The core builds each script call and reads its reply (sans-IO); this module runs the calls with the
-application's asyncio Redis client (``redis.asyncio.Redis`` or anything with ``evalsha``/``eval``),
-waits, and keeps the process's own waiters in priority order::
+application's Redis client, waits, and keeps the process's own waiters in priority order. Two hosts
+share one base (the calls and the reading of replies); only the I/O and the waiting differ:
+
+* :class:`SharedTrafficControl` over ``redis.asyncio.Redis`` (asyncio)::
 
     import redis.asyncio as redis
     from traffic_control.shared import SharedTrafficControl
@@ -14,6 +16,19 @@ waits, and keeps the process's own waiters in priority order::
     finally:
         await permit.complete(response.status_code, list(response.headers.items()))
 
+* :class:`SyncSharedTrafficControl` over ``redis.Redis`` (threads; one instance may be shared by
+  any number of them)::
+
+    import redis
+    from traffic_control.shared import SyncSharedTrafficControl
+
+    tc = SyncSharedTrafficControl("backmarket", redis=redis.Redis(), account="seller-42")
+    permit = tc.acquire("/ws/listings/42", method="POST", priority="high")  # blocks this thread
+    try:
+        response = session.post(...)
+    finally:
+        permit.complete(response.status_code, list(response.headers.items()))
+
 Redis unreachable: fail closed. With ``on_unavailable="wait"`` (the default) a request retries with
 backoff and fails with :class:`StoreUnavailableError` once its ``max_wait`` (or
 ``unavailable_max_wait``) is spent; with ``"fail"`` it fails at once. Never unlimited.
@@ -24,22 +39,41 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from ._traffic_control import SharedStore, TrafficControlError
 
-__all__ = ["RedisClient", "SharedPermit", "SharedReservation", "SharedTrafficControl", "StoreUnavailableError"]
+__all__ = [
+    "RedisClient",
+    "SharedPermit",
+    "SharedReservation",
+    "SharedTrafficControl",
+    "StoreUnavailableError",
+    "SyncRedisClient",
+    "SyncSharedPermit",
+    "SyncSharedReservation",
+    "SyncSharedTrafficControl",
+]
 
 
 class RedisClient(Protocol):
-    """What the store needs of a Redis client (``redis.asyncio.Redis`` has it)."""
+    """What the store needs of an asyncio Redis client (``redis.asyncio.Redis`` has it)."""
 
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Awaitable[Any]: ...
 
     def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Awaitable[Any]: ...
+
+
+class SyncRedisClient(Protocol):
+    """What the store needs of a blocking Redis client (``redis.Redis`` has it)."""
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any: ...
 
 
 class StoreUnavailableError(TrafficControlError):
@@ -53,6 +87,11 @@ def _now() -> float:
     return time.monotonic() * 1000.0
 
 
+def _is_noscript(e: Exception) -> bool:
+    # redis-py raises NoScriptError ("No matching script"); others keep the NOSCRIPT prefix.
+    return "NOSCRIPT" in str(e) or "No matching script" in str(e) or type(e).__name__ == "NoScriptError"
+
+
 async def run_script(
     client: RedisClient, sha: str, script: str, keys: Sequence[str], args: Sequence[str], counter: list[int] | None = None
 ) -> Any:
@@ -62,25 +101,62 @@ async def run_script(
     try:
         return await client.evalsha(sha, len(keys), *keys, *args)
     except Exception as e:
-        # redis-py raises NoScriptError ("No matching script"); others keep the NOSCRIPT prefix.
-        if "NOSCRIPT" not in str(e) and "No matching script" not in str(e) and type(e).__name__ != "NoScriptError":
+        if not _is_noscript(e):
             raise
         if counter is not None:
             counter[0] += 1
         return await client.eval(script, len(keys), *keys, *args)
 
 
-class SharedReservation:
+def run_script_sync(
+    client: SyncRedisClient,
+    sha: str,
+    script: str,
+    keys: Sequence[str],
+    args: Sequence[str],
+    counter: list[int] | None = None,
+) -> Any:
+    """:func:`run_script` with a blocking client."""
+    if counter is not None:
+        counter[0] += 1
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except Exception as e:
+        if not _is_noscript(e):
+            raise
+        if counter is not None:
+            counter[0] += 1
+        return client.eval(script, len(keys), *keys, *args)
+
+
+class _Reservation:
+    def __init__(self, follow_up: dict[str, Any]) -> None:
+        self.follow_up = follow_up
+        self.id: int | None = None
+
+
+class SharedReservation(_Reservation):
     """Capacity reserved in Redis for a follow-up; every process counts it."""
 
     def __init__(self, tc: SharedTrafficControl, follow_up: dict[str, Any]) -> None:
+        super().__init__(follow_up)
         self._tc = tc
-        self.follow_up = follow_up
-        self.id: int | None = None
 
     async def release(self) -> bool:
         """Gives the capacity back now; False when already spent, released or expired."""
         return False if self.id is None else await self._tc._release(self.id)
+
+
+class SyncSharedReservation(_Reservation):
+    """:class:`SharedReservation` of a :class:`SyncSharedTrafficControl`."""
+
+    def __init__(self, tc: SyncSharedTrafficControl, follow_up: dict[str, Any]) -> None:
+        super().__init__(follow_up)
+        self._tc = tc
+
+    def release(self) -> bool:
+        """Gives the capacity back now; False when already spent, released or expired."""
+        return False if self.id is None else self._tc._release(self.id)
 
 
 class SharedPermit:
@@ -98,6 +174,23 @@ class SharedPermit:
         await self._tc._complete(self.request, status, headers, body)
 
 
+class SyncSharedPermit:
+    """:class:`SharedPermit` of a :class:`SyncSharedTrafficControl`; ``complete()`` it once."""
+
+    def __init__(
+        self, tc: SyncSharedTrafficControl, request: int, reservations: Sequence[SyncSharedReservation]
+    ) -> None:
+        self._tc = tc
+        self.request = request
+        self.reservations = list(reservations)
+
+    def complete(
+        self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
+    ) -> None:
+        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
+        self._tc._complete(self.request, status, headers, body)
+
+
 def _target(url: str | None, method: str | None, route: str | None) -> Any:
     if route is not None:
         return {"route": route}
@@ -107,16 +200,200 @@ def _target(url: str | None, method: str | None, route: str | None) -> Any:
 
 
 class _Waiter:
-    def __init__(self, wid: str, request_json: str, max_wait_at: float | None, reserve: Sequence[SharedReservation]):
+    def __init__(self, wid: str, request_json: str, max_wait_at: float | None, reserve: Sequence[_Reservation]):
         self.id = wid
         self.json = request_json
         self.max_wait_at = max_wait_at
         self.reserve = reserve
         self.store_down_at: float | None = None
+
+
+class _AsyncWaiter(_Waiter):
+    def __init__(self, wid: str, request_json: str, max_wait_at: float | None, reserve: Sequence[_Reservation]):
+        super().__init__(wid, request_json, max_wait_at, reserve)
         self.future: asyncio.Future[SharedPermit] = asyncio.get_running_loop().create_future()
 
 
-class SharedTrafficControl:
+class _Call:
+    """One script call of a waiter's turn: what to send, and how long the client may take."""
+
+    __slots__ = ("token", "keys", "args", "bound_ms")
+
+    def __init__(self, token: int, keys: list[str], args: list[str], bound_ms: float) -> None:
+        self.token = token
+        self.keys = keys
+        self.args = args
+        self.bound_ms = bound_ms
+
+
+class _Turn:
+    """What became of a waiter's turn: it goes (``request``), fails (``error``), or sleeps ``sleep_ms``."""
+
+    __slots__ = ("done", "request", "error", "withdraw", "sleep_ms")
+
+    def __init__(
+        self,
+        done: bool,
+        request: int = 0,
+        error: BaseException | None = None,
+        withdraw: bool = False,
+        sleep_ms: float = 0.0,
+    ) -> None:
+        self.done = done
+        self.request = request
+        self.error = error
+        self.withdraw = withdraw
+        self.sleep_ms = sleep_ms
+
+
+class _SharedBase:
+    """The host-independent half: builds every script call and reads every reply. The asyncio and
+    the threaded hosts only run the calls, sleep, and hand out permits."""
+
+    def __init__(
+        self,
+        config: str | Mapping[str, Any],
+        account: str,
+        on_unavailable: Literal["wait", "fail"],
+        unavailable_max_wait: float,
+        waiter_ttl: float,
+        env: Mapping[str, str] | None,
+    ) -> None:
+        text = config if isinstance(config, str) else json.dumps(config)
+        self._store = SharedStore(text, account, dict(os.environ if env is None else env), waiter_ttl * 1000.0)
+        self._script, self._sha = SharedStore.script()
+        self._on_unavailable = on_unavailable
+        self._unavailable_max_wait_ms = unavailable_max_wait * 1000.0
+        self._waiter_ttl_ms = waiter_ttl * 1000.0
+        self._tag = uuid.uuid4().hex[:12]
+        self._seq = 0
+        # The native store is one mutable object; threads take turns on it.
+        self._store_lock = threading.Lock()
+        #: Round trips to Redis so far (for benchmarks).
+        self.round_trips = [0]
+
+    def _follow_up(
+        self, url: str | None, method: str | None, route: str | None, cost: int | None, ttl: float | None
+    ) -> dict[str, Any]:
+        return {"target": _target(url, method, route), "limits": [], "cost": cost, "ttl": None if ttl is None else ttl * 1000}
+
+    def _request(
+        self,
+        url: str | None,
+        method: str | None,
+        route: str | None,
+        priority: str,
+        cost: int | None,
+        limits: Sequence[str],
+        reserve: Sequence[_Reservation],
+        spend: _Reservation | None,
+        max_wait: float | None,
+    ) -> tuple[str, str, str, float | None]:
+        """The waiter's id, its local class (priority, spend, limits), the request's JSON, and its
+        max-wait instant."""
+        if spend is not None and spend.id is None:
+            raise ValueError("spend: the reservation was not made yet (its request was not admitted)")
+        request = {
+            "target": _target(url, method, route),
+            "limits": list(limits),
+            "cost": cost,
+            "priority": priority.lower(),
+            "deadline": None,
+            "reserve": [r.follow_up for r in reserve],
+            "spend": None if spend is None else spend.id,
+        }
+        text = json.dumps(request)
+        now = _now()
+        with self._store_lock:
+            token, keys, _ = self._store.admit(now, text)
+            self._store.forget(token)
+            self._seq += 1
+            wid = f"{self._tag}-{self._seq}"
+        klass = f"{priority}|{'spend ' + wid if spend is not None else ''}|{' '.join(keys)}"
+        return wid, klass, text, None if max_wait is None else now + max_wait * 1000.0
+
+    def _begin(self, w: _Waiter) -> _Call | _Turn:
+        """The head of a class asks Redis: the call to run, or the end of its turn."""
+        now = _now()
+        left = None if w.max_wait_at is None else w.max_wait_at - now
+        if left is not None and left < 0:
+            return _Turn(True, error=_deadline_error(), withdraw=True)
+        try:
+            with self._store_lock:
+                token, keys, args = self._store.admit(now, w.json, w.id, left)
+        except Exception as e:
+            return _Turn(True, error=e)
+        # The client's own retries must not outlast the request's maximum wait.
+        down_since = w.store_down_at if w.store_down_at is not None else now
+        bound = left if left is not None else down_since + self._unavailable_max_wait_ms - now
+        return _Call(token, keys, args, max(bound, 50.0))
+
+    def _unreachable(self, w: _Waiter, call: _Call, e: BaseException, backoff: float) -> _Turn:
+        """Redis unreachable (or restarting): fail closed, or sleep ``backoff`` and ask again."""
+        now = _now()
+        with self._store_lock:
+            self._store.forget(call.token)
+        if w.store_down_at is None:
+            w.store_down_at = now
+        limit = w.max_wait_at if w.max_wait_at is not None else w.store_down_at + self._unavailable_max_wait_ms
+        if self._on_unavailable == "fail" or now + backoff > limit:
+            return _Turn(True, error=StoreUnavailableError(f"the shared store is unavailable: {e}"))
+        return _Turn(False, sleep_ms=backoff)
+
+    def _replied(self, w: _Waiter, call: _Call, reply: Any) -> _Turn:
+        """Reads the script's reply: go (the reservations get their ids), reject, or wait."""
+        w.store_down_at = None
+        try:
+            with self._store_lock:
+                decision, request_id, reservations, wait_ms, error = self._store.decide(_now(), call.token, reply)
+        except Exception as e:
+            return _Turn(True, error=e, withdraw=True)
+        if decision == "go":
+            for r, rid in zip(w.reserve, reservations):
+                r.id = rid
+            return _Turn(True, request=request_id or 0)
+        if decision == "reject":
+            return _Turn(True, error=error if error is not None else TrafficControlError("rejected"), withdraw=True)
+        sleep = self._waiter_ttl_ms / 2 if wait_ms is None else wait_ms
+        sleep = min(sleep, 10_000.0)
+        if w.max_wait_at is not None:
+            sleep = min(sleep, w.max_wait_at - _now() + 1)
+        return _Turn(False, sleep_ms=sleep)
+
+    # Calls outside admission: each returns (keys, args), its reply goes to _observe.
+
+    def _observe(self, reply: Any) -> bool:
+        with self._store_lock:
+            return self._store.observe(_now(), reply)
+
+    def _sync_budget_call(self, limit: str, tokens_left: int, refill_in: float | None) -> tuple[list[str], list[str]]:
+        with self._store_lock:
+            return self._store.sync_budget(_now(), limit, tokens_left, None if refill_in is None else refill_in * 1000)
+
+    def _snapshot_call(self) -> tuple[list[str], list[str]]:
+        with self._store_lock:
+            return self._store.snapshot_call(_now())
+
+    def _snapshot_reply(self, reply: Any) -> list[tuple[str, int, int, int]]:
+        with self._store_lock:
+            return self._store.snapshot(_now(), reply)
+
+    def _complete_call(
+        self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
+    ) -> tuple[list[str], list[str]] | None:
+        with self._store_lock:
+            return self._store.complete(_now(), request, status, None if headers is None else list(headers), body)
+
+    def _release_call(self, reservation: int) -> tuple[list[str], list[str]]:
+        with self._store_lock:
+            return self._store.release(_now(), reservation)
+
+    def _withdraw_call(self, w: _Waiter) -> tuple[list[str], list[str]]:
+        with self._store_lock:
+            return self._store.withdraw(_now(), w.id, w.json)
+
+
+class SharedTrafficControl(_SharedBase):
     """A traffic controller whose limit state lives in Redis (asyncio).
 
     One script call per admission on the fast path. A request that must wait asks again at the
@@ -135,19 +412,10 @@ class SharedTrafficControl:
         waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        text = config if isinstance(config, str) else json.dumps(config)
-        self._store = SharedStore(text, account, dict(os.environ if env is None else env), waiter_ttl * 1000.0)
-        self._script, self._sha = SharedStore.script()
+        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
         self._redis = redis
-        self._on_unavailable = on_unavailable
-        self._unavailable_max_wait_ms = unavailable_max_wait * 1000.0
-        self._waiter_ttl_ms = waiter_ttl * 1000.0
-        self._classes: dict[str, list[_Waiter]] = {}
+        self._classes: dict[str, list[_AsyncWaiter]] = {}
         self._kick = asyncio.Event()
-        self._tag = uuid.uuid4().hex[:12]
-        self._seq = 0
-        #: Round trips to Redis so far (for benchmarks).
-        self.round_trips = [0]
 
     def reservation(
         self,
@@ -159,10 +427,7 @@ class SharedTrafficControl:
         ttl: float | None = None,
     ) -> SharedReservation:
         """A reservation to name in a request's ``reserve`` and a follow-up's ``spend``."""
-        return SharedReservation(
-            self,
-            {"target": _target(url, method, route), "limits": [], "cost": cost, "ttl": None if ttl is None else ttl * 1000},
-        )
+        return SharedReservation(self, self._follow_up(url, method, route, cost, ttl))
 
     async def acquire(
         self,
@@ -178,25 +443,10 @@ class SharedTrafficControl:
         max_wait: float | None = None,
     ) -> SharedPermit:
         """Waits until the request may go; raises the error of its kind when it never can."""
-        if spend is not None and spend.id is None:
-            raise ValueError("spend: the reservation was not made yet (its request was not admitted)")
-        request = {
-            "target": _target(url, method, route),
-            "limits": list(limits),
-            "cost": cost,
-            "priority": priority.lower(),
-            "deadline": None,
-            "reserve": [r.follow_up for r in reserve],
-            "spend": None if spend is None else spend.id,
-        }
-        text = json.dumps(request)
-        now = _now()
-        token, keys, _ = self._store.admit(now, text)
-        self._store.forget(token)
-        self._seq += 1
-        wid = f"{self._tag}-{self._seq}"
-        klass = f"{priority}|{'spend ' + wid if spend is not None else ''}|{' '.join(keys)}"
-        waiter = _Waiter(wid, text, None if max_wait is None else now + max_wait * 1000.0, reserve)
+        wid, klass, text, max_wait_at = self._request(
+            url, method, route, priority, cost, limits, reserve, spend, max_wait
+        )
+        waiter = _AsyncWaiter(wid, text, max_wait_at, reserve)
         queue = self._classes.setdefault(klass, [])
         queue.append(waiter)
         if len(queue) == 1:
@@ -211,14 +461,12 @@ class SharedTrafficControl:
 
     async def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
-        keys, args = self._store.sync_budget(_now(), limit, tokens_left, None if refill_in is None else refill_in * 1000)
-        self._store.observe(_now(), await self._run(keys, args))
+        self._observe(await self._run(*self._sync_budget_call(limit, tokens_left, refill_in)))
         self._wake()
 
     async def snapshot(self) -> list[tuple[str, int, int, int]]:
         """Every limit's shared state: ``(name, used, capacity, reserved)``."""
-        keys, args = self._store.snapshot_call(_now())
-        return self._store.snapshot(_now(), await self._run(keys, args))
+        return self._snapshot_reply(await self._run(*self._snapshot_call()))
 
     @property
     def waiting(self) -> int:
@@ -235,21 +483,19 @@ class SharedTrafficControl:
     async def _complete(
         self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
     ) -> None:
-        call = self._store.complete(_now(), request, status, None if headers is None else list(headers), body)
+        call = self._complete_call(request, status, headers, body)
         if call is not None:
-            self._store.observe(_now(), await self._run(*call))
+            self._observe(await self._run(*call))
         self._wake()
 
     async def _release(self, reservation: int) -> bool:
-        keys, args = self._store.release(_now(), reservation)
-        live = self._store.observe(_now(), await self._run(keys, args))
+        live = self._observe(await self._run(*self._release_call(reservation)))
         self._wake()
         return live
 
     async def _withdraw(self, w: _Waiter) -> None:
         try:
-            keys, args = self._store.withdraw(_now(), w.id, w.json)
-            self._store.observe(_now(), await self._run(keys, args))
+            self._observe(await self._run(*self._withdraw_call(w)))
         except Exception:
             pass  # its claims lapse with the waiter TTL anyway
 
@@ -260,7 +506,7 @@ class SharedTrafficControl:
         except asyncio.TimeoutError:
             pass
 
-    async def _drive(self, klass: str, queue: list[_Waiter]) -> None:
+    async def _drive(self, klass: str, queue: list[_AsyncWaiter]) -> None:
         """Serves one class: its head asks Redis until it goes or fails; then the next."""
         backoff = 50.0
         while queue:
@@ -268,66 +514,191 @@ class SharedTrafficControl:
             if w.future.done():
                 queue.pop(0)
                 continue
-            now = _now()
-            left = None if w.max_wait_at is None else w.max_wait_at - now
-
-            def finish(result: SharedPermit | BaseException, withdraw: bool, w: _Waiter = w) -> None:
-                queue.pop(0)
-                if withdraw:
-                    asyncio.get_running_loop().create_task(self._withdraw(w))
-                if w.future.done():
-                    return
-                if isinstance(result, BaseException):
-                    w.future.set_exception(result)
+            call = self._begin(w)
+            if isinstance(call, _Call):
+                try:
+                    reply = await asyncio.wait_for(self._run(call.keys, call.args), timeout=call.bound_ms / 1000.0)
+                except Exception as e:
+                    turn = self._unreachable(w, call, e, backoff)
+                    backoff = min(backoff * 2, 1000.0)
                 else:
-                    w.future.set_result(result)
-
-            if left is not None and left < 0:
-                finish(_deadline_error(), True)
+                    backoff = 50.0
+                    turn = self._replied(w, call, reply)
+            else:
+                turn = call
+            if not turn.done:
+                await self._sleep(turn.sleep_ms)
                 continue
-            try:
-                token, keys, args = self._store.admit(now, w.json, w.id, left)
-            except Exception as e:
-                finish(e, False)
+            queue.pop(0)
+            if turn.withdraw:
+                asyncio.get_running_loop().create_task(self._withdraw(w))
+            if w.future.done():
                 continue
-            # The client's own retries must not outlast the request's maximum wait.
-            down_since = w.store_down_at if w.store_down_at is not None else now
-            bound = left if left is not None else down_since + self._unavailable_max_wait_ms - now
-            try:
-                reply = await asyncio.wait_for(self._run(keys, args), timeout=max(bound, 50.0) / 1000.0)
-            except Exception as e:  # Redis unreachable (or restarting): fail closed
-                self._store.forget(token)
-                if w.store_down_at is None:
-                    w.store_down_at = now
-                limit = w.max_wait_at if w.max_wait_at is not None else w.store_down_at + self._unavailable_max_wait_ms
-                if self._on_unavailable == "fail" or _now() + backoff > limit:
-                    finish(StoreUnavailableError(f"the shared store is unavailable: {e}"), False)
-                    continue
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 1000.0)
-                continue
-            backoff = 50.0
-            w.store_down_at = None
-            try:
-                decision, request_id, reservations, wait_ms, error = self._store.decide(_now(), token, reply)
-            except Exception as e:
-                finish(e, True)
-                continue
-            if decision == "go":
-                for r, rid in zip(w.reserve, reservations):
-                    r.id = rid
-                finish(SharedPermit(self, request_id or 0, w.reserve), False)
-                continue
-            if decision == "reject":
-                finish(error if error is not None else TrafficControlError("rejected"), True)
-                continue
-            sleep = self._waiter_ttl_ms / 2 if wait_ms is None else wait_ms
-            sleep = min(sleep, 10_000.0)
-            if left is not None:
-                sleep = min(sleep, left + 1)
-            await self._sleep(sleep)
+            if turn.error is not None:
+                w.future.set_exception(turn.error)
+            else:
+                w.future.set_result(SharedPermit(self, turn.request, cast("Sequence[SharedReservation]", w.reserve)))
         if self._classes.get(klass) is queue:
             del self._classes[klass]
+
+
+class SyncSharedTrafficControl(_SharedBase):
+    """:class:`SharedTrafficControl` for threads, over a blocking client (``redis.Redis``).
+
+    ``acquire`` blocks the calling thread until the request may go. One instance may be shared by
+    any number of threads: within a local class (priority, limits) they queue in arrival order and
+    only the head asks Redis; it sleeps (``time.sleep``-like, on a condition) until the instant the
+    script names, or until another thread of this instance completes, releases or syncs a budget.
+    Redis unreachable fails closed as for asyncio, but a blocking call cannot be cut short: a
+    request may overrun its wait by one call, so keep the client's socket timeouts short and its
+    own retries few (``retry=Retry(NoBackoff(), 0)`` leaves retrying to the controller).
+    """
+
+    def __init__(
+        self,
+        config: str | Mapping[str, Any],
+        *,
+        redis: SyncRedisClient,
+        account: str,
+        on_unavailable: Literal["wait", "fail"] = "wait",
+        unavailable_max_wait: float = 30.0,
+        waiter_ttl: float = 2.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
+        self._redis = redis
+        self._classes: dict[str, list[_Waiter]] = {}
+        self._cond = threading.Condition()
+        self._kicks = 0
+
+    def reservation(
+        self,
+        url: str | None = None,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        cost: int | None = None,
+        ttl: float | None = None,
+    ) -> SyncSharedReservation:
+        """A reservation to name in a request's ``reserve`` and a follow-up's ``spend``."""
+        return SyncSharedReservation(self, self._follow_up(url, method, route, cost, ttl))
+
+    def acquire(
+        self,
+        url: str | None = None,
+        *,
+        method: str | None = None,
+        route: str | None = None,
+        priority: str = "normal",
+        cost: int | None = None,
+        limits: Sequence[str] = (),
+        reserve: Sequence[SyncSharedReservation] = (),
+        spend: SyncSharedReservation | None = None,
+        max_wait: float | None = None,
+    ) -> SyncSharedPermit:
+        """Blocks until the request may go; raises the error of its kind when it never can."""
+        wid, klass, text, max_wait_at = self._request(
+            url, method, route, priority, cost, limits, reserve, spend, max_wait
+        )
+        w = _Waiter(wid, text, max_wait_at, reserve)
+        with self._cond:
+            queue = self._classes.setdefault(klass, [])
+            queue.append(w)
+        try:
+            turn = self._serve(queue, w)
+        except BaseException:  # KeyboardInterrupt and the like: leave the queue, drop the claim
+            self._leave(klass, queue, w)
+            self._withdraw(w)
+            raise
+        self._leave(klass, queue, w)
+        if turn.withdraw:
+            self._withdraw(w)
+        if turn.error is not None:
+            raise turn.error
+        return SyncSharedPermit(self, turn.request, reserve)
+
+    def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
+        """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
+        self._observe(self._run(*self._sync_budget_call(limit, tokens_left, refill_in)))
+        self._wake()
+
+    def snapshot(self) -> list[tuple[str, int, int, int]]:
+        """Every limit's shared state: ``(name, used, capacity, reserved)``."""
+        return self._snapshot_reply(self._run(*self._snapshot_call()))
+
+    @property
+    def waiting(self) -> int:
+        """Requests of this process waiting."""
+        with self._cond:
+            return sum(len(q) for q in self._classes.values())
+
+    def _run(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        return run_script_sync(self._redis, self._sha, self._script, keys, args, self.round_trips)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._kicks += 1
+            self._cond.notify_all()
+
+    def _leave(self, klass: str, queue: list[_Waiter], w: _Waiter) -> None:
+        with self._cond:
+            if w in queue:
+                queue.remove(w)
+            if not queue and self._classes.get(klass) is queue:
+                del self._classes[klass]
+            self._cond.notify_all()  # the next of the class is head now
+
+    def _serve(self, queue: list[_Waiter], w: _Waiter) -> _Turn:
+        """Waits to be the head of its class, then asks Redis until it goes or fails."""
+        with self._cond:
+            while queue[0] is not w:
+                if w.max_wait_at is not None and _now() > w.max_wait_at:
+                    return _Turn(True, error=_deadline_error())  # never asked: no claim to withdraw
+                self._cond.wait(None if w.max_wait_at is None else (w.max_wait_at - _now()) / 1000.0 + 0.001)
+        backoff = 50.0
+        while True:
+            with self._cond:
+                kicks = self._kicks
+            call = self._begin(w)
+            if isinstance(call, _Turn):
+                return call
+            try:
+                reply = self._run(call.keys, call.args)
+            except Exception as e:
+                turn = self._unreachable(w, call, e, backoff)
+                backoff = min(backoff * 2, 1000.0)
+            else:
+                backoff = 50.0
+                turn = self._replied(w, call, reply)
+            if turn.done:
+                return turn
+            # Sleep until the instant the core names, or until this instance's state changes.
+            until = time.monotonic() + max(0.0, turn.sleep_ms) / 1000.0
+            with self._cond:
+                while self._kicks == kicks:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+
+    def _complete(
+        self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
+    ) -> None:
+        call = self._complete_call(request, status, headers, body)
+        if call is not None:
+            self._observe(self._run(*call))
+        self._wake()
+
+    def _release(self, reservation: int) -> bool:
+        live = self._observe(self._run(*self._release_call(reservation)))
+        self._wake()
+        return live
+
+    def _withdraw(self, w: _Waiter) -> None:
+        try:
+            self._observe(self._run(*self._withdraw_call(w)))
+        except Exception:
+            pass  # its claims lapse with the waiter TTL anyway
 
 
 def _deadline_error() -> BaseException:

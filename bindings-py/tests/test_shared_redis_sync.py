@@ -1,0 +1,138 @@
+"""The shared store from threads: SyncSharedTrafficControl over the blocking ``redis.Redis``,
+against a real redis-server started for this module."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from traffic_control import TrafficControlError
+from traffic_control.shared import StoreUnavailableError, SyncSharedTrafficControl
+from redis_server import RedisServer
+
+WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300}}, "global": ["api"]}
+_n = [0]
+
+
+def account(tag: str) -> str:
+    _n[0] += 1
+    return f"py-sync-{tag}-{_n[0]}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    s = RedisServer.start()
+    yield s
+    s.stop()
+
+
+def client(port: int, **options: Any) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2, socket_timeout=1, **options)
+
+
+def test_evalsha_then_eval_on_noscript_and_one_round_trip_per_admission(server: RedisServer) -> None:
+    server.cli("script", "flush")
+    tc = SyncSharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s"}}, "global": ["api"]},
+                                  redis=client(server.port), account=account("rt"))
+    permit = tc.acquire("/a")
+    assert tc.round_trips[0] == 2  # NOSCRIPT, then EVAL
+    permit.complete(200)
+    assert tc.round_trips[0] == 2  # nothing to tell the store
+    for _ in range(10):
+        tc.acquire("/a")
+    assert tc.round_trips[0] == 12
+    assert tc.waiting == 0
+
+
+def test_two_sync_controllers_in_threads_never_exceed_a_window_together(server: RedisServer) -> None:
+    acct = account("win")
+    a = SyncSharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    b = SyncSharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    times: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(12)
+    t0 = time.monotonic()
+
+    def one(tc: SyncSharedTrafficControl) -> None:
+        try:
+            barrier.wait()
+            tc.acquire("/x").complete(200)
+            with lock:
+                times.append((time.monotonic() - t0) * 1000)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(a if i % 2 else b,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    assert len(times) == 12
+    times.sort()
+    for i in range(4, len(times)):
+        assert times[i] - times[i - 4] >= 300 - 15, times
+    assert times[-1] < 900 + 300, times  # three windows' worth, not much more
+    assert a.waiting == 0 and b.waiting == 0
+
+
+def test_a_reservation_made_through_one_is_spent_through_the_other(server: RedisServer) -> None:
+    acct = account("res")
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500}}, "global": ["api"]}
+    a = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    b = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    peak = a.reservation("/x")
+    dip = a.acquire("/x", reserve=[peak])
+    assert dip.reservations == [peak] and peak.id is not None
+    assert a.snapshot()[0][3] == 1  # one reserved, every process counts it
+    with pytest.raises(TrafficControlError) as e:
+        b.acquire("/x", max_wait=0.1)  # the last room is the Peak's
+    assert e.value.code in ("DEADLINE_UNREACHABLE", "DEADLINE_EXCEEDED")
+    # The Peak's id travels to the other controller (as it would to another process).
+    spent = b.reservation("/x")
+    spent.id = peak.id
+    t0 = time.monotonic()
+    b.acquire("/x", priority="high", spend=spent).complete(200)
+    assert time.monotonic() - t0 < 0.05
+    assert b.snapshot()[0][1:] == (2, 2, 0)
+    assert not peak.release()  # already spent
+    with pytest.raises(ValueError):
+        b.acquire("/x", spend=b.reservation("/x"))  # never made
+
+
+def test_unreachable_redis_fails_closed_after_max_wait(server: RedisServer) -> None:
+    # A blocking call cannot be cut short: the client's own retries (redis-py: 3, with backoff by
+    # default) would outlast a short max_wait, so this one fails each call at once.
+    dead = client(1, retry=Retry(NoBackoff(), 0))
+    fail = SyncSharedTrafficControl(WINDOW, redis=dead, account=account("dead"), on_unavailable="fail")
+    with pytest.raises(StoreUnavailableError) as e:
+        fail.acquire("/x")
+    assert e.value.code == "STORE_UNAVAILABLE"
+    wait = SyncSharedTrafficControl(WINDOW, redis=dead, account=account("dead"))
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as e2:
+        wait.acquire("/x", max_wait=0.3)
+    assert e2.value.code == "STORE_UNAVAILABLE"
+    assert 0.15 <= time.monotonic() - t0 < 1.0
+    short = SyncSharedTrafficControl(WINDOW, redis=dead, account=account("dead"), unavailable_max_wait=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError):
+        short.acquire("/x")
+    assert 0.1 <= time.monotonic() - t0 < 1.0
+    assert wait.waiting == 0 and short.waiting == 0
+
+
+def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> None:
+    tc = SyncSharedTrafficControl(WINDOW, redis=client(server.port), account=account("bad"))
+    with pytest.raises(TrafficControlError) as e:
+        tc.acquire("/x", cost=5)
+    assert e.value.code == "COST_EXCEEDS_CAPACITY"
+    assert tc.snapshot()[0][0] == "api"
