@@ -4,6 +4,7 @@
 // the process's own waiters in priority order.
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
+import { headerList } from './traffic-control.js';
 import type { Config, PresetName, Priority } from './types.js';
 
 /** A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`). */
@@ -417,11 +418,3 @@ function coreRequest(o: SharedRequest): unknown {
   };
 }
 
-function headerList(h: Record<string, string> | Array<[string, string]> | Headers | undefined): string[] | undefined {
-  if (!h) return undefined;
-  const out: string[] = [];
-  if (Array.isArray(h)) for (const [k, v] of h) out.push(k, v);
-  else if (typeof (h as Headers).forEach === 'function') (h as Headers).forEach((v, k) => out.push(k, v));
-  else for (const [k, v] of Object.entries(h)) out.push(k, v);
-  return out;
-}

@@ -825,7 +825,8 @@ function attach(reserve: readonly Reservation[] | undefined, ids: ArrayLike<numb
   return list;
 }
 
-function headerList(h: Outcome['headers']): string[] | undefined {
+/** Headers of any shape as alternating names and values, as the native side takes them. */
+export function headerList(h: Outcome['headers']): string[] | undefined {
   if (!h) return undefined;
   const out: string[] = [];
   if (Array.isArray(h)) for (const [k, v] of h) out.push(k, v);
