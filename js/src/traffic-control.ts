@@ -432,31 +432,17 @@ export class TrafficControl {
     return this.#finish(permit, result as T, task);
   }
 
-  /** Runs a batched job's task on its permit and settles the job's promise. */
-  #runInto(permit: Permit, job: Job): void {
+  /**
+   * Runs a batched job's task and settles the job's promise. `admitted` is the job's permit, or
+   * only its request id when the task declares no parameter (then no Permit object is made unless
+   * the task returns an object). A returned `Response` goes through `#finish`, which calls the
+   * task itself again when the core asks for a retry.
+   */
+  #runJob(admitted: Permit | number, job: Job): void {
+    const request = typeof admitted === 'number' ? admitted : admitted.request;
     let result: unknown;
     try {
-      result = job.task(permit);
-    } catch (e) {
-      this.#ended(permit.request);
-      job.reject(e);
-      return;
-    }
-    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === 'function') {
-      this.#run(permit, () => result).then(job.resolve, job.reject);
-    } else if (isResponse(result)) {
-      this.#finish(permit, result, job.task).then(job.resolve, job.reject);
-    } else {
-      this.#ended(permit.request);
-      job.resolve(result);
-    }
-  }
-
-  /** `#runInto` for a task that takes no permit (declares no parameter): no Permit object is made. */
-  #runBare(request: number, job: Job): void {
-    let result: unknown;
-    try {
-      result = (job.task as () => unknown)();
+      result = typeof admitted === 'number' ? (job.task as () => unknown)() : job.task(admitted);
     } catch (e) {
       this.#ended(request);
       job.reject(e);
@@ -465,8 +451,21 @@ export class TrafficControl {
     if (result === null || (typeof result !== 'object' && typeof result !== 'function')) {
       this.#ended(request);
       job.resolve(result);
+      return;
+    }
+    const permit = typeof admitted === 'number' ? new Permit(this, admitted, [], undefined) : admitted;
+    if (typeof (result as PromiseLike<unknown>).then === 'function') {
+      Promise.resolve(result)
+        .then(
+          (r) => this.#finish(permit, r, job.task),
+          (e) => {
+            this.#ended(request);
+            throw e;
+          },
+        )
+        .then(job.resolve, job.reject);
     } else {
-      this.#runInto(new Permit(this, request, [], undefined), { ...job, task: () => result });
+      this.#finish(permit, result, job.task).then(job.resolve, job.reject);
     }
   }
 
@@ -510,10 +509,9 @@ export class TrafficControl {
         const job = batch[i];
         const raw = ids[i - from];
         if (raw > 0) {
-          if (job.task.length === 0) this.#runBare(raw, job);
-          else this.#runInto(new Permit(this, raw, [], undefined), job);
+          this.#runJob(job.task.length === 0 ? raw : new Permit(this, raw, [], undefined), job);
         } else if (raw < 0) {
-          this.#wait(-raw, (permit) => this.#runInto(permit, job), job.reject, undefined, undefined);
+          this.#wait(-raw, (permit) => this.#runJob(permit, job), job.reject, undefined, undefined);
         } else {
           refused ??= this.#native.takeRefused(this.#h);
           const e = refused[r++];
@@ -541,7 +539,7 @@ export class TrafficControl {
   /** Reports the task's end; runs it again when its Response was rate limited and the core says retry. */
   #finish<T>(permit: Permit, result: T, task: Task<T>): Promise<T> {
     if (!isResponse(result)) {
-      this.#report(permit.request, undefined, undefined, undefined);
+      this.#ended(permit.request);
       return Promise.resolve(result);
     }
     return this.#outcomeOf(permit.request, result)

@@ -311,6 +311,23 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.deepEqual(statuses.filter((s) => s !== 'queued'), ['go', 'completed', 'rate_limited', 'retried', 'go', 'completed']);
     });
 
+    test('schedule() runs a task again when the Response it returned was rate limited', async () => {
+      const tc = new TrafficControl({ limits: { api: window(100, '1s') }, global: ['api'], feedback: { jitter: 0 } });
+      const answer = (calls) =>
+        calls === 1 ? new Response('slow down', { status: 429, headers: { 'retry-after': '0.05' } }) : new Response('ok');
+      let sync = 0;
+      let later = 0;
+      let bare = 0;
+      const [a, b, c] = await Promise.all([
+        tc.schedule({}, (permit) => answer(++sync)),
+        tc.schedule({}, async (permit) => answer(++later)),
+        tc.schedule({}, () => answer(++bare)),
+      ]);
+      assert.deepEqual([a.status, b.status, c.status], [200, 200, 200]);
+      assert.deepEqual([sync, later, bare], [2, 2, 2]);
+      assert.equal(tc.snapshot().inFlight, 0);
+    });
+
     test('fetch reads Keepa token fields without consuming the caller body', async () => {
       const body = JSON.stringify({ tokensLeft: 42, refillIn: 5000, refillRate: 20, tokensConsumed: 1, timestamp: Date.now() });
       const tc = new TrafficControl('keepa', { fetch: async () => new Response(body, { status: 200 }) });
