@@ -4,7 +4,7 @@
 // the process's own waiters in priority order.
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
-import { headerList } from './traffic-control.js';
+import { coreRequest, headerList, type FollowUp } from './traffic-control.js';
 import type { Config, PresetName, Priority } from './types.js';
 
 /** A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`). */
@@ -90,7 +90,7 @@ export class SharedReservation {
   readonly #tc: SharedTrafficControl;
   constructor(
     tc: SharedTrafficControl,
-    readonly followUp: { method?: string; url?: string | URL; route?: string; cost?: number; limits?: string[]; ttl?: number },
+    readonly followUp: FollowUp,
   ) {
     this.#tc = tc;
   }
@@ -196,7 +196,7 @@ export class SharedTrafficControl {
   /** Waits until the request may go; rejects with a coded error when it never can or its `maxWait` is spent. */
   acquire(request: SharedRequest): Promise<SharedPermit> {
     const now = theHost().now();
-    const json = JSON.stringify(coreRequest(request));
+    const json = JSON.stringify(coreRequest(request, undefined));
     const id = `${processTag}-${++waiterSeq}`;
     let call: NativeStoreCall;
     try {
@@ -397,24 +397,4 @@ function coded(e: unknown): unknown {
   return e;
 }
 
-function targetOf(t: { method?: string; url?: string | URL; route?: string }): unknown {
-  if (t.route !== undefined) return { route: t.route };
-  if (t.url !== undefined) return { http: { method: (t.method ?? 'GET').toUpperCase(), url: String(t.url) } };
-  return 'none';
-}
-
-function coreRequest(o: SharedRequest): unknown {
-  if (o.spend && o.spend.id === undefined) {
-    throw new TrafficControlError('INVALID_ARGUMENT', 'spend: the reservation was not made yet (its request was not admitted)');
-  }
-  return {
-    target: targetOf(o),
-    limits: o.limits ?? [],
-    cost: o.cost ?? null,
-    priority: o.priority ?? 'normal',
-    deadline: null,
-    reserve: (o.reserve ?? []).map((r) => ({ target: targetOf(r.followUp), limits: r.followUp.limits ?? [], cost: r.followUp.cost ?? null, ttl: r.followUp.ttl ?? null })),
-    spend: o.spend?.id ?? null,
-  };
-}
 

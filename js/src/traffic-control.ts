@@ -791,7 +791,17 @@ function targetOf(t: Target): unknown {
 }
 
 /** The request in the core's serde shape (deadline in integer nanoseconds). */
-function coreRequest(o: RequestOptions, deadline: number | undefined): unknown {
+/** What the core's request JSON is built from: `RequestOptions`, or the shared store's request. */
+export interface CoreRequestParts extends Target {
+  priority?: Priority;
+  cost?: number;
+  limits?: string[];
+  reserve?: ReadonlyArray<{ readonly followUp: FollowUp }>;
+  spend?: { readonly id: number | undefined };
+}
+
+/** A request in the core's JSON shape (`deadline` on the controller's clock, ms). */
+export function coreRequest(o: CoreRequestParts, deadline: number | undefined): unknown {
   const priority = o.priority ?? 'normal';
   if (LEVELS[priority] === undefined) throw invalidPriority(priority);
   let spend: number | null = null;
