@@ -6,7 +6,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 
 use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
@@ -15,7 +14,7 @@ use crate::feedback::{BlockKind, Feedback};
 use crate::limit::{Ask, Limit};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
-use crate::route::{Needs, Router};
+use crate::route::{EndpointRef, Needs, Router};
 use crate::snapshot::{LimitSnapshot, Snapshot};
 use crate::time::Timestamp;
 
@@ -108,16 +107,14 @@ impl Jitter {
 
 #[derive(Debug)]
 struct InFlight {
-    /// Concurrency slots held.
-    slots: SmallVec<[crate::route::LimitIdx; 2]>,
-    /// What it took: a retry asks the same again.
+    /// What it took (its concurrency slots are the needs on concurrency limits): a retry asks the same again.
     needs: Needs,
     /// Budgets its response may report on.
     budgets: crate::route::Budgets,
     deadline: Option<Timestamp>,
     attempt: u32,
     started: Timestamp,
-    endpoint: Arc<Endpoint>,
+    endpoint: EndpointRef,
     priority: Priority,
 }
 
@@ -128,7 +125,7 @@ struct Reservation {
     /// A waiting request is spending it: it does not expire while it waits.
     attached: bool,
     owner: RequestId,
-    endpoint: Arc<Endpoint>,
+    endpoint: EndpointRef,
     priority: Priority,
 }
 
@@ -240,7 +237,7 @@ impl TrafficControl {
                 r.attached = true;
             }
         }
-        self.emit(now, id, admission.endpoint.clone(), admission.priority, EventKind::Queued);
+        self.emit(now, id, &admission.endpoint, admission.priority, EventKind::Queued);
         self.queue.push(id, admission, now);
         self.next_wake = earliest(self.next_wake, wake);
         Ok(id)
@@ -303,7 +300,7 @@ impl TrafficControl {
             self.emit(
                 now,
                 request,
-                flight.endpoint.clone(),
+                &flight.endpoint,
                 flight.priority,
                 EventKind::Completed { status: outcome.status, duration: now - flight.started },
             );
@@ -351,7 +348,7 @@ impl TrafficControl {
             return Completion::Done;
         }
         let until = self.pause(now, &flight.needs, feedback);
-        self.emit(now, id, flight.endpoint.clone(), flight.priority, EventKind::RateLimited { status, until });
+        self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
         let attempt = flight.attempt + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
             return Completion::GiveUp;
@@ -373,7 +370,7 @@ impl TrafficControl {
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));
         }
-        self.emit(now, id, flight.endpoint, flight.priority, EventKind::Retried { attempt, at: until });
+        self.emit(now, id, &flight.endpoint, flight.priority, EventKind::Retried { attempt, at: until });
         self.queue.push(id, admission, now);
         self.dirty = true;
         Completion::Retry { at: until }
@@ -428,7 +425,7 @@ impl TrafficControl {
         } else {
             return false;
         };
-        self.emit(now, request, endpoint, priority, EventKind::Cancelled);
+        self.emit(now, request, &endpoint, priority, EventKind::Cancelled);
         self.advance(now);
         true
     }
@@ -661,14 +658,10 @@ impl TrafficControl {
                 self.dirty = true;
             }
         }
-        let mut slots = SmallVec::new();
         for n in &admission.needs {
             let l = &mut self.limits[usize::from(n.limit)];
             l.take(now, n.cost);
             l.in_flight_cost += n.cost;
-            if l.is_concurrency() {
-                slots.push(n.limit);
-            }
         }
         let mut reservations = Vec::with_capacity(admission.reserve.len());
         for f in admission.reserve {
@@ -702,7 +695,6 @@ impl TrafficControl {
         self.in_flight.insert(
             id,
             InFlight {
-                slots,
                 // Moved, not cloned: the admission is spent here.
                 needs: admission.needs,
                 budgets: admission.budgets,
@@ -716,32 +708,27 @@ impl TrafficControl {
         let permit = Permit { request: id, reservations, at: now };
         if let Some(endpoint) = go_endpoint {
             let waited = now - queued_at.unwrap_or(now);
-            self.emit(now, id, endpoint, admission.priority, EventKind::Go { permit: permit.clone(), waited });
+            self.emit(now, id, &endpoint, admission.priority, EventKind::Go { permit: permit.clone(), waited });
         }
         permit
     }
 
-    fn emit(
-        &mut self,
-        at: Timestamp,
-        request: RequestId,
-        endpoint: Arc<Endpoint>,
-        priority: Priority,
-        kind: EventKind,
-    ) {
+    fn emit(&mut self, at: Timestamp, request: RequestId, endpoint: &EndpointRef, priority: Priority, kind: EventKind) {
         if self.log || matches!(kind, EventKind::Go { .. } | EventKind::Rejected { .. } | EventKind::Expired { .. }) {
+            let endpoint = self.router.endpoint_of(endpoint);
             self.events.push_back(Event { at, request, endpoint, priority, kind });
         }
     }
 
     fn give_back(&mut self, flight: &InFlight) {
-        for &limit in &flight.slots {
-            self.limits[usize::from(limit)].give_back(1);
-            self.dirty = true;
-        }
         for n in &flight.needs {
             let l = &mut self.limits[usize::from(n.limit)];
             l.in_flight_cost = l.in_flight_cost.saturating_sub(n.cost);
+            // A concurrency limit's need is its slot (cost 1).
+            if l.is_concurrency() {
+                l.give_back(n.cost);
+                self.dirty = true;
+            }
         }
     }
 
@@ -766,15 +753,15 @@ impl TrafficControl {
         } else {
             EventKind::ReservationReleased { reservation: rid }
         };
-        self.emit(now, r.owner, r.endpoint, r.priority, kind);
+        self.emit(now, r.owner, &r.endpoint, r.priority, kind);
     }
 
     fn push_rejected(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) {
         let endpoint = match self.router.resolve(&request.target, &[], None, &self.limits) {
             Ok(r) => r.endpoint,
-            Err(_) => Arc::new(Endpoint { name: describe_target(request).into(), route: None }),
+            Err(_) => EndpointRef::Own(Arc::new(Endpoint { name: describe_target(request).into(), route: None })),
         };
-        self.emit(now, id, endpoint, request.priority, EventKind::Rejected { error });
+        self.emit(now, id, &endpoint, request.priority, EventKind::Rejected { error });
     }
 
     fn reject(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) -> Decision {
@@ -783,7 +770,7 @@ impl TrafficControl {
     }
 
     fn reject_admission(&mut self, now: Timestamp, id: RequestId, a: Admission, error: RequestError) {
-        self.emit(now, id, a.endpoint, a.priority, EventKind::Rejected { error });
+        self.emit(now, id, &a.endpoint, a.priority, EventKind::Rejected { error });
     }
 
     /// Moves the controller to `now`: expiries, then a scheduling pass if anything may fit.
@@ -868,7 +855,7 @@ impl TrafficControl {
                 self.emit(
                     now,
                     id,
-                    flight.endpoint,
+                    &flight.endpoint,
                     flight.priority,
                     EventKind::LeaseExpired { held: now - flight.started },
                 );
@@ -895,7 +882,7 @@ impl TrafficControl {
                 self.emit(
                     now,
                     id,
-                    a.endpoint,
+                    &a.endpoint,
                     a.priority,
                     EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
                 );

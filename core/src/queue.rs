@@ -8,14 +8,13 @@
 //! credited to it), so it gets a group of its own, freed when it leaves.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::event::Endpoint;
 use crate::request::{Priority, RequestId, ReservationId};
+use crate::route::EndpointRef;
 use crate::route::{LimitIdx, Need, Needs};
 use crate::time::Timestamp;
 
@@ -50,7 +49,7 @@ pub(crate) struct Admission {
     /// The reservation spent, and what it holds per limit (credited to this request).
     pub(crate) spend: Option<Box<(ReservationId, Needs)>>,
     pub(crate) deadline: Option<Timestamp>,
-    pub(crate) endpoint: Arc<Endpoint>,
+    pub(crate) endpoint: EndpointRef,
     /// 0 for the first try, n for the n-th retry after a rate-limited response.
     pub(crate) attempt: u32,
     /// Budgets its response may report on.

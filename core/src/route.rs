@@ -86,7 +86,17 @@ pub(crate) struct Resolved {
     /// (Keepa's free `/token` call is how the balance is learnt).
     pub(crate) budgets: Budgets,
     /// What events show: `METHOD /path` (query dropped or redacted), or the route's name.
-    pub(crate) endpoint: Arc<Endpoint>,
+    pub(crate) endpoint: EndpointRef,
+}
+
+/// Whom a request is for, as the controller keeps it until an event names it: a route's shared
+/// endpoint by index (no reference count moves on the hot path: an `Arc` clone and its drop are two
+/// atomic operations), or an endpoint of its own (a URL, or a list of extra limits).
+#[derive(Debug, Clone)]
+pub(crate) enum EndpointRef {
+    Route(u16),
+    NoTarget,
+    Own(Arc<Endpoint>),
 }
 
 impl Router {
@@ -135,6 +145,15 @@ impl Router {
         Router { routes, global, global_budgets, by_limit_name, query: config.events.query, no_target }
     }
 
+    /// The endpoint an event names.
+    pub(crate) fn endpoint_of(&self, e: &EndpointRef) -> Arc<Endpoint> {
+        match e {
+            EndpointRef::Route(i) => self.routes[usize::from(*i)].by_name.clone(),
+            EndpointRef::NoTarget => self.no_target.clone(),
+            EndpointRef::Own(e) => e.clone(),
+        }
+    }
+
     pub(crate) fn limit_index(&self, name: &str) -> Option<LimitIdx> {
         self.by_limit_name.get(name).copied()
     }
@@ -156,18 +175,20 @@ impl Router {
                     r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && r.path.is_match(path)
                 });
                 let name = self.endpoint(method, path, query).into_boxed_str();
-                (route, Arc::new(Endpoint { name, route: route.map(|r| r.name.clone()) }))
+                (route, EndpointRef::Own(Arc::new(Endpoint { name, route: route.map(|r| r.name.clone()) })))
             }
             Target::Route(name) => {
-                let route = self
+                let i = self
                     .routes
                     .iter()
-                    .find(|r| &*r.name == name.as_str())
+                    .position(|r| &*r.name == name.as_str())
                     .ok_or_else(|| RequestError::UnknownRoute { route: name.clone() })?;
-                (Some(route), route.by_name.clone())
+                (Some(&self.routes[i]), EndpointRef::Route(i as u16))
             }
-            Target::None if extra.is_empty() => (None, self.no_target.clone()),
-            Target::None => (None, Arc::new(Endpoint { name: extra.join("+").into_boxed_str(), route: None })),
+            Target::None if extra.is_empty() => (None, EndpointRef::NoTarget),
+            Target::None => {
+                (None, EndpointRef::Own(Arc::new(Endpoint { name: extra.join("+").into_boxed_str(), route: None })))
+            }
         };
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
         let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);
