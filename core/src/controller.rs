@@ -12,7 +12,7 @@ use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
 use crate::feedback::{BlockKind, Feedback};
 use crate::limit::{Ask, Limit};
-use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, WaitQueue, RESERVED_LANE};
+use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{EndpointRef, Needs, Router};
 use crate::snapshot::{LimitSnapshot, Snapshot};
@@ -359,8 +359,7 @@ impl TrafficControl {
             priority: flight.priority,
             lane: lane_of(flight.priority),
             needs: flight.needs,
-            reserve: Vec::new(),
-            merged: Vec::new(),
+            reserve: None,
             spend: None,
             deadline: flight.deadline,
             endpoint: flight.endpoint.clone(),
@@ -547,8 +546,7 @@ impl TrafficControl {
             priority: request.priority,
             lane,
             needs: resolved.needs,
-            reserve,
-            merged,
+            reserve: (!reserve.is_empty()).then(|| Box::new(Reserve { follow_ups: reserve, merged })),
             spend,
             deadline: request.deadline,
             endpoint: resolved.endpoint,
@@ -663,8 +661,9 @@ impl TrafficControl {
             l.take(now, n.cost);
             l.in_flight_cost += n.cost;
         }
-        let mut reservations = Vec::with_capacity(admission.reserve.len());
-        for f in admission.reserve {
+        let follow_ups = admission.reserve.map_or_else(Vec::new, |r| r.follow_ups);
+        let mut reservations = Vec::with_capacity(follow_ups.len());
+        for f in follow_ups {
             let rid = ReservationId(self.next_reservation);
             self.next_reservation += 1;
             for n in &f.needs {

@@ -34,6 +34,14 @@ pub(crate) struct FollowUpNeeds {
     pub(crate) ttl: Duration,
 }
 
+/// What a request reserves for its follow-ups.
+#[derive(Debug, Clone)]
+pub(crate) struct Reserve {
+    pub(crate) follow_ups: Vec<FollowUpNeeds>,
+    /// The request's needs plus every follow-up's, per limit (see [`Admission::total`]).
+    pub(crate) merged: Vec<Need>,
+}
+
 /// A request on its way to admission: everything it asks of every limit.
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
@@ -41,11 +49,9 @@ pub(crate) struct Admission {
     pub(crate) lane: u8,
     /// What the request itself takes at go.
     pub(crate) needs: Needs,
-    /// Reserved at go for follow-ups (on the heap only when there are some: most requests reserve
-    /// nothing, and waiters are many).
-    pub(crate) reserve: Vec<FollowUpNeeds>,
-    /// `needs` plus every follow-up, per limit; empty when nothing is reserved (see `total`).
-    pub(crate) merged: Vec<Need>,
+    /// Reserved at go for follow-ups, if any (one pointer when none: most requests reserve nothing,
+    /// and waiters are many).
+    pub(crate) reserve: Option<Box<Reserve>>,
     /// The reservation spent, and what it holds per limit (credited to this request).
     pub(crate) spend: Option<Box<(ReservationId, Needs)>>,
     pub(crate) deadline: Option<Timestamp>,
@@ -59,10 +65,9 @@ pub(crate) struct Admission {
 impl Admission {
     /// Everything that must fit at once: the request's needs plus its follow-ups', per limit.
     pub(crate) fn total(&self) -> &[Need] {
-        if self.reserve.is_empty() {
-            &self.needs
-        } else {
-            &self.merged
+        match &self.reserve {
+            Some(r) => &r.merged,
+            None => &self.needs,
         }
     }
 
@@ -73,7 +78,7 @@ impl Admission {
 
     /// CRITICAL may use capacity reserved by others for its own cost, never for reservations.
     pub(crate) fn may_use_reserved(&self) -> bool {
-        self.priority == Priority::Critical && self.reserve.is_empty()
+        self.priority == Priority::Critical && self.reserve.is_none()
     }
 
     /// What a waiter claims on a limit against those behind it: what it asks beyond the part its own
@@ -119,10 +124,70 @@ pub(crate) struct Group {
 
 type GroupKey = (u8, bool, SmallVec<[LimitIdx; 4]>);
 
+/// The waiting requests by id: entries live in a slab whose freed slots are taken again first, so
+/// a request queued just after another left lands where that one was (in cache), and the hash index
+/// holds only small entries. With 100k waiting, a map of whole waiters put every new entry at a
+/// random place in tens of megabytes.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    slots: Vec<Option<Waiter>>,
+    free: Vec<u32>,
+    index: FxHashMap<RequestId, u32>,
+}
+
+impl Waiters {
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub(crate) fn contains_key(&self, id: &RequestId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &RequestId) -> Option<&Waiter> {
+        self.index.get(id).and_then(|&i| self.slots[i as usize].as_ref())
+    }
+
+    fn insert(&mut self, id: RequestId, waiter: Waiter) {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(waiter);
+                i
+            }
+            None => {
+                self.slots.push(Some(waiter));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 waiting")
+            }
+        };
+        self.index.insert(id, i);
+    }
+
+    fn remove(&mut self, id: &RequestId) -> Option<Waiter> {
+        let i = self.index.remove(id)?;
+        let waiter = self.slots[i as usize].take();
+        if self.index.is_empty() {
+            // Nothing waits: start again from the first slot.
+            self.slots.clear();
+            self.free.clear();
+        } else {
+            self.free.push(i);
+        }
+        waiter
+    }
+}
+
+impl std::ops::Index<&RequestId> for Waiters {
+    type Output = Waiter;
+
+    fn index(&self, id: &RequestId) -> &Waiter {
+        self.get(id).expect("a waiting request")
+    }
+}
+
 /// The waiting requests.
 #[derive(Debug, Default)]
 pub(crate) struct WaitQueue {
-    pub(crate) waiters: FxHashMap<RequestId, Waiter>,
+    pub(crate) waiters: Waiters,
     pub(crate) groups: Vec<Group>,
     group_index: FxHashMap<GroupKey, usize>,
     /// Slots of emptied single-waiter groups, for reuse.
@@ -228,7 +293,7 @@ impl WaitQueue {
         }
     }
 
-    /// Drops entries of requests no longer waiting from the front of a group, and compacts the
+    /// Drops entries of requests no longer waiting from both ends of a group, and compacts the
     /// group when stale entries (cancels in the middle) outnumber live ones: amortized O(1).
     pub(crate) fn trim(&mut self, g: usize) {
         let waiters = &self.waiters;
@@ -238,6 +303,14 @@ impl WaitQueue {
                 break;
             }
             group.members.pop_front();
+        }
+        // The newest leave from the back at once (a request cancelled soon after it was queued):
+        // otherwise they pile up until the sweep below, which touches every member at once.
+        while let Some(back) = group.members.back() {
+            if waiters.contains_key(back) {
+                break;
+            }
+            group.members.pop_back();
         }
         if group.members.len() > 64 && group.members.len() > 2 * group.live {
             group.members.retain(|id| waiters.contains_key(id));
