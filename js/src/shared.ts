@@ -27,7 +27,7 @@ interface NativeSharedDecision {
   message?: string | null;
 }
 
-/** What the native side provides for the shared store (napi today). */
+/** What the native side (napi or wasm) provides for the shared store. */
 interface SharedNative {
   sharedScript(): string[];
   sharedCreate(configJson: string, account: string, waiterTtlMs?: number | null): unknown;
@@ -171,7 +171,6 @@ export class SharedTrafficControl {
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
-    if (typeof native.sharedCreate !== 'function') throw new Error('traffic-control: this package has no shared store');
     this.#native = native;
     this.#redis = options.redis;
     this.#options = options;
