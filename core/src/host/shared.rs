@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::{outcome_from_parts, HostError};
@@ -33,8 +32,22 @@ fn request(json: &str) -> Result<Request, HostError> {
     serde_json::from_str(json).map_err(|e| HostError::Invalid(e.to_string()))
 }
 
+/// A reply's JSON array: integers and strings. Read through `serde_json::Value`, which the bindings
+/// carry anyway, rather than `ReplyValue`'s own (untagged) deserializer, which would add serde's
+/// buffering machinery to the wasm module.
 fn reply(json: &str) -> Result<Vec<ReplyValue>, HostError> {
-    serde_json::from_str(json).map_err(|e| HostError::Store(StoreError::Reply { reason: e.to_string() }))
+    let bad = |reason: String| HostError::Store(StoreError::Reply { reason });
+    let values: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::Number(n) => {
+                n.as_i64().map(ReplyValue::Int).ok_or_else(|| bad(format!("not an integer: {n}")))
+            }
+            serde_json::Value::String(s) => Ok(ReplyValue::Text(s)),
+            other => Err(bad(format!("not an integer or a string: {other}"))),
+        })
+        .collect()
 }
 
 /// An admission's answer, flat for JavaScript (absent fields are left out of its JSON).
@@ -63,11 +76,11 @@ pub struct SharedDecision {
 }
 
 /// A shared store as a JavaScript binding holds it: the store, and the admission calls whose
-/// replies are not in yet, by token.
+/// replies are not in yet, by token (a few at a time: one per class of waiters asking).
 #[derive(Debug)]
 pub struct SharedHost {
     store: SharedStore,
-    pending: FxHashMap<u32, StoreCall>,
+    pending: Vec<(u32, StoreCall)>,
     next: u32,
 }
 
@@ -79,7 +92,7 @@ impl SharedHost {
         if let Some(ms) = waiter_ttl_ms {
             options.waiter_ttl = duration(ms);
         }
-        Ok(SharedHost { store: SharedStore::new(config, options)?, pending: FxHashMap::default(), next: 1 })
+        Ok(SharedHost { store: SharedStore::new(config, options)?, pending: Vec::new(), next: 1 })
     }
 
     /// The call that admits a request (JSON in the core's shape), and the token to hand back with
@@ -95,21 +108,24 @@ impl SharedHost {
         let call = self.store.admit(at(now_ms), &request(request_json)?, &options).map_err(HostError::Request)?;
         let token = self.next;
         self.next = self.next.wrapping_add(1).max(1);
-        self.pending.insert(token, call.clone());
+        self.pending.push((token, call.clone()));
         Ok((token, call))
     }
 
     /// Forgets an admission call whose reply will never come (the store was unreachable).
     pub fn forget(&mut self, token: u32) {
-        self.pending.remove(&token);
+        self.take(token);
+    }
+
+    fn take(&mut self, token: u32) -> Option<StoreCall> {
+        let i = self.pending.iter().position(|(t, _)| *t == token)?;
+        Some(self.pending.swap_remove(i).1)
     }
 
     /// Reads the reply (a JSON array) to the admission call of `token`.
     pub fn decide(&mut self, now_ms: f64, token: u32, reply_json: &str) -> Result<SharedDecision, HostError> {
-        let call = self
-            .pending
-            .remove(&token)
-            .ok_or_else(|| HostError::Invalid(format!("no admission call with token {token}")))?;
+        let call =
+            self.take(token).ok_or_else(|| HostError::Invalid(format!("no admission call with token {token}")))?;
         let admitted = self.store.decide(at(now_ms), &call, &reply(reply_json)?).map_err(HostError::Store)?;
         Ok(match admitted.decision {
             Decision::Go(permit) => SharedDecision {
@@ -235,9 +251,11 @@ mod tests {
         let mut h = host();
         assert_eq!(h.admit(0.0, "{", None, None).unwrap_err().code(), "INVALID_ARGUMENT");
         assert_eq!(h.admit(0.0, &json(Request::route("nope")), None, None).unwrap_err().code(), "UNKNOWN_ROUTE");
-        let e = h.observe(0.0, "not json").unwrap_err();
-        assert_eq!(e.code(), "STORE_REPLY");
-        assert!(e.message().starts_with("unexpected reply from the shared store"), "{}", e.message());
+        for bad in ["not json", "[1.5]", "[null]"] {
+            let e = h.observe(0.0, bad).unwrap_err();
+            assert_eq!(e.code(), "STORE_REPLY");
+            assert!(e.message().starts_with("unexpected reply from the shared store"), "{}", e.message());
+        }
         assert_eq!(h.sync_budget(0.0, "nosuch", 5.0, None).unwrap_err().code(), "UNKNOWN_LIMIT");
         assert!(h.complete(0.0, 1.0, Some(200), Vec::new(), None).is_none(), "nothing to tell");
     }
