@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { describe, before, after, slowTest as test } from '../../js/test/harness.mjs';
+import { startRedis } from '../../js/test/redis-server.mjs';
 import { startMockApi } from './support/mock-api.mjs';
 import { installIntoTempProject, startWorker } from './support/workerd.mjs';
 
@@ -69,3 +70,38 @@ for (const [name, file, durableObject] of [
     });
   });
 }
+
+describe('shared-store.mjs', () => {
+  let api;
+  let redis;
+  let worker;
+  before(async () => {
+    api = await startMockApi(API);
+    redis = await startRedis();
+    worker = await startWorker(dir, example('shared-store.mjs'), {
+      bindings: { API_URL: api.url, REDIS_URL: redis.url, TRAFFIC_CONTROL_ACCOUNT: 'worker-test', TRAFFIC_CONTROL_CONFIG: CONFIG },
+    });
+  });
+  after(async () => {
+    await worker?.stop();
+    await redis?.stop();
+    await api?.close();
+  });
+
+  test('a worker shares its limits through Redis over cloudflare:sockets: every request its own connection and controller', async () => {
+    const first = await flood(worker.url);
+    const second = await flood(worker.url);
+    assert.deepEqual([...first.statuses, ...second.statuses], Array(2 * N).fill(200));
+    assert.equal(api.stats.violations, 0, 'the API never answered 429');
+    assert.ok(api.stats.peak <= API.max, `peak ${api.stats.peak} in ${API.perMs} ms`);
+    // No controller outlives its request: only the window in Redis makes the floods wait.
+    assert.ok(first.ms >= (N / 5 - 1) * 450 - 5, `${first.ms} ms`);
+    assert.ok(second.ms >= (N / 5 - 1) * 450 - 5, `${second.ms} ms`);
+    const { snapshot } = await (await fetch(`${worker.url}/__traffic-control`)).json();
+    assert.equal(snapshot.limits[0].name, 'api');
+    assert.ok(redis.cli('--scan', '--pattern', 'tc:{worker-test}:*').length > 0, 'the state is in Redis under the account');
+    const ceiling = (2 * N) / ((2 * N / 5 - 2) * 0.45);
+    console.log(`shared-store.mjs: ${2 * N} requests, ${(first.ms / 1000).toFixed(2)} s + ${(second.ms / 1000).toFixed(2)} s, ` +
+      `${((2 * N * 1000) / (first.ms + second.ms)).toFixed(1)}/s (limit's ceiling ${ceiling.toFixed(1)}/s), API peak ${api.stats.peak}/${API.max}, 0 × 429`);
+  });
+});
