@@ -7,7 +7,11 @@ import { theHost } from './host.js';
 import { coreRequest, headerList, type FollowUp } from './traffic-control.js';
 import type { Config, PresetName, Priority } from './types.js';
 
-/** A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`). */
+/**
+ * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
+ * In Cloudflare Workers, a client over `cloudflare:sockets` adapted to the first shape (see the wasm
+ * package's `examples/workers/shared-store.mjs`).
+ */
 export type RedisClient =
   | { evalsha(sha: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>; eval(script: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown> }
   | { evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>; eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown> };
@@ -60,7 +64,7 @@ export interface SharedOptions {
   unavailableMaxWait?: number;
   /** How long a waiter's claim outlives the instant it said it would ask again (ms, default 2 000). */
   waiterTtl?: number;
-  /** Where presets read overrides (`BM_RATE_LIMIT_…`): `process.env` by default. */
+  /** Where presets read overrides (`BM_RATE_LIMIT_…`): `process.env` by default (in Workers, pass the worker's `env`). */
   env?: Record<string, string | undefined>;
   /** Counts round trips to Redis (for benchmarks). */
   onRoundTrip?: () => void;
