@@ -7,7 +7,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import Redis from 'ioredis';
 import { SharedTrafficControl } from '../index.mjs';
-import { startRedis } from '../test/support/redis-server.mjs';
+import { startRedis } from '../../js/test/redis-server.mjs';
 
 const quick = process.argv.includes('--quick');
 const N = quick ? 500 : 5_000;

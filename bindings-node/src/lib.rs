@@ -31,7 +31,7 @@ pub(crate) fn request_error(e: &RequestError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.to_string())
 }
 
-fn host_error(e: &host::HostError) -> CodedError {
+pub(crate) fn host_error(e: &host::HostError) -> CodedError {
     napi::Error::new(e.code().to_string(), e.message())
 }
 

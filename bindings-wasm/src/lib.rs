@@ -20,6 +20,8 @@ use traffic_control_core::{
 };
 use wasm_bindgen::prelude::*;
 
+pub mod shared;
+
 /// A JavaScript `Error` whose `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).
 fn coded(code: &str, message: impl ToString) -> JsValue {
     let error = js_sys::Error::new(&message.to_string());
@@ -28,7 +30,7 @@ fn coded(code: &str, message: impl ToString) -> JsValue {
     error.into()
 }
 
-fn config_error(e: &ConfigError) -> JsValue {
+pub(crate) fn config_error(e: &ConfigError) -> JsValue {
     coded(e.code(), e)
 }
 
@@ -36,7 +38,7 @@ fn request_error(e: &RequestError) -> JsValue {
     coded(e.code(), e)
 }
 
-fn host_error(e: &host::HostError) -> JsValue {
+pub(crate) fn host_error(e: &host::HostError) -> JsValue {
     coded(e.code(), e.message())
 }
 
@@ -52,7 +54,7 @@ fn millis(t: Timestamp) -> f64 {
     t.as_millis_f64()
 }
 
-fn parse(value: &Value) -> JsValue {
+pub(crate) fn parse(value: &Value) -> JsValue {
     // serde_json writes valid JSON: parsing it back cannot fail.
     JSON::parse(&value.to_string()).unwrap_or(JsValue::NULL)
 }
@@ -82,6 +84,11 @@ pub fn create(config_json: &str) -> Result<Controller, JsValue> {
 #[wasm_bindgen(js_name = createFromPreset)]
 pub fn create_from_preset(name: &str, env: &Object) -> Result<Controller, JsValue> {
     let preset = tc::Preset::named(name).map_err(|e| config_error(&e))?;
+    handle(preset.config_with_env(env_vars(env)))
+}
+
+/// The string entries of an object (a preset's environment overrides).
+pub(crate) fn env_vars(env: &Object) -> Vec<(String, String)> {
     let mut vars = Vec::new();
     for entry in Object::entries(env).iter() {
         let pair = Array::from(&entry);
@@ -89,7 +96,7 @@ pub fn create_from_preset(name: &str, env: &Object) -> Result<Controller, JsValu
             vars.push((k, v));
         }
     }
-    handle(preset.config_with_env(vars))
+    vars
 }
 
 /// The config's JSON text, as the core reads it (defaults filled in).

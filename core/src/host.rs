@@ -3,14 +3,20 @@
 //! clock, ids exact below 2^53. Each binding only converts its runtime's values to these.
 
 use crate::{
-    Completion, Event, EventKind, Outcome, Priority, Request, RequestError, RequestId, Timestamp, TrafficControl,
+    Completion, Event, EventKind, Outcome, Priority, Request, RequestError, RequestId, StoreError, Timestamp,
+    TrafficControl,
 };
+
+mod shared;
+pub use shared::{script, SharedDecision, SharedHost};
 
 /// An error of a call made at the boundary: the core's, or an argument the host got wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostError {
     /// The core refused the request.
     Request(RequestError),
+    /// The shared store's reply could not be read.
+    Store(StoreError),
     /// The call was made wrong (code `INVALID_ARGUMENT`); the reason says how.
     Invalid(String),
 }
@@ -20,6 +26,7 @@ impl HostError {
     pub fn code(&self) -> &'static str {
         match self {
             HostError::Request(e) => e.code(),
+            HostError::Store(e) => e.code(),
             HostError::Invalid(_) => "INVALID_ARGUMENT",
         }
     }
@@ -28,6 +35,7 @@ impl HostError {
     pub fn message(&self) -> String {
         match self {
             HostError::Request(e) => e.to_string(),
+            HostError::Store(e) => e.to_string(),
             HostError::Invalid(reason) => reason.clone(),
         }
     }

@@ -7,7 +7,11 @@ import { theHost } from './host.js';
 import { coreRequest, headerList, type FollowUp } from './traffic-control.js';
 import type { Config, PresetName, Priority } from './types.js';
 
-/** A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`). */
+/**
+ * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
+ * In Cloudflare Workers, a client over `cloudflare:sockets` adapted to the first shape (see the wasm
+ * package's `examples/workers/shared-store.mjs`).
+ */
 export type RedisClient =
   | { evalsha(sha: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>; eval(script: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown> }
   | { evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>; eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown> };
@@ -27,7 +31,7 @@ interface NativeSharedDecision {
   message?: string | null;
 }
 
-/** What the native side provides for the shared store (napi today). */
+/** What the native side (napi or wasm) provides for the shared store. */
 interface SharedNative {
   sharedScript(): string[];
   sharedCreate(configJson: string, account: string, waiterTtlMs?: number | null): unknown;
@@ -60,7 +64,7 @@ export interface SharedOptions {
   unavailableMaxWait?: number;
   /** How long a waiter's claim outlives the instant it said it would ask again (ms, default 2 000). */
   waiterTtl?: number;
-  /** Where presets read overrides (`BM_RATE_LIMIT_…`): `process.env` by default. */
+  /** Where presets read overrides (`BM_RATE_LIMIT_…`): `process.env` by default (in Workers, pass the worker's `env`). */
   env?: Record<string, string | undefined>;
   /** Counts round trips to Redis (for benchmarks). */
   onRoundTrip?: () => void;
@@ -171,7 +175,6 @@ export class SharedTrafficControl {
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
-    if (typeof native.sharedCreate !== 'function') throw new Error('traffic-control: this package has no shared store');
     this.#native = native;
     this.#redis = options.redis;
     this.#options = options;

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import Redis from 'ioredis';
 import { SharedTrafficControl } from '../../index.mjs';
 import { startMockBackMarket } from './mock-backmarket.mjs';
-import { startRedis } from './redis-server.mjs';
+import { startRedis } from '../../../js/test/redis-server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const pkg = path.resolve(here, '../..');

@@ -37,7 +37,12 @@ async function bundle(dir, entry) {
     platform: 'neutral',
     conditions: ['workerd', 'worker', 'browser'],
     mainFields: ['module', 'main'],
-    external: ['cloudflare:*'],
+    // What an example imports besides the package (redis-on-workers) comes from this package's
+    // devDependencies.
+    nodePaths: [join(packageDir, 'node_modules')],
+    // redis-on-workers falls back to a Node socket package (node:net) when `cloudflare:sockets` is
+    // missing, by a dynamic import that never runs in workerd: left out, as the runtime's own.
+    external: ['cloudflare:*', '@arrowood.dev/socket'],
     logLevel: 'error',
     plugins: [
       {

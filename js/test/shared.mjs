@@ -1,0 +1,147 @@
+// The shared store (Redis), the same tests for every JavaScript package (the napi addon under Node
+// and Bun, the wasm module under Node): each package's test file calls `sharedTests` with its module
+// and the Redis client class (ioredis, from the package's own devDependencies). A real redis-server
+// per file; without one the tests fail (scripts/test.sh installs it).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from './harness.mjs';
+import { startRedis } from './redis-server.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Declares the shared store tests for one package.
+ * @param pkg the package's module (`SharedTrafficControl`, `TrafficControlError`)
+ * @param Redis the ioredis client class
+ */
+export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis) {
+  let server;
+  const clients = [];
+  let n = 0;
+
+  function client(port = server.port, offline = true) {
+    // Commands wait for the connection (offline queue) but fail after one retry: the controller then
+    // applies its own policy for an unreachable store.
+    const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1, enableOfflineQueue: offline, retryStrategy: () => 200 });
+    c.on('error', () => {});
+    clients.push(c);
+    return c;
+  }
+
+  const config = (limits, extra = {}) => ({ limits, global: Object.keys(limits).filter((k) => k !== 'slots'), ...extra });
+
+  before(async () => {
+    server = await startRedis();
+  });
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    await server?.stop();
+  });
+
+  describe('shared store', () => {
+    test('one round trip per admission, the script loaded by EVAL after NOSCRIPT', async () => {
+      server.cli('script', 'flush');
+      let trips = 0;
+      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 100, per: '1s' } }), { redis: client(), account: `rt-${++n}`, onRoundTrip: () => trips++ });
+      const permit = await tc.acquire({ url: '/a' });
+      assert.equal(trips, 2, 'EVALSHA answered NOSCRIPT, then EVAL');
+      await permit.complete({ status: 200 });
+      assert.equal(trips, 2, 'a completion with nothing to report costs nothing');
+      for (let i = 0; i < 20; i++) await tc.acquire({ url: '/a' });
+      assert.equal(trips, 22, 'then one EVALSHA per admission');
+    });
+
+    test('two controllers on one account never exceed a window together', async () => {
+      const account = `win-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 5, per: 400 } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      const times = [];
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).acquire({ url: '/x' }).then(() => times.push(performance.now() - t0))));
+      times.sort((x, y) => x - y);
+      // Any 5 consecutive admissions span no less than the window (client-side times: a few ms of slack).
+      for (let i = 5; i < times.length; i++) assert.ok(times[i] - times[i - 5] >= 400 - 15, `${times[i]} - ${times[i - 5]}`);
+    });
+
+    test('a waiting HIGH of one controller goes before a LOW flood of another', async () => {
+      const account = `prio-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300 } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      await a.acquire({ url: '/x' });
+      await a.acquire({ url: '/x' });
+      const order = [];
+      const lows = Array.from({ length: 6 }, (_, i) => a.acquire({ url: '/x', priority: 'low' }).then(() => order.push(`low${i}`)));
+      await sleep(20);
+      const high = b.acquire({ url: '/x', priority: 'high' }).then(() => order.push('high'));
+      await Promise.all([...lows, high]);
+      assert.ok(order.indexOf('high') <= 1, `the HIGH went after ${order.indexOf('high')} LOWs: ${order}`);
+    });
+
+    test('reservations hold across controllers and are spent without competing', async () => {
+      const account = `res-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 2, per: 500 } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      const peak = a.reservation({ url: '/x' });
+      await a.acquire({ url: '/x', reserve: [peak] });
+      assert.ok(peak.id > 0);
+      // B sees a full limit (1 used + 1 reserved).
+      await assert.rejects(b.acquire({ url: '/x', maxWait: 100 }), (e) => e.code === 'DEADLINE_UNREACHABLE' || e.code === 'DEADLINE_EXCEEDED');
+      const t0 = performance.now();
+      await a.acquire({ url: '/x', priority: 'high', spend: peak });
+      assert.ok(performance.now() - t0 < 50);
+      assert.equal(await peak.release(), false, 'spent');
+    });
+
+    test('a lease not completed expires and its slot returns', async () => {
+      const account = `lease-${++n}`;
+      const cfg = { limits: { slots: { kind: 'concurrency', max: 1 } }, global: ['slots'], lease_ttl: 300 };
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      await a.acquire({ url: '/x' }); // never completed: a crashed caller
+      const t0 = performance.now();
+      const p = await a.acquire({ url: '/x' });
+      const waited = performance.now() - t0;
+      assert.ok(waited >= 280 && waited < 1500, `waited ${waited} ms`);
+      await p.complete({ status: 200 });
+      const t1 = performance.now();
+      await a.acquire({ url: '/x' });
+      assert.ok(performance.now() - t1 < 100, 'a completion frees at once');
+    });
+
+    test('a 429 pauses every controller on the account', async () => {
+      const account = `pause-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 100, per: '1s' } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      const p = await a.acquire({ url: '/x' });
+      await p.complete({ status: 429, headers: { 'retry-after': '0.3' } });
+      const t0 = performance.now();
+      await b.acquire({ url: '/x' });
+      assert.ok(performance.now() - t0 >= 280, 'B waited for the pause');
+    });
+
+    test('unreachable Redis: fail closed, at once or after the maximum wait', async () => {
+      const dead = client(1, false); // nothing listens on port 1
+      const cfg = config({ api: { kind: 'window', max: 100, per: '1s' } });
+      const fail = new SharedTrafficControl(cfg, { redis: dead, account: `dead-${++n}`, onUnavailable: 'fail' });
+      const e1 = await fail.acquire({ url: '/x' }).catch((e) => e);
+      assert.ok(e1 instanceof TrafficControlError && e1.code === 'STORE_UNAVAILABLE' && e1.kind === 'store', String(e1));
+      const wait = new SharedTrafficControl(cfg, { redis: dead, account: `dead-${++n}` });
+      const t0 = performance.now();
+      const e2 = await wait.acquire({ url: '/x', maxWait: 300 }).catch((e) => e);
+      const waited = performance.now() - t0;
+      assert.equal(e2.code, 'STORE_UNAVAILABLE');
+      assert.ok(waited >= 150 && waited < 1000, `failed after ${waited} ms`);
+    });
+
+    test('requests that can never go fail at once with their code', async () => {
+      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s' } }), { redis: client(), account: `bad-${++n}` });
+      await assert.rejects(tc.acquire({ url: '/x', cost: 3 }), (e) => e.code === 'COST_EXCEEDS_CAPACITY');
+      await assert.rejects(tc.acquire({ route: 'nope' }), (e) => e.code === 'UNKNOWN_ROUTE');
+      assert.throws(() => new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s' } }), { redis: client(), account: 'a{b}' }), (e) => e.code === 'CONFIG');
+      const snap = await tc.snapshot();
+      assert.equal(snap.limits[0].name, 'api');
+    });
+  });
+}
