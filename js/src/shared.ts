@@ -131,7 +131,15 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
-let processTag = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+/**
+ * Tells this process's (or isolate's) waiters from every other's in Redis. Made at first use, not at
+ * load: Workers freeze the clock at 0 and refuse random values in a module's global scope.
+ */
+let processTag: string | undefined;
+function theProcessTag(): string {
+  processTag ??= globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+  return processTag;
+}
 let waiterSeq = 0;
 
 /** Runs a script call with EVALSHA, and EVAL (which also loads it) when Redis answers NOSCRIPT. */
@@ -200,7 +208,7 @@ export class SharedTrafficControl {
   acquire(request: SharedRequest): Promise<SharedPermit> {
     const now = theHost().now();
     const json = JSON.stringify(coreRequest(request, undefined));
-    const id = `${processTag}-${++waiterSeq}`;
+    const id = `${theProcessTag()}-${++waiterSeq}`;
     let call: NativeStoreCall;
     try {
       call = this.#native.sharedAdmit(this.#h, now, json, null, null);
