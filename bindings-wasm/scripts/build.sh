@@ -21,8 +21,14 @@ if [ ! -x node_modules/.bin/tsc ] || [ package.json -nt node_modules/.package-lo
   npm install --no-audit --no-fund
 fi
 
+# Two modules from one crate: native/ with every feature (Workers, Node, Bun), native-browser/
+# without the shared store (a browser cannot reach Redis; the module is smaller without it).
+rm -rf native native-browser dist
+module="$root/target/wasm32-unknown-unknown/wasm/traffic_control_wasm.wasm"
 cargo build --locked --profile wasm --target wasm32-unknown-unknown -p traffic-control-wasm
-rm -rf native dist
 wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir native \
-  --out-name traffic_control_wasm "$root/target/wasm32-unknown-unknown/wasm/traffic_control_wasm.wasm"
+  --out-name traffic_control_wasm "$module"
+cargo build --locked --profile wasm --target wasm32-unknown-unknown -p traffic-control-wasm --no-default-features
+wasm-bindgen --target web --remove-name-section --remove-producers-section --out-dir native-browser \
+  --out-name traffic_control_wasm "$module"
 npx tsc -p tsconfig.json

@@ -20,6 +20,7 @@ use traffic_control_core::{
 };
 use wasm_bindgen::prelude::*;
 
+#[cfg(feature = "shared")]
 pub mod shared;
 
 /// A JavaScript `Error` whose `code` is the core's stable code (`CONFIG`, `QUEUE_FULL`, ...).

@@ -183,6 +183,9 @@ export class SharedTrafficControl {
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
+    if (typeof native.sharedCreate !== 'function') {
+      throw new Error("traffic-control: this build has no shared store (the wasm package's browser build leaves it out: a browser cannot reach Redis)");
+    }
     this.#native = native;
     this.#redis = options.redis;
     this.#options = options;

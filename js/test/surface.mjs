@@ -30,7 +30,11 @@ function thrown(f) {
  * @param pkg the package's module (`TrafficControl`, `TrafficControlError`, `Priority`)
  * @param loadCommonJs loads the package's CommonJS entry, when it has one
  */
-export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs) {
+/**
+ * @param loadCommonJs loads the package's CommonJS entry, when it has one
+ * @param options.readsProcessEnv false for an entry that has no process.env to read (browsers, Workers)
+ */
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true } = {}) {
   describe('config', () => {
     test('an invalid config names the field and the reason, code CONFIG', () => {
       const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
@@ -54,7 +58,7 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.equal(thrown(() => new TrafficControl('nosuchapi')).code, 'CONFIG');
     });
 
-    test('process.env is read by default', () => {
+    if (readsProcessEnv) test('process.env is read by default', () => {
       process.env.KEEPA_RATE_LIMIT_TOKENS_FLOOR = '7';
       try {
         assert.equal(new TrafficControl('keepa').config.limits.tokens.floor, 7);
