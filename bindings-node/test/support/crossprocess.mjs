@@ -104,7 +104,8 @@ async function leaseReturn({ redis, account, mock }) {
   const limit = (s, n) => s.limits.find((l) => l.name === n);
   let s = held;
   while (limit(s, 'inflight').used > 0 || limit(s, 'catalog').reserved > 0) {
-    if (performance.now() - t0 > 20_000) break;
+    // Give up a little after the TTLs: by then they have failed to come back.
+    if (performance.now() - t0 > Math.max(config.lease_ttl, config.reservation_ttl) + 5_000) break;
     await new Promise((r) => setTimeout(r, 25));
     s = await tc.snapshot();
   }
