@@ -294,7 +294,13 @@ impl TrafficControl {
         let Some(flight) = self.in_flight.remove(&request) else {
             return Completion::Unknown;
         };
-        self.stale_timers = true;
+        if self.leases.front().is_some_and(|&(_, id)| id == request) {
+            // Completions come mostly in admission order: the oldest lease is this one's.
+            self.leases.pop_front();
+            self.stale_timers |= self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id));
+        } else {
+            self.stale_timers = true;
+        }
         self.give_back(&flight);
         if self.log {
             self.emit(
@@ -333,7 +339,7 @@ impl TrafficControl {
         feedback: &Feedback,
     ) -> Completion {
         if let Some(report) = &feedback.budget {
-            for &limit in &flight.budgets {
+            for &limit in flight.budgets.as_slice() {
                 let l = &mut self.limits[usize::from(limit)];
                 let in_flight = i64::try_from(l.in_flight_cost).unwrap_or(i64::MAX);
                 if let Some(b) = l.budget_mut() {

@@ -23,7 +23,9 @@ pub(crate) struct Need {
 }
 
 /// A request's needs, sorted by limit, one entry per limit, costs above zero.
-pub(crate) type Needs = SmallVec<[Need; 4]>;
+/// Inline up to 3 limits (a global window, the route's own, a concurrency limit): the admission and
+/// the in-flight entry then stay under 128 bytes, which the compiler copies inline.
+pub(crate) type Needs = SmallVec<[Need; 3]>;
 
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -35,6 +37,8 @@ pub(crate) struct Route {
     /// Every limit the route takes (global ones included), sorted, with how each is costed:
     /// resolving a request is filling in its cost, no search and no sort.
     template: Template,
+    /// What a request by this route's name takes at the route's own cost (no query to read).
+    needs_by_name: Needs,
     budgets: Budgets,
     cost: RouteCost,
 }
@@ -51,7 +55,35 @@ enum Costed {
 type Template = SmallVec<[(LimitIdx, Costed); 4]>;
 
 /// Budget limits a request reports on.
-pub(crate) type Budgets = SmallVec<[LimitIdx; 1]>;
+/// The budget limits a response may report on: none for most requests, and then one word (the
+/// in-flight entry and the admission stay small enough to be copied inline).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Budgets(Option<Box<[LimitIdx]>>);
+
+impl Budgets {
+    pub(crate) fn as_slice(&self) -> &[LimitIdx] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn contains(&self, limit: &LimitIdx) -> bool {
+        self.as_slice().contains(limit)
+    }
+
+    fn push(&mut self, limit: LimitIdx) {
+        *self = self.as_slice().iter().copied().chain([limit]).collect();
+    }
+}
+
+impl FromIterator<LimitIdx> for Budgets {
+    fn from_iter<I: IntoIterator<Item = LimitIdx>>(iter: I) -> Self {
+        let all: Vec<LimitIdx> = iter.into_iter().collect();
+        Budgets((!all.is_empty()).then(|| all.into_boxed_slice()))
+    }
+}
 
 fn budgets_of(template: &Template, limits: &[Limit]) -> Budgets {
     template.iter().map(|&(l, _)| l).filter(|&l| limits[usize::from(l)].budget().is_some()).collect()
@@ -135,6 +167,7 @@ impl Router {
                 method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
                 path: Regex::new(&r.path).expect("validated"),
                 template: template(Some(&r.limits)),
+                needs_by_name: fill(&template(Some(&r.limits)), r.cost.estimate(None)),
                 budgets: budgets_of(&template(Some(&r.limits)), limits),
                 cost: r.cost.clone(),
             })
@@ -190,8 +223,12 @@ impl Router {
                 (None, EndpointRef::Own(Arc::new(Endpoint { name: extra.join("+").into_boxed_str(), route: None })))
             }
         };
+        let by_name = matches!(target, Target::Route(_)) && cost.is_none();
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
-        let mut needs = fill(route.map_or(&self.global, |r| &r.template), cost);
+        let mut needs = match route {
+            Some(r) if by_name => r.needs_by_name.clone(),
+            _ => fill(route.map_or(&self.global, |r| &r.template), cost),
+        };
         let mut budgets = route.map_or_else(|| self.global_budgets.clone(), |r| r.budgets.clone());
         if !extra.is_empty() {
             for name in extra {

@@ -392,7 +392,7 @@ impl SharedStore {
             args,
             what: CallKind::Admit {
                 needs: resolved.needs,
-                budgets: resolved.budgets.to_vec(),
+                budgets: resolved.budgets.as_slice().to_vec(),
                 follow_ups: follow_ups.len(),
                 limits: total.iter().map(|n| n.limit).collect(),
             },
