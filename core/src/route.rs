@@ -192,6 +192,9 @@ impl Router {
     }
 
     /// Resolves a target plus extra named limits and an explicit cost into needs.
+    // Inlined into its callers: returned through the stack, the result was read back at offsets
+    // its fields were not written at (a store-forwarding stall, ~5 ns of the direct path).
+    #[inline(always)]
     pub(crate) fn resolve(
         &self,
         target: &Target,
@@ -226,7 +229,8 @@ impl Router {
         let by_name = matches!(target, Target::Route(_)) && cost.is_none();
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);
         let mut needs = match route {
-            Some(r) if by_name => r.needs_by_name.clone(),
+            // A copy of the slice: SmallVec's `clone` goes element by element (~8 ns here).
+            Some(r) if by_name => Needs::from_slice(&r.needs_by_name),
             _ => fill(route.map_or(&self.global, |r| &r.template), cost),
         };
         let mut budgets = route.map_or_else(|| self.global_budgets.clone(), |r| r.budgets.clone());
