@@ -161,15 +161,21 @@ impl Router {
         let routes = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: Arc::from(r.name.as_str()),
-                by_name: Arc::new(Endpoint { name: r.name.as_str().into(), route: Some(Arc::from(r.name.as_str())) }),
-                method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
-                path: Regex::new(&r.path).expect("validated"),
-                template: template(Some(&r.limits)),
-                needs_by_name: fill(&template(Some(&r.limits)), r.cost.estimate(None)),
-                budgets: budgets_of(&template(Some(&r.limits)), limits),
-                cost: r.cost.clone(),
+            .map(|r| {
+                let template = template(Some(&r.limits));
+                Route {
+                    name: Arc::from(r.name.as_str()),
+                    by_name: Arc::new(Endpoint {
+                        name: r.name.as_str().into(),
+                        route: Some(Arc::from(r.name.as_str())),
+                    }),
+                    method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
+                    path: Regex::new(&r.path).expect("validated"),
+                    needs_by_name: fill(&template, r.cost.estimate(None)),
+                    budgets: budgets_of(&template, limits),
+                    template,
+                    cost: r.cost.clone(),
+                }
             })
             .collect();
         let global = template(None);
