@@ -2,15 +2,13 @@
 //! Redis, shared by every process of an account), one method per core call. The Python layer
 //! (`traffic_control/shared.py`) runs each call with the application's Redis client.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use traffic_control_core::{
-    self as tc, AdmitOptions, Decision, Outcome, Preset, ReplyValue, Request, RequestId, ReservationId, StoreCall,
-};
+use traffic_control_core::host::{self, HostError, SharedHost};
+use traffic_control_core::{self as tc, Decision, Outcome, Preset, ReplyValue, RequestId, ReservationId, StoreCall};
 
 use crate::convert::{env_pairs, ts};
 use crate::errors::{config_error, request_error, TrafficControlError};
@@ -22,10 +20,17 @@ type Call = (Vec<String>, Vec<String>);
 /// `go`, `wait`, `reject`.
 type Answer = (String, Option<u64>, Vec<u64>, Option<f64>, Option<PyErr>);
 
-/// The sans-IO shared store: builds script calls and reads their replies.
+/// The sans-IO shared store: builds script calls and reads their replies. The admission calls
+/// awaiting their replies are kept by the core's [`SharedHost`], as for the JavaScript bindings.
 #[pyclass(name = "SharedStore", module = "traffic_control._traffic_control")]
 pub struct PySharedStore {
-    store: std::sync::Mutex<(tc::SharedStore, HashMap<u64, StoreCall>, u64)>,
+    host: std::sync::Mutex<SharedHost>,
+}
+
+impl PySharedStore {
+    fn host(&self) -> std::sync::MutexGuard<'_, SharedHost> {
+        self.host.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn replies(reply: &Bound<'_, PyAny>) -> PyResult<Vec<ReplyValue>> {
@@ -49,12 +54,16 @@ fn store_error(e: &tc::StoreError) -> PyErr {
     TrafficControlError::new_err(format!("{} ({})", e, e.code()))
 }
 
-fn parts(c: StoreCall) -> Call {
-    (c.keys, c.args)
+fn host_error(py: Python<'_>, e: &HostError) -> PyErr {
+    match e {
+        HostError::Request(e) => request_error(py, e),
+        HostError::Store(e) => store_error(e),
+        HostError::Invalid(reason) => PyValueError::new_err(format!("invalid argument: {reason}")),
+    }
 }
 
-fn request(json: &str) -> PyResult<Request> {
-    serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("invalid request: {e}")))
+fn parts(c: StoreCall) -> Call {
+    (c.keys, c.args)
 }
 
 #[pymethods]
@@ -81,53 +90,40 @@ impl PySharedStore {
             preset.config_with_env(env)
         }
         .map_err(|e| config_error(py, &e))?;
-        let mut o = tc::StoreOptions::new(account);
-        if let Some(ms) = waiter_ttl_ms {
-            o.waiter_ttl = Duration::from_secs_f64(ms.max(0.0) / 1000.0);
-        }
-        let store = tc::SharedStore::new(config, o).map_err(|e| config_error(py, &e))?;
-        Ok(PySharedStore { store: std::sync::Mutex::new((store, HashMap::new(), 1)) })
+        let host = SharedHost::new(config, account, waiter_ttl_ms).map_err(|e| config_error(py, &e))?;
+        Ok(PySharedStore { host: std::sync::Mutex::new(host) })
     }
 
     /// The Lua script and its SHA1.
     #[staticmethod]
     fn script() -> (String, String) {
-        (tc::SCRIPT.to_string(), tc::script_sha1().to_string())
+        let [script, sha] = host::script();
+        (script, sha)
     }
 
     /// The call that admits a request (JSON in the core's shape): `(token, keys, args)`.
     #[pyo3(signature = (now, request_json, waiter = None, max_wait_ms = None))]
     fn admit(
         &self,
+        py: Python<'_>,
         now: f64,
         request_json: &str,
         waiter: Option<String>,
         max_wait_ms: Option<f64>,
-    ) -> PyResult<(u64, Vec<String>, Vec<String>)> {
-        let req = request(request_json)?;
-        let mut o = AdmitOptions::default();
-        o.waiter = waiter;
-        o.max_wait = max_wait_ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c = g.0.admit(ts(now), &req, &o).map_err(|e| Python::attach(|py| request_error(py, &e)))?;
-        let token = g.2;
-        g.2 += 1;
-        g.1.insert(token, c.clone());
+    ) -> PyResult<(u32, Vec<String>, Vec<String>)> {
+        let (token, c) = self.host().admit(now, request_json, waiter, max_wait_ms).map_err(|e| host_error(py, &e))?;
         Ok((token, c.keys, c.args))
     }
 
     /// Forgets an admission call whose reply will never come.
-    fn forget(&self, token: u64) {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.remove(&token);
+    fn forget(&self, token: u32) {
+        self.host().forget(token);
     }
 
     /// Reads an admission's reply: `(decision, request_id, reservations, wait_ms, error)`.
-    fn decide(&self, py: Python<'_>, now: f64, token: u64, reply: &Bound<'_, PyAny>) -> PyResult<Answer> {
+    fn decide(&self, py: Python<'_>, now: f64, token: u32, reply: &Bound<'_, PyAny>) -> PyResult<Answer> {
         let reply = replies(reply)?;
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c =
-            g.1.remove(&token).ok_or_else(|| PyValueError::new_err(format!("no admission call with token {token}")))?;
-        let a = g.0.decide(ts(now), &c, &reply).map_err(|e| store_error(&e))?;
+        let a = self.host().decide_reply(now, token, &reply).map_err(|e| host_error(py, &e))?;
         Ok(match a.decision {
             Decision::Go(p) => {
                 ("go".into(), Some(p.request.0), p.reservations.iter().map(|r| r.0).collect(), None, None)
@@ -145,13 +141,8 @@ impl PySharedStore {
     }
 
     /// The call that drops a waiter's claims.
-    fn withdraw(&self, now: f64, waiter: &str, request_json: &str) -> PyResult<Call> {
-        let req = request(request_json)?;
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let admit =
-            g.0.admit(ts(now), &req, &AdmitOptions::default())
-                .map_err(|e| Python::attach(|py| request_error(py, &e)))?;
-        Ok(parts(g.0.withdraw(ts(now), waiter, &admit)))
+    fn withdraw(&self, py: Python<'_>, now: f64, waiter: &str, request_json: &str) -> PyResult<Call> {
+        self.host().withdraw(now, waiter, request_json).map(parts).map_err(|e| host_error(py, &e))
     }
 
     /// The call that reports an outcome, or None when there is nothing to tell the store.
@@ -168,19 +159,12 @@ impl PySharedStore {
         outcome.status = status;
         outcome.headers = headers.unwrap_or_default();
         outcome.body = body;
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.0.complete(ts(now), RequestId(request), &outcome).map(parts)
+        self.host().store_mut().complete(ts(now), RequestId(request), &outcome).map(parts)
     }
 
     /// The call that releases a reservation early.
     fn release(&self, now: f64, reservation: u64) -> Call {
-        parts(
-            self.store
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0
-                .release(ts(now), ReservationId(reservation)),
-        )
+        parts(self.host().store_mut().release(ts(now), ReservationId(reservation)))
     }
 
     /// The call that sets a budget to the server's balance.
@@ -194,27 +178,28 @@ impl PySharedStore {
         refill_in_ms: Option<f64>,
     ) -> PyResult<Call> {
         let refill = refill_in_ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
-        let g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.0.sync_budget(ts(now), limit, tokens_left, refill).map(parts).map_err(|e| request_error(py, &e))
+        self.host()
+            .store_mut()
+            .sync_budget(ts(now), limit, tokens_left, refill)
+            .map(parts)
+            .map_err(|e| request_error(py, &e))
     }
 
     /// Takes the reply to any other call; True when a released reservation was live.
     fn observe(&self, now: f64, reply: &Bound<'_, PyAny>) -> PyResult<bool> {
         let reply = replies(reply)?;
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.0.observe(ts(now), &reply).map_err(|e| store_error(&e))
+        self.host().store_mut().observe(ts(now), &reply).map_err(|e| store_error(&e))
     }
 
     /// The call that reads every limit's shared state.
     fn snapshot_call(&self, now: f64) -> Call {
-        parts(self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.snapshot_call(ts(now)))
+        parts(self.host().store_mut().snapshot_call(ts(now)))
     }
 
     /// Every limit's shared state from the snapshot reply: `[(name, used, capacity, reserved)]`.
     fn snapshot(&self, now: f64, reply: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64, u64, u64)>> {
         let reply = replies(reply)?;
-        let mut g = self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = g.0.snapshot(ts(now), &reply).map_err(|e| store_error(&e))?;
+        let s = self.host().store_mut().snapshot(ts(now), &reply).map_err(|e| store_error(&e))?;
         Ok(s.limits.into_iter().map(|l| (l.name, l.used, l.capacity, l.reserved)).collect())
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{outcome_from_parts, HostError};
 use crate::error::{ConfigError, StoreError};
 use crate::request::{Decision, Request, RequestId, ReservationId};
-use crate::shared::{script_sha1, AdmitOptions, ReplyValue, SharedStore, StoreCall, StoreOptions, SCRIPT};
+use crate::shared::{script_sha1, AdmitOptions, Admitted, ReplyValue, SharedStore, StoreCall, StoreOptions, SCRIPT};
 use crate::time::Timestamp;
 use crate::Config;
 
@@ -112,6 +112,11 @@ impl SharedHost {
         Ok((token, call))
     }
 
+    /// The store itself, for the calls that need no token (a host with its own argument shapes).
+    pub fn store_mut(&mut self) -> &mut SharedStore {
+        &mut self.store
+    }
+
     /// Forgets an admission call whose reply will never come (the store was unreachable).
     pub fn forget(&mut self, token: u32) {
         self.take(token);
@@ -122,11 +127,17 @@ impl SharedHost {
         Some(self.pending.swap_remove(i).1)
     }
 
-    /// Reads the reply (a JSON array) to the admission call of `token`.
-    pub fn decide(&mut self, now_ms: f64, token: u32, reply_json: &str) -> Result<SharedDecision, HostError> {
+    /// Reads the reply to the admission call of `token`, already parsed (a host whose Redis client
+    /// hands over values, as Python's does).
+    pub fn decide_reply(&mut self, now_ms: f64, token: u32, reply: &[ReplyValue]) -> Result<Admitted, HostError> {
         let call =
             self.take(token).ok_or_else(|| HostError::Invalid(format!("no admission call with token {token}")))?;
-        let admitted = self.store.decide(at(now_ms), &call, &reply(reply_json)?).map_err(HostError::Store)?;
+        self.store.decide(at(now_ms), &call, reply).map_err(HostError::Store)
+    }
+
+    /// Reads the reply (a JSON array) to the admission call of `token`.
+    pub fn decide(&mut self, now_ms: f64, token: u32, reply_json: &str) -> Result<SharedDecision, HostError> {
+        let admitted = self.decide_reply(now_ms, token, &reply(reply_json)?)?;
         Ok(match admitted.decision {
             Decision::Go(permit) => SharedDecision {
                 decision: "go",
