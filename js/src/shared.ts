@@ -249,14 +249,14 @@ export class SharedTrafficControl {
   async completePermit(request: number, outcome?: Parameters<SharedPermit['complete']>[0]): Promise<void> {
     const now = theHost().now();
     const call = this.#native.sharedComplete(this.#h, now, request, outcome?.status ?? null, headerList(outcome?.headers) ?? null, outcome?.body ?? null);
-    if (call) this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#run(call)));
+    if (call) this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#runOrWait(call)));
     this.#kickAll();
   }
 
   /** @internal */
   async releaseReservation(id: number): Promise<boolean> {
     const call = this.#native.sharedRelease(this.#h, theHost().now(), id);
-    const live = this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#run(call)));
+    const live = this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#runOrWait(call)));
     this.#kickAll();
     return live;
   }
@@ -269,7 +269,7 @@ export class SharedTrafficControl {
     } catch (e) {
       throw coded(e);
     }
-    this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#run(call)));
+    this.#native.sharedObserve(this.#h, theHost().now(), JSON.stringify(await this.#runOrWait(call)));
     this.#kickAll();
   }
 
@@ -288,6 +288,26 @@ export class SharedTrafficControl {
 
   #run(call: NativeStoreCall): Promise<unknown> {
     return runScript(this.#redis, this.#sha, this.#script, call.keys, call.args, this.#options.onRoundTrip);
+  }
+
+  /**
+   * Runs a call that reports (a completion, a release, a budget): while the store is unreachable
+   * (a restart), retries under the unavailability policy, as admissions do, then fails with
+   * STORE_UNAVAILABLE rather than the client's own error. The request was sent: what it held comes
+   * back by its TTL even if the report never lands, but a 429's pause should reach every process.
+   */
+  async #runOrWait(call: NativeStoreCall): Promise<unknown> {
+    const limit = theHost().now() + (this.#options.unavailableMaxWait ?? 30_000);
+    for (let backoff = 50; ; backoff = Math.min(backoff * 2, 1_000)) {
+      try {
+        return await this.#run(call);
+      } catch (e) {
+        if (this.#options.onUnavailable === 'fail' || theHost().now() + backoff > limit) {
+          throw storeUnavailable(e);
+        }
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
   }
 
   #kickAll(): void {
@@ -339,7 +359,7 @@ export class SharedTrafficControl {
         w.storeDownAt ??= now;
         const limit = w.maxWaitAt ?? w.storeDownAt + (this.#options.unavailableMaxWait ?? 30_000);
         if (this.#options.onUnavailable === 'fail' || theHost().now() + backoff > limit) {
-          const error = new TrafficControlError('STORE_UNAVAILABLE' as ErrorCode, `the shared store is unavailable: ${(e as Error)?.message ?? e}`, { cause: e });
+          const error = storeUnavailable(e);
           finish(() => w.reject(error), false);
           continue;
         }
@@ -403,6 +423,11 @@ export class SharedTrafficControl {
 /** For tests: a distinct waiter-id prefix per controller process. */
 export function setProcessTag(tag: string): void {
   processTag = tag;
+}
+
+/** The error of a call the store did not answer: the client's error as its cause. */
+function storeUnavailable(e: unknown): TrafficControlError {
+  return new TrafficControlError('STORE_UNAVAILABLE' as ErrorCode, `the shared store is unavailable: ${(e as Error)?.message ?? e}`, { cause: e });
 }
 
 function coded(e: unknown): unknown {

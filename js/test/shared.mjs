@@ -135,6 +135,29 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       assert.ok(waited >= 150 && waited < 1000, `failed after ${waited} ms`);
     });
 
+    test('a completion while Redis is unreachable waits under the policy, then lands or fails clearly', async () => {
+      const real = client();
+      let down = false;
+      const flaky = {
+        evalsha: (...a) => (down ? Promise.reject(new Error('connection lost')) : real.evalsha(...a)),
+        eval: (...a) => (down ? Promise.reject(new Error('connection lost')) : real.eval(...a)),
+      };
+      const cfg = config({ slots: { kind: 'concurrency', max: 1 } }, { global: ['slots'] });
+      const account = `flaky-${++n}`;
+      const tc = new SharedTrafficControl(cfg, { redis: flaky, account });
+      const permit = await tc.acquire({});
+      down = true;
+      setTimeout(() => (down = false), 200);
+      await permit.complete({ status: 200 }); // retried until Redis answered
+      await tc.acquire({ maxWait: 100 }); // the slot came back
+      const failing = new SharedTrafficControl(cfg, { redis: flaky, account: `flaky-${++n}`, onUnavailable: 'fail' });
+      const p2 = await failing.acquire({});
+      down = true;
+      const e = await p2.complete({ status: 200 }).catch((err) => err);
+      down = false;
+      assert.ok(e instanceof TrafficControlError && e.code === 'STORE_UNAVAILABLE', String(e));
+    });
+
     test('requests that can never go fail at once with their code', async () => {
       const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s' } }), { redis: client(), account: `bad-${++n}` });
       await assert.rejects(tc.acquire({ url: '/x', cost: 3 }), (e) => e.code === 'COST_EXCEEDS_CAPACITY');
