@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use crate::error::RequestError;
 use crate::request::{Permit, Priority, RequestId, ReservationId};
@@ -18,8 +19,8 @@ pub struct Event {
     pub at: Timestamp,
     /// The request it is about (for reservation events: the request that made the reservation).
     pub request: RequestId,
-    /// Shared by every event of the request: one reference count per event, not one per string.
-    pub(crate) endpoint: Arc<Endpoint>,
+    /// Whom the request was for.
+    pub(crate) endpoint: EventEndpoint,
     /// The request's priority.
     pub priority: Priority,
     /// What happened.
@@ -90,6 +91,24 @@ pub enum EventKind {
     },
 }
 
+/// Whom an event's request was for. A route's name is copied into each event (inline up to 23
+/// bytes), not shared by reference count: an `Arc` clone and its drop are two atomic operations, and
+/// each waits for the processor's pending stores (~25 ns of the direct path with the event log on).
+// `repr(u8)`: the tag in a byte of its own, the name whole at an aligned offset. Left to the
+// compiler, the tag shares the name's length byte and the name is copied in unaligned pieces that
+// stall the store buffer when read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum EventEndpoint {
+    /// A request made by route name: the endpoint is the route's name.
+    Route(SmolStr),
+    /// A request with neither target nor extra limits.
+    NoTarget,
+    /// A URL (the matched route apart), or a list of extra limits: shared by every event of the
+    /// request.
+    Own(Arc<Endpoint>),
+}
+
 /// What a request targets, as events show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Endpoint {
@@ -104,12 +123,20 @@ impl Event {
     /// `METHOD /path` without the query string's values (API keys travel there), or the route name
     /// for requests made by route.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint.name
+        match &self.endpoint {
+            EventEndpoint::Route(name) => name,
+            EventEndpoint::NoTarget => "-",
+            EventEndpoint::Own(e) => &e.name,
+        }
     }
 
     /// The route matched, if any.
     pub fn route(&self) -> Option<&str> {
-        self.endpoint.route.as_deref()
+        match &self.endpoint {
+            EventEndpoint::Route(name) => Some(name),
+            EventEndpoint::NoTarget => None,
+            EventEndpoint::Own(e) => e.route.as_deref(),
+        }
     }
 
     /// The `status` column of a log row: `queued`, `go`, `completed`, `rate_limited`, `retried`,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use regex_lite::Regex;
 use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 use crate::config::{Config, QueryPolicy, RouteCost, RouteLimit};
 use crate::error::RequestError;
-use crate::event::Endpoint;
+use crate::event::{Endpoint, EventEndpoint};
 use crate::limit::Limit;
 use crate::request::Target;
 
@@ -31,7 +32,7 @@ pub(crate) type Needs = SmallVec<[Need; 3]>;
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     /// What events show for requests made by this route's name.
-    by_name: Arc<Endpoint>,
+    by_name: SmolStr,
     method: Option<String>,
     path: Regex,
     /// Every limit the route takes (global ones included), sorted, with how each is costed:
@@ -106,9 +107,6 @@ pub(crate) struct Router {
     global_budgets: Budgets,
     by_limit_name: HashMap<Arc<str>, LimitIdx>,
     query: QueryPolicy,
-    /// The endpoint of every request with neither target nor extra limits: shared, not allocated
-    /// per request.
-    no_target: Arc<Endpoint>,
 }
 
 /// A request's target, resolved.
@@ -165,10 +163,7 @@ impl Router {
                 let template = template(Some(&r.limits));
                 Route {
                     name: Arc::from(r.name.as_str()),
-                    by_name: Arc::new(Endpoint {
-                        name: r.name.as_str().into(),
-                        route: Some(Arc::from(r.name.as_str())),
-                    }),
+                    by_name: SmolStr::new(&r.name),
                     method: r.method.as_ref().map(|m| m.to_ascii_uppercase()),
                     path: Regex::new(&r.path).expect("validated"),
                     needs_by_name: fill(&template, r.cost.estimate(None)),
@@ -180,16 +175,15 @@ impl Router {
             .collect();
         let global = template(None);
         let global_budgets = budgets_of(&global, limits);
-        let no_target = Arc::new(Endpoint { name: "-".into(), route: None });
-        Router { routes, global, global_budgets, by_limit_name, query: config.events.query, no_target }
+        Router { routes, global, global_budgets, by_limit_name, query: config.events.query }
     }
 
     /// The endpoint an event names.
-    pub(crate) fn endpoint_of(&self, e: &EndpointRef) -> Arc<Endpoint> {
+    pub(crate) fn endpoint_of(&self, e: &EndpointRef) -> EventEndpoint {
         match e {
-            EndpointRef::Route(i) => self.routes[usize::from(*i)].by_name.clone(),
-            EndpointRef::NoTarget => self.no_target.clone(),
-            EndpointRef::Own(e) => e.clone(),
+            EndpointRef::Route(i) => EventEndpoint::Route(self.routes[usize::from(*i)].by_name.clone()),
+            EndpointRef::NoTarget => EventEndpoint::NoTarget,
+            EndpointRef::Own(e) => EventEndpoint::Own(e.clone()),
         }
     }
 
