@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -112,6 +113,41 @@ async def test_unreachable_redis_fails_closed(server: RedisServer) -> None:
     with pytest.raises(StoreUnavailableError):
         await wait.acquire("/x", max_wait=0.3)
     assert 0.15 <= time.monotonic() - t0 < 1.0
+
+
+class _Flaky:
+    """A client whose calls fail while ``down``, as while its redis-server restarts."""
+
+    def __init__(self, real: aioredis.Redis) -> None:
+        self.real, self.down = real, False
+
+    async def evalsha(self, *args: Any) -> Any:
+        if self.down:
+            raise ConnectionError("connection lost")
+        return await self.real.evalsha(*args)
+
+    async def eval(self, *args: Any) -> Any:
+        if self.down:
+            raise ConnectionError("connection lost")
+        return await self.real.eval(*args)
+
+
+async def test_a_completion_while_redis_is_unreachable_waits_under_the_policy(server: RedisServer) -> None:
+    flaky = _Flaky(client(server.port))
+    slots = {"limits": {"slots": {"kind": "concurrency", "max": 1}}, "global": ["slots"]}
+    tc = SharedTrafficControl(slots, redis=flaky, account=account("flaky"))
+    permit = await tc.acquire("/x")
+    flaky.down = True
+    asyncio.get_running_loop().call_later(0.2, setattr, flaky, "down", False)
+    await permit.complete(200)  # retried until Redis answered
+    await tc.acquire("/x", max_wait=0.1)  # so the slot came back
+    failing = SharedTrafficControl(slots, redis=flaky, account=account("flaky"), on_unavailable="fail")
+    p2 = await failing.acquire("/x")
+    flaky.down = True
+    with pytest.raises(StoreUnavailableError) as e:
+        await p2.complete(200)
+    flaky.down = False
+    assert e.value.code == "STORE_UNAVAILABLE"
 
 
 async def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> None:

@@ -130,6 +130,49 @@ def test_unreachable_redis_fails_closed_after_max_wait(server: RedisServer) -> N
     assert wait.waiting == 0 and short.waiting == 0
 
 
+class _Flaky:
+    """A client whose calls fail while ``down``, as while its redis-server restarts."""
+
+    def __init__(self, real: redis.Redis) -> None:
+        self.real, self.down = real, False
+
+    def evalsha(self, *args: Any) -> Any:
+        if self.down:
+            raise redis.ConnectionError("connection lost")
+        return self.real.evalsha(*args)
+
+    def eval(self, *args: Any) -> Any:
+        if self.down:
+            raise redis.ConnectionError("connection lost")
+        return self.real.eval(*args)
+
+
+def test_a_release_while_redis_is_unreachable_waits_under_the_policy(server: RedisServer) -> None:
+    flaky = _Flaky(client(server.port))
+    tc = SyncSharedTrafficControl(WINDOW, redis=flaky, account=account("flaky"))
+    follow_up = tc.reservation("/x")
+    tc.acquire("/x", reserve=[follow_up])
+    assert tc.snapshot()[0][3] == 1
+    flaky.down = True
+    threading.Timer(0.2, setattr, (flaky, "down", False)).start()
+    assert follow_up.release()  # retried until Redis answered
+    assert tc.snapshot()[0][3] == 0
+    short = SyncSharedTrafficControl(WINDOW, redis=flaky, account=account("flaky"), unavailable_max_wait=0.2)
+    failing = SyncSharedTrafficControl(WINDOW, redis=flaky, account=account("flaky"), on_unavailable="fail")
+    held = [short.reservation("/x"), failing.reservation("/x")]
+    short.acquire("/x", reserve=[held[0]])
+    failing.acquire("/x", reserve=[held[1]])
+    flaky.down = True
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as e:
+        held[0].release()
+    assert 0.1 <= time.monotonic() - t0 < 1.0
+    with pytest.raises(StoreUnavailableError):
+        held[1].release()
+    flaky.down = False
+    assert e.value.code == "STORE_UNAVAILABLE"
+
+
 def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> None:
     tc = SyncSharedTrafficControl(WINDOW, redis=client(server.port), account=account("bad"))
     with pytest.raises(TrafficControlError) as e:

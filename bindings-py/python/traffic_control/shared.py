@@ -31,7 +31,9 @@ share one base (the calls and the reading of replies); only the I/O and the wait
 
 Redis unreachable: fail closed. With ``on_unavailable="wait"`` (the default) a request retries with
 backoff and fails with :class:`StoreUnavailableError` once its ``max_wait`` (or
-``unavailable_max_wait``) is spent; with ``"fail"`` it fails at once. Never unlimited.
+``unavailable_max_wait``) is spent; with ``"fail"`` it fails at once. Never unlimited. A completion,
+a release or a budget sync retries the same way (up to ``unavailable_max_wait``), then raises
+:class:`StoreUnavailableError`.
 """
 
 from __future__ import annotations
@@ -362,6 +364,13 @@ class _SharedBase:
 
     # Calls outside admission: each returns (keys, args), its reply goes to _observe.
 
+    def _report_retry(self, started: float, backoff: float, e: Exception) -> None:
+        """A report (completion, release, budget) that did not reach Redis: raises
+        :class:`StoreUnavailableError` when the unavailability policy says stop, else returns and
+        the caller retries after ``backoff`` ms."""
+        if self._on_unavailable == "fail" or _now() + backoff > started + self._unavailable_max_wait_ms:
+            raise StoreUnavailableError(f"the shared store is unavailable: {e}") from e
+
     def _observe(self, reply: Any) -> bool:
         with self._store_lock:
             return self._store.observe(_now(), reply)
@@ -461,7 +470,7 @@ class SharedTrafficControl(_SharedBase):
 
     async def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
-        self._observe(await self._run(*self._sync_budget_call(limit, tokens_left, refill_in)))
+        self._observe(await self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
         self._wake()
 
     async def snapshot(self) -> list[tuple[str, int, int, int]]:
@@ -476,6 +485,20 @@ class SharedTrafficControl(_SharedBase):
     async def _run(self, keys: Sequence[str], args: Sequence[str]) -> Any:
         return await run_script(self._redis, self._sha, self._script, keys, args, self.round_trips)
 
+    async def _run_or_wait(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Runs a report while Redis is unreachable (a restart): retries under the unavailability
+        policy, as admissions do, then raises :class:`StoreUnavailableError` rather than the
+        client's own error. What the request held comes back by its TTL even if the report never
+        lands, but a 429's pause should reach every process."""
+        started, backoff = _now(), 50.0
+        while True:
+            try:
+                return await self._run(keys, args)
+            except Exception as e:
+                self._report_retry(started, backoff, e)
+            await asyncio.sleep(backoff / 1000.0)
+            backoff = min(backoff * 2, 1000.0)
+
     def _wake(self) -> None:
         self._kick.set()
         self._kick = asyncio.Event()
@@ -485,11 +508,11 @@ class SharedTrafficControl(_SharedBase):
     ) -> None:
         call = self._complete_call(request, status, headers, body)
         if call is not None:
-            self._observe(await self._run(*call))
+            self._observe(await self._run_or_wait(*call))
         self._wake()
 
     async def _release(self, reservation: int) -> bool:
-        live = self._observe(await self._run(*self._release_call(reservation)))
+        live = self._observe(await self._run_or_wait(*self._release_call(reservation)))
         self._wake()
         return live
 
@@ -619,7 +642,7 @@ class SyncSharedTrafficControl(_SharedBase):
 
     def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
-        self._observe(self._run(*self._sync_budget_call(limit, tokens_left, refill_in)))
+        self._observe(self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
         self._wake()
 
     def snapshot(self) -> list[tuple[str, int, int, int]]:
@@ -634,6 +657,17 @@ class SyncSharedTrafficControl(_SharedBase):
 
     def _run(self, keys: Sequence[str], args: Sequence[str]) -> Any:
         return run_script_sync(self._redis, self._sha, self._script, keys, args, self.round_trips)
+
+    def _run_or_wait(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """:meth:`SharedTrafficControl._run_or_wait`, blocking."""
+        started, backoff = _now(), 50.0
+        while True:
+            try:
+                return self._run(keys, args)
+            except Exception as e:
+                self._report_retry(started, backoff, e)
+            time.sleep(backoff / 1000.0)
+            backoff = min(backoff * 2, 1000.0)
 
     def _wake(self) -> None:
         with self._cond:
@@ -686,11 +720,11 @@ class SyncSharedTrafficControl(_SharedBase):
     ) -> None:
         call = self._complete_call(request, status, headers, body)
         if call is not None:
-            self._observe(self._run(*call))
+            self._observe(self._run_or_wait(*call))
         self._wake()
 
     def _release(self, reservation: int) -> bool:
-        live = self._observe(self._run(*self._release_call(reservation)))
+        live = self._observe(self._run_or_wait(*self._release_call(reservation)))
         self._wake()
         return live
 
