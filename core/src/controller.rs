@@ -13,7 +13,7 @@ use crate::event::{Endpoint, Event, EventKind};
 use crate::feedback::{BlockKind, Feedback};
 use crate::limit::{Ask, Limit};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
-use crate::request::{Completion, Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
+use crate::request::{Completion, Decision, IdMap, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{EndpointRef, Needs, Router};
 use crate::snapshot::{LimitSnapshot, Snapshot};
 use crate::time::Timestamp;
@@ -68,7 +68,7 @@ pub struct TrafficControl {
     queue: WaitQueue,
     /// (deadline, request) of waiters with a deadline; stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
-    in_flight: FxHashMap<RequestId, InFlight>,
+    in_flight: IdMap<InFlight>,
     /// (lease expiry, request) in admission order: one lease TTL makes it sorted by expiry.
     leases: VecDeque<(Timestamp, RequestId)>,
     reservations: FxHashMap<ReservationId, Reservation>,
@@ -154,7 +154,7 @@ impl TrafficControl {
             next_request: 1,
             next_reservation: 1,
             deadlines: BinaryHeap::new(),
-            in_flight: FxHashMap::default(),
+            in_flight: IdMap::default(),
             leases: VecDeque::new(),
             reservations: FxHashMap::default(),
             reservation_expiry: BinaryHeap::new(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::request::{Priority, RequestId, ReservationId};
+use crate::request::{IdMap, Priority, RequestId, ReservationId};
 use crate::route::EndpointRef;
 use crate::route::{LimitIdx, Need, Needs};
 use crate::time::Timestamp;
@@ -132,7 +132,7 @@ type GroupKey = (u8, bool, SmallVec<[LimitIdx; 4]>);
 pub(crate) struct Waiters {
     slots: Vec<Option<Waiter>>,
     free: Vec<u32>,
-    index: FxHashMap<RequestId, u32>,
+    index: IdMap<u32>,
 }
 
 impl Waiters {
