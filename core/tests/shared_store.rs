@@ -408,6 +408,40 @@ fn a_429_pauses_the_limits_for_every_process() {
 }
 
 #[test]
+fn a_follow_up_waiting_to_spend_its_reservation_keeps_it_past_its_ttl() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let mut s = store(&account("keep"));
+    let listing = Request::http("POST", "/ws/listings/1");
+    s.set_test_clock(Some(ms(0)));
+    let dip = listing.clone().reserve(FollowUp::http("POST", "/ws/listings/1"));
+    let dip = go(ask(&mut c, &mut s, ms(0), &dip, &AdmitOptions::default()));
+    // The Dip is rate limited: its limits pause for 5 s, past the reservation's ttl (3 s).
+    let call = s.complete(ms(0), dip.request, &Outcome::status(429).header("Retry-After", "5")).unwrap();
+    s.observe(ms(0), &c.run(&call)).unwrap();
+    let peak = listing.clone().spend(dip.reservations[0]);
+    s.set_test_clock(Some(ms(100)));
+    let d = ask(&mut c, &mut s, ms(100), &peak, &AdmitOptions::waiter("peak"));
+    assert_eq!(d, Decision::Wait { until: Some(ms(5000)) });
+    let reserved = |c: &mut Client, s: &mut SharedStore, t: u64| {
+        s.set_test_clock(Some(ms(t)));
+        let call = s.snapshot_call(ms(t));
+        let snap = s.snapshot(ms(t), &c.run(&call)).unwrap();
+        snap.limits.iter().map(|l| l.reserved).sum::<u64>()
+    };
+    assert!(reserved(&mut c, &mut s, 4000) > 0, "the reservation outlives its ttl while its follow-up waits");
+    s.set_test_clock(Some(ms(5000)));
+    go(ask(&mut c, &mut s, ms(5000), &peak, &AdmitOptions::waiter("peak")));
+    assert_eq!(reserved(&mut c, &mut s, 5000), 0, "spent");
+    // Unspent and unclaimed, a reservation lapses at its ttl.
+    s.set_test_clock(Some(ms(6000)));
+    let dip = listing.clone().reserve(FollowUp::http("POST", "/ws/listings/1"));
+    go(ask(&mut c, &mut s, ms(6000), &dip, &AdmitOptions::default()));
+    assert!(reserved(&mut c, &mut s, 8999) > 0);
+    assert_eq!(reserved(&mut c, &mut s, 9000), 0);
+}
+
+#[test]
 fn a_lost_state_closes_the_account_for_the_longest_window() {
     let Some(server) = RedisServer::start() else { return };
     let mut c = server.client();

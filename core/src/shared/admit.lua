@@ -80,7 +80,8 @@ local function scan_reservations(spend)
     if exp <= now then
       redis.call('HDEL', resv, rid)
     else
-      if first_expiry == nil or exp < first_expiry then first_expiry = exp end
+      -- The spent reservation's own expiry opens no room for its follow-up (it is credited to it).
+      if rid ~= spend and (first_expiry == nil or exp < first_expiry) then first_expiry = exp end
       for j = 2, #parts, 2 do
         local name, c = parts[j], tonumber(parts[j + 1])
         reserved[name] = (reserved[name] or 0) + c
@@ -354,6 +355,17 @@ if op == 'admit' then
           redis.call('ZADD', l.qkey, fmt(expiry), string.format('%d|%s|%s|%s', lane, fmt(since), fmt(l.claim), wid))
           local pt = redis.call('PTTL', l.qkey)
           if pt < ttl_ms(expiry - now) then redis.call('PEXPIRE', l.qkey, ttl_ms(expiry - now)) end
+        end
+      end
+      -- A follow-up waiting to spend its reservation keeps it alive as long as its claim (as in
+      -- memory, where a reservation being spent does not expire): a pause or a CRITICAL request
+      -- that took the room first does not cost it its reservation. A crashed waiter's lapses.
+      if own_live then
+        local v = redis.call('HGET', resv, spend)
+        local head = string.match(v, '^[^;]+')
+        if tonumber(head) < expiry then
+          redis.call('HSET', resv, spend, fmt(expiry) .. string.sub(v, #head + 1))
+          if redis.call('PTTL', resv) < ttl_ms(expiry - now) then redis.call('PEXPIRE', resv, ttl_ms(expiry - now)) end
         end
       end
     end

@@ -38,8 +38,12 @@
 //!   admitted until the longest window (bucket refill, lease) has passed, because the API still
 //!   counts what the store forgot.
 //!
-//! Differences from the in-memory controller: a reservation being spent by a waiting follow-up is
-//! not protected from expiry; budget reports are not reduced by other processes' in-flight cost.
+//! - **A reservation being spent is kept**: while a follow-up waits to spend it (a pause, or a
+//!   CRITICAL request took the room first), the reservation lives as long as the follow-up's claim,
+//!   as in memory; a crashed follow-up's lapses with its claim.
+//!
+//! Differences from the in-memory controller: budget reports are not reduced by other processes'
+//! in-flight cost.
 //! Times in the store are whole microseconds (windows and periods are rounded up, never down).
 
 use std::sync::OnceLock;
