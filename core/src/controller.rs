@@ -105,6 +105,9 @@ impl Jitter {
     }
 }
 
+/// Room for events kept by a drained log.
+const EVENTS_KEPT: usize = 1024;
+
 #[derive(Debug)]
 struct InFlight {
     /// What it took (its concurrency slots are the needs on concurrency limits): a retry asks the same again.
@@ -248,6 +251,13 @@ impl TrafficControl {
     pub fn poll(&mut self, now: Timestamp) -> Option<Event> {
         if self.events.is_empty() {
             self.advance(now);
+            if self.events.is_empty() {
+                // Drained: a burst's buffer (100k queued events are ~12 MB) is given back.
+                if self.events.capacity() > EVENTS_KEPT {
+                    self.events.shrink_to(EVENTS_KEPT);
+                }
+                return None;
+            }
         }
         self.events.pop_front()
     }
@@ -959,5 +969,29 @@ fn describe_target(request: &Request) -> String {
     match &request.target {
         crate::request::Target::Route(name) => name.clone(),
         _ => "-".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_event_log_gives_a_bursts_buffer_back() {
+        let config = Config::from_json(
+            r#"{ "limits": { "api": { "kind": "window", "max": 1, "per": "1h" } }, "global": ["api"] }"#,
+        );
+        let mut tc = TrafficControl::new(config.unwrap()).unwrap();
+        let now = Timestamp::from_millis(0);
+        for _ in 0..10_000 {
+            tc.submit(now, Request::http("GET", "/x")).expect("queued");
+        }
+        assert!(tc.events.capacity() >= 10_000);
+        let mut drained = 0;
+        while tc.poll(now).is_some() {
+            drained += 1;
+        }
+        assert_eq!(drained, 10_000, "one go, 9 999 queued");
+        assert!(tc.events.capacity() <= EVENTS_KEPT, "{}", tc.events.capacity());
     }
 }
