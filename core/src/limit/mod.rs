@@ -161,7 +161,7 @@ impl Limit {
     }
 
     // Inlined into the admission's loop over its needs (~6 ns of the direct path).
-    #[inline]
+    #[cfg_attr(not(target_arch = "wasm32"), inline)]
     pub(crate) fn fits(&self, ask: Ask) -> bool {
         !self.is_paused() && self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
     }
