@@ -56,15 +56,17 @@ pub struct RequestId(pub u64);
 
 /// A map keyed by request id. Ids are handed out in sequence, and requests mostly leave in about
 /// the order they came: with FxHash, each lookup of the next one was a cache miss somewhere in the
-/// table (with 100k waiting, the index is megabytes). [`SequentialIds`] keeps neighbouring ids in
-/// neighbouring buckets.
+/// table (with 100k waiting, the index is megabytes). [`SequentialIds`] keeps runs of 8 neighbouring
+/// ids in neighbouring buckets.
 pub(crate) type IdMap<V> = std::collections::HashMap<RequestId, V, std::hash::BuildHasherDefault<SequentialIds>>;
 
-/// The hash of a request id for [`IdMap`]: the id itself in the low bits, from which the table
-/// picks a bucket, and a mix of it in the top 7 bits, the tag the table compares before the keys
-/// (all ids would have the same tag otherwise). Any hash is correct; this one is fast for
-/// sequential keys. Written here: the integer hashers published as crates are either mixing (no
-/// locality) or the identity (one tag for every key).
+/// The hash of a request id for [`IdMap`]: the id's low 3 bits kept as they are (8 neighbouring ids,
+/// 8 neighbouring buckets: the table picks the bucket from the low bits), the rest mixed, so blocks
+/// spread over the table (all ids side by side filled whole probe groups, and a FIFO's deletions
+/// left tombstones that forced rehashing); the low bits also go into the top 7 bits, the tag the
+/// table compares before the keys, so the 8 of a block differ there. Any hash is correct; this one
+/// is fast for sequential keys. Written here: the integer hashers published as crates either mix
+/// everything (no locality) or are the identity (one tag for every key).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct SequentialIds(u64);
 
@@ -80,8 +82,9 @@ impl std::hash::Hasher for SequentialIds {
     }
 
     fn finish(&self) -> u64 {
-        const LOW: u64 = u64::MAX >> 7;
-        (self.0 & LOW) | (self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) & !LOW)
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let block = (self.0 >> 3).wrapping_mul(K);
+        ((block & !7) | (self.0 & 7)) ^ ((self.0 & 7) << 57)
     }
 }
 
