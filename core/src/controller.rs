@@ -835,10 +835,14 @@ impl TrafficControl {
 
     /// Pops timer entries of things already gone (completed, cancelled, spent), so that
     /// `poll_timeout` names only instants where something can happen.
+    #[inline]
     fn drop_stale_timers(&mut self) {
-        if !std::mem::take(&mut self.stale_timers) {
-            return;
+        if std::mem::take(&mut self.stale_timers) {
+            self.pop_stale_timers();
         }
+    }
+
+    fn pop_stale_timers(&mut self) {
         while self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id)) {
             self.leases.pop_front();
         }
