@@ -116,7 +116,7 @@ pub(crate) struct Endpoint {
     /// route.
     pub(crate) name: Box<str>,
     /// The route matched, if any.
-    pub(crate) route: Option<Arc<str>>,
+    pub(crate) route: Option<SmolStr>,
 }
 
 impl Event {

@@ -338,9 +338,19 @@ class _SharedBase:
         if w.store_down_at is None:
             w.store_down_at = now
         limit = w.max_wait_at if w.max_wait_at is not None else w.store_down_at + self._unavailable_max_wait_ms
-        if self._on_unavailable == "fail" or now + backoff > limit:
-            return _Turn(True, error=StoreUnavailableError(f"the shared store is unavailable: {e}"))
+        error = self._give_up(limit, backoff, e)
+        if error is not None:
+            return _Turn(True, error=error)
         return _Turn(False, sleep_ms=backoff)
+
+    def _give_up(self, limit: float, backoff: float, e: BaseException) -> StoreUnavailableError | None:
+        """The unavailability policy, for admissions and reports alike: the error to fail with when
+        ``"fail"`` or when waiting ``backoff`` ms more would pass ``limit``; None to retry."""
+        if self._on_unavailable == "fail" or _now() + backoff > limit:
+            error = StoreUnavailableError(f"the shared store is unavailable: {e}")
+            error.__cause__ = e
+            return error
+        return None
 
     def _replied(self, w: _Waiter, call: _Call, reply: Any) -> _Turn:
         """Reads the script's reply: go (the reservations get their ids), reject, or wait."""
@@ -368,8 +378,9 @@ class _SharedBase:
         """A report (completion, release, budget) that did not reach Redis: raises
         :class:`StoreUnavailableError` when the unavailability policy says stop, else returns and
         the caller retries after ``backoff`` ms."""
-        if self._on_unavailable == "fail" or _now() + backoff > started + self._unavailable_max_wait_ms:
-            raise StoreUnavailableError(f"the shared store is unavailable: {e}") from e
+        error = self._give_up(started + self._unavailable_max_wait_ms, backoff, e)
+        if error is not None:
+            raise error
 
     def _observe(self, reply: Any) -> bool:
         with self._store_lock:

@@ -67,9 +67,10 @@ local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
 
 -- ---- reservations --------------------------------------------------------------------------------
 
--- reserved[limit] and, for the reservation `spend`, own[limit]; expired reservations are deleted.
+-- reserved[limit] and, for the reservation `spend`, own[limit], its expiry and the rest of its
+-- value (limit;cost...); expired reservations are deleted.
 local function scan_reservations(spend)
-  local reserved, own, own_live = {}, {}, false
+  local reserved, own, own_live, own_exp, own_rest = {}, {}, false, nil, nil
   local all = redis.call('HGETALL', resv)
   local first_expiry = nil
   for i = 1, #all, 2 do
@@ -87,10 +88,10 @@ local function scan_reservations(spend)
         reserved[name] = (reserved[name] or 0) + c
         if rid == spend then own[name] = c end
       end
-      if rid == spend then own_live = true end
+      if rid == spend then own_live, own_exp, own_rest = true, exp, string.sub(v, #parts[1] + 1) end
     end
   end
-  return reserved, own, own_live, first_expiry
+  return reserved, own, own_live, first_expiry, own_exp, own_rest
 end
 
 -- ---- the limit kinds -----------------------------------------------------------------------------
@@ -274,7 +275,7 @@ if op == 'admit' then
   for _, l in ipairs(limits) do
     if l.kind == 'g' and not l.known then return reply(3, 'BUDGET_UNKNOWN', l.name) end
   end
-  local reserved, own, own_live, first_res_expiry = scan_reservations(spend)
+  local reserved, own, own_live, first_res_expiry, own_exp, own_rest = scan_reservations(spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
   local covered = own_live and nf == 0
   if covered then
@@ -360,13 +361,9 @@ if op == 'admit' then
       -- A follow-up waiting to spend its reservation keeps it alive as long as its claim (as in
       -- memory, where a reservation being spent does not expire): a pause or a CRITICAL request
       -- that took the room first does not cost it its reservation. A crashed waiter's lapses.
-      if own_live then
-        local v = redis.call('HGET', resv, spend)
-        local head = string.match(v, '^[^;]+')
-        if tonumber(head) < expiry then
-          redis.call('HSET', resv, spend, fmt(expiry) .. string.sub(v, #head + 1))
-          if redis.call('PTTL', resv) < ttl_ms(expiry - now) then redis.call('PEXPIRE', resv, ttl_ms(expiry - now)) end
-        end
+      if own_live and own_exp < expiry then
+        redis.call('HSET', resv, spend, fmt(expiry) .. own_rest)
+        if redis.call('PTTL', resv) < ttl_ms(expiry - now) then redis.call('PEXPIRE', resv, ttl_ms(expiry - now)) end
       end
     end
     return reply(2, wake ~= nil and wake or ABSENT, since)
