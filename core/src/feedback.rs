@@ -258,9 +258,14 @@ fn parse_http_date_unix(text: &str) -> Option<f64> {
     at.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
 }
 
-/// A plain decimal number: digits with an optional sign, dot and exponent. Integers too long for
-/// `u64` saturate; `inf`, `NaN` and other words are refused; a positive overflow such as `1e400`
-/// saturates to `f64::MAX`.
+/// A plain decimal number: digits with an optional sign, dot and exponent (`+1.5`, `.5`, `2.`,
+/// `1e3`). Integers too long for `u64` saturate; `inf`, `NaN` and other words are refused; an
+/// overflow such as `1e400` saturates to `f64::MAX` (or `f64::MIN`).
+///
+/// The number is rewritten in JSON's grammar and read by serde_json, not by `str::parse::<f64>`:
+/// core's parser carries a 20 KB table of powers of five (14 KB of the wasm module gzipped), for
+/// header values that rarely have more than a few digits. serde_json is already here for bodies
+/// and gives the same value on every target.
 fn parse_number(text: &str) -> Option<f64> {
     let text = text.trim();
     if text.is_empty() {
@@ -270,15 +275,39 @@ fn parse_number(text: &str) -> Option<f64> {
         // Only overflow can fail here.
         return Some(text.parse::<u64>().unwrap_or(u64::MAX) as f64);
     }
-    if !text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+    let (negative, unsigned) = match text.as_bytes()[0] {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !digits(whole) || !digits(fraction) {
         return None;
     }
-    let value: f64 = text.parse().ok()?;
-    if value.is_nan() {
-        None
-    } else {
-        Some(value.clamp(f64::MIN, f64::MAX))
-    }
+    let exponent = match exponent {
+        None => "0",
+        Some(e) => {
+            let unsigned = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if unsigned.is_empty() || !digits(unsigned) {
+                return None;
+            }
+            e
+        }
+    };
+    let whole = whole.trim_start_matches('0');
+    let json = format!(
+        "{}{}{}{fraction}e{exponent}",
+        if negative { "-" } else { "" },
+        if whole.is_empty() { "0" } else { whole },
+        if fraction.is_empty() { "" } else { "." },
+    );
+    // The grammar is checked above: the only error left is a value out of range.
+    Some(serde_json::from_str::<f64>(&json).unwrap_or(if negative { f64::MIN } else { f64::MAX }))
 }
 
 /// Seconds as a duration: negative or NaN is refused, overflow saturates.
@@ -950,6 +979,61 @@ mod tests {
         assert_eq!(last_sunday(2026, 10), 25);
         assert_eq!(last_sunday(2024, 3), 31);
         assert_eq!(last_sunday(2024, 10), 27);
+    }
+
+    // --- Numbers -------------------------------------------------------------------------------
+
+    #[test]
+    fn numbers_in_every_spelling_a_header_uses() {
+        for (text, value) in [
+            ("60", 60.0),
+            ("1.5", 1.5),
+            ("+1.5", 1.5),
+            ("-2", -2.0),
+            (".5", 0.5),
+            ("2.", 2.0),
+            ("007.25", 7.25),
+            ("1e3", 1000.0),
+            ("1.5E-3", 0.0015),
+            ("2e+2", 200.0),
+            ("1e-400", 0.0),
+            ("1e400", f64::MAX),
+            ("-1e400", f64::MIN),
+            ("99999999999999999999999", u64::MAX as f64),
+        ] {
+            assert_eq!(parse_number(text), Some(value), "{text}");
+        }
+        for text in ["", "-", "+", ".", "e5", "1e", "1e+", "1.2.3", "--1", "1-2", "inf", "NaN", "0x10", "1 2"] {
+            assert_eq!(parse_number(text), None, "{text:?}");
+        }
+    }
+
+    proptest! {
+        /// The same value as `str::parse::<f64>` where serde_json's path is exact (up to 15
+        /// significant digits times a power of ten within ±22), and within two units in the last
+        /// place elsewhere.
+        #[test]
+        fn numbers_read_as_rust_reads_them(
+            negative in any::<bool>(),
+            whole in "[0-9]{0,20}",
+            fraction in "[0-9]{0,20}",
+            exponent in prop::option::of(-40i32..40),
+        ) {
+            prop_assume!(!(whole.is_empty() && fraction.is_empty()));
+            let text = format!(
+                "{}{whole}.{fraction}{}",
+                if negative { "-" } else { "" },
+                exponent.map(|e| format!("e{e}")).unwrap_or_default(),
+            );
+            let ours = parse_number(&text).unwrap();
+            let rust: f64 = text.parse().unwrap();
+            let significant = format!("{whole}{fraction}").trim_start_matches('0').len();
+            if significant <= 15 && (exponent.unwrap_or(0) - fraction.len() as i32).abs() <= 22 {
+                prop_assert_eq!(ours, rust, "{}", text);
+            } else {
+                prop_assert!((ours - rust).abs() <= rust.abs() * 2.0 * f64::EPSILON, "{} read as {} not {}", text, ours, rust);
+            }
+        }
     }
 
     // --- Retry-After ---------------------------------------------------------------------------
