@@ -43,7 +43,6 @@
 //! - The result is validated again; an error caused by an override names the variable.
 //! - Variables are read in name order, so the error reported is the same for any map.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::{Config, LimitConfig};
@@ -155,14 +154,17 @@ where
         });
     }
     let head = format!("{prefix}_");
-    // In name order, so the error reported does not depend on the map's order.
-    let vars: BTreeMap<String, String> = env
+    // In name order, so the error reported does not depend on the map's order. Vectors rather
+    // than maps: a handful of variables, and each map type costs the wasm module its own B-tree.
+    let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.as_ref().starts_with(&head))
         .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().trim().to_string()))
         .collect();
+    vars.sort_unstable();
+    vars.dedup_by(|a, b| a.0 == b.0);
 
-    let mut set: BTreeMap<Setting, (String, Value)> = BTreeMap::new();
+    let mut set: Vec<(Setting, (String, Value))> = Vec::new();
     for (var, text) in &vars {
         if text.is_empty() {
             continue;
@@ -170,14 +172,14 @@ where
         let invalid = |reason: String| ConfigError::Invalid { field: format!("env {var}"), reason };
         let (setting, unit) = resolve(&config, &var[head.len()..]).map_err(invalid)?;
         let value = unit.parse(text).map_err(invalid)?;
-        match set.get(&setting) {
+        match set.iter().find(|(s, _)| *s == setting).map(|(_, sv)| sv) {
             Some((other, v)) if *v != value => {
                 return Err(invalid(format!("{text:?} disagrees with {other}, which sets the same field")));
             }
             Some(_) => {}
             None => {
                 setting.apply(&mut config, value);
-                set.insert(setting, (var.clone(), value));
+                set.push((setting, (var.clone(), value)));
             }
         }
     }
@@ -187,20 +189,20 @@ where
 }
 
 /// A field the environment can set.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Setting {
     Limit(String, Field),
     Config(ConfigField),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConfigField {
     QueueMaxWaiting,
     ReservationTtl,
     LeaseTtl,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     Max,
     Per,
@@ -424,7 +426,7 @@ impl Setting {
 }
 
 /// Points a validation error at the variable that caused it, when one did.
-fn blame(error: ConfigError, set: &BTreeMap<Setting, (String, Value)>) -> ConfigError {
+fn blame(error: ConfigError, set: &[(Setting, (String, Value))]) -> ConfigError {
     let ConfigError::Invalid { field, reason } = error else { return error };
     if let Some((_, (var, _))) = set.iter().find(|(s, _)| s.path() == field) {
         return ConfigError::Invalid { field: format!("env {var}"), reason: format!("sets {field}, which {reason}") };
