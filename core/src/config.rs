@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::read::{self, At, Read};
 
 use crate::error::ConfigError;
 
@@ -21,39 +24,32 @@ use crate::error::ConfigError;
 /// }"#).unwrap();
 /// assert_eq!(config.limits.len(), 2);
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Config {
     /// The limits, by name.
     pub limits: BTreeMap<String, LimitConfig>,
     /// Limits every request takes, whatever its route.
-    #[serde(default)]
     pub global: Vec<String>,
     /// Ordered rules mapping a request to the limits it takes; the first match wins.
-    #[serde(default)]
     pub routes: Vec<RouteConfig>,
     /// The waiting queue.
-    #[serde(default)]
     pub queue: QueueConfig,
     /// How long a reservation lives when its request does not say.
-    #[serde(default = "default_reservation_ttl", with = "duration")]
+    #[serde(with = "duration")]
     pub reservation_ttl: Duration,
     /// How long an admitted request may stay in flight before its slots are taken back (a lost
     /// completion leaks nothing).
-    #[serde(default = "default_lease_ttl", with = "duration")]
+    #[serde(with = "duration")]
     pub lease_ttl: Duration,
     /// What events may show of a request.
-    #[serde(default)]
     pub events: EventsConfig,
     /// What to do when a server says a request was rate limited or blocked.
-    #[serde(default)]
     pub feedback: FeedbackConfig,
 }
 
 /// How server feedback (429, `Retry-After`, blocks) pauses limits and retries requests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct FeedbackConfig {
     /// How long a 429 pauses the limits its request touched when the server names no time (Back
@@ -79,7 +75,7 @@ pub struct FeedbackConfig {
 }
 
 /// A duration in a map value (`"10s"` or milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct BlockDuration(#[serde(with = "duration")] pub Duration);
 
@@ -97,13 +93,9 @@ impl Default for FeedbackConfig {
     }
 }
 
-/// One limit.
-///
-/// Read through [`RawLimit`] rather than serde's internally tagged enum: that one buffers the
-/// fields before it knows the kind, so an error inside a field (`"per": "soon"`) could only name
-/// the limit (`limits.api`), and its buffering code was a tenth of the wasm module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", try_from = "RawLimit")]
+/// One limit, written with its `kind`: `{"kind": "window", "max": 150, "per": "10s"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LimitConfig {
     /// At most `max` cost-units admitted in any interval of length `per` (exact sliding window).
@@ -149,96 +141,26 @@ pub enum LimitConfig {
     },
 }
 
-/// The kinds of limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum LimitKind {
-    Window,
-    TokenBucket,
-    Concurrency,
-    Budget,
-}
-
-/// A limit as written: its kind and every field any kind has. [`LimitConfig`] is read from it, so
-/// each field's errors carry the field's path (`limits.api.per`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimit {
-    kind: LimitKind,
-    max: Option<u64>,
-    #[serde(default, with = "duration::option")]
-    per: Option<Duration>,
-    capacity: Option<u64>,
-    refill: Option<u64>,
-    floor: Option<u64>,
-    initial: Option<u64>,
-}
-
-impl TryFrom<RawLimit> for LimitConfig {
-    type Error = String;
-
-    fn try_from(r: RawLimit) -> Result<LimitConfig, String> {
-        let (name, allowed): (&str, &[&str]) = match r.kind {
-            LimitKind::Window => ("window", &["max", "per"]),
-            LimitKind::TokenBucket => ("token_bucket", &["capacity", "refill", "per"]),
-            LimitKind::Concurrency => ("concurrency", &["max"]),
-            LimitKind::Budget => ("budget", &["refill", "per", "max", "floor", "initial"]),
-        };
-        let present = [
-            ("max", r.max.is_some()),
-            ("per", r.per.is_some()),
-            ("capacity", r.capacity.is_some()),
-            ("refill", r.refill.is_some()),
-            ("floor", r.floor.is_some()),
-            ("initial", r.initial.is_some()),
-        ];
-        if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
-            return Err(format!("`{field}` does not apply to a {name} limit (its fields: {})", allowed.join(", ")));
-        }
-        let need = |field: &str, v: Option<u64>| v.ok_or_else(|| format!("a {name} limit needs `{field}`"));
-        let per = || r.per.ok_or_else(|| format!("a {name} limit needs `per`"));
-        Ok(match r.kind {
-            LimitKind::Window => LimitConfig::Window { max: need("max", r.max)?, per: per()? },
-            LimitKind::TokenBucket => LimitConfig::TokenBucket {
-                capacity: need("capacity", r.capacity)?,
-                refill: need("refill", r.refill)?,
-                per: per()?,
-            },
-            LimitKind::Concurrency => LimitConfig::Concurrency { max: need("max", r.max)? },
-            LimitKind::Budget => LimitConfig::Budget {
-                refill: need("refill", r.refill)?,
-                per: per()?,
-                max: need("max", r.max)?,
-                floor: r.floor.unwrap_or(0),
-                initial: r.initial,
-            },
-        })
-    }
-}
-
 /// A rule mapping requests to limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RouteConfig {
     /// The route's name, used in events and by requests that name their route directly.
     pub name: String,
     /// The HTTP method it applies to (any when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     /// A regular expression matched against the request's path (query string excluded).
     pub path: String,
     /// The limits the route takes, in addition to the global ones.
-    #[serde(default)]
     pub limits: Vec<RouteLimit>,
     /// The cost of a request on this route when the request does not say: a number, or a count
     /// of the items in a query parameter (Keepa's `asin=A,B,C` costs 1 per ASIN).
-    #[serde(default)]
     pub cost: RouteCost,
 }
 
 /// How a route estimates a request's cost. An explicit cost from the caller always wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum RouteCost {
@@ -250,16 +172,14 @@ pub enum RouteCost {
         /// The query parameter whose comma-separated items are counted (`asin`).
         count: String,
         /// Cost per item.
-        #[serde(default = "one")]
         factor: u64,
         /// Per-item extras switched on by other query parameters (Keepa: `offers`, `buybox`).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         extras: Vec<CostExtra>,
         /// Added once per request.
-        #[serde(default)]
         plus: u64,
         /// The cost never goes above this.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         max: Option<u64>,
     },
 }
@@ -268,8 +188,7 @@ pub enum RouteCost {
 ///
 /// `{"param": "buybox", "cost": 2}`: `buybox=1` adds 2 per item. `{"param": "offers", "cost": 6,
 /// "per": 10}`: `offers=20` adds 6 for every started 10, so 12 per item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct CostExtra {
     /// The query parameter.
@@ -277,7 +196,7 @@ pub struct CostExtra {
     /// Cost per item (per started `per` of the parameter's value, if given).
     pub cost: u64,
     /// Charge `cost` for every started `per` of the parameter's value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per: Option<u64>,
 }
 
@@ -323,7 +242,7 @@ impl RouteCost {
 }
 
 /// A limit taken by a route: its name, or its name with a fixed cost that overrides the request's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum RouteLimit {
     /// The limit takes the request's cost.
@@ -348,8 +267,7 @@ impl RouteLimit {
 }
 
 /// The waiting queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct QueueConfig {
     /// Requests waiting at once, all priorities together; past it `submit` fails with a queue-full
@@ -364,18 +282,16 @@ impl Default for QueueConfig {
 }
 
 /// What events show of a request's URL.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[non_exhaustive]
 pub struct EventsConfig {
     /// The query string: dropped (default), or kept with every value redacted.
-    #[serde(default)]
     pub query: QueryPolicy,
 }
 
 /// How a URL's query string appears in events. API keys travel in query strings (Keepa's `?key=`),
 /// so values never appear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum QueryPolicy {
@@ -384,10 +300,6 @@ pub enum QueryPolicy {
     Drop,
     /// `/product?key=abc&asin=B0` appears as `/product?key=REDACTED&asin=REDACTED`.
     Redact,
-}
-
-fn one() -> u64 {
-    1
 }
 
 fn default_reservation_ttl() -> Duration {
@@ -402,16 +314,14 @@ impl Config {
     /// Parses and validates a JSON config. Errors name the field (`routes[1].limits[0]`) and the
     /// reason.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de)
-            .map_err(|e| ConfigError::Parse { field: e.path().to_string(), reason: e.inner().to_string() })?;
-        config.validate()?;
-        Ok(config)
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| ConfigError::Parse { field: "JSON".into(), reason: e.to_string() })?;
+        Config::from_value(value)
     }
 
     /// Parses and validates a TOML config: the same shape as [`from_json`](Self::from_json), with
-    /// `[limits.NAME]` tables and `[[routes]]` arrays. Errors name the field (`limits.catalog.max`),
-    /// or the line and column of a syntax error, and the reason.
+    /// `[limits.NAME]` tables and `[[routes]]` arrays. Errors name the field (`limits.catalog.max`)
+    /// and its line and column, or the line and column of a syntax error, and the reason.
     ///
     /// ```
     /// use traffic_control_core::Config;
@@ -425,34 +335,41 @@ impl Config {
     /// assert_eq!(config.limits.len(), 1);
     /// ```
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        // Line and column (1-based) of a byte offset, for errors that carry a span.
-        let at = |span: Option<std::ops::Range<usize>>| {
-            span.map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                (line, column)
-            })
+        // Line and column (1-based) of a byte offset.
+        let at = |offset: usize| {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
         };
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
-            field: at(e.span()).map_or_else(|| "TOML".to_string(), |(l, c)| format!("line {l}, column {c}")),
+        let value: Value = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            field: e.span().map_or_else(
+                || "TOML".to_string(),
+                |s| {
+                    let (l, c) = at(s.start);
+                    format!("line {l}, column {c}")
+                },
+            ),
             reason: e.message().to_string(),
         })?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let reason = match at(e.inner().span()) {
-                Some((l, c)) => format!("{} (line {l}, column {c})", e.inner().message()),
-                None => e.inner().message().to_string(),
+        let config = read::root(&value, read_config).map_err(|e| {
+            let reason = match toml_offset(text, &e.field) {
+                Some(offset) => {
+                    let (l, c) = at(offset);
+                    format!("{} (line {l}, column {c})", e.reason)
+                }
+                None => e.reason,
             };
-            ConfigError::Parse { field: e.path().to_string(), reason }
+            ConfigError::Parse { field: e.field, reason }
         })?;
         config.validate()?;
         Ok(config)
     }
 
     /// Builds and validates a config from a `serde_json::Value` (what the bindings hand over).
-    pub fn from_value(value: serde_json::Value) -> Result<Config, ConfigError> {
-        let config: Config = serde_path_to_error::deserialize(value)
-            .map_err(|e| ConfigError::Parse { field: e.path().to_string(), reason: e.inner().to_string() })?;
+    pub fn from_value(value: Value) -> Result<Config, ConfigError> {
+        let config =
+            read::root(&value, read_config).map_err(|e| ConfigError::Parse { field: e.field, reason: e.reason })?;
         config.validate()?;
         Ok(config)
     }
@@ -585,77 +502,215 @@ impl Config {
     }
 }
 
+impl<'de> Deserialize<'de> for Config {
+    /// Through [`Config::from_value`]'s reader (not validated, as serde types are not).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Config, D::Error> {
+        read::root(&Value::deserialize(d)?, read_config).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading (see `read`): the JSON shape of each type, its defaults, and what each field accepts.
+// ---------------------------------------------------------------------------------------------
+
+fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
+    let f = read::object(
+        at,
+        v,
+        "struct Config",
+        &["limits", "global", "routes", "queue", "reservation_ttl", "lease_ttl", "events", "feedback"],
+    )?;
+    Ok(Config {
+        limits: f.req("limits", |at, v| read::map_at(at, v, read_limit))?,
+        global: f.or("global", read::strings_at, Vec::new)?,
+        routes: f.or("routes", |at, v| read::list_at(at, v, read_route), Vec::new)?,
+        queue: f.or("queue", read_queue, QueueConfig::default)?,
+        reservation_ttl: f.or("reservation_ttl", read::duration_at, default_reservation_ttl)?,
+        lease_ttl: f.or("lease_ttl", read::duration_at, default_lease_ttl)?,
+        events: f.or("events", read_events, EventsConfig::default)?,
+        feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
+    })
+}
+
+const LIMIT_KINDS: [&str; 4] = ["window", "token_bucket", "concurrency", "budget"];
+
+/// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
+/// refuses is said of the limit (`limits.api`), a field's own error of the field.
+fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
+    let f = read::object(at, v, "a limit", &["kind", "max", "per", "capacity", "refill", "floor", "initial"])?;
+    let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS, "a limit kind"))?;
+    let max = f.opt("max", read::u64_at)?;
+    let per = f.opt("per", read::duration_at)?;
+    let capacity = f.opt("capacity", read::u64_at)?;
+    let refill = f.opt("refill", read::u64_at)?;
+    let floor = f.opt("floor", read::u64_at)?;
+    let initial = f.opt("initial", read::u64_at)?;
+    let name = LIMIT_KINDS[kind];
+    let allowed: &[&str] = match kind {
+        0 => &["max", "per"],
+        1 => &["capacity", "refill", "per"],
+        2 => &["max"],
+        _ => &["refill", "per", "max", "floor", "initial"],
+    };
+    let present = [
+        ("max", max.is_some()),
+        ("per", per.is_some()),
+        ("capacity", capacity.is_some()),
+        ("refill", refill.is_some()),
+        ("floor", floor.is_some()),
+        ("initial", initial.is_some()),
+    ];
+    if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
+        return Err(
+            at.error(format!("`{field}` does not apply to a {name} limit (its fields: {})", allowed.join(", ")))
+        );
+    }
+    let need = |field: &str, v: Option<u64>| v.ok_or_else(|| at.error(format!("a {name} limit needs `{field}`")));
+    let per = || per.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
+    Ok(match kind {
+        0 => LimitConfig::Window { max: need("max", max)?, per: per()? },
+        1 => LimitConfig::TokenBucket {
+            capacity: need("capacity", capacity)?,
+            refill: need("refill", refill)?,
+            per: per()?,
+        },
+        2 => LimitConfig::Concurrency { max: need("max", max)? },
+        _ => LimitConfig::Budget {
+            refill: need("refill", refill)?,
+            per: per()?,
+            max: need("max", max)?,
+            floor: floor.unwrap_or(0),
+            initial,
+        },
+    })
+}
+
+fn read_route(at: &At<'_>, v: &Value) -> Read<RouteConfig> {
+    let f = read::object(at, v, "a route", &["name", "method", "path", "limits", "cost"])?;
+    Ok(RouteConfig {
+        name: f.req("name", read::string_at)?,
+        method: f.opt("method", read::string_at)?,
+        path: f.req("path", read::string_at)?,
+        limits: f.or("limits", |at, v| read::list_at(at, v, read_route_limit), Vec::new)?,
+        cost: f.or("cost", read_route_cost, RouteCost::default)?,
+    })
+}
+
+/// A limit's name, or `{"limit": name, "cost": n}`.
+fn read_route_limit(at: &At<'_>, v: &Value) -> Read<RouteLimit> {
+    if let Value::String(name) = v {
+        return Ok(RouteLimit::Name(name.clone()));
+    }
+    let expected = r#"a limit's name or {"limit": name, "cost": n}"#;
+    if !v.is_object() {
+        return Err(at.invalid_type(v, expected));
+    }
+    let f = read::object(at, v, expected, &["limit", "cost"])?;
+    Ok(RouteLimit::WithCost { limit: f.req("limit", read::string_at)?, cost: f.req("cost", read::u64_at)? })
+}
+
+/// A number, or `{"count": parameter, "factor", "extras", "plus", "max"}`.
+fn read_route_cost(at: &At<'_>, v: &Value) -> Read<RouteCost> {
+    if v.is_number() {
+        return read::u64_at(at, v).map(RouteCost::Fixed);
+    }
+    let f = read::object(
+        at,
+        v,
+        r#"a cost: a number, or {"count": parameter, ...}"#,
+        &["count", "factor", "extras", "plus", "max"],
+    )?;
+    Ok(RouteCost::Count {
+        count: f.req("count", read::string_at)?,
+        factor: f.or("factor", read::u64_at, || 1)?,
+        extras: f.or("extras", |at, v| read::list_at(at, v, read_cost_extra), Vec::new)?,
+        plus: f.or("plus", read::u64_at, || 0)?,
+        max: f.opt("max", read::u64_at)?,
+    })
+}
+
+fn read_cost_extra(at: &At<'_>, v: &Value) -> Read<CostExtra> {
+    let f = read::object(at, v, "struct CostExtra", &["param", "cost", "per"])?;
+    Ok(CostExtra {
+        param: f.req("param", read::string_at)?,
+        cost: f.req("cost", read::u64_at)?,
+        per: f.opt("per", read::u64_at)?,
+    })
+}
+
+fn read_queue(at: &At<'_>, v: &Value) -> Read<QueueConfig> {
+    let f = read::object(at, v, "struct QueueConfig", &["max_waiting"])?;
+    Ok(QueueConfig { max_waiting: f.req("max_waiting", read::usize_at)? })
+}
+
+fn read_events(at: &At<'_>, v: &Value) -> Read<EventsConfig> {
+    let f = read::object(at, v, "struct EventsConfig", &["query"])?;
+    let query = f.or("query", |at, v| read::variant_at(at, v, &["drop", "redact"], "`drop` or `redact`"), || 0)?;
+    Ok(EventsConfig { query: if query == 0 { QueryPolicy::Drop } else { QueryPolicy::Redact } })
+}
+
+fn read_feedback(at: &At<'_>, v: &Value) -> Read<FeedbackConfig> {
+    let f = read::object(
+        at,
+        v,
+        "struct FeedbackConfig",
+        &["block", "blocks", "max_block", "cooldown", "max_retries", "jitter", "seed"],
+    )?;
+    let d = FeedbackConfig::default();
+    Ok(FeedbackConfig {
+        block: f.or("block", read::duration_at, || d.block)?,
+        blocks: f.or(
+            "blocks",
+            |at, v| read::map_at(at, v, |at, v| read::duration_at(at, v).map(BlockDuration)),
+            Default::default,
+        )?,
+        max_block: f.or("max_block", read::duration_at, || d.max_block)?,
+        cooldown: f.or("cooldown", read::duration_at, || d.cooldown)?,
+        max_retries: f.or("max_retries", read::u32_at, || d.max_retries)?,
+        jitter: f.or("jitter", read::f64_at, || d.jitter)?,
+        seed: f.or("seed", read::u64_at, || d.seed)?,
+    })
+}
+
+/// The byte offset in a TOML document of the value at `field` (a path such as `routes[0].path`),
+/// or of the nearest enclosing value that exists.
+fn toml_offset(text: &str, field: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut span = None;
+    let mut table = Some(doc.get_ref());
+    for segment in field.split('.').filter(|s| !s.is_empty()) {
+        let (key, indexes) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        let Some(t) = table else { break };
+        let Some((_, value)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key) else { break };
+        span = Some(value.span());
+        let mut found = value.get_ref();
+        for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+            let (DeValue::Array(items), Ok(i)) = (found, index.parse::<usize>()) else { break };
+            let Some(item) = items.get(i) else { break };
+            span = Some(item.span());
+            found = item.get_ref();
+        }
+        table = match found {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    span.map(|s| s.start)
+}
+
 /// Durations are written as humantime strings (`"10s"`, `"1m 30s"`, `"250ms"`) or as a number of
 /// milliseconds.
 pub(crate) mod duration {
     use std::time::Duration;
 
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
+    use serde::Serializer;
 
     pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a duration such as \"10s\" or a number of milliseconds")
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v).map(Duration::from_millis).map_err(|_| E::custom("a duration cannot be negative"))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            // try_from: a number too large for a Duration is an error, not a panic (found by fuzzing).
-            Duration::try_from_secs_f64(v / 1000.0)
-                .map_err(|_| E::custom("a duration must be a finite, non-negative number of milliseconds"))
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v).map_err(|e| E::custom(format!("{v:?} is not a duration: {e}")))
-        }
-    }
-
-    /// An optional duration (absent or `null`: none).
-    pub(crate) mod option {
-        use std::time::Duration;
-
-        use serde::Deserializer;
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            d.deserialize_option(OptionVisitor)
-        }
-
-        struct OptionVisitor;
-
-        impl<'de> serde::de::Visitor<'de> for OptionVisitor {
-            type Value = Option<Duration>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration such as \"10s\" or a number of milliseconds")
-            }
-
-            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                super::deserialize(d).map(Some)
-            }
-        }
     }
 }
 
@@ -704,5 +759,32 @@ mod tests {
         assert!(e.contains("windw"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["nope"]}"#);
         assert!(e.contains("global[0]"), "{e}");
+    }
+
+    #[test]
+    fn shapes_with_two_spellings_say_which_part_is_wrong() {
+        let w = r#""limits":{"a":{"kind":"window","max":1,"per":"1s"}}"#;
+        let e = err(&format!(r#"{{{w},"routes":[{{"name":"r","path":"x","limits":[{{"limit":"a"}}]}}]}}"#));
+        assert!(e.contains("routes[0].limits[0]") && e.contains("missing field `cost`"), "{e}");
+        let e = err(&format!(r#"{{{w},"routes":[{{"name":"r","path":"x","limits":[3]}}]}}"#));
+        assert!(e.contains("routes[0].limits[0]") && e.contains("a limit's name"), "{e}");
+        let e = err(&format!(r#"{{{w},"routes":[{{"name":"r","path":"x","cost":{{"count":"asin","bogus":1}}}}]}}"#));
+        assert!(e.contains("routes[0].cost.bogus") && e.contains("unknown field"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":3,"max":1}}}"#);
+        assert!(e.contains("limits.a.kind") && e.contains("integer `3`"), "{e}");
+        let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}}"#);
+        assert!(e.contains("JSON") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn serde_reads_a_config_through_the_same_reader() {
+        let json = r#"{"limits":{"a":{"kind":"budget","refill":5,"per":"1m","max":300,"initial":null}},
+            "routes":[{"name":"r","path":"^/x","limits":["a",{"limit":"a","cost":2}],"cost":{"count":"asin","extras":[{"param":"offers","cost":6,"per":10}]}}],
+            "feedback":{"blocks":{"a":"30s"},"jitter":0.25}}"#;
+        let via_serde: Config = serde_json::from_str(json).unwrap();
+        assert_eq!(via_serde, Config::from_json(json).unwrap());
+        assert_eq!(Config::from_json(&via_serde.to_json()).unwrap(), via_serde);
+        let e = serde_json::from_str::<Config>(r#"{"limits":{"a":{"kind":"window"}}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("limits.a: a window limit needs `max`"), "{e}");
     }
 }

@@ -54,7 +54,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use regex_lite::Regex;
-use serde::Deserialize;
 use serde_json::Value;
 use sfv::visitor::{
     DictionaryVisitor, EntryVisitor, Ignored, InnerListVisitor, ItemVisitor, ListVisitor, ParameterVisitor,
@@ -652,22 +651,15 @@ pub(crate) fn parse_x_ratelimit(
 // Bodies
 // ---------------------------------------------------------------------------------------------
 
-/// The few top-level fields of a JSON body that carry feedback; everything else is skipped
-/// without being stored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// The few top-level fields of a JSON body that carry feedback (`null` counts as absent).
+#[derive(Debug, Default)]
 pub(crate) struct BodyFields {
-    #[serde(rename = "tokensLeft")]
     tokens_left: Option<Value>,
-    #[serde(rename = "refillIn")]
     refill_in: Option<Value>,
-    #[serde(rename = "refillRate")]
     refill_rate: Option<Value>,
-    #[serde(rename = "tokensConsumed")]
     tokens_consumed: Option<Value>,
     timestamp: Option<Value>,
     error: Option<Value>,
-    status: Option<Value>,
     error_code: Option<Value>,
     error_message: Option<Value>,
     cloudflare_error: Option<Value>,
@@ -680,7 +672,20 @@ impl BodyFields {
         if !body.trim_start().starts_with('{') {
             return None;
         }
-        serde_json::from_str(body).ok()
+        let Value::Object(mut map) = serde_json::from_str(body).ok()? else { return None };
+        let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
+        Some(BodyFields {
+            tokens_left: take("tokensLeft"),
+            refill_in: take("refillIn"),
+            refill_rate: take("refillRate"),
+            tokens_consumed: take("tokensConsumed"),
+            timestamp: take("timestamp"),
+            error: take("error"),
+            error_code: take("error_code"),
+            error_message: take("error_message"),
+            cloudflare_error: take("cloudflare_error"),
+            retry_after: take("retry_after"),
+        })
     }
 }
 

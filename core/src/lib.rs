@@ -52,6 +52,7 @@ pub mod host;
 mod limit;
 mod preset;
 mod queue;
+mod read;
 mod request;
 mod route;
 mod shared;

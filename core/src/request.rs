@@ -3,9 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
 
 use crate::error::RequestError;
+use crate::read::{self, At, Read};
 use crate::time::Timestamp;
 
 /// Priority of a request: FIFO within a level, higher levels first.
@@ -106,7 +108,7 @@ impl fmt::Display for ReservationId {
 }
 
 /// Which limits a request takes: matched from its method and URL, or a route named directly.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Target {
@@ -134,8 +136,7 @@ pub enum Target {
 ///     .reserve(FollowUp::http("POST", "/ws/listings/42"));
 /// # let _ = dip;
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[non_exhaustive]
 pub struct Request {
     /// What the request targets.
@@ -218,8 +219,7 @@ impl Request {
 }
 
 /// A follow-up whose capacity is reserved when the request that names it is admitted.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[non_exhaustive]
 pub struct FollowUp {
     /// What the follow-up targets (its route decides the limits reserved).
@@ -262,17 +262,94 @@ impl FollowUp {
 mod opt_duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Serialize, Serializer};
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Serialize)]
     struct Wrapped(#[serde(with = "crate::config::duration")] Duration);
 
     pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         d.map(Wrapped).serialize(s)
     }
+}
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+impl Request {
+    /// Reads a request from JSON text in its serde shape: `{"target": {"http": {"method", "url"}}
+    /// | {"route": name} | "none", "limits", "cost", "priority", "deadline", "reserve", "spend"}`.
+    /// Errors name the field (`reserve[0].ttl`) and the reason.
+    pub fn from_json(text: &str) -> Result<Request, String> {
+        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        read::root(&value, read_request).map_err(|e| e.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    /// Through [`Request::from_json`]'s reader.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Request, D::Error> {
+        read::root(&Value::deserialize(d)?, read_request).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for FollowUp {
+    /// Through the same reader as a [`Request`]'s `reserve` items.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FollowUp, D::Error> {
+        read::root(&Value::deserialize(d)?, read_follow_up).map_err(serde::de::Error::custom)
+    }
+}
+
+fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
+    let f = read::object(
+        at,
+        v,
+        "struct Request",
+        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend"],
+    )?;
+    Ok(Request {
+        target: f.or("target", read_target, Target::default)?,
+        limits: f.or("limits", read::strings_at, Vec::new)?,
+        cost: f.opt("cost", read::u64_at)?,
+        priority: f.or("priority", read_priority, Priority::default)?,
+        deadline: f.opt("deadline", |at, v| read::u64_at(at, v).map(Timestamp::from_nanos))?,
+        reserve: f.or("reserve", |at, v| read::list_at(at, v, read_follow_up), Vec::new)?,
+        spend: f.opt("spend", |at, v| read::u64_at(at, v).map(ReservationId))?,
+    })
+}
+
+fn read_follow_up(at: &At<'_>, v: &Value) -> Read<FollowUp> {
+    let f = read::object(at, v, "struct FollowUp", &["target", "limits", "cost", "ttl"])?;
+    Ok(FollowUp {
+        target: f.or("target", read_target, Target::default)?,
+        limits: f.or("limits", read::strings_at, Vec::new)?,
+        cost: f.opt("cost", read::u64_at)?,
+        ttl: f.opt("ttl", read::duration_at)?,
+    })
+}
+
+fn read_priority(at: &At<'_>, v: &Value) -> Read<Priority> {
+    let names = Priority::ALL.map(Priority::as_str);
+    read::variant_at(at, v, &names, "a priority").map(|i| Priority::ALL[i])
+}
+
+/// `"none"`, `{"http": {"method", "url"}}` or `{"route": name}`.
+fn read_target(at: &At<'_>, v: &Value) -> Read<Target> {
+    const KINDS: [&str; 3] = ["http", "route", "none"];
+    let expected = r#"{"http": {"method", "url"}}, {"route": name} or "none""#;
+    let (kind, inner) = match v {
+        Value::String(_) => (read::variant_at(at, v, &KINDS, expected)?, None),
+        Value::Object(map) if map.len() == 1 => {
+            let (k, inner) = map.iter().next().expect("one entry");
+            (read::variant_at(&at.key(k), &Value::String(k.clone()), &KINDS, expected)?, Some((k, inner)))
+        }
+        _ => return Err(at.invalid_type(v, expected)),
+    };
+    match (kind, inner) {
+        (2, None | Some((_, Value::Null))) => Ok(Target::None),
+        (0, Some((k, inner))) => {
+            let at = at.key(k);
+            let f = read::object(&at, inner, "struct Http", &["method", "url"])?;
+            Ok(Target::Http { method: f.req("method", read::string_at)?, url: f.req("url", read::string_at)? })
+        }
+        (1, Some((k, inner))) => read::string_at(&at.key(k), inner).map(Target::Route),
+        _ => Err(at.error(format!("invalid target, expected {expected}"))),
     }
 }
 
@@ -375,4 +452,42 @@ pub enum Completion {
     GiveUp,
     /// The request id was not in flight (already completed, cancelled, or its lease expired).
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_back_what_they_serialize() {
+        let request = Request::http("POST", "/ws/listings/1?key=k")
+            .priority(Priority::High)
+            .cost(3)
+            .limit("extra")
+            .deadline(Timestamp::from_millis(5))
+            .spend(ReservationId(7))
+            .reserve(FollowUp::route("listings").cost(2).ttl(Duration::from_secs(5)))
+            .reserve(FollowUp::default());
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(Request::from_json(&json).unwrap(), request);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        assert_eq!(Request::from_json(r#"{"target":"none"}"#).unwrap(), Request::default());
+        assert_eq!(Request::from_json(r#"{"target":{"route":"r"}}"#).unwrap(), Request::route("r"));
+    }
+
+    #[test]
+    fn request_errors_name_the_field() {
+        let e = |json: &str| Request::from_json(json).unwrap_err();
+        assert_eq!(
+            e(r#"{"reserve":[{"ttl":"soon"}]}"#),
+            "reserve[0].ttl: \"soon\" is not a duration: expected number at 0"
+        );
+        assert!(e(r#"{"priority":"urgent"}"#).starts_with("priority: unknown variant `urgent`"));
+        assert!(e(r#"{"target":{"http":{"method":"GET"}}}"#).starts_with("target.http: missing field `url`"));
+        assert!(e(r#"{"target":{"bogus":1}}"#).starts_with("target.bogus: unknown variant `bogus`"));
+        assert!(e(r#"{"target":"route"}"#).starts_with("target: invalid target"));
+        assert!(e(r#"{"cost":-1}"#).starts_with("cost: invalid value: integer `-1`"));
+        assert!(e(r#"{"colour":1}"#).starts_with("colour: unknown field `colour`"));
+        assert!(e("[]").starts_with("invalid type: sequence"));
+    }
 }
