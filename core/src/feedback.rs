@@ -306,7 +306,8 @@ fn parse_number(text: &str) -> Option<f64> {
         if fraction.is_empty() { "" } else { "." },
     );
     // The grammar is checked above: the only error left is a value out of range.
-    Some(serde_json::from_str::<f64>(&json).unwrap_or(if negative { f64::MIN } else { f64::MAX }))
+    let value = serde_json::from_str::<Value>(&json).ok().and_then(|v| v.as_f64());
+    Some(value.unwrap_or(if negative { f64::MIN } else { f64::MAX }))
 }
 
 /// Seconds as a duration: negative or NaN is refused, overflow saturates.

@@ -68,7 +68,11 @@ pub fn request_from_parts(
     });
     if let Some(cost) = cost {
         if !(cost >= 0.0 && cost.fract() == 0.0 && cost <= 9_007_199_254_740_991.0) {
-            return invalid(format!("cost must be a whole number ≥ 0, not {cost}"));
+            // Shown by serde_json (already here): core's float formatting would add about 15 KB to
+            // the wasm module.
+            let shown =
+                serde_json::Number::from_f64(cost).map_or_else(|| "a non-finite number".to_string(), |n| n.to_string());
+            return invalid(format!("cost must be a whole number ≥ 0, not {shown}"));
         }
         request = request.cost(cost as u64);
     }
@@ -185,6 +189,14 @@ mod tests {
         let config = r#"{"limits":{"api":{"kind":"window","max":1,"per":"1s"}},"global":["api"],
                          "routes":[{"name":"items","path":"^/items"}]}"#;
         TrafficControl::new(Config::from_json(config).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_cost_that_is_not_a_whole_number_is_named() {
+        let err = |cost: f64| request_from_parts(None, None, None, 2, Some(cost), None).unwrap_err().message();
+        assert_eq!(err(1.5), "cost must be a whole number ≥ 0, not 1.5");
+        assert_eq!(err(-2.0), "cost must be a whole number ≥ 0, not -2.0");
+        assert_eq!(err(f64::NAN), "cost must be a whole number ≥ 0, not a non-finite number");
     }
 
     #[test]

@@ -221,7 +221,12 @@ pub(crate) fn list_at<T>(at: &At<'_>, value: &Value, read: fn(&At<'_>, &Value) -
 /// An object used as a map, each value read by `read`.
 pub(crate) fn map_at<T>(at: &At<'_>, value: &Value, read: fn(&At<'_>, &Value) -> Read<T>) -> Read<BTreeMap<String, T>> {
     let Value::Object(map) = value else { return Err(at.invalid_type(value, "a map")) };
-    map.iter().map(|(k, v)| Ok((k.clone(), read(&at.key(k), v)?))).collect()
+    // Inserted one by one: collecting would sort first, with a sort instantiated per map type.
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        out.insert(k.clone(), read(&at.key(k), v)?);
+    }
+    Ok(out)
 }
 
 /// One of `names` (an enum's variants written as strings); its index.
