@@ -673,8 +673,9 @@ impl BodyFields {
         if !body.trim_start().starts_with('{') {
             return None;
         }
-        let Value::Object(mut map) = serde_json::from_str(body).ok()? else { return None };
-        let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
+        let Value::Object(map) = serde_json::from_str(body).ok()? else { return None };
+        // Cloned rather than removed: removal would add the map's B-tree removal to the wasm module.
+        let take = |key: &str| map.get(key).filter(|v| !v.is_null()).cloned();
         Some(BodyFields {
             tokens_left: take("tokensLeft"),
             refill_in: take("refillIn"),
