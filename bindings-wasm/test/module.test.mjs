@@ -12,13 +12,15 @@ const builds = ['native', 'native-browser'].map((dir) => {
   return { dir, bytes, module: new WebAssembly.Module(bytes) };
 });
 
-// The target is 150 KB gzipped. The browser build is at about 193 KB: most of it the config's serde
-// deserialization (with field paths for errors) and core's formatting. The full build adds about
-// 26 KB for the shared store (its Lua script, ~6 KB, and the code that builds its calls and reads
-// its replies). These bounds only catch growth.
-const bounds = { native: 225, 'native-browser': 200 };
+// The target is 150 KB gzipped, and the browser build holds it (about 148 KB): configs and
+// requests are read by hand from serde_json values (core/src/read.rs) instead of serde's derived
+// deserializers, and nothing formats or parses a float with core's routines (their tables alone
+// were 20 KB). The full build adds about 27 KB for the shared store (its Lua script, ~6 KB, and
+// the code that builds its calls and reads its replies): Workers, Node and Bun load it, where
+// size matters less. The browser bound is the target; the full build's only catches growth.
+const bounds = { native: 178, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
-  test(`size of ${dir}: reported, and no larger than it has been (target 150 KB gzipped)`, () => {
+  test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;
     console.log(`${dir}/traffic_control_wasm_bg.wasm: ${(bytes.length / 1024).toFixed(1)} KB, ${(gz / 1024).toFixed(1)} KB gzipped (target 150 KB)`);
     assert.ok(gz <= bounds[dir] * 1024, `${gz} bytes gzipped`);

@@ -37,7 +37,10 @@ fn request(json: &str) -> Result<Request, HostError> {
 /// buffering machinery to the wasm module.
 fn reply(json: &str) -> Result<Vec<ReplyValue>, HostError> {
     let bad = |reason: String| HostError::Store(StoreError::Reply { reason });
-    let values: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    // A Value, then its array: a typed Vec would keep serde's type-error formatting (and with it
+    // core's float formatting) in the wasm module.
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let serde_json::Value::Array(values) = value else { return Err(bad(format!("not an array: {value}"))) };
     values
         .into_iter()
         .map(|v| match v {
