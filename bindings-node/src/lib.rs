@@ -264,6 +264,28 @@ pub fn submit_json(tc: &mut Handle, now: f64, request_json: String) -> Result<f6
 #[napi]
 pub fn try_acquire_json(tc: &mut Handle, now: f64, request_json: String) -> Result<NativeDecision, CodedError> {
     let request: Request = serde_json::from_str(&request_json).map_err(invalid)?;
+    decide(tc, now, &request)
+}
+
+/// Decides at once without queueing a request given by its parts (as [`submit`]): the scheduler's
+/// path for requests without follow-ups, spends or named limits, with no JSON to build or read.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn try_acquire(
+    tc: &mut Handle,
+    now: f64,
+    method: Option<String>,
+    url: Option<String>,
+    route: Option<String>,
+    priority: u32,
+    cost: Option<f64>,
+    deadline: Option<f64>,
+) -> Result<NativeDecision, CodedError> {
+    let request = host::request_from_parts(method, url, route, priority, cost, deadline).map_err(|e| host_error(&e))?;
+    decide(tc, now, &request)
+}
+
+fn decide(tc: &mut Handle, now: f64, request: &Request) -> Result<NativeDecision, CodedError> {
     let mut out = NativeDecision {
         decision: String::new(),
         request_id: None,
@@ -272,7 +294,7 @@ pub fn try_acquire_json(tc: &mut Handle, now: f64, request_json: String) -> Resu
         code: None,
         message: None,
     };
-    match tc.try_acquire(Timestamp::from_millis_f64(now), &request) {
+    match tc.try_acquire(Timestamp::from_millis_f64(now), request) {
         Decision::Go(permit) => {
             out.decision = "go".into();
             out.request_id = Some(permit.request.0 as f64);

@@ -164,7 +164,29 @@ pub fn submit_json(h: &mut Controller, now: f64, request_json: &str) -> Result<f
 #[wasm_bindgen(js_name = tryAcquireJson)]
 pub fn try_acquire_json(h: &mut Controller, now: f64, request_json: &str) -> Result<JsValue, JsValue> {
     let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
-    let out = match h.core.try_acquire(at(now), &request) {
+    decide(h, now, &request)
+}
+
+/// [`try_acquire_json`] for a request given by its parts (as [`submit`]): the scheduler's path for
+/// requests without follow-ups, spends or named limits.
+#[wasm_bindgen(js_name = tryAcquire)]
+#[allow(clippy::too_many_arguments)]
+pub fn try_acquire(
+    h: &mut Controller,
+    now: f64,
+    method: Option<String>,
+    url: Option<String>,
+    route: Option<String>,
+    priority: u32,
+    cost: Option<f64>,
+    deadline: Option<f64>,
+) -> Result<JsValue, JsValue> {
+    let request = host::request_from_parts(method, url, route, priority, cost, deadline).map_err(|e| host_error(&e))?;
+    decide(h, now, &request)
+}
+
+fn decide(h: &mut Controller, now: f64, request: &Request) -> Result<JsValue, JsValue> {
+    let out = match h.core.try_acquire(at(now), request) {
         Decision::Go(permit) => json!({
             "decision": "go",
             "requestId": permit.request.0 as f64,

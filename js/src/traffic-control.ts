@@ -295,9 +295,16 @@ export class TrafficControl {
   tryAcquire(options: RequestOptions = {}): Decision<Permit> {
     this.#sync();
     const now = this.#now();
+    const deadline = deadlineOf(options, now);
     let d;
     try {
-      d = this.#native.tryAcquireJson(this.#h, now, JSON.stringify(coreRequest(options, deadlineOf(options, now))));
+      if (needsJson(options)) {
+        d = this.#native.tryAcquireJson(this.#h, now, JSON.stringify(coreRequest(options, deadline)));
+      } else {
+        const o = options;
+        const url = o.url === undefined ? undefined : String(o.url);
+        d = this.#native.tryAcquire(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, levelOf(o.priority), o.cost ?? null, deadline ?? null);
+      }
     } catch (e) {
       throw fromNative(e);
     }
@@ -578,13 +585,11 @@ export class TrafficControl {
     const deadline = deadlineOf(o, now);
     let raw: number;
     try {
-      if (o.reserve?.length || o.spend || o.limits?.length) {
+      if (needsJson(o)) {
         raw = this.#native.submitJson(this.#h, now, JSON.stringify(coreRequest(o, deadline)));
       } else {
-        const level = LEVELS[o.priority ?? 'normal'];
-        if (level === undefined) throw invalidPriority(o.priority);
         const url = o.url === undefined ? undefined : String(o.url);
-        raw = this.#native.submit(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, level, o.cost ?? null, deadline ?? null);
+        raw = this.#native.submit(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, levelOf(o.priority), o.cost ?? null, deadline ?? null);
       }
     } catch (e) {
       this.#queuePump();
@@ -785,6 +790,7 @@ function warmUp(native: Native): void {
       native.completeBatch(h, t, Float64Array.of(ids[0]));
       native.cancel(h, t, -ids[1]);
       native.tryAcquireJson(h, t + 1000, '{"priority":"normal"}');
+      native.tryAcquire(h, t + 1000, null, null, null, 2, null, null);
       native.pollTimeout(h);
       native.drainActionable(h, t + 1000);
       native.drain(h, t + 1000);
@@ -881,6 +887,18 @@ export function headerList(h: Outcome['headers']): string[] | undefined {
 function isResponse(x: unknown): x is Response {
   // Objects only: the first read of the global `Response` loads Node's fetch (~20 ms).
   return typeof x === 'object' && x !== null && typeof Response !== 'undefined' && x instanceof Response;
+}
+
+/** Whether a request needs the JSON path (follow-ups, spends, named limits); simple ones cross as parts. */
+function needsJson(o: RequestOptions): boolean {
+  return Boolean(o.reserve?.length || o.spend || o.limits?.length);
+}
+
+/** A priority's level for the native side (0 critical .. 3 low). */
+function levelOf(priority: RequestOptions['priority']): number {
+  const level = LEVELS[priority ?? 'normal'];
+  if (level === undefined) throw invalidPriority(priority);
+  return level;
 }
 
 function invalidPriority(p: unknown): TrafficControlError {

@@ -133,6 +133,8 @@ export interface Native<H = unknown> {
   /** Ends, in one call, requests whose task returned no HTTP response. */
   completeBatch(h: H, now: number, requests: Float64Array): void;
   tryAcquireJson(h: H, now: number, requestJson: string): NativeDecision;
+  /** A simple request by its parts (as `submit`), decided at once without queueing. */
+  tryAcquire(h: H, now: number, method?: string | null, url?: string | null, route?: string | null, priority?: number, cost?: number | null, deadline?: number | null): NativeDecision;
   drain(h: H, now: number): NativeEvent[];
   drainActionable(h: H, now: number): Float64Array;
   takeFailures(h: H): NativeEvent[];
