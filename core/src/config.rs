@@ -532,26 +532,26 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
     })
 }
 
-const LIMIT_KINDS: [&str; 4] = ["window", "token_bucket", "concurrency", "budget"];
+/// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
+const LIMIT_KINDS: [(&str, &[&str]); 4] = [
+    ("window", &["max", "per"]),
+    ("token_bucket", &["capacity", "refill", "per"]),
+    ("concurrency", &["max"]),
+    ("budget", &["refill", "per", "max", "floor", "initial"]),
+];
 
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
 /// refuses is said of the limit (`limits.api`), a field's own error of the field.
 fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     let f = read::object(at, v, "a limit", &["kind", "max", "per", "capacity", "refill", "floor", "initial"])?;
-    let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS, "a limit kind"))?;
+    let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
     let per = f.opt("per", read::duration_at)?;
     let capacity = f.opt("capacity", read::u64_at)?;
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
     let initial = f.opt("initial", read::u64_at)?;
-    let name = LIMIT_KINDS[kind];
-    let allowed: &[&str] = match kind {
-        0 => &["max", "per"],
-        1 => &["capacity", "refill", "per"],
-        2 => &["max"],
-        _ => &["refill", "per", "max", "floor", "initial"],
-    };
+    let (name, allowed) = LIMIT_KINDS[kind];
     let present = [
         ("max", max.is_some()),
         ("per", per.is_some()),

@@ -232,10 +232,15 @@ pub(crate) fn map_at<T>(at: &At<'_>, value: &Value, read: fn(&At<'_>, &Value) ->
 /// One of `names` (an enum's variants written as strings); its index.
 pub(crate) fn variant_at(at: &At<'_>, value: &Value, names: &[&str], what: &str) -> Read<usize> {
     let Some(s) = value.as_str() else { return Err(at.invalid_type(value, what)) };
+    variant_of(at, s, names)
+}
+
+/// [`variant_at`] for a name already in hand (an externally tagged enum's key).
+pub(crate) fn variant_of(at: &At<'_>, name: &str, names: &[&str]) -> Read<usize> {
     names
         .iter()
-        .position(|n| *n == s)
-        .ok_or_else(|| at.error(format!("unknown variant `{s}`, expected {}", one_of(names))))
+        .position(|n| *n == name)
+        .ok_or_else(|| at.error(format!("unknown variant `{name}`, expected {}", one_of(names))))
 }
 
 /// Reads a whole value with `read`, from the root.

@@ -337,7 +337,7 @@ fn read_target(at: &At<'_>, v: &Value) -> Read<Target> {
         Value::String(_) => (read::variant_at(at, v, &KINDS, expected)?, None),
         Value::Object(map) if map.len() == 1 => {
             let (k, inner) = map.iter().next().expect("one entry");
-            (read::variant_at(&at.key(k), &Value::String(k.clone()), &KINDS, expected)?, Some((k, inner)))
+            (read::variant_of(&at.key(k), k, &KINDS)?, Some((k, inner)))
         }
         _ => return Err(at.invalid_type(v, expected)),
     };

@@ -301,9 +301,7 @@ export class TrafficControl {
       if (needsJson(options)) {
         d = this.#native.tryAcquireJson(this.#h, now, JSON.stringify(coreRequest(options, deadline)));
       } else {
-        const o = options;
-        const url = o.url === undefined ? undefined : String(o.url);
-        d = this.#native.tryAcquire(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, levelOf(o.priority), o.cost ?? null, deadline ?? null);
+        d = this.#native.tryAcquire(this.#h, now, ...partsOf(options, deadline));
       }
     } catch (e) {
       throw fromNative(e);
@@ -588,8 +586,7 @@ export class TrafficControl {
       if (needsJson(o)) {
         raw = this.#native.submitJson(this.#h, now, JSON.stringify(coreRequest(o, deadline)));
       } else {
-        const url = o.url === undefined ? undefined : String(o.url);
-        raw = this.#native.submit(this.#h, now, o.method ?? null, url ?? null, o.route ?? null, levelOf(o.priority), o.cost ?? null, deadline ?? null);
+        raw = this.#native.submit(this.#h, now, ...partsOf(o, deadline));
       }
     } catch (e) {
       this.#queuePump();
@@ -894,11 +891,11 @@ function needsJson(o: RequestOptions): boolean {
   return Boolean(o.reserve?.length || o.spend || o.limits?.length);
 }
 
-/** A priority's level for the native side (0 critical .. 3 low). */
-function levelOf(priority: RequestOptions['priority']): number {
-  const level = LEVELS[priority ?? 'normal'];
-  if (level === undefined) throw invalidPriority(priority);
-  return level;
+/** A simple request as the native side's `submit` and `tryAcquire` take it: method, URL, route, level (0 critical .. 3 low), cost, deadline. */
+function partsOf(o: RequestOptions, deadline: number | undefined): [string | null, string | null, string | null, number, number | null, number | null] {
+  const level = LEVELS[o.priority ?? 'normal'];
+  if (level === undefined) throw invalidPriority(o.priority);
+  return [o.method ?? null, o.url === undefined ? null : String(o.url), o.route ?? null, level, o.cost ?? null, deadline ?? null];
 }
 
 function invalidPriority(p: unknown): TrafficControlError {
