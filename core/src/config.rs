@@ -105,6 +105,10 @@ pub enum LimitConfig {
         /// The interval.
         #[serde(with = "duration")]
         per: Duration,
+        /// How long a request counts: until its completion plus `per` (the default, safe whatever
+        /// the latency), or from its go for `per` only.
+        #[serde(skip_serializing_if = "WindowHold::is_completion")]
+        hold: WindowHold,
     },
     /// A bucket of `capacity` tokens refilled continuously at `refill` tokens per `per`; starts full.
     TokenBucket {
@@ -139,6 +143,28 @@ pub enum LimitConfig {
         #[serde(skip_serializing_if = "Option::is_none")]
         initial: Option<u64>,
     },
+}
+
+/// How long a window limit counts a request (`"hold"` in a config).
+///
+/// The server counts a request when it arrives: somewhere between our go and its response. Holding
+/// its cost from the go until the completion plus `per` keeps every window of the server's within
+/// `max`, whatever the latency, with no time margin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowHold {
+    /// From the go until the completion (or the lease's expiry) plus `per`: the default.
+    #[default]
+    Completion,
+    /// From the go for `per` only: for a server that counts what leaves (no latency to cover).
+    Go,
+}
+
+impl WindowHold {
+    /// Whether this is the default, [`WindowHold::Completion`].
+    pub fn is_completion(&self) -> bool {
+        *self == WindowHold::Completion
+    }
 }
 
 /// A rule mapping requests to limits.
@@ -394,7 +420,7 @@ impl Config {
             }
             let field = |f: &str| format!("limits.{name}.{f}");
             match *limit {
-                LimitConfig::Window { max, per } => {
+                LimitConfig::Window { max, per, .. } => {
                     if max == 0 {
                         return invalid(field("max"), "must be at least 1");
                     }
@@ -534,7 +560,7 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
 const LIMIT_KINDS: [(&str, &[&str]); 4] = [
-    ("window", &["max", "per"]),
+    ("window", &["max", "per", "hold"]),
     ("token_bucket", &["capacity", "refill", "per"]),
     ("concurrency", &["max"]),
     ("budget", &["refill", "per", "max", "floor", "initial"]),
@@ -543,7 +569,7 @@ const LIMIT_KINDS: [(&str, &[&str]); 4] = [
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
 /// refuses is said of the limit (`limits.api`), a field's own error of the field.
 fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
-    let f = read::object(at, v, "a limit", &["kind", "max", "per", "capacity", "refill", "floor", "initial"])?;
+    let f = read::object(at, v, "a limit", &["kind", "max", "per", "capacity", "refill", "floor", "initial", "hold"])?;
     let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
     let per = f.opt("per", read::duration_at)?;
@@ -551,6 +577,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
     let initial = f.opt("initial", read::u64_at)?;
+    let hold = f.opt("hold", |at, v| read::variant_at(at, v, &["completion", "go"], "a window hold"))?;
     let (name, allowed) = LIMIT_KINDS[kind];
     let present = [
         ("max", max.is_some()),
@@ -559,6 +586,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         ("refill", refill.is_some()),
         ("floor", floor.is_some()),
         ("initial", initial.is_some()),
+        ("hold", hold.is_some()),
     ];
     if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
         return Err(
@@ -568,7 +596,11 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     let need = |field: &str, v: Option<u64>| v.ok_or_else(|| at.error(format!("a {name} limit needs `{field}`")));
     let per = || per.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
     Ok(match kind {
-        0 => LimitConfig::Window { max: need("max", max)?, per: per()? },
+        0 => LimitConfig::Window {
+            max: need("max", max)?,
+            per: per()?,
+            hold: if hold == Some(1) { WindowHold::Go } else { WindowHold::Completion },
+        },
         1 => LimitConfig::TokenBucket {
             capacity: need("capacity", capacity)?,
             refill: need("refill", refill)?,
@@ -728,7 +760,10 @@ mod tests {
             r#"{"limits":{"a":{"kind":"window","max":1,"per":"1m 30s"},"b":{"kind":"token_bucket","capacity":5,"refill":1,"per":250}}}"#,
         )
         .unwrap();
-        assert_eq!(c.limits["a"], LimitConfig::Window { max: 1, per: Duration::from_secs(90) });
+        assert_eq!(
+            c.limits["a"],
+            LimitConfig::Window { max: 1, per: Duration::from_secs(90), hold: WindowHold::Completion }
+        );
         assert_eq!(c.limits["b"], LimitConfig::TokenBucket { capacity: 5, refill: 1, per: Duration::from_millis(250) });
         assert_eq!(Config::from_json(&c.to_json()).unwrap(), c);
     }

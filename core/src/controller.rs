@@ -311,7 +311,7 @@ impl TrafficControl {
         } else {
             self.stale_timers = true;
         }
-        self.give_back(&flight);
+        self.give_back(now, &flight);
         if self.log {
             self.emit(
                 now,
@@ -435,7 +435,7 @@ impl TrafficControl {
             let a = waiter.admission;
             (a.endpoint, a.priority)
         } else if let Some(flight) = self.in_flight.remove(&request) {
-            self.give_back(&flight);
+            self.give_back(now, &flight);
             (flight.endpoint, flight.priority)
         } else {
             return false;
@@ -742,13 +742,13 @@ impl TrafficControl {
         }
     }
 
-    fn give_back(&mut self, flight: &InFlight) {
+    /// The request ended at `at`: its slots come back, its window holds start counting down.
+    fn give_back(&mut self, at: Timestamp, flight: &InFlight) {
         for n in &flight.needs {
             let l = &mut self.limits[usize::from(n.limit)];
             l.in_flight_cost = l.in_flight_cost.saturating_sub(n.cost);
             // A concurrency limit's need is its slot (cost 1).
-            if l.is_concurrency() {
-                l.give_back(n.cost);
+            if l.give_back(at, n.cost) {
                 self.dirty = true;
             }
         }
@@ -807,11 +807,12 @@ impl TrafficControl {
             return self.now;
         }
         self.now = now;
+        // Lapsed leases first: a window counts their cost from the lease's end, not from now.
+        self.expire_leases(now);
         for l in &mut self.limits {
             l.advance(now);
         }
         self.expire_reservations(now);
-        self.expire_leases(now);
         if self.dirty || self.next_wake.is_some_and(|t| t <= now) {
             self.settle(now);
         }
@@ -877,7 +878,7 @@ impl TrafficControl {
             }
             self.leases.pop_front();
             if let Some(flight) = self.in_flight.remove(&id) {
-                self.give_back(&flight);
+                self.give_back(at, &flight);
                 self.emit(
                     now,
                     id,

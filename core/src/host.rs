@@ -213,7 +213,9 @@ mod tests {
         assert_eq!(drain_actionable(&mut tc, 0.0, &mut failures), vec![1.0, 1.0, 0.0, 2.0, 3.0, 0.0]);
         assert_eq!(failures.len(), 1);
         complete_batch(&mut tc, 1.0, &[1.0]);
-        assert_eq!(drain_actionable(&mut tc, 1000.0, &mut failures), vec![1.0, 2.0, 0.0]);
+        // The window holds request 1 until its completion plus `per`.
+        assert_eq!(drain_actionable(&mut tc, 1000.0, &mut failures), Vec::<f64>::new());
+        assert_eq!(drain_actionable(&mut tc, 1001.0, &mut failures), vec![1.0, 2.0, 0.0]);
     }
 
     #[test]

@@ -62,14 +62,15 @@ pub struct Preset {
 
 /// Every preset that ships with the core.
 ///
-/// - `backmarket` (env `BM_RATE_LIMIT`): Back Market's seller API. Its real limits are 200 requests
-///   per 10 s overall and 20 per 10 s for catalog writes; past them Back Market (Cloudflare) blocks
-///   for 10 s, so the preset runs below them in count and in time: `global` 150/11 s, `catalog`
-///   15/11 s (taken by `POST /ws/listings…` only: reads of `/ws/listings` take just `global`, as the
-///   seed counted them), `competitor` 2 per 1.1 s (`/ws/backbox/v1/competitors…`), `care` 300/60 s
-///   (`/ws/sav…`). The margin in time is for the network: the server counts requests when they
-///   arrive, and a burst admitted at one instant arrives spread out, so the next burst, admitted
-///   exactly one window later, would meet the tail of the last one in the server's window.
+/// - `backmarket` (env `BM_RATE_LIMIT`): Back Market's seller API, on its documented windows. Its
+///   real limits are 200 requests per 10 s overall and 20 per 10 s on the catalog; past them Back
+///   Market (Cloudflare) blocks for 10 s. The preset keeps the seed's count margins: `global`
+///   150/10 s, `catalog` 15/10 s (every method on `/ws/listings…`, as the seed's route map says),
+///   `competitor` 2/1 s (`/ws/backbox/v1/competitors…`), `care` 300/60 s (`/ws/sav…`), and the
+///   seed's data-ingestion limit `ingestion` 2,000 SKU lines per hour (`POST /ws/listings`, cost =
+///   the request's lines; one unit of `global` and `catalog`). No time margin is needed: a window
+///   holds each request until its completion plus `per` (see [`WindowHold`](crate::WindowHold)),
+///   so whatever the latency the server never counts more than `max` in any of its windows.
 /// - `keepa` (env `KEEPA_RATE_LIMIT`): a budget `tokens` refilled 20 per minute, at most 1,200
 ///   (Keepa's unused tokens expire after an hour), floor 0, balance unknown until synced from the
 ///   free `/token` endpoint. Costs per route: `/token` 0, `/deals` 5, `/bestsellers` 50 (fixed per

@@ -655,7 +655,7 @@ fn backmarket_injected_429s_pause_retry_at_priority_and_give_up() {
     let f = &r.sim.f;
     let s = &r.sim.server;
     assert_eq!(s.real_429, 0, "no retry storm: no real limit exceeded: {:?}", s.exceeded);
-    assert!(s.injected > 50);
+    assert!(s.injected > 40, "injected: {}", s.injected);
     assert!(f.peak_retried_goes > 0, "some Peaks were retried (and went as HIGH)");
     // The sticky requests: three retries, then GiveUp on the fourth 429.
     let mut sticky: Vec<_> = r.sim.sent.values().filter(|s| s.job.kind == Kind::Sticky).collect();

@@ -28,9 +28,9 @@ fn gone(tc: &mut TrafficControl, now: Timestamp) -> Vec<RequestId> {
 
 const BM: &str = r#"{
   "limits": {
-    "global": {"kind": "window", "max": 4, "per": "10s"},
-    "catalog": {"kind": "window", "max": 2, "per": "10s"},
-    "competitor": {"kind": "window", "max": 1, "per": "1s"}
+    "global": {"kind": "window", "max": 4, "per": "10s", "hold": "go"},
+    "catalog": {"kind": "window", "max": 2, "per": "10s", "hold": "go"},
+    "competitor": {"kind": "window", "max": 1, "per": "1s", "hold": "go"}
   },
   "global": ["global"],
   "routes": [
@@ -41,7 +41,7 @@ const BM: &str = r#"{
 
 #[test]
 fn window_admits_max_then_waits_exactly_until_the_oldest_leaves() {
-    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":2,"per":"1s"}},"global":["a"]}"#);
+    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":2,"per":"1s","hold":"go"}},"global":["a"]}"#);
     let ids: Vec<_> = (0..3).map(|i| tc.submit(ms(i * 100), Request::http("GET", "/x")).unwrap()).collect();
     assert_eq!(gone(&mut tc, ms(200)), vec![ids[0], ids[1]]);
     assert_eq!(tc.poll_timeout(), Some(ms(1000)));
@@ -96,7 +96,7 @@ fn a_lower_priority_request_never_takes_room_a_waiting_higher_one_needs() {
 
 #[test]
 fn fifo_within_a_level() {
-    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["a"]}"#);
+    let mut tc = tc(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s","hold":"go"}},"global":["a"]}"#);
     let ids: Vec<_> = (0..4).map(|_| tc.submit(ms(0), Request::http("GET", "/x")).unwrap()).collect();
     let mut order = Vec::new();
     let mut now = ms(0);
@@ -139,7 +139,7 @@ fn reservation_expires_and_can_be_released() {
 
 /// Reservations hold the whole of limit `w`: a follow-up reserved 2 of 2.
 const FULLY_RESERVED: &str = r#"{
-  "limits": {"w": {"kind": "window", "max": 2, "per": "10s"}, "o": {"kind": "window", "max": 5, "per": "1s"}}
+  "limits": {"w": {"kind": "window", "max": 2, "per": "10s", "hold": "go"}, "o": {"kind": "window", "max": 5, "per": "1s", "hold": "go"}}
 }"#;
 
 fn reserve_all_of_w(tc: &mut TrafficControl) -> traffic_control_core::ReservationId {
@@ -254,12 +254,13 @@ fn token_bucket_refills_continuously() {
 
 #[test]
 fn events_never_show_query_values() {
-    let mut drop = tc(r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s"}},"global":["a"]}"#);
+    let mut drop = tc(r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s","hold":"go"}},"global":["a"]}"#);
     drop.submit(ms(0), Request::http("get", "https://api.keepa.com/product?key=SECRET&asin=B0")).unwrap();
     let e = drop.poll(ms(0)).unwrap();
     assert_eq!(e.endpoint(), "GET /product");
-    let mut redact =
-        tc(r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s"}},"global":["a"],"events":{"query":"redact"}}"#);
+    let mut redact = tc(
+        r#"{"limits":{"a":{"kind":"window","max":5,"per":"1s","hold":"go"}},"global":["a"],"events":{"query":"redact"}}"#,
+    );
     redact.submit(ms(0), Request::http("GET", "https://api.keepa.com/product?key=SECRET&asin=B0")).unwrap();
     let e = redact.poll(ms(0)).unwrap();
     assert_eq!(e.endpoint(), "GET /product?key=REDACTED&asin=REDACTED");
@@ -283,7 +284,7 @@ fn completed_event_carries_status_and_duration() {
 
 #[test]
 fn wait_never_names_now_and_counts_reservation_expiry() {
-    let mut tc = tc(r#"{"limits":{"cat":{"kind":"window","max":2,"per":"10s"}},"global":["cat"]}"#);
+    let mut tc = tc(r#"{"limits":{"cat":{"kind":"window","max":2,"per":"10s","hold":"go"}},"global":["cat"]}"#);
     let dip = Request::limits(Vec::<String>::new()).reserve(FollowUp::default().ttl(Duration::from_secs(2)));
     assert!(matches!(tc.try_acquire(ms(0), dip), Decision::Go(_)));
     // Events are pending (not drained): the answer must still be a real instant, not `now`.
@@ -377,7 +378,7 @@ fn route_cost_counts_the_items_of_a_query_parameter() {
 }
 
 const BM_FEEDBACK: &str = r#"{
-  "limits": {"global": {"kind": "window", "max": 100, "per": "10s"}},
+  "limits": {"global": {"kind": "window", "max": 100, "per": "10s", "hold": "go"}},
   "global": ["global"],
   "feedback": {"block": "10s", "max_retries": 2, "jitter": 0}
 }"#;
@@ -457,7 +458,7 @@ fn keepa_extras_add_per_asin_costs() {
 #[test]
 fn a_limit_may_have_its_own_block() {
     let mut tc = tc(r#"{
-      "limits": {"global": {"kind": "window", "max": 100, "per": "10s"}, "competitor": {"kind": "window", "max": 2, "per": "1s"}},
+      "limits": {"global": {"kind": "window", "max": 100, "per": "10s", "hold": "go"}, "competitor": {"kind": "window", "max": 2, "per": "1s", "hold": "go"}},
       "global": ["global"],
       "routes": [{"name": "competitor", "path": "^/competitors", "limits": ["competitor"]}],
       "feedback": {"block": "2s", "blocks": {"competitor": "10s"}, "jitter": 0}
@@ -472,8 +473,9 @@ fn a_limit_may_have_its_own_block() {
     assert_eq!(gone(&mut tc, ms(1_999)), vec![]);
     assert_eq!(gone(&mut tc, ms(2_000)), vec![other], "global's own block is 2 s");
     assert_eq!(gone(&mut tc, ms(10_000)), vec![id]);
-    let bad =
-        Config::from_json(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"feedback":{"blocks":{"b":"1s"}}}"#);
+    let bad = Config::from_json(
+        r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s","hold":"go"}},"feedback":{"blocks":{"b":"1s"}}}"#,
+    );
     assert!(bad.unwrap_err().to_string().contains("feedback.blocks.b"));
 }
 
@@ -482,7 +484,7 @@ fn a_limit_may_have_its_own_block() {
 /// failures by Rejected and Expired; nothing else is queued up.
 #[test]
 fn without_the_event_log_the_decisions_are_the_same() {
-    let config = r#"{"limits":{"api":{"kind":"window","max":2,"per":"1s"},"slots":{"kind":"concurrency","max":8}},
+    let config = r#"{"limits":{"api":{"kind":"window","max":2,"per":"1s","hold":"go"},"slots":{"kind":"concurrency","max":8}},
                      "global":["api","slots"]}"#;
     let run = |log: bool| {
         let mut tc = tc(config);

@@ -2,7 +2,10 @@
 //! completions, driven on a fake clock the way a host drives the core (poll until `poll_timeout`),
 //! each checked by a model written here, independently of the core's data structures:
 //!
-//! 1. no interval `[s, s + per)` holds more than `max` admitted cost, for every window limit;
+//! 1. no interval `[s, s + per)` holds more than `max` cost *as the server counts it*, for every
+//!    window limit: each request arrives at the server at some instant between its go and its
+//!    completion (its lease's end when it never completes), a latency we do not control; the
+//!    checker takes the worst case, every request arriving inside the window whenever it can;
 //! 2. token buckets and concurrency limits are never exceeded;
 //! 3. a follow-up spending a live reservation goes at once when no CRITICAL request intervened;
 //! 4. a waiting request is never passed, on a limit it needs, by one behind it (lower priority, or
@@ -241,8 +244,11 @@ struct ModelReservation {
 struct Model {
     w: Workload,
     specs: HashMap<RequestId, Spec>,
-    /// Admissions per limit: (instant, cost).
-    log: Vec<Vec<(u64, u64)>>,
+    /// Admissions per limit: (instant, cost, request).
+    log: Vec<Vec<(u64, u64, RequestId)>>,
+    /// When each admitted request ended (completed, cancelled, or its lease's end): the server may
+    /// count it on arrival at any instant from its go until then.
+    ends: HashMap<RequestId, u64>,
     in_flight: HashMap<RequestId, (u64, Vec<usize>)>,
     reservations: HashMap<ReservationId, ModelReservation>,
     /// (lane, arrival) -> request
@@ -260,6 +266,7 @@ impl Model {
             w,
             specs: HashMap::new(),
             log: vec![Vec::new(); n],
+            ends: HashMap::new(),
             in_flight: HashMap::new(),
             reservations: HashMap::new(),
             waiting: BTreeMap::new(),
@@ -306,15 +313,20 @@ impl Model {
     fn used(&self, l: usize, t: u64) -> u64 {
         match self.w.limits[l] {
             LimitSpec::Window { per_ms, .. } => {
+                // Held from the go until the end plus `per` (the core's rule, checked by (1)).
                 let per = per_ms * MS;
-                self.log[l].iter().filter(|&&(at, _)| at <= t && at + per > t).map(|&(_, c)| c).sum()
+                self.log[l]
+                    .iter()
+                    .filter(|&&(at, _, id)| at <= t && self.ends.get(&id).is_none_or(|&end| end + per > t))
+                    .map(|&(_, c, _)| c)
+                    .sum()
             }
             LimitSpec::Bucket { capacity, refill, per_ms } => {
                 // Replay the bucket from full: level in units of 1/per tokens.
                 let per = u128::from(per_ms * MS);
                 let full = u128::from(capacity) * per;
                 let (mut level, mut last) = (full, 0u64);
-                for &(at, c) in self.log[l].iter().filter(|&&(at, _)| at <= t) {
+                for &(at, c, _) in self.log[l].iter().filter(|&&(at, _, _)| at <= t) {
                     level = (level + u128::from(at - last) * u128::from(refill)).min(full);
                     last = at;
                     level = level.checked_sub(u128::from(c) * per).expect("bucket overdrawn");
@@ -331,7 +343,7 @@ impl Model {
                 let per = per_ms * MS;
                 let (max, refill) = (max as i64, refill as i64);
                 let (mut level, mut last) = (initial as i64, 0u64);
-                for &(at, c) in self.log[l].iter().filter(|&&(at, _)| at <= t) {
+                for &(at, c, _) in self.log[l].iter().filter(|&&(at, _, _)| at <= t) {
                     level = (level + refill * (at / per - last / per) as i64).min(max);
                     last = at;
                     level -= c as i64;
@@ -477,7 +489,7 @@ impl Model {
             if self.is_concurrency(l) {
                 slots.push(l);
             } else {
-                self.log[l].push((t, c));
+                self.log[l].push((t, c, id));
             }
         }
         self.in_flight.insert(id, (t, slots));
@@ -504,17 +516,20 @@ impl Model {
             EventKind::Go { permit, .. } => self.go(e.request, t, &permit.reservations),
             EventKind::Completed { .. } => {
                 assert!(self.in_flight.remove(&e.request).is_some());
+                self.ends.insert(e.request, t);
                 self.ended.insert(e.request, "completed");
             }
             EventKind::Cancelled => {
                 if !self.leave_queue(e.request) {
                     assert!(self.in_flight.remove(&e.request).is_some());
+                    self.ends.insert(e.request, t);
                 }
                 self.ended.insert(e.request, "cancelled");
             }
             EventKind::LeaseExpired { .. } => {
                 let (since, _) = self.in_flight.remove(&e.request).expect("in flight");
                 assert!(t >= since + self.w.lease_ttl_ms * MS, "lease expired early");
+                self.ends.insert(e.request, since + self.w.lease_ttl_ms * MS);
             }
             EventKind::Expired { .. } => {
                 let deadline = self.specs[&e.request].deadline.expect("has a deadline");
@@ -551,16 +566,33 @@ impl Model {
             let log = &self.log[l];
             match *spec {
                 LimitSpec::Window { max, per_ms } => {
-                    for &(s, _) in log {
-                        let in_window: u64 =
-                            log.iter().filter(|&&(at, _)| at >= s && at < s + per_ms * MS).map(|&(_, c)| c).sum();
-                        assert!(in_window <= max, "(1) window l{l}: {in_window} > {max} in [{s}, +{per_ms}ms)");
+                    // A request can arrive in `[s, s + per)` when its go is before `s + per` and
+                    // its end is at or after `s`. The count is largest at some `s` equal to an end
+                    // or just after a go minus `per`.
+                    let per = per_ms * MS;
+                    let span =
+                        |&(at, _, id): &(u64, u64, RequestId)| (at, self.ends.get(&id).copied().unwrap_or(u64::MAX));
+                    let starts = log.iter().map(span).flat_map(|(go, end)| [end, (go + 1).saturating_sub(per)]);
+                    for s in starts.filter(|&s| s != u64::MAX) {
+                        let in_window: u64 = log
+                            .iter()
+                            .filter(|e| {
+                                let (go, end) = span(e);
+                                go < s + per && end >= s
+                            })
+                            .map(|&(_, c, _)| c)
+                            .sum();
+                        assert!(
+                            in_window <= max,
+                            "(1) window l{l}: the server may count {in_window} > {max} in [{s}, +{per_ms}ms)"
+                        );
                     }
                 }
                 LimitSpec::Bucket { capacity, refill, per_ms } => {
-                    for &(a, _) in log {
-                        for &(b, _) in log.iter().filter(|&&(b, _)| b >= a) {
-                            let admitted: u64 = log.iter().filter(|&&(t, _)| t >= a && t <= b).map(|&(_, c)| c).sum();
+                    for &(a, _, _) in log {
+                        for &(b, _, _) in log.iter().filter(|&&(b, _, _)| b >= a) {
+                            let admitted: u64 =
+                                log.iter().filter(|&&(t, _, _)| t >= a && t <= b).map(|&(_, c, _)| c).sum();
                             let allowed =
                                 u128::from(capacity) + u128::from(b - a) * u128::from(refill) / u128::from(per_ms * MS);
                             assert!(
@@ -573,7 +605,7 @@ impl Model {
                 LimitSpec::Concurrency { .. } => {}
                 LimitSpec::Budget { .. } => {
                     // Replaying to the last admission asserts the floor held all along.
-                    let _ = log.last().map(|&(at, _)| self.used(l, at));
+                    let _ = log.last().map(|&(at, _, _)| self.used(l, at));
                 }
             }
         }

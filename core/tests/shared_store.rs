@@ -243,8 +243,8 @@ fn the_store_admits_exactly_like_the_in_memory_controller() {
 
 const BM: &str = r#"{
   "limits": {
-    "global":   { "kind": "window", "max": 5, "per": "1s" },
-    "catalog":  { "kind": "window", "max": 2, "per": "1s" },
+    "global":   { "kind": "window", "max": 5, "per": "1s", "hold": "go" },
+    "catalog":  { "kind": "window", "max": 2, "per": "1s", "hold": "go" },
     "inflight": { "kind": "concurrency", "max": 1 },
     "bucket":   { "kind": "token_bucket", "capacity": 3, "refill": 1, "per": "1s" },
     "tokens":   { "kind": "budget", "refill": 5, "per": "1m", "max": 100, "initial": 50 }
@@ -365,6 +365,38 @@ fn a_waiting_high_keeps_the_room_it_needs_from_a_low_flood_of_another_process() 
     let d = ask(&mut c, &mut a, now, &low, &AdmitOptions::waiter("A-low-1"));
     assert!(matches!(d, Decision::Wait { .. }), "A-low-1 passed A-low-0: {d:?}");
     go(ask(&mut c, &mut a, now, &low, &AdmitOptions::waiter("A-low-0")));
+}
+
+#[test]
+fn a_window_holds_a_request_until_its_completion_plus_per_in_every_process() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("hold");
+    let config = r#"{"limits":{"api":{"kind":"window","max":2,"per":"1s"}},"global":["api"],"lease_ttl":"5s"}"#;
+    let new = || SharedStore::new(Config::from_json(config).unwrap(), StoreOptions::new(acct.clone())).unwrap();
+    let (mut a, mut b) = (new(), new());
+    let req = Request::http("GET", "/items");
+    a.set_test_clock(Some(ms(0)));
+    let first = go(ask(&mut c, &mut a, ms(0), &req, &AdmitOptions::default()));
+    go(ask(&mut c, &mut a, ms(0), &req, &AdmitOptions::default()));
+    // In flight, both count in every process however long they take; the wake-up is the first
+    // lease's end (only a completion or a lease lapsing starts a count-down).
+    b.set_test_clock(Some(ms(3000)));
+    assert_eq!(ask(&mut c, &mut b, ms(3000), &req, &AdmitOptions::default()), Decision::Wait { until: Some(ms(5000)) });
+    // A completion at 3.2 s: that request may have arrived then, it counts until 4.2 s.
+    a.set_test_clock(Some(ms(3200)));
+    let call =
+        a.complete(ms(3200), first.request, &Outcome::status(200)).expect("a window's hold is released in the store");
+    a.observe(ms(3200), &c.run(&call)).unwrap();
+    b.set_test_clock(Some(ms(3300)));
+    assert_eq!(ask(&mut c, &mut b, ms(3300), &req, &AdmitOptions::default()), Decision::Wait { until: Some(ms(4200)) });
+    b.set_test_clock(Some(ms(4200)));
+    go(ask(&mut c, &mut b, ms(4200), &req, &AdmitOptions::default()));
+    // The second request never completes: it counts until its lease's end (5 s) plus per.
+    b.set_test_clock(Some(ms(5999)));
+    assert!(matches!(ask(&mut c, &mut b, ms(5999), &req, &AdmitOptions::default()), Decision::Wait { .. }));
+    b.set_test_clock(Some(ms(6000)));
+    go(ask(&mut c, &mut b, ms(6000), &req, &AdmitOptions::default()));
 }
 
 #[test]

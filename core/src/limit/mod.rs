@@ -56,7 +56,7 @@ pub(crate) struct Ask {
 impl Limit {
     pub(crate) fn new(name: &str, config: &LimitConfig) -> Self {
         let state = match *config {
-            LimitConfig::Window { max, per } => LimitState::Window(Window::new(max, duration_nanos(per))),
+            LimitConfig::Window { max, per, hold } => LimitState::Window(Window::new(max, duration_nanos(per), hold)),
             LimitConfig::TokenBucket { capacity, refill, per } => {
                 LimitState::Bucket(TokenBucket::new(capacity, refill, duration_nanos(per)))
             }
@@ -136,10 +136,20 @@ impl Limit {
         }
     }
 
-    /// Returns a finished request's slot; only concurrency limits give anything back.
-    pub(crate) fn give_back(&mut self, cost: u64) {
-        if let LimitState::Concurrency(c) = &mut self.state {
-            c.give_back(cost);
+    /// A request holding `cost` finished at `at` (completed, cancelled, or its lease lapsed): a
+    /// concurrency limit gets its slot back, a window starts counting it down (`per` from `at`).
+    /// Returns whether waiters may fit sooner.
+    pub(crate) fn give_back(&mut self, at: Timestamp, cost: u64) -> bool {
+        match &mut self.state {
+            LimitState::Concurrency(c) => {
+                c.give_back(cost);
+                true
+            }
+            LimitState::Window(w) => {
+                w.release(at, cost);
+                true
+            }
+            _ => false,
         }
     }
 

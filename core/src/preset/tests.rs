@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::*;
-use crate::{Decision, Request, RouteLimit, Timestamp, TrafficControl};
+use crate::{Decision, Outcome, Request, RequestId, RouteLimit, Timestamp, TrafficControl};
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -17,7 +17,7 @@ fn bm_err(pairs: &[(&str, &str)]) -> String {
 }
 
 fn window(max: u64, per: Duration) -> LimitConfig {
-    LimitConfig::Window { max, per }
+    LimitConfig::Window { max, per, hold: crate::config::WindowHold::Completion }
 }
 
 /// The limits a request took: those whose `used` grew.
@@ -65,10 +65,11 @@ fn unknown_preset_names_the_field_and_lists_the_known_ones() {
 #[test]
 fn backmarket_has_the_seeds_safe_values() {
     let c = preset("backmarket").unwrap();
-    assert_eq!(c.limits["global"], window(150, Duration::from_secs(11)));
-    assert_eq!(c.limits["catalog"], window(15, Duration::from_secs(11)));
-    assert_eq!(c.limits["competitor"], window(2, Duration::from_millis(1100)));
+    assert_eq!(c.limits["global"], window(150, Duration::from_secs(10)));
+    assert_eq!(c.limits["catalog"], window(15, Duration::from_secs(10)));
+    assert_eq!(c.limits["competitor"], window(2, Duration::from_secs(1)));
     assert_eq!(c.limits["care"], window(300, Duration::from_secs(60)));
+    assert_eq!(c.limits["ingestion"], window(2000, Duration::from_secs(3600)));
     assert_eq!(c.global, ["global"]);
 }
 
@@ -78,10 +79,13 @@ fn backmarket_routes_map_the_seeds_endpoints_to_their_limits() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("POST", "/ws/listings/42", &["global", "catalog"]),
         ("post", "https://www.backmarket.fr/ws/listings/42?key=secret", &["global", "catalog"]),
-        ("POST", "/ws/listings", &["global", "catalog"]),
-        // Reads of listings are not catalog writes: global only, as the seed counted them.
-        ("GET", "/ws/listings/42", &["global"]),
-        ("GET", "/ws/listings?page=2", &["global"]),
+        // Creating listings (a data ingestion) also takes the hourly SKU-line limit.
+        ("POST", "/ws/listings", &["global", "catalog", "ingestion"]),
+        ("POST", "/ws/listings/", &["global", "catalog", "ingestion"]),
+        // Every method on /ws/listings counts on catalog, as the seed's route map says.
+        ("GET", "/ws/listings/42", &["global", "catalog"]),
+        ("GET", "/ws/listings?page=2", &["global", "catalog"]),
+        ("PATCH", "/ws/listings/42", &["global", "catalog"]),
         ("GET", "/ws/backbox/v1/competitors/42", &["global", "competitor"]),
         ("GET", "https://www.backmarket.fr/ws/backbox/v1/competitors/42", &["global", "competitor"]),
         ("GET", "/ws/sav/orders", &["global", "care"]),
@@ -94,7 +98,7 @@ fn backmarket_routes_map_the_seeds_endpoints_to_their_limits() {
 }
 
 #[test]
-fn backmarket_catalog_runs_at_15_per_11_seconds() {
+fn backmarket_catalog_runs_at_15_per_10_seconds_after_completion() {
     let mut tc = TrafficControl::new(preset("backmarket").unwrap()).unwrap();
     let t0 = Timestamp::from_millis(0);
     for i in 0..15 {
@@ -102,9 +106,15 @@ fn backmarket_catalog_runs_at_15_per_11_seconds() {
         assert!(matches!(d, Decision::Go(_)), "{i}: {d:?}");
     }
     let d = tc.try_acquire(t0, Request::http("POST", "/ws/listings/15"));
-    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(11_000)) });
-    // Reads still go: they do not take the catalog limit.
-    assert!(matches!(tc.try_acquire(t0, Request::http("GET", "/ws/listings/15")), Decision::Go(_)));
+    // Only a completion (or the leases' end, 60 s) starts a window's count-down.
+    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(60_000)) });
+    // Reads wait too: they take the catalog limit.
+    assert!(matches!(tc.try_acquire(t0, Request::http("GET", "/ws/listings/15")), Decision::Wait { .. }));
+    for i in 1..=15 {
+        let _ = tc.complete(Timestamp::from_millis(300), RequestId(i), Outcome::status(200));
+    }
+    let d = tc.try_acquire(Timestamp::from_millis(300), Request::http("POST", "/ws/listings/15"));
+    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(10_300)) });
 }
 
 #[test]
@@ -191,7 +201,7 @@ fn each_seed_variable_overrides_its_limit() {
     for (limit, name) in [("GLOBAL", "global"), ("CATALOG", "catalog"), ("COMPETITOR", "competitor"), ("CARE", "care")]
     {
         let default = preset("backmarket").unwrap().limits[name];
-        let LimitConfig::Window { max: default_max, per: default_per } = default else { panic!() };
+        let LimitConfig::Window { max: default_max, per: default_per, .. } = default else { panic!() };
 
         let c = bm(&[(&format!("BM_RATE_LIMIT_{limit}_MAX_REQUESTS"), "7")]).unwrap();
         assert_eq!(c.limits[name], window(7, default_per), "{limit}");
@@ -223,6 +233,9 @@ fn overrides_take_effect_in_the_controller() {
     for _ in 0..2 {
         assert!(matches!(tc.try_acquire(t0, Request::http("POST", "/ws/listings/1")), Decision::Go(_)));
     }
+    let d = tc.try_acquire(t0, Request::http("POST", "/ws/listings/1"));
+    assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(60_000)) });
+    let _ = tc.complete(t0, RequestId(1), Outcome::status(200));
     let d = tc.try_acquire(t0, Request::http("POST", "/ws/listings/1"));
     assert_eq!(d, Decision::Wait { until: Some(Timestamp::from_millis(1000)) });
 }
@@ -416,17 +429,17 @@ global = ["global"]
 [limits.global]
 kind = "window"
 max = 150
-per = "11s"
+per = "10s"
 
 [limits.catalog]
 kind = "window"
 max = 15
-per = 11000          # milliseconds, as in JSON
+per = 10000          # milliseconds, as in JSON
 
 [limits.competitor]
 kind = "window"
 max = 2
-per = "1100ms"
+per = "1000ms"
 
 [limits.care]
 kind = "window"
@@ -438,9 +451,19 @@ name = "competitors"
 path = "^/ws/backbox/v1/competitors"
 limits = ["competitor"]
 
+[limits.ingestion]
+kind = "window"
+max = 2000
+per = "1h"
+
 [[routes]]
-name = "listings_write"
+name = "catalog_ingestion"
 method = "POST"
+path = "^/ws/listings/?$"
+limits = [{ limit = "global", cost = 1 }, { limit = "catalog", cost = 1 }, "ingestion"]
+
+[[routes]]
+name = "listings"
 path = "^/ws/listings"
 limits = ["catalog"]
 

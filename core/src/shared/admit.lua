@@ -7,11 +7,13 @@
 -- KEYS[1]  tc:{account}:meta   hash: epoch (state creation instant), last (newest time seen: time
 --                              never runs backwards), quarantine (no admission before it), seq (ids)
 -- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
--- then three keys per limit, in the order of the limit arguments:
+-- then four keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
 --          tc:{account}:p:<limit>        paused until (string, microseconds)
 --          tc:{account}:q:<limit>        registered waiters (zset: member "lane|since|cost|waiter",
 --                                        score = expiry)
+--          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
+--                                        score = the lease's end)
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch or ""
@@ -99,31 +101,72 @@ end
 -- at which used <= target if nothing else happens, or nil when only an event can make room), and
 -- l.take(cost). Arguments per limit: name, kind, need, total, a, b, c, d, e.
 
-local function load_window(l)
+local function load_window(l, lease_ttl, id)
   -- Exact sliding window: members "<running total>:<cost>" (running total zero-padded, so members
-  -- of one instant sort like the totals), scored by admission instant. At most max in any [s, s+per).
-  local max, per = l.a, l.b
+  -- of one instant sort like the totals), scored by the instant a hold was released. At most max in
+  -- any [s, s+per). With hold "completion" (c = 0) a request counts from its go, in flight (the
+  -- f: zset, member "<request id>:<cost>" scored by its lease's end), until its completion plus
+  -- per: the server counts it on arrival, somewhere in between. With hold "go" (c = 1), from its go.
+  local max, per, go = l.a, l.b, l.c == 1
   l.cap = max
-  redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
   local function entry(i)
     local e = redis.call('ZRANGE', l.key, i, i, 'WITHSCORES')
     if #e == 0 then return nil end
     local cum, cost = string.match(e[1], '^(%d+):(%d+)$')
     return tonumber(cum), tonumber(cost), tonumber(e[2])
   end
+  local function append(at, cost)
+    local last = redis.call('ZRANGE', l.key, -1, -1, 'WITHSCORES')
+    local last_cum, last_at = 0, at
+    if #last > 0 then
+      last_cum = tonumber(string.match(last[1], '^(%d+):'))
+      last_at = math.max(at, tonumber(last[2]))
+    end
+    redis.call('ZADD', l.key, fmt(last_at), string.format('%016.0f:%.0f', last_cum + cost, cost))
+    local pt = redis.call('PTTL', l.key)
+    if pt < ttl_ms(last_at + per - now) then redis.call('PEXPIRE', l.key, ttl_ms(last_at + per - now)) end
+  end
+  l.release = function(member)
+    if redis.call('ZREM', l.fkey, member) == 1 then
+      append(now, tonumber(string.match(member, ':(%d+)$')))
+      return true
+    end
+    return false
+  end
+  -- Lapsed leases: counted from their lease's end.
+  local inflight = 0
+  if not go then
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', l.fkey, '-inf', fmt(now), 'WITHSCORES')) do
+      if l.lapsed == nil then l.lapsed = {} end
+      l.lapsed[#l.lapsed + 1] = member
+    end
+    if l.lapsed ~= nil then
+      for i = 1, #l.lapsed, 2 do
+        redis.call('ZREM', l.fkey, l.lapsed[i])
+        append(tonumber(l.lapsed[i + 1]), tonumber(string.match(l.lapsed[i], ':(%d+)$')))
+      end
+    end
+    for _, member in ipairs(redis.call('ZRANGE', l.fkey, 0, -1)) do
+      inflight = inflight + tonumber(string.match(member, ':(%d+)$'))
+    end
+    if inflight > 0 then l.timer = tonumber(redis.call('ZRANGE', l.fkey, 0, 0, 'WITHSCORES')[2]) end
+  end
+  redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
   local n = redis.call('ZCARD', l.key)
   local first_cum, first_cost, last_cum = 0, 0, 0
+  local logged = 0
   if n > 0 then
     first_cum, first_cost = entry(0)
     last_cum = entry(-1)
-    l.used = last_cum - first_cum + first_cost
-  else
-    l.used = 0
+    logged = last_cum - first_cum + first_cost
   end
+  l.used = logged + inflight
   l.when = function(target)
     if l.used <= target then return now end
+    -- Only a completion (or a lease lapsing: the timer) brings the in-flight cost down.
+    if inflight > target then return nil end
     -- The entry whose leaving the window leaves at most `target`: binary search on the totals.
-    local must = last_cum - target
+    local must = last_cum - (target - inflight)
     local lo, hi = 0, n - 1
     while lo < hi do
       local mid = math.floor((lo + hi) / 2)
@@ -133,8 +176,14 @@ local function load_window(l)
     return at + per
   end
   l.take = function(cost)
-    redis.call('ZADD', l.key, fmt(now), string.format('%016.0f:%.0f', last_cum + cost, cost))
-    redis.call('PEXPIRE', l.key, ttl_ms(per))
+    if go then
+      redis.call('ZADD', l.key, fmt(now), string.format('%016.0f:%.0f', last_cum + cost, cost))
+      redis.call('PEXPIRE', l.key, ttl_ms(per))
+    else
+      redis.call('ZADD', l.fkey, fmt(now + lease_ttl), string.format('%s:%.0f', id(), cost))
+      local pt = redis.call('PTTL', l.fkey)
+      if pt < ttl_ms(lease_ttl + per) then redis.call('PEXPIRE', l.fkey, ttl_ms(lease_ttl + per)) end
+    end
   end
 end
 
@@ -219,14 +268,14 @@ local function read_limits(at, n, lease_ttl, id)
   local limits = {}
   for i = 1, n do
     local b = at + (i - 1) * 9
-    local k = 3 + (i - 1) * 3
+    local k = 3 + (i - 1) * 4
     local l = {
       name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
       a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
       d = tonumber(ARGV[b + 7]), e = tonumber(ARGV[b + 8]),
-      key = KEYS[k], pkey = KEYS[k + 1], qkey = KEYS[k + 2],
+      key = KEYS[k], pkey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3],
     }
-    if l.kind == 'w' then load_window(l)
+    if l.kind == 'w' then load_window(l, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
@@ -404,14 +453,20 @@ if op == 'admit' then
   return reply(1, unpack(out))
 
 elseif op == 'complete' then
-  -- ARGV: 6 request id ("" when it held no lease), 7 limits; then per limit: name, kind, pause us,
-  -- reported balance or "", refill in us or "", max, per (budgets).
+  -- ARGV: 6 request id ("" when it held nothing), 7 limits; then per limit: name, kind, pause us,
+  -- reported balance or "", refill in us or "", max, per (budgets), cost held (windows) or "".
   local rid, n = ARGV[6], tonumber(ARGV[7])
   for i = 1, n do
-    local b = 8 + (i - 1) * 7
-    local k = 3 + (i - 1) * 3
+    local b = 8 + (i - 1) * 8
+    local k = 3 + (i - 1) * 4
     local kind, pause = ARGV[b + 1], tonumber(ARGV[b + 2])
     if kind == 'c' and rid ~= '' then redis.call('ZREM', KEYS[k], rid) end
+    if kind == 'w' and rid ~= '' and ARGV[b + 7] ~= '' then
+      -- The hold ends now: the window counts it for per from here.
+      local w = { key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 6]), c = 0 }
+      load_window(w, 0, function() return 0 end)
+      w.release(rid .. ':' .. ARGV[b + 7])
+    end
     if pause > 0 then
       -- Pauses are only ever extended.
       local untl = now + pause
@@ -444,7 +499,7 @@ elseif op == 'release' then
 elseif op == 'withdraw' then
   -- ARGV: 6 waiter id, 7 limits (keys only): a waiter that gives up drops its claims at once.
   for i = 1, tonumber(ARGV[7]) do
-    local l = { qkey = KEYS[3 + (i - 1) * 3 + 2] }
+    local l = { qkey = KEYS[3 + (i - 1) * 4 + 2] }
     for _, w in ipairs(waiters_of(l)) do
       if w[4] == ARGV[6] then redis.call('ZREM', l.qkey, w[5]) end
     end

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::config::{Config, LimitConfig};
+use crate::config::{Config, LimitConfig, WindowHold};
 use crate::error::{ConfigError, RequestError, StoreError};
 use crate::feedback::{BlockKind, Feedback};
 use crate::limit::Limit;
@@ -320,13 +320,16 @@ impl SharedStore {
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
         keys.push(format!("{}p:{}", self.prefix, l.name));
         keys.push(format!("{}q:{}", self.prefix, l.name));
+        keys.push(format!("{}f:{}", self.prefix, l.name));
     }
 
     /// name, kind, need, total, and five parameters.
     fn push_limit_args(&self, args: &mut Vec<String>, limit: u16, need: u64, total: u64) {
         let l = &self.limits[usize::from(limit)];
         let (kind, p): (&str, [i128; 5]) = match self.config.limits[&*l.name] {
-            LimitConfig::Window { max, per } => ("w", [max.into(), micros_up(per).into(), 0, 0, 0]),
+            LimitConfig::Window { max, per, hold } => {
+                ("w", [max.into(), micros_up(per).into(), i128::from(hold == WindowHold::Go), 0, 0])
+            }
             LimitConfig::TokenBucket { capacity, refill, per } => {
                 ("b", [capacity.into(), refill.into(), micros_up(per).into(), 0, 0])
             }
@@ -495,7 +498,13 @@ impl SharedStore {
     /// WAF and token blocks: `feedback.cooldown`). A budget report sets the shared balance.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<StoreCall> {
         let flight = self.in_flight.remove(&request)?;
-        let holds_lease = flight.needs.iter().any(|n| self.limits[usize::from(n.limit)].is_concurrency());
+        // A concurrency slot, or a window's hold until the completion (see `WindowHold`).
+        let holds_lease = flight.needs.iter().any(|n| {
+            matches!(
+                self.config.limits[&*self.limits[usize::from(n.limit)].name],
+                LimitConfig::Concurrency { .. } | LimitConfig::Window { hold: WindowHold::Completion, .. }
+            )
+        });
         let feedback = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             Feedback::default()
         } else {
@@ -538,10 +547,17 @@ impl SharedStore {
                     max,
                     micros_up(per),
                 ),
+                (LimitConfig::Window { per, .. }, _) => (String::new(), String::new(), 0, micros_up(per)),
                 _ => (String::new(), String::new(), 0, 0),
             };
+            // The cost a window holds until now (its member in the in-flight set).
+            let held = flight
+                .needs
+                .iter()
+                .find(|n| n.limit == l && kind == "w")
+                .map_or_else(String::new, |n| n.cost.to_string());
             args.extend([limit.name.to_string(), kind.into(), pause.to_string(), report, refill_in]);
-            args.extend([max.to_string(), per.to_string()]);
+            args.extend([max.to_string(), per.to_string(), held]);
         }
         Some(StoreCall { keys, args, what: CallKind::Other })
     }
@@ -580,7 +596,7 @@ impl SharedStore {
         self.push_limit_keys(&mut keys, idx);
         args.extend([limit.to_string(), "g".into(), "0".into(), tokens_left.to_string()]);
         args.push(refill_in.map_or_else(String::new, |d| micros_up(d).to_string()));
-        args.extend([max.to_string(), micros_up(per).to_string()]);
+        args.extend([max.to_string(), micros_up(per).to_string(), String::new()]);
         Ok(StoreCall { keys, args, what: CallKind::Other })
     }
 
