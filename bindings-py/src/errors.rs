@@ -127,10 +127,11 @@ pub(crate) fn request_error(py: Python<'_>, e: &RequestError) -> PyErr {
                 value.setattr("deadline", deadline.as_millis_f64())?;
                 value.setattr("earliest", earliest.as_millis_f64())?;
             }
-            RequestError::InsufficientBudget { limit, needed, available, enough_at } => {
+            RequestError::InsufficientBudget { limit, needed, available, ahead, enough_at } => {
                 value.setattr("limit", limit)?;
                 value.setattr("needed", needed)?;
                 value.setattr("available", available)?;
+                value.setattr("ahead", ahead)?;
                 value.setattr("enough_at", ms(*enough_at))?;
             }
             RequestError::BudgetUnknown { limit } => value.setattr("limit", limit)?,

@@ -4,6 +4,7 @@ use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
@@ -11,11 +12,11 @@ use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
 use crate::feedback::{BlockKind, Feedback};
-use crate::limit::{Ask, Limit};
+use crate::limit::{Ask, Limit, PauseReason};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, IdMap, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{EndpointRef, Needs, Router};
-use crate::snapshot::{LimitSnapshot, Snapshot};
+use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
 use crate::time::Timestamp;
 
 /// The traffic controller: decides when each outgoing request may go. Sans-IO: it never reads a
@@ -363,7 +364,7 @@ impl TrafficControl {
             self.clear_strikes(&flight.needs);
             return Completion::Done;
         }
-        let until = self.pause(now, &flight.needs, feedback);
+        let until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback);
         self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
         let attempt = flight.attempt + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
@@ -391,36 +392,75 @@ impl TrafficControl {
         Completion::Retry { at: until }
     }
 
-    /// Pauses every limit in `needs` as the feedback says; returns when the last pause ends.
-    fn pause(&mut self, now: Timestamp, needs: &Needs, feedback: &Feedback) -> Timestamp {
-        let cfg = &self.config.feedback;
+    /// Pauses the limits the feedback points at; returns when the request may be sent again (a
+    /// CRITICAL one: when the server's own pause ends).
+    ///
+    /// A repeat is a 429 for a request sent after the previous pause the server imposed had ended:
+    /// only a repeat doubles the block (the other answers of one burst count once). The pause,
+    /// jitter included, never exceeds `max_block` (`cooldown` for blocks, when longer); a time the
+    /// server named is kept exactly. Reservations held on a paused limit live as much longer as the
+    /// pause grew, so a follow-up waiting behind it keeps its room.
+    fn pause(
+        &mut self,
+        now: Timestamp,
+        sent: Timestamp,
+        priority: Priority,
+        needs: &Needs,
+        feedback: &Feedback,
+    ) -> Timestamp {
+        let targets = pause_targets(&self.config, &self.limits, needs, feedback);
         let blocked =
             feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
-        let jitter = cfg.jitter;
+        // A 429 that gives only the window's reset names the server's time too.
+        let server_time = feedback.retry_after.or(feedback.reset.filter(|_| feedback.rate_limited));
+        let jitter = self.config.feedback.jitter * self.rng.next_unit();
         let mut until = now;
-        for n in needs {
+        let mut grown: Vec<(crate::route::LimitIdx, Duration)> = Vec::new();
+        for limit in targets {
             let cfg = &self.config.feedback;
-            let l = &mut self.limits[usize::from(n.limit)];
-            let block = cfg.blocks.get(&*l.name).map_or(cfg.block, |b| b.0);
-            let (base, cap) = if blocked {
-                (cfg.cooldown, cfg.cooldown.max(cfg.max_block))
-            } else {
-                (block, cfg.max_block.max(block))
-            };
-            l.strikes = l.strikes.saturating_add(1);
-            let strikes = l.strikes;
-            let pause = match feedback.retry_after {
-                // The server's word, exactly: never shorter.
-                Some(d) => d,
+            let l = &mut self.limits[usize::from(limit)];
+            let before = l.paused_until.max(now);
+            let repeat = sent >= l.server_until;
+            if repeat {
+                l.strikes = l.strikes.saturating_add(1);
+            }
+            let strikes = l.strikes.max(1);
+            match server_time {
+                // The server's word, exactly: never shorter, never escalated.
+                Some(d) => l.pause(now + d, now + d, PauseReason::RetryAfter),
                 None => {
+                    let block = cfg.blocks.get(&*l.name).map_or(cfg.block, |b| b.0);
+                    let base = if blocked { cfg.cooldown } else { block };
+                    let cap = cfg.max_block.max(base);
+                    // Another answer of a burst still means a block from now, but not a longer one.
+                    let strikes = if repeat { strikes } else { 1 };
                     let backoff = base.saturating_mul(1u32 << (strikes - 1).min(16)).min(cap);
-                    backoff + backoff.mul_f64(jitter * self.rng.next_unit())
+                    let pause = (backoff + backoff.mul_f64(jitter)).min(cap);
+                    let reason = match (blocked, strikes) {
+                        (true, _) => PauseReason::Cooldown,
+                        (false, 1) => PauseReason::Block,
+                        _ => PauseReason::Backoff,
+                    };
+                    l.pause(now + base, now + pause, reason);
                 }
-            };
-            let l = &mut self.limits[usize::from(n.limit)];
-            l.pause(now + pause);
-            until = until.max(l.paused_until);
+            }
+            let after = if priority == Priority::Critical { l.server_until } else { l.paused_until };
+            until = until.max(after);
+            if l.paused_until > before {
+                grown.push((limit, l.paused_until - before));
+            }
         }
+        if !grown.is_empty() {
+            for (rid, r) in &mut self.reservations {
+                let ext = grown.iter().filter(|(l, _)| r.holds.iter().any(|h| h.limit == *l)).map(|(_, d)| *d).max();
+                if let Some(ext) = ext {
+                    r.expires_at = r.expires_at + ext;
+                    self.reservation_expiry.push(Reverse((r.expires_at, *rid)));
+                }
+            }
+            self.stale_timers = true;
+        }
+        self.dirty = true;
         until
     }
 
@@ -476,6 +516,12 @@ impl TrafficControl {
                 available: l.capacity().saturating_sub(l.used().saturating_add(l.reserved)),
                 next_free: l.next_free(now),
                 balance: l.budget().and_then(|b| b.balance()),
+                pause: (l.paused_until > now).then(|| PauseSnapshot {
+                    until: l.paused_until,
+                    server_until: l.server_until,
+                    reason: l.pause_reason.map_or("block", PauseReason::as_str),
+                    strikes: l.strikes,
+                }),
             })
             .collect();
         let waiting = Priority::ALL.map(|p| self.queue.depth(p));
@@ -581,6 +627,7 @@ impl TrafficControl {
             own_reserved: admission.own_reserved(limit),
             claims,
             may_use_reserved: admission.may_use_reserved(),
+            critical: admission.priority == Priority::Critical,
         }
     }
 
@@ -615,8 +662,17 @@ impl TrafficControl {
         let mut budget_late = None;
         for n in admission.total() {
             let limit = &self.limits[usize::from(n.limit)];
+            // A budget's spending never comes back: every request waiting ahead of this one on it
+            // (a lane ahead, or its own lane, all queued earlier) is served from it first.
+            let ahead = if limit.budget().is_some() { self.queue.ahead_of(n.limit, admission.lane) } else { 0 };
             // As if every reservation were its own: reservations may expire before the deadline.
-            let ask = Ask { cost: n.cost, own_reserved: u64::MAX, claims: 0, may_use_reserved: false };
+            let ask = Ask {
+                cost: n.cost,
+                own_reserved: u64::MAX,
+                claims: ahead,
+                may_use_reserved: false,
+                critical: admission.priority == Priority::Critical,
+            };
             match limit.when_fits(now, ask) {
                 Some(t) => {
                     earliest_possible = earliest_possible.max(t);
@@ -626,6 +682,7 @@ impl TrafficControl {
                             limit: limit.name.to_string(),
                             needed: n.cost,
                             available,
+                            ahead,
                             enough_at: Some(t),
                         });
                     }
@@ -962,6 +1019,42 @@ impl TrafficControl {
         }
         self.scratch = s;
         self.next_wake = wake;
+    }
+}
+
+/// The limits a rate-limited answer points at: every limit of the request for a WAF block or a
+/// blocked token (the whole caller is stopped); else the windows whose length the answer's
+/// `RateLimit-Policy` names; else the route's own limits; else (a route with no narrower limit)
+/// the global ones.
+pub(crate) fn pause_targets(
+    config: &Config,
+    limits: &[Limit],
+    needs: &Needs,
+    feedback: &Feedback,
+) -> Vec<crate::route::LimitIdx> {
+    let all: Vec<_> = needs.iter().map(|n| n.limit).collect();
+    let blocked =
+        feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
+    if blocked {
+        return all;
+    }
+    let config_of = |l: crate::route::LimitIdx| &config.limits[&*limits[usize::from(l)].name];
+    if let Some(w) = feedback.policy_window {
+        let named: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|&l| matches!(config_of(l), crate::config::LimitConfig::Window { per, .. } if *per == w))
+            .collect();
+        if !named.is_empty() {
+            return named;
+        }
+    }
+    let own: Vec<_> =
+        all.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *limits[usize::from(l)].name)).collect();
+    if own.is_empty() {
+        all
+    } else {
+        own
     }
 }
 

@@ -88,7 +88,8 @@ pub enum RequestError {
     },
     /// The budget will not hold enough above its floor before the request's deadline.
     #[error(
-        "insufficient budget on {limit:?}: needs {needed}, {available} available above the floor{}",
+        "insufficient budget on {limit:?}: needs {needed}, {available} available above the floor{}{}",
+        if *ahead > 0 { format!(", {ahead} asked by requests ahead of it") } else { String::new() },
         enough_at.map_or(String::new(), |t| format!(", enough at {t}"))
     )]
     InsufficientBudget {
@@ -98,6 +99,8 @@ pub enum RequestError {
         needed: u64,
         /// What may be spent now (balance above the floor; negative when the server's balance is).
         available: i64,
+        /// What the requests waiting ahead of it on the same budget ask first.
+        ahead: u64,
         /// When refills would make enough available.
         enough_at: Option<Timestamp>,
     },
@@ -245,7 +248,7 @@ mod tests {
             RequestError::DeadlineExceeded { deadline: Timestamp::ZERO, now: Timestamp::ZERO },
             RequestError::DeadlineUnreachable { earliest: Timestamp::ZERO, deadline: Timestamp::ZERO },
             RequestError::QueueFull { max_waiting: 1 },
-            RequestError::InsufficientBudget { limit: "b".into(), needed: 2, available: 1, enough_at: None },
+            RequestError::InsufficientBudget { limit: "b".into(), needed: 2, available: 1, ahead: 0, enough_at: None },
             RequestError::BudgetUnknown { limit: "b".into() },
             RequestError::Cancelled,
         ];

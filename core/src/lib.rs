@@ -72,5 +72,5 @@ pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,
 };
 pub use shared::{script_sha1, AdmitOptions, Admitted, ReplyValue, SharedStore, StoreCall, StoreOptions, SCRIPT};
-pub use snapshot::{LimitKind, LimitSnapshot, Snapshot};
+pub use snapshot::{LimitKind, LimitSnapshot, PauseSnapshot, Snapshot};
 pub use time::Timestamp;

@@ -217,6 +217,26 @@ impl WaitQueue {
         self.sums[usize::from(limit)][..=usize::from(lane)].iter().sum()
     }
 
+    /// What every waiter in `lane` or ahead of it asks of `limit` beyond its own reservation: all
+    /// of them, not only the groups' heads (for a budget, whose spending never comes back). O(n).
+    pub(crate) fn ahead_of(&self, limit: LimitIdx, lane: u8) -> u64 {
+        let mut sum = 0;
+        for g in self.groups.iter().filter(|g| g.lane <= lane) {
+            for id in &g.members {
+                if let Some(w) = self.waiters.get(id) {
+                    sum += w
+                        .admission
+                        .total()
+                        .iter()
+                        .filter(|n| n.limit == limit)
+                        .map(|n| w.admission.claim(n))
+                        .sum::<u64>();
+                }
+            }
+        }
+        sum
+    }
+
     pub(crate) fn push(&mut self, id: RequestId, admission: Admission, now: Timestamp) {
         let limits: SmallVec<[LimitIdx; 4]> = admission.total().iter().map(|n| n.limit).collect();
         let group = if admission.spend.is_some() {

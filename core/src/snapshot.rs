@@ -56,4 +56,21 @@ pub struct LimitSnapshot {
     pub next_free: Option<Timestamp>,
     /// For a budget: the balance (tokens left, possibly negative), `None` while unknown.
     pub balance: Option<i64>,
+    /// The pause in force after a 429 or a block, if any.
+    pub pause: Option<PauseSnapshot>,
+}
+
+/// A limit's pause: until when, why, and how much of it the server imposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PauseSnapshot {
+    /// Nothing but CRITICAL goes before this instant.
+    pub until: Timestamp,
+    /// The part the server imposed (its time, or one plain block): CRITICAL waits only this long.
+    pub server_until: Timestamp,
+    /// `retry_after` (the server's time), `block` (the configured block), `backoff` (repeats
+    /// doubled it) or `cooldown` (a WAF block or a blocked token).
+    pub reason: &'static str,
+    /// Repeated 429s counted for the backoff (the answers of one burst count once).
+    pub strikes: u32,
 }

@@ -46,9 +46,10 @@ const STICKY_WITH_RETRY_AFTER: &str = "/ws/listings/990001";
 const STICKY_WITHOUT_RETRY_AFTER: &str = "/ws/backbox/v1/competitors/990002";
 
 /// The limits a request takes, by the API's rules (the same reading as the preset's routes).
-fn limits_of(method: &str, path: &str) -> Vec<usize> {
+/// Every method on /ws/listings counts on catalog (the seed's route map).
+fn limits_of(_method: &str, path: &str) -> Vec<usize> {
     let mut l = vec![GLOBAL];
-    if method == "POST" && path.starts_with("/ws/listings") {
+    if path.starts_with("/ws/listings") {
         l.push(CATALOG);
     }
     if path.starts_with("/ws/backbox/v1/competitors") {
@@ -397,17 +398,21 @@ impl Sim {
             return;
         };
         self.f.answered_429 += 1;
-        self.f.rate_limited_at.push((self.now, sent.limits.clone()));
+        // The 429 pauses the route's own limits (catalog, competitor); global only when the route
+        // has no narrower limit.
+        let own: Vec<usize> = sent.limits.iter().copied().filter(|&l| l != 0).collect();
+        let targets = if own.is_empty() { sent.limits.clone() } else { own };
+        self.f.rate_limited_at.push((self.now, targets.clone()));
         sent.strikes += 1;
         let strikes = sent.strikes;
         let (least, most) = match told {
             Told::Exactly(d) => (self.now + d.as_nanos() as u64, None),
-            // Backoff: the block at least, at most the cap plus jitter.
+            // Backoff: the block at least, at most the cap, jitter included.
             Told::Nothing => {
-                (self.now + self.block.as_nanos() as u64, Some(self.now + (self.max_block.as_nanos() as u64) * 11 / 10))
+                (self.now + self.block.as_nanos() as u64, Some(self.now + self.max_block.as_nanos() as u64))
             }
         };
-        for &l in &sent.limits {
+        for &l in &targets {
             self.paused_until[l] = self.paused_until[l].max(least);
         }
         match completion {

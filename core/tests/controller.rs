@@ -343,6 +343,7 @@ fn a_budget_waits_for_refill_within_the_allowed_wait_and_refuses_beyond() {
             limit: "tokens".into(),
             needed: 50,
             available: 0,
+            ahead: 0,
             enough_at: Some(ms(210_000))
         }
     );
@@ -469,7 +470,14 @@ fn a_limit_may_have_its_own_block() {
         tc.complete(ms(0), id, Outcome::status(429)),
         traffic_control_core::Completion::Retry { at: ms(10_000) }
     );
+    // The 429 points at the route's own limit: global is not paused, other routes go on.
     let other = tc.submit(ms(0), Request::http("GET", "/orders")).unwrap();
+    assert_eq!(gone(&mut tc, ms(0)), vec![other]);
+    // A 429 on a route with no narrower limit pauses global, for its own block.
+    assert_eq!(
+        tc.complete(ms(0), other, Outcome::status(429)),
+        traffic_control_core::Completion::Retry { at: ms(2_000) }
+    );
     assert_eq!(gone(&mut tc, ms(1_999)), vec![]);
     assert_eq!(gone(&mut tc, ms(2_000)), vec![other], "global's own block is 2 s");
     assert_eq!(gone(&mut tc, ms(10_000)), vec![id]);

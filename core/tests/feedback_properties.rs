@@ -1,8 +1,9 @@
 //! Property tests of server feedback, over random workloads with random responses on a fake clock:
 //!
 //! - pauses never shorten: after a 429 at `t` saying "retry after d" (or naming nothing: the
-//!   configured block), nothing touching that request's limits goes before `t + d`, whatever comes
-//!   later (shorter Retry-After values included);
+//!   configured block), nothing touching the limits it points at (the route's own; global for a
+//!   route with none) goes before `t + d`, whatever comes later (shorter Retry-After values
+//!   included); and no pause runs past `max_block`, however many 429s come;
 //! - reconciliation never raises the balance above what the server said;
 //! - cost estimates from query strings stay within `[plus, max]`, whatever the query.
 
@@ -62,6 +63,8 @@ const CONFIG: &str = r#"{
 const ROUTES: [&str; 3] = ["/catalog/1", "/product?asin=A,B,C", "/other"];
 /// Limit indexes (config limits sorted by name: catalog 0, global 1, tokens 2) per route.
 const TOUCHES: [&[usize]; 3] = [&[0, 1], &[1, 2], &[1]];
+/// What a 429 pauses per route: the route's own limit; global only for a route with none.
+const POINTS_AT: [&[usize]; 3] = [&[0], &[2], &[1]];
 
 fn run(steps: Vec<Step>) {
     let mut tc = TrafficControl::new(Config::from_json(CONFIG).unwrap()).unwrap();
@@ -109,8 +112,20 @@ fn run(steps: Vec<Step>) {
             if rate_limited {
                 // Told "d" (or nothing: at least the 2 s block) at `now`: no Go before now + d.
                 let d = retry.unwrap_or(2000 * MS);
-                for &l in TOUCHES[route] {
+                for &l in POINTS_AT[route] {
                     paused_until[l] = paused_until[l].max(now + d);
+                }
+                // However many 429s came, no pause runs past max_block (20 s), jitter included.
+                for l in tc.snapshot(t).limits {
+                    if let Some(p) = l.pause {
+                        assert!(
+                            p.until.as_nanos() <= now + 20_000 * MS,
+                            "{} paused until {:?}, past max_block",
+                            l.name,
+                            p.until
+                        );
+                        assert!(p.server_until <= p.until);
+                    }
                 }
             }
             if let (Some(o), true) = (said_tokens, TOUCHES[route].contains(&2)) {

@@ -706,13 +706,26 @@ impl Host {
             RequestError::DeadlineUnreachable { earliest, deadline } => {
                 assert!(earliest > deadline && deadline.as_nanos() == spec.deadline.unwrap())
             }
-            RequestError::InsufficientBudget { limit, needed, enough_at, .. } => {
-                // Even with refills and nobody else spending, the deadline comes first.
+            RequestError::InsufficientBudget { limit, needed, ahead, enough_at, .. } => {
+                // Even with refills, the requests already waiting ahead of it on the budget (a lane
+                // ahead, or its own) spend first: the deadline comes before enough is left for it.
                 let l: usize = limit[1..].parse().unwrap();
                 let deadline = spec.deadline.expect("refused for its deadline");
                 assert!(matches!(self.model.w.limits[l], LimitSpec::Budget { .. }));
+                let lane = self.model.lane(spec);
+                let model_ahead: u64 = self
+                    .model
+                    .waiting
+                    .iter()
+                    .filter(|((waiter_lane, _), _)| *waiter_lane <= lane)
+                    .map(|(_, id)| {
+                        let s = &self.model.specs[id];
+                        s.total().get(&l).map_or(0, |&c| c - c.min(self.model.own(s, l)))
+                    })
+                    .sum();
+                assert_eq!(*ahead, model_ahead, "{error}: the requests ahead of it ask {model_ahead}");
                 assert!(
-                    self.model.used(l, deadline) + needed > self.model.capacity(l),
+                    self.model.used(l, deadline) + ahead + needed > self.model.capacity(l),
                     "unjustified {error}: it would fit at its deadline {deadline}"
                 );
                 assert!(enough_at.is_some_and(|t| t.as_nanos() > deadline));

@@ -433,10 +433,24 @@ fn a_429_pauses_the_limits_for_every_process() {
     let p = go(ask(&mut c, &mut a, ms(0), &Request::http("POST", "/ws/listings/1"), &AdmitOptions::default()));
     let call = a.complete(ms(0), p.request, &Outcome::status(429).header("Retry-After", "3")).unwrap();
     a.observe(ms(0), &c.run(&call)).unwrap();
-    let d = ask(&mut c, &mut b, ms(0), &Request::http("GET", "/orders"), &AdmitOptions::default());
-    assert_eq!(d, Decision::Wait { until: Some(ms(3000)) }, "global is paused for B too");
+    // The 429 points at the route's own limit (catalog): paused for B too; global is not.
+    let d = ask(&mut c, &mut b, ms(0), &Request::http("POST", "/ws/listings/2"), &AdmitOptions::default());
+    assert_eq!(d, Decision::Wait { until: Some(ms(3000)) }, "catalog is paused for B too");
+    go(ask(&mut c, &mut b, ms(0), &Request::http("GET", "/orders"), &AdmitOptions::default()));
+    let call = b.snapshot_call(ms(0));
+    let snap = b.snapshot(ms(0), &c.run(&call)).unwrap();
+    let catalog = snap.limits.iter().find(|l| l.name == "catalog").unwrap();
+    let pause = catalog.pause.as_ref().expect("the snapshot shows the pause");
+    assert_eq!((pause.until, pause.reason), (ms(3000), "retry_after"));
+    assert!(snap.limits.iter().filter(|l| l.name != "catalog").all(|l| l.pause.is_none()));
     b.set_test_clock(Some(ms(3000)));
-    go(ask(&mut c, &mut b, ms(3000), &Request::http("GET", "/orders"), &AdmitOptions::default()));
+    go(ask(&mut c, &mut b, ms(3000), &Request::http("POST", "/ws/listings/2"), &AdmitOptions::default()));
+    // A 429 on a route with no narrower limit pauses global, for the configured block.
+    let p = go(ask(&mut c, &mut b, ms(3000), &Request::http("GET", "/orders"), &AdmitOptions::default()));
+    let call = b.complete(ms(3000), p.request, &Outcome::status(429)).unwrap();
+    b.observe(ms(3000), &c.run(&call)).unwrap();
+    let d = ask(&mut c, &mut a, ms(3000), &Request::http("GET", "/orders"), &AdmitOptions::default());
+    assert!(matches!(d, Decision::Wait { until: Some(t) } if t > ms(3000)), "{d:?}");
 }
 
 #[test]

@@ -23,9 +23,16 @@ pub(crate) struct Limit {
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
     pub(crate) reserved: u64,
-    /// The server said to stop until then (429, block): nothing fits before it.
+    /// Stopped until then (429, block): the server's time, or our backoff past it; nothing but
+    /// CRITICAL fits before it.
     pub(crate) paused_until: Timestamp,
-    /// Consecutive rate-limited responses without a success: the backoff exponent.
+    /// The part of the pause the server imposed (its time, or one plain `block`): CRITICAL waits
+    /// only for this, never for our escalation.
+    pub(crate) server_until: Timestamp,
+    /// Why the current pause was set.
+    pub(crate) pause_reason: Option<PauseReason>,
+    /// Rate-limited responses to requests sent after the previous pause ended, without a success
+    /// since: the backoff exponent. The other answers of one burst count once.
     pub(crate) strikes: u32,
     /// The instant of the last `advance`.
     at: Timestamp,
@@ -41,6 +48,30 @@ pub(crate) enum LimitState {
     Budget(Budget),
 }
 
+/// Why a limit is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseReason {
+    /// The server named the time (`Retry-After`, a reset, a block's end).
+    RetryAfter,
+    /// A 429 naming no time: the configured block.
+    Block,
+    /// Repeated 429s: the block doubled per repeat.
+    Backoff,
+    /// A WAF block or a blocked token: the cooldown.
+    Cooldown,
+}
+
+impl PauseReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::RetryAfter => "retry_after",
+            PauseReason::Block => "block",
+            PauseReason::Backoff => "backoff",
+            PauseReason::Cooldown => "cooldown",
+        }
+    }
+}
+
 /// How a request asks a limit for room.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ask {
@@ -51,6 +82,8 @@ pub(crate) struct Ask {
     pub(crate) claims: u64,
     /// CRITICAL may use reserved capacity, never the hard limit.
     pub(crate) may_use_reserved: bool,
+    /// CRITICAL waits only for the pause the server imposed.
+    pub(crate) critical: bool,
 }
 
 impl Limit {
@@ -70,6 +103,8 @@ impl Limit {
             state,
             reserved: 0,
             paused_until: Timestamp::ZERO,
+            server_until: Timestamp::ZERO,
+            pause_reason: None,
             strikes: 0,
             at: Timestamp::ZERO,
             in_flight_cost: 0,
@@ -98,13 +133,23 @@ impl Limit {
         }
     }
 
-    /// Stops admissions until `until`; a pause is only ever extended, never shortened.
-    pub(crate) fn pause(&mut self, until: Timestamp) {
-        self.paused_until = self.paused_until.max(until);
+    /// Stops admissions until `until` (CRITICAL until `server_until`); a pause is only ever
+    /// extended, never shortened.
+    pub(crate) fn pause(&mut self, server_until: Timestamp, until: Timestamp, reason: PauseReason) {
+        self.server_until = self.server_until.max(server_until);
+        if until > self.paused_until || self.pause_reason.is_none() {
+            self.pause_reason = Some(reason);
+        }
+        self.paused_until = self.paused_until.max(until).max(server_until);
     }
 
-    pub(crate) fn is_paused(&self) -> bool {
-        self.paused_until > self.at
+    /// The instant before which `ask` cannot go for a pause.
+    fn paused_for(&self, ask: Ask) -> Timestamp {
+        if ask.critical {
+            self.server_until
+        } else {
+            self.paused_until
+        }
     }
 
     pub(crate) fn advance(&mut self, now: Timestamp) {
@@ -173,7 +218,7 @@ impl Limit {
     // Inlined into the admission's loop over its needs (~6 ns of the direct path).
     #[cfg_attr(not(target_arch = "wasm32"), inline)]
     pub(crate) fn fits(&self, ask: Ask) -> bool {
-        !self.is_paused() && self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
+        self.paused_for(ask) <= self.at && self.used_ceiling(ask).is_some_and(|ceiling| self.used() <= ceiling)
     }
 
     /// The first instant `ask` fits if nothing else happens, or `None` when only an event
@@ -187,7 +232,7 @@ impl Limit {
             LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
         };
         // Room by then is still no good before the pause ends (the usage by then can only be lower).
-        t.map(|t| t.max(self.paused_until))
+        t.map(|t| t.max(self.paused_for(ask)))
     }
 
     /// The next instant at which room grows by time alone.

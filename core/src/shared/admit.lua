@@ -279,7 +279,10 @@ local function read_limits(at, n, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
-    l.paused = tonumber(redis.call('GET', l.pkey) or '0') or 0
+    -- "<until>:<reason>" (reason: retry_after, block, cooldown).
+    local pv = redis.call('GET', l.pkey) or '0'
+    l.paused = tonumber(string.match(pv, '^(%d+)')) or 0
+    l.reason = string.match(pv, ':([%w_]+)$') or 'block'
     limits[i] = l
   end
   return limits
@@ -352,6 +355,7 @@ if op == 'admit' then
         claims = claims + w[3]
       end
     end
+    l.ahead = claims
     local others = math.max(0, (reserved[l.name] or 0) - (own[l.name] or 0))
     if may_use_reserved and others >= l.cap then others = 0 end
     local soft, hard = l.cap - (others + claims + l.total), l.cap - l.total
@@ -376,18 +380,20 @@ if op == 'admit' then
     if max_wait >= 0 then
       -- Refused at once if even empty of claims and reservations the limits could not take it in time.
       local deadline = now + max_wait
-      local earliest, budget_late = math.max(now, quarantine), nil
+      local earliest, budget_late, t_late = math.max(now, quarantine), nil, nil
       for _, l in ipairs(limits) do
-        local t = l.when(l.cap - l.total)
+        -- A budget's spending never comes back: the claims of the waiters ahead on it come first.
+        local ahead = l.kind == 'g' and l.ahead or 0
+        local t = (l.cap - l.total - ahead >= 0) and l.when(l.cap - l.total - ahead) or nil
         if t == nil then earliest = nil; break end
         t = math.max(t, l.paused)
         if t > earliest then earliest = t end
-        if l.kind == 'g' and t > deadline then budget_late = l end
+        if l.kind == 'g' and t > deadline then budget_late, t_late = l, t end
       end
       if earliest ~= nil and earliest > deadline then
         if budget_late ~= nil then
           return reply(3, 'INSUFFICIENT_BUDGET', budget_late.name, budget_late.total,
-            budget_late.bal - budget_late.d, budget_late.when(budget_late.cap - budget_late.total))
+            budget_late.bal - budget_late.d, t_late, budget_late.ahead)
         end
         return reply(3, 'DEADLINE_UNREACHABLE', earliest, deadline)
       end
@@ -459,7 +465,10 @@ elseif op == 'complete' then
   for i = 1, n do
     local b = 8 + (i - 1) * 8
     local k = 3 + (i - 1) * 4
-    local kind, pause = ARGV[b + 1], tonumber(ARGV[b + 2])
+    -- The pause: "<us>:<reason>" or "0".
+    local kind = ARGV[b + 1]
+    local pause = tonumber(string.match(ARGV[b + 2], '^(%d+)'))
+    local reason = string.match(ARGV[b + 2], ':([%w_]+)$') or 'block'
     if kind == 'c' and rid ~= '' then redis.call('ZREM', KEYS[k], rid) end
     if kind == 'w' and rid ~= '' and ARGV[b + 7] ~= '' then
       -- The hold ends now: the window counts it for per from here.
@@ -470,8 +479,8 @@ elseif op == 'complete' then
     if pause > 0 then
       -- Pauses are only ever extended.
       local untl = now + pause
-      local cur = tonumber(redis.call('GET', KEYS[k + 1]) or '0') or 0
-      if untl > cur then redis.call('SET', KEYS[k + 1], fmt(untl), 'PX', ttl_ms(pause)) end
+      local cur = tonumber(string.match(redis.call('GET', KEYS[k + 1]) or '0', '^(%d+)')) or 0
+      if untl > cur then redis.call('SET', KEYS[k + 1], fmt(untl) .. ':' .. reason, 'PX', ttl_ms(pause)) end
     end
     if kind == 'g' and ARGV[b + 3] ~= '' then
       local max, per = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
@@ -508,7 +517,7 @@ elseif op == 'withdraw' then
 
 elseif op == 'snapshot' then
   -- ARGV: 6 limits, then the limits as for admit (need and total 0). Per limit: used, capacity,
-  -- reserved, paused until, waiters, next free (or -1).
+  -- reserved, paused until, waiters, next free (or -1), pause reason.
   local limits = read_limits(7, tonumber(ARGV[6]), 0, function() return 0 end)
   local reserved = scan_reservations('')
   local out = { quarantine }
@@ -521,6 +530,7 @@ elseif op == 'snapshot' then
     out[#out + 1] = l.paused
     out[#out + 1] = #waiters_of(l)
     out[#out + 1] = nf ~= nil and nf or ABSENT
+    out[#out + 1] = l.reason
   end
   return reply(0, unpack(out))
 end

@@ -58,7 +58,7 @@ use crate::limit::Limit;
 use crate::queue::merge_needs;
 use crate::request::{Decision, Outcome, Permit, Request, RequestId, ReservationId};
 use crate::route::{Need, Needs, Router};
-use crate::snapshot::{LimitSnapshot, Snapshot};
+use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
 use crate::time::Timestamp;
 
 /// The Lua script every binding loads (`SCRIPT LOAD`) and calls by [`script_sha1`].
@@ -461,6 +461,7 @@ impl SharedStore {
                     limit: text(4)?,
                     needed: u64::try_from(int(5)?).unwrap_or(0),
                     available: int(6)?,
+                    ahead: reply.get(8).and_then(ReplyValue::int).map_or(0, |a| u64::try_from(a).unwrap_or(0)),
                     enough_at: Some(micros_ts(int(7)?)),
                 },
                 "DEADLINE_UNREACHABLE" => {
@@ -517,6 +518,11 @@ impl SharedStore {
         touched.extend(flight.budgets.iter().copied());
         touched.sort_unstable();
         touched.dedup();
+        let targets = if feedback.rate_limited {
+            crate::controller::pause_targets(&self.config, &self.limits, &flight.needs, &feedback)
+        } else {
+            Vec::new()
+        };
         let cfg = &self.config.feedback;
         let blocked =
             feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
@@ -527,12 +533,19 @@ impl SharedStore {
         for &l in &touched {
             self.push_limit_keys(&mut keys, l);
             let limit = &self.limits[usize::from(l)];
-            let in_needs = flight.needs.iter().any(|n| n.limit == l);
-            let pause = if feedback.rate_limited && in_needs {
+            // The limits the answer points at pause for the server's time (a reset alone counts),
+            // else for one block (never escalated here: every process sees the same pause).
+            let pause = if targets.contains(&l) {
                 let base = if blocked { cfg.cooldown } else { cfg.blocks.get(&*limit.name).map_or(cfg.block, |b| b.0) };
-                micros_up(feedback.retry_after.unwrap_or(base))
+                let server = feedback.retry_after.or(feedback.reset);
+                let reason = match (server, blocked) {
+                    (Some(_), _) => "retry_after",
+                    (None, true) => "cooldown",
+                    (None, false) => "block",
+                };
+                format!("{}:{reason}", micros_up(server.unwrap_or(base)))
             } else {
-                0
+                "0".to_string()
             };
             let kind = match self.config.limits[&*limit.name] {
                 LimitConfig::Window { .. } => "w",
@@ -556,7 +569,7 @@ impl SharedStore {
                 .iter()
                 .find(|n| n.limit == l && kind == "w")
                 .map_or_else(String::new, |n| n.cost.to_string());
-            args.extend([limit.name.to_string(), kind.into(), pause.to_string(), report, refill_in]);
+            args.extend([limit.name.to_string(), kind.into(), pause, report, refill_in]);
             args.extend([max.to_string(), per.to_string(), held]);
         }
         Some(StoreCall { keys, args, what: CallKind::Other })
@@ -627,7 +640,7 @@ impl SharedStore {
         let mut limits = Vec::with_capacity(self.limits.len());
         let mut waiters = 0usize;
         for (i, l) in self.limits.iter().enumerate() {
-            let b = 4 + i * 6;
+            let b = 4 + i * 7;
             let used = int(b)?;
             let reserved = u64::try_from(int(b + 2)?).unwrap_or(0);
             let capacity = l.capacity();
@@ -649,6 +662,17 @@ impl SharedStore {
                 available: capacity.saturating_sub(used.saturating_add(reserved)),
                 next_free: (next_free >= 0).then(|| micros_ts(next_free)),
                 balance,
+                pause: (int(b + 3)? > server_now.as_nanos() as i64 / 1000).then(|| {
+                    let until = micros_ts(int(b + 3).unwrap_or(0));
+                    let reason = match reply.get(b + 6).map(ReplyValue::text).as_deref() {
+                        Some("retry_after") => "retry_after",
+                        Some("cooldown") => "cooldown",
+                        _ => "block",
+                    };
+                    // The store pauses for the server's time or one plain block: all of it is the
+                    // server's, and it does not escalate.
+                    PauseSnapshot { until, server_until: until, reason, strikes: 0 }
+                }),
             });
         }
         Ok(Snapshot {
