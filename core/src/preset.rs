@@ -28,9 +28,13 @@
 //! | `REFILL`                   | `refill`        | whole number                            | token_bucket, budget          |
 //! | `FLOOR`                    | `floor`         | whole number                            | budget                        |
 //! | `INITIAL`                  | `initial`       | whole number                            | budget                        |
+//! | `HOLD`                     | `hold`          | `completion` or `go`                    | window                        |
 //!
 //! and, for the whole config, `<PREFIX>_QUEUE_MAX_WAITING`, `<PREFIX>_RESERVATION_TTL` /
-//! `<PREFIX>_RESERVATION_TTL_MS`, `<PREFIX>_LEASE_TTL` / `<PREFIX>_LEASE_TTL_MS`.
+//! `<PREFIX>_RESERVATION_TTL_MS`, `<PREFIX>_LEASE_TTL` / `<PREFIX>_LEASE_TTL_MS`, and the server
+//! feedback's `<PREFIX>_FEEDBACK_BLOCK` / `_BLOCK_MS`, `<PREFIX>_FEEDBACK_MAX_BLOCK` /
+//! `_MAX_BLOCK_MS`, `<PREFIX>_FEEDBACK_COOLDOWN` / `_COOLDOWN_MS`, `<PREFIX>_FEEDBACK_MAX_RETRIES`
+//! and `<PREFIX>_FEEDBACK_JITTER_PERCENT` (a whole percentage).
 //!
 //! So the Back Market seed's variables work as they are: `BM_RATE_LIMIT_CATALOG_INTERVAL_MS` sets
 //! the catalog window's `per` in milliseconds, `BM_RATE_LIMIT_CATALOG_MAX_REQUESTS` its `max`.
@@ -45,7 +49,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, LimitConfig};
+use crate::config::{Config, LimitConfig, WindowHold};
 use crate::error::ConfigError;
 
 /// A configuration that ships with the core.
@@ -201,6 +205,11 @@ enum ConfigField {
     QueueMaxWaiting,
     ReservationTtl,
     LeaseTtl,
+    FeedbackBlock,
+    FeedbackMaxBlock,
+    FeedbackCooldown,
+    FeedbackMaxRetries,
+    FeedbackJitterPercent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +220,7 @@ enum Field {
     Refill,
     Floor,
     Initial,
+    Hold,
 }
 
 impl Field {
@@ -222,12 +232,13 @@ impl Field {
             Field::Refill => "refill",
             Field::Floor => "floor",
             Field::Initial => "initial",
+            Field::Hold => "hold",
         }
     }
 
     fn of(limit: &LimitConfig) -> &'static [Field] {
         match limit {
-            LimitConfig::Window { .. } => &[Field::Max, Field::Per],
+            LimitConfig::Window { .. } => &[Field::Max, Field::Per, Field::Hold],
             LimitConfig::TokenBucket { .. } => &[Field::Capacity, Field::Refill, Field::Per],
             LimitConfig::Concurrency { .. } => &[Field::Max],
             LimitConfig::Budget { .. } => &[Field::Refill, Field::Per, Field::Max, Field::Floor, Field::Initial],
@@ -241,12 +252,14 @@ enum Unit {
     Whole,
     Millis,
     Duration,
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Value {
     Whole(u64),
     Duration(Duration),
+    Hold(WindowHold),
 }
 
 impl Unit {
@@ -257,6 +270,11 @@ impl Unit {
             Unit::Millis => Value::Duration(Duration::from_millis(
                 text.parse::<u64>().map_err(|_| format!("{text:?} is not a whole number of milliseconds"))?,
             )),
+            Unit::Hold => Value::Hold(match text {
+                "completion" => WindowHold::Completion,
+                "go" => WindowHold::Go,
+                _ => return Err(format!("{text:?} is not a window hold: completion or go")),
+            }),
             Unit::Duration => {
                 match text.parse::<u64>() {
                     Ok(ms) => Value::Duration(Duration::from_millis(ms)),
@@ -280,6 +298,7 @@ const LIMIT_SPELLINGS: &[(&str, Field, Unit)] = &[
     ("FLOOR", Field::Floor, Unit::Whole),
     ("MAX", Field::Max, Unit::Whole),
     ("PER", Field::Per, Unit::Duration),
+    ("HOLD", Field::Hold, Unit::Hold),
 ];
 
 /// Variable suffixes of the config's own fields.
@@ -289,6 +308,14 @@ const CONFIG_SPELLINGS: &[(&str, ConfigField, Unit)] = &[
     ("RESERVATION_TTL_MS", ConfigField::ReservationTtl, Unit::Millis),
     ("LEASE_TTL", ConfigField::LeaseTtl, Unit::Duration),
     ("LEASE_TTL_MS", ConfigField::LeaseTtl, Unit::Millis),
+    ("FEEDBACK_BLOCK", ConfigField::FeedbackBlock, Unit::Duration),
+    ("FEEDBACK_BLOCK_MS", ConfigField::FeedbackBlock, Unit::Millis),
+    ("FEEDBACK_MAX_BLOCK", ConfigField::FeedbackMaxBlock, Unit::Duration),
+    ("FEEDBACK_MAX_BLOCK_MS", ConfigField::FeedbackMaxBlock, Unit::Millis),
+    ("FEEDBACK_COOLDOWN", ConfigField::FeedbackCooldown, Unit::Duration),
+    ("FEEDBACK_COOLDOWN_MS", ConfigField::FeedbackCooldown, Unit::Millis),
+    ("FEEDBACK_MAX_RETRIES", ConfigField::FeedbackMaxRetries, Unit::Whole),
+    ("FEEDBACK_JITTER_PERCENT", ConfigField::FeedbackJitterPercent, Unit::Whole),
 ];
 
 /// A limit's name as it appears in variables.
@@ -367,7 +394,9 @@ fn spellings(limit: &LimitConfig) -> String {
     let fields = Field::of(limit);
     let mut out: Vec<&str> = Vec::new();
     // In the order of the docs' table, not the matching order.
-    for suffix in ["MAX", "MAX_REQUESTS", "PER", "PER_MS", "INTERVAL_MS", "CAPACITY", "REFILL", "FLOOR", "INITIAL"] {
+    for suffix in
+        ["MAX", "MAX_REQUESTS", "PER", "PER_MS", "INTERVAL_MS", "HOLD", "CAPACITY", "REFILL", "FLOOR", "INITIAL"]
+    {
         if LIMIT_SPELLINGS.iter().any(|&(s, f, _)| s == suffix && fields.contains(&f)) {
             out.push(suffix);
         }
@@ -377,9 +406,10 @@ fn spellings(limit: &LimitConfig) -> String {
 
 impl Setting {
     fn apply(&self, config: &mut Config, value: Value) {
-        let (whole, duration) = match value {
-            Value::Whole(n) => (n, Duration::ZERO),
-            Value::Duration(d) => (0, d),
+        let (whole, duration, hold) = match value {
+            Value::Whole(n) => (n, Duration::ZERO, WindowHold::Completion),
+            Value::Duration(d) => (0, d, WindowHold::Completion),
+            Value::Hold(h) => (0, Duration::ZERO, h),
         };
         match self {
             Setting::Config(ConfigField::QueueMaxWaiting) => {
@@ -387,6 +417,13 @@ impl Setting {
             }
             Setting::Config(ConfigField::ReservationTtl) => config.reservation_ttl = duration,
             Setting::Config(ConfigField::LeaseTtl) => config.lease_ttl = duration,
+            Setting::Config(ConfigField::FeedbackBlock) => config.feedback.block = duration,
+            Setting::Config(ConfigField::FeedbackMaxBlock) => config.feedback.max_block = duration,
+            Setting::Config(ConfigField::FeedbackCooldown) => config.feedback.cooldown = duration,
+            Setting::Config(ConfigField::FeedbackMaxRetries) => {
+                config.feedback.max_retries = u32::try_from(whole).unwrap_or(u32::MAX);
+            }
+            Setting::Config(ConfigField::FeedbackJitterPercent) => config.feedback.jitter = whole as f64 / 100.0,
             Setting::Limit(name, field) => {
                 let Some(limit) = config.limits.get_mut(name) else { return };
                 match (limit, field) {
@@ -408,6 +445,7 @@ impl Setting {
                     }
                     (LimitConfig::Budget { floor, .. }, Field::Floor) => *floor = whole,
                     (LimitConfig::Budget { initial, .. }, Field::Initial) => *initial = Some(whole),
+                    (LimitConfig::Window { hold: h, .. }, Field::Hold) => *h = hold,
                     // `resolve` admits only the fields a limit has.
                     _ => {}
                 }
@@ -422,6 +460,11 @@ impl Setting {
             Setting::Config(ConfigField::QueueMaxWaiting) => "queue.max_waiting".into(),
             Setting::Config(ConfigField::ReservationTtl) => "reservation_ttl".into(),
             Setting::Config(ConfigField::LeaseTtl) => "lease_ttl".into(),
+            Setting::Config(ConfigField::FeedbackBlock) => "feedback.block".into(),
+            Setting::Config(ConfigField::FeedbackMaxBlock) => "feedback.max_block".into(),
+            Setting::Config(ConfigField::FeedbackCooldown) => "feedback.cooldown".into(),
+            Setting::Config(ConfigField::FeedbackMaxRetries) => "feedback.max_retries".into(),
+            Setting::Config(ConfigField::FeedbackJitterPercent) => "feedback.jitter".into(),
         }
     }
 }

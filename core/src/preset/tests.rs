@@ -301,7 +301,7 @@ fn unknown_variables_under_the_prefix_are_errors_that_help() {
     assert_eq!(
         e,
         "invalid config at env BM_RATE_LIMIT_CATALOG_MAX_REQUEST: \"MAX_REQUEST\" is not a field of limit \"catalog\"; \
-         its fields are MAX, MAX_REQUESTS, PER, PER_MS, INTERVAL_MS"
+         its fields are MAX, MAX_REQUESTS, PER, PER_MS, INTERVAL_MS, HOLD"
     );
     let e = bm_err(&[("BM_RATE_LIMIT_CATALOGUE_MAX_REQUESTS", "10")]);
     assert!(
@@ -489,6 +489,7 @@ fn toml_and_json_of_the_same_config_are_equal() {
         name = "token"
         path = "^/token/?$"
         limits = [{ limit = "tokens", cost = 0 }]
+        status = { path = "/token", query = ["key"] }
         [[routes]]
         name = "product"
         path = "^/product/?$"
@@ -569,4 +570,43 @@ fn toml_errors_name_the_field_like_json() {
         .unwrap_err();
     assert_eq!(e.field(), "queue.max_waiting", "{e}");
     assert!(e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn the_feedback_settings_and_a_windows_hold_have_variables_too() {
+    let c = bm(&[
+        ("BM_RATE_LIMIT_FEEDBACK_BLOCK", "15s"),
+        ("BM_RATE_LIMIT_FEEDBACK_MAX_BLOCK_MS", "60000"),
+        ("BM_RATE_LIMIT_FEEDBACK_COOLDOWN", "2m"),
+        ("BM_RATE_LIMIT_FEEDBACK_MAX_RETRIES", "5"),
+        ("BM_RATE_LIMIT_FEEDBACK_JITTER_PERCENT", "20"),
+        ("BM_RATE_LIMIT_COMPETITOR_HOLD", "go"),
+    ])
+    .unwrap();
+    assert_eq!(c.feedback.block, Duration::from_secs(15));
+    assert_eq!(c.feedback.max_block, Duration::from_secs(60));
+    assert_eq!(c.feedback.cooldown, Duration::from_secs(120));
+    assert_eq!(c.feedback.max_retries, 5);
+    assert!((c.feedback.jitter - 0.2).abs() < 1e-9);
+    assert!(matches!(c.limits["competitor"], LimitConfig::Window { hold: crate::config::WindowHold::Go, .. }));
+    let e = bm_err(&[("BM_RATE_LIMIT_CATALOG_HOLD", "arrival")]);
+    assert!(e.contains("BM_RATE_LIMIT_CATALOG_HOLD") && e.contains("completion or go"), "{e}");
+    let e = bm_err(&[("BM_RATE_LIMIT_FEEDBACK_JITTER_PERCENT", "500")]);
+    assert!(e.contains("BM_RATE_LIMIT_FEEDBACK_JITTER_PERCENT"), "{e}");
+}
+
+#[test]
+fn keepas_status_request_is_made_from_any_request_to_the_api() {
+    let c = preset("keepa").unwrap();
+    assert_eq!(
+        c.status_url("https://api.keepa.com/product?key=K&asin=B0").as_deref(),
+        Some("https://api.keepa.com/token?key=K")
+    );
+    assert_eq!(c.status_url("/deals?domain=1").as_deref(), Some("/token"));
+    assert_eq!(preset("backmarket").unwrap().status_url("https://x/ws/listings"), None);
+    let e = Config::from_json(
+        r#"{"limits":{"b":{"kind":"budget","refill":1,"per":"1m","max":5}},"routes":[{"name":"t","path":"^/t","limits":[{"limit":"b","cost":0}],"status":{"path":"t"}}]}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("routes[0].status.path"), "{e}");
 }
