@@ -403,6 +403,13 @@ pub fn snapshot_json(tc: &mut Handle, now: f64) -> Result<String, CodedError> {
     serde_json::to_string(&tc.snapshot(Timestamp::from_millis_f64(now))).map_err(invalid)
 }
 
+/// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made
+/// from a request to the same API; none when the config has no status request.
+#[napi]
+pub fn status_url(tc: &Handle, url: String) -> Option<String> {
+    tc.status_url(&url)
+}
+
 /// Requests waiting, all priorities.
 #[napi]
 pub fn waiting(tc: &Handle) -> u32 {

@@ -360,7 +360,8 @@ impl PyTrafficControl {
 
     /// Every limit's state and the queue depths as of `now`, as plain data:
     /// `{"at", "limits": {name: {"kind", "capacity", "used", "reserved", "available", "next_free",
-    /// "balance"}}, "waiting": {"critical", "high", "normal", "low"}, "in_flight", "reservations"}`.
+    /// "balance", "pause"}}, "waiting": {"critical", "high", "normal", "low"}, "in_flight",
+    /// "reservations"}`; `pause` is `{"until", "server_until", "reason", "strikes"}` or None.
     fn snapshot<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyDict>> {
         let snapshot = {
             let mut state = self.lock(py);
@@ -379,6 +380,17 @@ impl PyTrafficControl {
             d.set_item("available", l.available)?;
             d.set_item("next_free", ms(l.next_free))?;
             d.set_item("balance", l.balance)?;
+            match &l.pause {
+                Some(p) => {
+                    let pause = PyDict::new(py);
+                    pause.set_item("until", p.until.as_millis_f64())?;
+                    pause.set_item("server_until", p.server_until.as_millis_f64())?;
+                    pause.set_item("reason", p.reason)?;
+                    pause.set_item("strikes", p.strikes)?;
+                    d.set_item("pause", pause)?;
+                }
+                None => d.set_item("pause", py.None())?,
+            }
             limits.set_item(&l.name, d)?;
         }
         let waiting = PyDict::new(py);
@@ -392,6 +404,12 @@ impl PyTrafficControl {
         out.set_item("in_flight", snapshot.in_flight)?;
         out.set_item("reservations", snapshot.reservations)?;
         Ok(out)
+    }
+
+    /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`),
+    /// made from a request to the same API; None when the config has no status request.
+    fn status_url(&self, py: Python<'_>, url: &str) -> Option<String> {
+        self.lock(py).core.status_url(url)
     }
 
     /// Requests waiting in the queue, all priorities.

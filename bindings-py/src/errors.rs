@@ -67,7 +67,7 @@ pub(crate) fn init_classes(py: Python<'_>) -> PyResult<()> {
             InsufficientBudgetError::type_object(py),
             None,
             Some("budget"),
-            &["limit", "needed", "available", "enough_at"],
+            &["limit", "needed", "available", "ahead", "enough_at"],
         ),
         (RequestCancelledError::type_object(py), Some("CANCELLED"), Some("cancelled"), &[]),
     ];

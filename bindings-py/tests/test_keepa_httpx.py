@@ -122,3 +122,35 @@ async def test_per_request_options_and_unknown_ones() -> None:
             assert info.value.needed == 95
             with pytest.raises(TypeError, match="colour"):
                 await client.get("/token", extensions={"traffic_control": {"colour": "red"}})
+
+
+async def test_an_unknown_balance_is_learnt_with_the_free_token_request_once() -> None:
+    tc = keepa_controller()
+    assert tc.snapshot()["limits"]["tokens"]["balance"] is None
+    with MockKeepa(tokens=300, refill=20, period=PERIOD) as keepa:
+        transport = AsyncTrafficControlTransport(tc, timeout=5.0)
+        async with httpx.AsyncClient(transport=transport, base_url=keepa.url) as client:
+            # No /token first: the transport sends it by itself, once for both, with the key.
+            responses = await asyncio.gather(
+                *(client.get("/bestsellers", params={"key": "secret", "category": str(i)}) for i in range(2))
+            )
+    assert [r.status_code for r in responses] == [200, 200]
+    assert keepa.rate_limited == 0
+    assert tc.snapshot()["limits"]["tokens"]["balance"] is not None
+
+
+def test_an_unknown_balance_is_learnt_by_the_blocking_transport_too() -> None:
+    tc = keepa_controller()
+    with MockKeepa(tokens=300, refill=20, period=PERIOD) as keepa:
+        with httpx.Client(transport=TrafficControlTransport(tc, timeout=5.0), base_url=keepa.url) as client:
+            results: list[int] = []
+            threads = [
+                threading.Thread(target=lambda i=i: results.append(client.get("/bestsellers", params={"key": "k", "category": str(i)}).status_code))
+                for i in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    assert results == [200] * 4
+    assert keepa.rate_limited == 0

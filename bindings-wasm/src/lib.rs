@@ -330,6 +330,13 @@ pub fn snapshot_json(h: &mut Controller, now: f64) -> Result<String, JsValue> {
     serde_json::to_string(&h.core.snapshot(at(now))).map_err(invalid)
 }
 
+/// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made
+/// from a request to the same API; none when the config has no status request.
+#[wasm_bindgen(js_name = statusUrl)]
+pub fn status_url(h: &Controller, url: String) -> Option<String> {
+    h.core.status_url(&url)
+}
+
 /// Requests waiting, all priorities.
 #[wasm_bindgen]
 pub fn waiting(h: &Controller) -> u32 {

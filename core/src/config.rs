@@ -183,6 +183,57 @@ pub struct RouteConfig {
     /// The cost of a request on this route when the request does not say: a number, or a count
     /// of the items in a query parameter (Keepa's `asin=A,B,C` costs 1 per ASIN).
     pub cost: RouteCost,
+    /// This route's request reports the balance of the budgets it takes, for free (Keepa's
+    /// `/token`): a host that meets an unknown balance sends it first, by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusRequest>,
+}
+
+/// How to make a route's status request from any request to the same API: a `GET` of `path` on
+/// the same origin, carrying the named query parameters of that request (Keepa's `key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct StatusRequest {
+    /// The path to request (`/token`).
+    pub path: String,
+    /// Query parameters copied from the request that met the unknown balance (`["key"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<String>,
+}
+
+impl Config {
+    /// The URL of the status request that reports a budget's balance, made from `url` (a request
+    /// to the same API): its origin, the status route's path, and the query parameters the status
+    /// request names, taken from `url`. `None` when no route makes a status request.
+    ///
+    /// ```
+    /// let keepa = traffic_control_core::Config::preset("keepa").unwrap();
+    /// let url = keepa.status_url("https://api.keepa.com/product?key=K&domain=1&asin=B0");
+    /// assert_eq!(url.as_deref(), Some("https://api.keepa.com/token?key=K"));
+    /// ```
+    pub fn status_url(&self, url: &str) -> Option<String> {
+        let status = self.routes.iter().find_map(|r| r.status.as_ref())?;
+        let (head, query) = url.split_once('?').map_or((url, ""), |(h, q)| (h, q));
+        let query = query.split('#').next().unwrap_or("");
+        // The origin: scheme and authority when absolute, nothing for a path.
+        let origin = match head.find("://") {
+            Some(i) => head[i + 3..].find('/').map_or(head, |j| &head[..i + 3 + j]),
+            None => "",
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                status.query.iter().any(|q| q == name)
+            })
+            .collect();
+        let mut out = format!("{origin}{}", status.path);
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+        Some(out)
+    }
 }
 
 /// How a route estimates a request's cost. An explicit cost from the caller always wins.
@@ -618,14 +669,24 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
 }
 
 fn read_route(at: &At<'_>, v: &Value) -> Read<RouteConfig> {
-    let f = read::object(at, v, "a route", &["name", "method", "path", "limits", "cost"])?;
+    let f = read::object(at, v, "a route", &["name", "method", "path", "limits", "cost", "status"])?;
     Ok(RouteConfig {
         name: f.req("name", read::string_at)?,
         method: f.opt("method", read::string_at)?,
         path: f.req("path", read::string_at)?,
         limits: f.or("limits", |at, v| read::list_at(at, v, read_route_limit), Vec::new)?,
         cost: f.or("cost", read_route_cost, RouteCost::default)?,
+        status: f.opt("status", read_status)?,
     })
+}
+
+fn read_status(at: &At<'_>, v: &Value) -> Read<StatusRequest> {
+    let f = read::object(at, v, "a status request", &["path", "query"])?;
+    let path = f.req("path", read::string_at)?;
+    if !path.starts_with('/') {
+        return Err(at.key("path").error("must start with '/' (a path on the API's origin)".to_string()));
+    }
+    Ok(StatusRequest { path, query: f.or("query", read::strings_at, Vec::new)? })
 }
 
 /// A limit's name, or `{"limit": name, "cost": n}`.

@@ -528,6 +528,13 @@ impl TrafficControl {
         Snapshot { at: now, limits, waiting, in_flight: self.in_flight.len(), reservations: self.reservations.len() }
     }
 
+    /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`),
+    /// made from a request to the same API; see [`Config::status_url`]. A host that meets
+    /// `BUDGET_UNKNOWN` sends it first (through the controller) and asks again.
+    pub fn status_url(&self, url: &str) -> Option<String> {
+        self.config.status_url(url)
+    }
+
     /// Requests waiting, all priorities.
     pub fn waiting(&self) -> usize {
         self.queue.len()

@@ -61,7 +61,7 @@ mod time;
 
 pub use config::{
     BlockDuration, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig,
-    RouteCost, RouteLimit, WindowHold,
+    RouteCost, RouteLimit, StatusRequest, WindowHold,
 };
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError, StoreError};

@@ -10,6 +10,7 @@ export type {
   Duration,
   Host,
   LimitConfig,
+  LimitPause,
   LimitSnapshot,
   Native,
   PresetName,

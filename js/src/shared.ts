@@ -5,7 +5,7 @@
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
 import { coreRequest, headerList, type FollowUp } from './traffic-control.js';
-import type { Config, PresetName, Priority } from './types.js';
+import type { Config, LimitPause, PresetName, Priority } from './types.js';
 
 /**
  * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
@@ -68,6 +68,13 @@ export interface SharedOptions {
   env?: Record<string, string | undefined>;
   /** Counts round trips to Redis (for benchmarks). */
   onRoundTrip?: () => void;
+  /**
+   * Listen for wake-ups (default true): while requests wait, a second connection (the client's
+   * `duplicate()`) subscribes to `tc:{account}:wake`, where the store announces freed room, so a
+   * waiter asks again within milliseconds of room freeing in any process instead of at its next
+   * poll. Closed a second after the last waiter, or by `close()`.
+   */
+  wake?: boolean;
 }
 
 /** How a request asks for admission through the shared store. */
@@ -177,9 +184,15 @@ export class SharedTrafficControl {
   readonly #options: SharedOptions;
   /** The process's own waiters, by class (priority and limits): only each class's head asks Redis. */
   readonly #classes = new Map<string, Waiter[]>();
-  /** Resolves sleeping heads early when this process frees something. */
+  /** Resolves sleeping heads early when this process frees something, or a wake-up arrives. */
   #kick: (() => void) | undefined;
   #kicked: Promise<void>;
+  /** The wake-up subscription (a duplicate of the client), while requests wait. */
+  #sub: { quit?: () => unknown; disconnect?: () => unknown } | undefined;
+  #subscribing: Promise<void> | undefined;
+  #linger: ReturnType<typeof setTimeout> | undefined;
+  /** Wake-up messages received (for tests and benchmarks). */
+  wakeups = 0;
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
@@ -274,7 +287,7 @@ export class SharedTrafficControl {
   }
 
   /** Every limit's shared state (times in Redis server milliseconds). */
-  async snapshot(): Promise<{ at: number; limits: Array<{ name: string; kind: string; capacity: number; used: number; reserved: number; available: number; nextFree: number | null; balance: number | null }>; waiters: number }> {
+  async snapshot(): Promise<{ at: number; limits: Array<{ name: string; kind: string; capacity: number; used: number; reserved: number; available: number; nextFree: number | null; balance: number | null; pause: LimitPause | null }>; waiters: number }> {
     const call = this.#native.sharedSnapshotCall(this.#h, theHost().now());
     return JSON.parse(this.#native.sharedSnapshot(this.#h, theHost().now(), JSON.stringify(await this.#run(call))));
   }
@@ -314,6 +327,75 @@ export class SharedTrafficControl {
     const k = this.#kick;
     this.#kicked = new Promise((r) => (this.#kick = r));
     k?.();
+  }
+
+  /** The channel the store publishes freed room on. */
+  get wakeChannel(): string {
+    return `tc:{${this.#options.account}}:wake`;
+  }
+
+  /** Subscribes to wake-ups while requests wait (once; failures leave the polling in charge). */
+  #ensureWake(): void {
+    if (this.#linger !== undefined) {
+      clearTimeout(this.#linger);
+      this.#linger = undefined;
+    }
+    if (this.#options.wake === false || this.#sub || this.#subscribing) return;
+    const client = this.#redis as Record<string, (...a: unknown[]) => unknown>;
+    if (typeof client.duplicate !== 'function') return;
+    const ioredis = typeof client.evalsha === 'function';
+    const onMessage = () => {
+      this.wakeups++;
+      this.#kickAll();
+    };
+    this.#subscribing = (async () => {
+      const sub = client.duplicate.call(client) as Record<string, (...a: unknown[]) => unknown>;
+      try {
+        if (ioredis) {
+          sub.on.call(sub, 'error', () => undefined);
+          sub.on.call(sub, 'message', onMessage);
+          await sub.subscribe.call(sub, this.wakeChannel);
+        } else {
+          sub.on?.call(sub, 'error', () => undefined);
+          await sub.connect.call(sub);
+          await sub.subscribe.call(sub, this.wakeChannel, onMessage);
+        }
+      } catch {
+        await Promise.resolve(sub.disconnect?.call(sub)).catch(() => undefined);
+        return;
+      }
+      this.#sub = sub;
+      // Room may have freed between the last answer and the subscription: ask again.
+      this.#kickAll();
+      if (this.waiting === 0) this.#scheduleUnsubscribe();
+    })().finally(() => (this.#subscribing = undefined));
+  }
+
+  #scheduleUnsubscribe(): void {
+    if (this.#linger !== undefined || !this.#sub) return;
+    this.#linger = setTimeout(() => {
+      this.#linger = undefined;
+      if (this.waiting === 0) void this.#unsubscribe();
+    }, 1_000);
+  }
+
+  async #unsubscribe(): Promise<void> {
+    const sub = this.#sub;
+    this.#sub = undefined;
+    if (!sub) return;
+    try {
+      await (sub.quit ?? sub.disconnect)?.call(sub);
+    } catch {
+      // Closing a broken connection: nothing left to do.
+    }
+  }
+
+  /** Closes the wake-up subscription now (waiting requests fall back to polling until they end). */
+  async close(): Promise<void> {
+    if (this.#linger !== undefined) clearTimeout(this.#linger);
+    this.#linger = undefined;
+    await this.#subscribing;
+    await this.#unsubscribe();
   }
 
   /** Serves one class: its head asks Redis until it goes, fails or is cancelled; then the next. */
@@ -388,14 +470,18 @@ export class SharedTrafficControl {
         continue;
       }
       // Wait: back at the instant the script named (its claim lives until then plus the waiter
-      // TTL), or sooner when this process frees something; without an instant, within half the TTL.
+      // TTL), or sooner when this process frees something or a wake-up comes; without an instant,
+      // within half the TTL.
       const ttl = this.#options.waiterTtl ?? 2_000;
       let sleep = d.waitMs ?? ttl / 2;
       sleep = Math.min(sleep, 10_000);
       if (left !== undefined) sleep = Math.min(sleep, left + 1);
+      // Room freed in another process wakes it at once (see `wake`).
+      this.#ensureWake();
       await this.#sleep(Math.max(0, sleep), w);
     }
     this.#classes.delete(klass);
+    if (this.waiting === 0) this.#scheduleUnsubscribe();
   }
 
   #sleep(ms: number, w: Waiter): Promise<void> {

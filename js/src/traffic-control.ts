@@ -6,6 +6,7 @@ import { theHost } from './host.js';
 import type {
   Config,
   Decision,
+  LimitPause,
   LimitSnapshot,
   Native,
   NativeEvent,
@@ -174,6 +175,8 @@ export class TrafficControl {
   readonly #now: () => number;
   readonly #perRequestTimers: boolean;
   readonly #fetch: typeof fetch | undefined;
+  /** Status requests in flight, by URL: concurrent requests that met an unknown balance share one. */
+  readonly #learning = new Map<string, Promise<boolean>>();
   readonly #waiters = new Map<number, Waiter>();
   readonly #listeners = new Set<(event: TrafficEvent) => void>();
   /** `schedule()` jobs not yet submitted, and requests ended but not yet reported: one native call each per tick. */
@@ -246,7 +249,15 @@ export class TrafficControl {
         : (options.url ?? (typeof input === 'string' ? input : input instanceof URL ? input.href : (input as Request).url));
     const signal = options.signal ?? init?.signal ?? undefined;
     const doFetch = this.#fetch ?? globalThis.fetch;
-    let permit = await this.#enqueue({ ...options, method, url, signal });
+    let permit: Permit;
+    try {
+      permit = await this.#enqueue({ ...options, method, url, signal });
+    } catch (e) {
+      // A budget whose balance nobody reported yet: learn it with the free status request (Keepa's
+      // /token) through this controller, then ask once more.
+      if (!(e instanceof TrafficControlError && e.code === 'BUDGET_UNKNOWN') || url === undefined || !(await this.#learnBudget(String(url), init))) throw e;
+      permit = await this.#enqueue({ ...options, method, url, signal });
+    }
     for (;;) {
       let response: Response;
       try {
@@ -261,6 +272,28 @@ export class TrafficControl {
       await response.body?.cancel().catch(() => undefined);
       permit = completion.permit;
     }
+  }
+
+  /**
+   * Sends the status request made from `url` (one at a time per status URL): its response's token
+   * fields set the budget. Resolves whether it learnt anything to retry with.
+   */
+  #learnBudget(url: string, init?: RequestInit): Promise<boolean> {
+    const status = this.#native.statusUrl(this.#h, url);
+    if (!status) return Promise.resolve(false);
+    let learning = this.#learning.get(status);
+    if (!learning) {
+      const headers = init?.headers;
+      learning = this.fetch(status, headers ? { headers } : undefined)
+        .then(async (res) => {
+          await res.arrayBuffer().catch(() => undefined);
+          return res.ok;
+        })
+        .catch(() => false)
+        .finally(() => this.#learning.delete(status));
+      this.#learning.set(status, learning);
+    }
+    return learning;
   }
 
   /**
@@ -350,6 +383,7 @@ export class TrafficControl {
           available: l.available,
           nextFree: ms(l.next_free),
           balance: l.balance ?? null,
+          pause: l.pause ? { until: l.pause.until / 1e6, serverUntil: l.pause.server_until / 1e6, reason: l.pause.reason, strikes: l.pause.strikes } : null,
         }),
       ),
       waiting: { critical: raw.waiting[0], high: raw.waiting[1], normal: raw.waiting[2], low: raw.waiting[3] },
@@ -808,6 +842,7 @@ interface RawSnapshot {
     available: number;
     next_free: number | null;
     balance?: number | null;
+    pause?: { until: number; server_until: number; reason: LimitPause['reason']; strikes: number } | null;
   }>;
   waiting: [number, number, number, number];
   in_flight: number;

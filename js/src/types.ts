@@ -89,6 +89,20 @@ export interface LimitSnapshot {
   nextFree: number | null;
   /** Budgets: tokens left (null while unknown). */
   balance: number | null;
+  /** The pause in force after a 429 or a block, or null. */
+  pause: LimitPause | null;
+}
+
+/** A limit's pause: until when (ms), why, and how much of it the server imposed. */
+export interface LimitPause {
+  /** Nothing but CRITICAL goes before this instant. */
+  until: number;
+  /** The part the server imposed: CRITICAL waits only until then. */
+  serverUntil: number;
+  /** `retry_after` (the server's time), `block`, `backoff` (repeats doubled it), `cooldown` (WAF or blocked token). */
+  reason: 'retry_after' | 'block' | 'backoff' | 'cooldown';
+  /** 429s counted for the backoff (the answers of one burst count once). */
+  strikes: number;
 }
 
 /** The controller's state at one instant. */
@@ -146,6 +160,8 @@ export interface Native<H = unknown> {
   syncBudget(h: H, now: number, limit: string, tokensLeft: number, refillIn?: number | null): void;
   snapshotJson(h: H, now: number): string;
   waiting(h: H): number;
+  /** The free status request that reports the budgets' balance (Keepa's `/token`), made from a request's URL. */
+  statusUrl(h: H, url: string): string | null | undefined;
   errorKind(code: string): string | null | undefined;
   /** The core's event log on or off (off: only the events that deliver a decision). */
   setEventLog(h: H, on: boolean): void;

@@ -341,6 +341,26 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.equal(tc.snapshot().limits[0].balance, 42);
     });
 
+    test('fetch learns an unknown Keepa balance with the free /token request, once for many callers', async () => {
+      const seen = [];
+      const keepa = async (input) => {
+        const url = new URL(typeof input === 'string' ? input : input.url);
+        seen.push(url.pathname + url.search);
+        const tokensLeft = url.pathname === '/token' ? 300 : 250;
+        return new Response(JSON.stringify({ tokensLeft, refillIn: 30_000, refillRate: 20, timestamp: Date.now() }), { status: 200 });
+      };
+      const tc = new TrafficControl('keepa', { fetch: keepa });
+      assert.equal(tc.snapshot().limits[0].balance, null);
+      const [a, b] = await Promise.all([
+        tc.fetch('https://api.keepa.com/bestsellers?key=K&domain=1&category=2'),
+        tc.fetch('https://api.keepa.com/bestsellers?key=K&domain=1&category=3'),
+      ]);
+      assert.deepEqual([a.status, b.status], [200, 200]);
+      assert.deepEqual(seen.filter((p) => p.startsWith('/token')), ['/token?key=K'], 'one status request, carrying the key');
+      assert.equal(seen.length, 3);
+      assert.equal(tc.snapshot().limits[0].balance, 250);
+    });
+
     test('a network failure is reported and thrown', async () => {
       const tc = new TrafficControl({ limits: { api: { kind: 'concurrency', max: 1 } }, global: ['api'] }, {
         fetch: async () => {

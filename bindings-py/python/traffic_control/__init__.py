@@ -38,7 +38,7 @@ from ._traffic_control import (
     Wait,
 )
 
-from ._types import LimitState, LogRow, Snapshot, Waiting
+from ._types import LimitState, LogRow, Pause, Snapshot, Waiting
 
 if TYPE_CHECKING:
     from .transport import AsyncTrafficControlTransport, TrafficControlTransport
@@ -60,6 +60,7 @@ __all__ = [
     "Priority",
     "QueueFullError",
     "RequestCancelledError",
+    "Pause",
     "Snapshot",
     "SyncPermit",
     "TrafficControl",

@@ -82,6 +82,8 @@ class InsufficientBudgetError(TrafficControlError):
     limit: str | None
     needed: int | None
     available: int | None
+    ahead: int | None
+    """What the requests waiting ahead of it on the same budget ask first."""
     enough_at: float | None
 
 class RequestCancelledError(TrafficControlError):
@@ -301,6 +303,9 @@ class TrafficControl:
     def sync_budget(self, now: float, limit: str, tokens_left: int, refill_in: float | None = None) -> None: ...
     def snapshot(self, now: float) -> Snapshot: ...
     def is_waiting(self, request: int) -> bool: ...
+    def status_url(self, url: str) -> str | None:
+        """The free status request that reports the budgets' balance (Keepa's ``/token``), made
+        from a request to the same API; None when the config has none."""
 
 # ---- the driver's fast path --------------------------------------------------------------------
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Dict, Optional, TypedDict
 
-__all__ = ["LimitState", "LogRow", "Snapshot", "Waiting"]
+__all__ = ["LimitState", "LogRow", "Pause", "Snapshot", "Waiting"]
+
+
+class Pause(TypedDict):
+    """A limit's pause after a 429 or a block."""
+
+    until: float
+    """Nothing but CRITICAL goes before this instant (ms)."""
+    server_until: float
+    """The part the server imposed: CRITICAL waits only until then."""
+    reason: str
+    """``retry_after``, ``block``, ``backoff`` (repeats doubled it) or ``cooldown``."""
+    strikes: int
 
 
 class LimitState(TypedDict):
@@ -18,6 +30,7 @@ class LimitState(TypedDict):
     available: int
     next_free: Optional[float]
     balance: Optional[int]
+    pause: Optional[Pause]
 
 
 class Waiting(TypedDict):

@@ -39,6 +39,7 @@ a release or a budget sync retries the same way (up to ``unavailable_max_wait``)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import threading
@@ -267,6 +268,10 @@ class _SharedBase:
         self._on_unavailable = on_unavailable
         self._unavailable_max_wait_ms = unavailable_max_wait * 1000.0
         self._waiter_ttl_ms = waiter_ttl * 1000.0
+        self.wake_channel = "tc:{%s}:wake" % account
+        """The channel the store publishes freed room on."""
+        self.wakeups = 0
+        """Wake-up messages received (for tests and benchmarks)."""
         self._tag = uuid.uuid4().hex[:12]
         self._seq = 0
         # The native store is one mutable object; threads take turns on it.
@@ -431,11 +436,15 @@ class SharedTrafficControl(_SharedBase):
         unavailable_max_wait: float = 30.0,
         waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None,
+        wake: bool = True,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
         self._redis = redis
         self._classes: dict[str, list[_AsyncWaiter]] = {}
         self._kick = asyncio.Event()
+        self._wake_enabled = wake
+        self._listener: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
 
     def reservation(
         self,
@@ -533,7 +542,76 @@ class SharedTrafficControl(_SharedBase):
         except Exception:
             pass  # its claims lapse with the waiter TTL anyway
 
+    def _ensure_wake(self) -> None:
+        """While requests wait, listens on the wake channel (a pubsub of the client): room freed in
+        any process wakes the waiters at once. Failures leave the polling in charge."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if not self._wake_enabled or self._listener is not None:
+            return
+        factory = getattr(self._redis, "pubsub", None)
+        if factory is None:
+            return
+        self._listener = asyncio.get_running_loop().create_task(self._listen(factory))
+
+    async def _listen(self, factory: Any) -> None:
+        pubsub = factory()
+        try:
+            await pubsub.subscribe(self.wake_channel)
+            self._wake()  # room may have freed while subscribing: ask again
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self.wakeups += 1
+                    self._wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pass
+        finally:
+            if self._listener is asyncio.current_task():
+                self._listener = None
+            try:
+                await pubsub.unsubscribe()
+            except Exception:
+                pass
+            close = getattr(pubsub, "aclose", None) or getattr(pubsub, "close", None)
+            try:
+                if close is not None:
+                    closed = close()
+                    if inspect.isawaitable(closed):
+                        await closed
+            except Exception:
+                pass
+
+    def _idle(self) -> None:
+        """No request waits: stop listening a second later, unless one comes."""
+        if self._listener is None or self._linger is not None:
+            return
+
+        def stop() -> None:
+            self._linger = None
+            if self.waiting == 0 and self._listener is not None:
+                self._listener.cancel()
+                self._listener = None
+
+        self._linger = asyncio.get_running_loop().call_later(1.0, stop)
+
+    async def aclose(self) -> None:
+        """Stops listening for wake-ups now (waiting requests fall back to polling)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            try:
+                await listener
+            except (asyncio.CancelledError, Exception):
+                pass
+
     async def _sleep(self, ms: float) -> None:
+        self._ensure_wake()
         kick = self._kick
         try:
             await asyncio.wait_for(kick.wait(), timeout=max(0.0, ms) / 1000.0)
@@ -574,6 +652,8 @@ class SharedTrafficControl(_SharedBase):
                 w.future.set_result(SharedPermit(self, turn.request, cast("Sequence[SharedReservation]", w.reserve)))
         if self._classes.get(klass) is queue:
             del self._classes[klass]
+        if self.waiting == 0:
+            self._idle()
 
 
 class SyncSharedTrafficControl(_SharedBase):
@@ -598,12 +678,17 @@ class SyncSharedTrafficControl(_SharedBase):
         unavailable_max_wait: float = 30.0,
         waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None,
+        wake: bool = True,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
         self._redis = redis
         self._classes: dict[str, list[_Waiter]] = {}
         self._cond = threading.Condition()
         self._kicks = 0
+        self._wake_enabled = wake
+        self._pubsub: Any = None
+        self._wake_thread: Any = None
+        self._linger: threading.Timer | None = None
 
     def reservation(
         self,
@@ -692,6 +777,59 @@ class SyncSharedTrafficControl(_SharedBase):
             if not queue and self._classes.get(klass) is queue:
                 del self._classes[klass]
             self._cond.notify_all()  # the next of the class is head now
+            idle = not self._classes and self._wake_thread is not None and self._linger is None
+            if idle:
+                self._linger = threading.Timer(1.0, self._stop_if_idle)
+                self._linger.daemon = True
+                self._linger.start()
+
+    def _on_wake(self, _message: Any) -> None:
+        self.wakeups += 1
+        self._wake()
+
+    def _ensure_wake(self) -> None:
+        """While requests wait, a pubsub thread of the client listens on the wake channel: room
+        freed in any process wakes the waiters at once. Failures leave the polling in charge."""
+        with self._cond:
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+            if not self._wake_enabled or self._wake_thread is not None:
+                return
+            factory = getattr(self._redis, "pubsub", None)
+            if factory is None:
+                return
+            try:
+                pubsub = factory(ignore_subscribe_messages=True)
+                pubsub.subscribe(**{self.wake_channel: self._on_wake})
+                self._wake_thread = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+                self._pubsub = pubsub
+            except Exception:
+                return
+        self._wake()  # room may have freed while subscribing: ask again
+
+    def _stop_if_idle(self) -> None:
+        with self._cond:
+            self._linger = None
+            if self._classes:
+                return
+        self.close()
+
+    def close(self) -> None:
+        """Stops listening for wake-ups now (waiting requests fall back to polling)."""
+        with self._cond:
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+            thread, pubsub = self._wake_thread, self._pubsub
+            self._wake_thread = self._pubsub = None
+        try:
+            if thread is not None:
+                thread.stop()
+            if pubsub is not None:
+                pubsub.close()
+        except Exception:
+            pass
 
     def _serve(self, queue: list[_Waiter], w: _Waiter) -> _Turn:
         """Waits to be the head of its class, then asks Redis until it goes or fails."""
@@ -717,7 +855,9 @@ class SyncSharedTrafficControl(_SharedBase):
                 turn = self._replied(w, call, reply)
             if turn.done:
                 return turn
-            # Sleep until the instant the core names, or until this instance's state changes.
+            # Sleep until the instant the core names, or until this instance's state changes or a
+            # wake-up comes from another process.
+            self._ensure_wake()
             until = time.monotonic() + max(0.0, turn.sleep_ms) / 1000.0
             with self._cond:
                 while self._kicks == kicks:

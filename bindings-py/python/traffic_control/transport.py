@@ -17,6 +17,8 @@ response is returned as it came.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any, Mapping
 
@@ -69,6 +71,19 @@ def _resendable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+def _budget_unknown(e: BaseException) -> bool:
+    return getattr(e, "code", None) == "BUDGET_UNKNOWN"
+
+
+def _status_request(tc: TrafficControl, request: httpx.Request) -> httpx.Request | None:
+    """The free status request (Keepa's ``/token``) made from ``request``, or None."""
+    url = tc._core.status_url(str(request.url))
+    if url is None:
+        return None
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in ("content-length", "content-type")]
+    return httpx.Request("GET", url, headers=headers)
+
+
 class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
     """An httpx async transport that sends every request through ``tc``'s limits.
 
@@ -89,10 +104,39 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._priority = priority
         self._timeout = timeout
+        self._learning: dict[str, asyncio.Future[bool]] = {}
+
+    async def _learn_budget(self, request: httpx.Request) -> bool:
+        """Sends the status request (one at a time per URL): its token fields set the budget."""
+        status = _status_request(self.tc, request)
+        if status is None:
+            return False
+        key = str(status.url)
+        pending = self._learning.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._learning[key] = future
+        try:
+            response = await self.handle_async_request(status)
+            await response.aread()
+            await response.aclose()
+            future.set_result(response.status_code < 400)
+        except Exception:
+            future.set_result(False)
+        finally:
+            del self._learning[key]
+        return future.result()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         tc = self.tc
-        permit: AsyncPermit = await tc.acquire(**_options(request, self._priority, self._timeout))
+        try:
+            permit: AsyncPermit = await tc.acquire(**_options(request, self._priority, self._timeout))
+        except Exception as e:
+            # A budget nobody reported yet: learn it with the free status request, ask once more.
+            if not _budget_unknown(e) or not await self._learn_budget(request):
+                raise
+            permit = await tc.acquire(**_options(request, self._priority, self._timeout))
         while True:
             try:
                 response = await self._transport.handle_async_request(request)
@@ -142,10 +186,36 @@ class TrafficControlTransport(httpx.BaseTransport):
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._priority = priority
         self._timeout = timeout
+        self._learning = threading.Lock()
+        self._learnt = 0
+
+    def _learn_budget(self, request: httpx.Request) -> bool:
+        """Sends the status request (one thread at a time): its token fields set the budget."""
+        status = _status_request(self.tc, request)
+        if status is None:
+            return False
+        generation = self._learnt
+        with self._learning:
+            if self._learnt != generation:
+                return True  # another thread learnt it while this one waited for the lock
+            try:
+                response = self.handle_request(status)
+                response.read()
+                response.close()
+            except Exception:
+                return False
+            self._learnt += 1
+            return response.status_code < 400
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         tc = self.tc
-        permit: SyncPermit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
+        try:
+            permit: SyncPermit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
+        except Exception as e:
+            # A budget nobody reported yet: learn it with the free status request, ask once more.
+            if not _budget_unknown(e) or not self._learn_budget(request):
+                raise
+            permit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
         while True:
             try:
                 response = self._transport.handle_request(request)

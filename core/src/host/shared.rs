@@ -215,7 +215,7 @@ impl SharedHost {
 
     /// Every limit's shared state from the snapshot reply, as JSON text (times in server
     /// milliseconds): `{at, limits: [{name, kind, capacity, used, reserved, available, nextFree,
-    /// balance}], waiters}`.
+    /// balance, pause: {until, serverUntil, reason, strikes} | null}], waiters}`.
     pub fn snapshot(&mut self, now_ms: f64, reply_json: &str) -> Result<String, HostError> {
         let s = self.store.snapshot(at(now_ms), &reply(reply_json)?).map_err(HostError::Store)?;
         let limits: Vec<serde_json::Value> = s
@@ -225,6 +225,10 @@ impl SharedHost {
                 serde_json::json!({
                     "name": l.name, "kind": l.kind, "capacity": l.capacity, "used": l.used, "reserved": l.reserved,
                     "available": l.available, "nextFree": l.next_free.map(|t| t.as_millis_f64()), "balance": l.balance,
+                    "pause": l.pause.as_ref().map(|p| serde_json::json!({
+                        "until": p.until.as_millis_f64(), "serverUntil": p.server_until.as_millis_f64(),
+                        "reason": p.reason, "strikes": p.strikes,
+                    })),
                 })
             })
             .collect();

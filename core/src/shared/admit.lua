@@ -20,6 +20,10 @@
 -- ARGV[4] quarantine (us)                ARGV[5] the meta key's minimum time to live (ms)
 --
 -- Replies: { status, now, epoch, ... } with status 1 = go, 2 = wait, 3 = reject, 0 = done.
+--
+-- Wake-ups: when room frees on a limit that registered waiters wait on (a completion, a release, a
+-- withdrawn claim, a waiter going), the script publishes on tc:{account}:wake, so every process
+-- waiting asks again at once instead of at its next poll.
 
 local op = ARGV[1]
 local meta, resv = KEYS[1], KEYS[2]
@@ -292,6 +296,20 @@ local function reply(status, ...)
   return { status, now, epoch, ... }
 end
 
+-- ---- wake-ups ------------------------------------------------------------------------------------
+
+local wake_channel = (string.gsub(meta, 'meta$', 'wake'))
+
+-- Publishes a wake-up when any of these waiter sets holds a live waiter.
+local function wake_waiters(qkeys)
+  for _, qk in ipairs(qkeys) do
+    if redis.call('ZCOUNT', qk, '(' .. fmt(now), '+inf') > 0 then
+      redis.call('PUBLISH', wake_channel, '1')
+      return
+    end
+  end
+end
+
 -- ---- waiters (cross-process priority) ------------------------------------------------------------
 
 -- Live waiters registered on a limit: { lane, since, cost, waiter, member }.
@@ -427,14 +445,21 @@ if op == 'admit' then
   -- Go: the spent reservation turns into admissions, every limit takes its cost at this instant,
   -- the follow-ups' capacity is reserved, and the waiter registration ends.
   if own_live then redis.call('HDEL', resv, spend) end
+  local left_claims, qkeys = false, {}
   for _, l in ipairs(limits) do
     if l.need > 0 then l.take(l.need) end
+    qkeys[#qkeys + 1] = l.qkey
     if wid ~= '' then
       for _, w in ipairs(l.waiters) do
-        if w[4] == wid then redis.call('ZREM', l.qkey, w[5]) end
+        if w[4] == wid then
+          redis.call('ZREM', l.qkey, w[5])
+          left_claims = true
+        end
       end
     end
   end
+  -- Its claims are gone: a waiter that was behind them may fit now.
+  if left_claims then wake_waiters(qkeys) end
   local out = { id() }
   local at = 15 + nl * 9
   local longest = 0
@@ -462,19 +487,21 @@ elseif op == 'complete' then
   -- ARGV: 6 request id ("" when it held nothing), 7 limits; then per limit: name, kind, pause us,
   -- reported balance or "", refill in us or "", max, per (budgets), cost held (windows) or "".
   local rid, n = ARGV[6], tonumber(ARGV[7])
+  local freed, qkeys = false, {}
   for i = 1, n do
     local b = 8 + (i - 1) * 8
     local k = 3 + (i - 1) * 4
+    qkeys[#qkeys + 1] = KEYS[k + 2]
     -- The pause: "<us>:<reason>" or "0".
     local kind = ARGV[b + 1]
     local pause = tonumber(string.match(ARGV[b + 2], '^(%d+)'))
     local reason = string.match(ARGV[b + 2], ':([%w_]+)$') or 'block'
-    if kind == 'c' and rid ~= '' then redis.call('ZREM', KEYS[k], rid) end
+    if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
     if kind == 'w' and rid ~= '' and ARGV[b + 7] ~= '' then
-      -- The hold ends now: the window counts it for per from here.
+      -- The hold ends now: the window counts it for per from here (waiters learn when it frees).
       local w = { key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 6]), c = 0 }
       load_window(w, 0, function() return 0 end)
-      w.release(rid .. ':' .. ARGV[b + 7])
+      if w.release(rid .. ':' .. ARGV[b + 7]) then freed = true end
     end
     if pause > 0 then
       -- Pauses are only ever extended.
@@ -493,8 +520,10 @@ elseif op == 'complete' then
       end
       redis.call('HSET', KEYS[k], 'bal', fmt(bal), 'next', fmt(nxt))
       redis.call('PEXPIRE', KEYS[k], ttl_ms(math.max(0, max - bal) * per + per + (nxt - now)))
+      freed = true
     end
   end
+  if freed then wake_waiters(qkeys) end
   return reply(0)
 
 elseif op == 'release' then
@@ -503,16 +532,24 @@ elseif op == 'release' then
   local live = 0
   if e and tonumber(string.match(e, '^(%d+)')) > now then live = 1 end
   redis.call('HDEL', resv, ARGV[6])
+  -- Its room is free for anyone: wake the waiters (released reservations are rare).
+  if live == 1 then redis.call('PUBLISH', wake_channel, '1') end
   return reply(0, live)
 
 elseif op == 'withdraw' then
   -- ARGV: 6 waiter id, 7 limits (keys only): a waiter that gives up drops its claims at once.
+  local qkeys, dropped = {}, false
   for i = 1, tonumber(ARGV[7]) do
     local l = { qkey = KEYS[3 + (i - 1) * 4 + 2] }
+    qkeys[#qkeys + 1] = l.qkey
     for _, w in ipairs(waiters_of(l)) do
-      if w[4] == ARGV[6] then redis.call('ZREM', l.qkey, w[5]) end
+      if w[4] == ARGV[6] then
+        redis.call('ZREM', l.qkey, w[5])
+        dropped = true
+      end
     end
   end
+  if dropped then wake_waiters(qkeys) end
   return reply(0)
 
 elseif op == 'snapshot' then

@@ -305,6 +305,13 @@ impl SharedStore {
         vec![op.into(), clock, epoch, self.quarantine_us.to_string(), self.meta_ttl_ms.to_string()]
     }
 
+    /// The pub/sub channel on which the script announces freed room to waiting processes
+    /// (`tc:{account}:wake`): a host that subscribes asks again at once on a message instead of at
+    /// its next poll. Messages carry nothing to act on but the wake-up itself.
+    pub fn wake_channel(&self) -> String {
+        format!("{}wake", self.prefix)
+    }
+
     fn base_keys(&self) -> Vec<String> {
         vec![format!("{}meta", self.prefix), format!("{}resv", self.prefix)]
     }
