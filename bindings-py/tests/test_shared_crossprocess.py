@@ -19,12 +19,12 @@ NODE_PKG = Path(__file__).resolve().parents[2] / "bindings-node"
 def test_processes_sharing_an_account_never_exceed_its_limits() -> None:
     if shutil.which("node") is None or not list((NODE_PKG / "native").glob("*.node")) or not (NODE_PKG / "dist").exists():
         pytest.skip("the Node package is not built (bash bindings-node/scripts/build.sh)")
-    # The exact Back Market preset in real time. Scaled, the preset's 10% time margin on the
-    # competitor window (2 per 1.1 s) shrinks below the admission-to-arrival delay of seven processes
-    # on two cores when many waiters wake at once (after the restart's quarantine): at 5x (20 ms)
-    # 3 competitor 429s were seen, at 2x (50 ms) one in some runs. The run takes ~5 minutes.
+    # The Back Market preset's limits with windows 5x shorter, the mock counting each request 10-150
+    # ms after it leaves (latency not scaled). No margin in time: windows hold each request until
+    # its completion plus per, so the arrival jitter of seven processes on two cores cannot push a
+    # window of the API's past the preset's max.
     run = subprocess.run(
-        ["node", "test/support/crossprocess.mjs", "--python", sys.executable, "--scale", "1"],
+        ["node", "test/support/crossprocess.mjs", "--python", sys.executable, "--scale", "5"],
         cwd=NODE_PKG, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-4000:]
@@ -34,14 +34,15 @@ def test_processes_sharing_an_account_never_exceed_its_limits() -> None:
         print(f"{phase}: {p['probes']} probes in {p['elapsedMs']:.0f} ms, {p['probeThroughput']:.2f}/s "
               f"(ceiling {report['probeCeiling']:.2f}/s), 429s {p['tooMany']} {p['byScope']}, peak {p['peak']}, events {p['events']}")
         assert p["tooMany"] == 0
-        for name, real in report["real"].items():
-            assert p["peak"][name] <= real["max"], (phase, name, p["peak"])
+        for name in report["real"]:
+            # At arrival, within the preset's own max (150, 15, 2), not only the API's.
+            assert p["peak"][name] <= report["config"]["limits"][name]["max"], (phase, name, p["peak"])
         for w in p["results"]:
             assert w["errors"] == [], w
         # Every probe went, including each Peak on the capacity its Dip reserved.
         assert p["probes"] == 6 * 10
         assert p["atProbePrice"] <= 3  # only the killed process's Dips stay at the probe price
-    assert report["run"]["probeThroughput"] >= 0.75 * report["probeCeiling"]
+    assert report["run"]["probeThroughput"] >= 0.6 * report["probeCeiling"]
     k = report["kill"]
     print(f"kill: {k}")
     assert k["heldLeases"] == 3 and k["heldReservations"] == 3

@@ -80,6 +80,7 @@ const app = new Elysia()
     }
   })
   .get('/backmarket/status', () => tc.snapshot())
-  .listen({ port: Number(process.env.PORT ?? 3000), hostname: '127.0.0.1' });
+  // LOW scans may wait behind the probes for up to their maxWait (60 s): keep idle connections open.
+  .listen({ port: Number(process.env.PORT ?? 3000), hostname: '127.0.0.1', idleTimeout: 255 });
 
 console.log(JSON.stringify({ listening: `http://127.0.0.1:${app.server!.port}` }));

@@ -1,18 +1,41 @@
-// A mock Back Market seller API on 127.0.0.1 that enforces limits the way the real one does:
-// exact sliding windows counted at arrival, 429 with Retry-After and a block of the whole scope for
-// the mitigation timeout once a window is exceeded, realistic latency. Every 429 is counted.
+// A mock Back Market seller API on 127.0.0.1 that enforces limits the way the real one does, at
+// its worst: every request is counted when it *arrives*, after a random latency we do not control
+// (10-150 ms by default, before counting), in exact sliding windows; every method on /ws/listings
+// counts on catalog (the seed's route map); once a window is exceeded the scope is blocked for the
+// mitigation timeout and answered 429 with Retry-After. Every 429 is counted, and the most requests
+// counted in any window of each limit is reported.
 //
-// Time can be scaled down (scale 10: windows and blocks ten times shorter) so tests stay quick.
+// Time can be scaled down (scale 10: windows and blocks ten times shorter) so tests stay quick;
+// latency is not scaled (a network does not get faster with the test).
+//
+// `force(n)` answers the next n requests 429 (no Retry-After unless `retryAfter`), as a burst of
+// 429s that the limits did not cause. Run as a program (`node mock-backmarket.mjs [scale]`) it
+// prints {"url"} and serves until killed, with /__mock/stats, /__mock/reset and /__mock/force?n=.
 import http from 'node:http';
+import { pathToFileURL } from 'node:url';
 
-const REAL = {
+export const REAL = {
   global: { max: 200, per: 10_000 },
   catalog: { max: 20, per: 10_000 },
   competitor: { max: 2, per: 1_000 },
 };
 const BLOCK_MS = 10_000;
 
-export async function startMockBackMarket({ scale = 1, latency = [20, 80], listings = 100, originalPrice = 500 } = {}) {
+/** The scopes a request counts on, by the seed's route map: every method on /ws/listings is catalog. */
+export function scopesOf(method, path) {
+  const s = ['global'];
+  if (path.startsWith('/ws/listings')) s.push('catalog');
+  if (path.startsWith('/ws/backbox/v1/competitors')) s.push('competitor');
+  return s;
+}
+
+export async function startMockBackMarket({
+  scale = 1,
+  latency = [10, 150],
+  responseLatency = [5, 30],
+  listings = 100,
+  originalPrice = 500,
+} = {}) {
   const limits = Object.fromEntries(
     Object.entries(REAL).map(([name, l]) => [name, { max: l.max, per: l.per / scale, log: [], blockedUntil: 0 }]),
   );
@@ -23,21 +46,17 @@ export async function startMockBackMarket({ scale = 1, latency = [20, 80], listi
     requests: 0,
     ok: 0,
     tooMany: 0,
+    forced: 0,
     byScope: { global: 0, catalog: 0, competitor: 0 },
-    /** Peak count seen in any window, per limit. */
+    byMethod: {},
+    /** The most requests counted (at arrival) in any window, per limit. */
     peak: { global: 0, catalog: 0, competitor: 0 },
-    /** Listings that were ever at the probe price, and the longest time one stayed there (ms). */
+    /** The longest time a listing stayed at the probe price (ms). */
     probeMaxMs: 0,
     writes: 0,
   };
   const probeSince = new Map();
-
-  function scopesOf(method, path) {
-    const s = ['global'];
-    if (method === 'POST' && path.startsWith('/ws/listings')) s.push('catalog');
-    if (path.startsWith('/ws/backbox/v1/competitors')) s.push('competitor');
-    return s;
-  }
+  let forced = { n: 0, retryAfter: null };
 
   function admit(scopes, now) {
     for (const name of scopes) {
@@ -60,30 +79,67 @@ export async function startMockBackMarket({ scale = 1, latency = [20, 80], listi
     return null;
   }
 
+  const between = ([lo, hi]) => lo + Math.random() * (hi - lo);
+
   const server = http.createServer((req, res) => {
-    const now = performance.now();
     const url = new URL(req.url, 'http://x');
     const path = url.pathname;
-    stats.requests++;
-    const refused = admit(scopesOf(req.method, path), now);
+    if (path.startsWith('/__mock/')) return control(path, url, res);
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
-      const [lo, hi] = latency;
-      const delay = lo + Math.random() * (hi - lo);
+      // The request reaches the API's counter only after the network's latency.
       setTimeout(() => {
-        if (refused) {
-          stats.tooMany++;
-          stats.byScope[refused.name]++;
-          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': refused.retryAfter.toFixed(3) });
-          res.end(JSON.stringify({ error: 'Too Many Requests', limit: refused.name }));
-          return;
+        const now = performance.now();
+        stats.requests++;
+        stats.byMethod[req.method] = (stats.byMethod[req.method] ?? 0) + 1;
+        let refused;
+        if (forced.n > 0) {
+          forced.n--;
+          stats.forced++;
+          refused = { name: 'forced', retryAfter: forced.retryAfter };
+        } else {
+          refused = admit(scopesOf(req.method, path), now);
         }
-        stats.ok++;
-        respond(req.method, path, url, body, res);
-      }, delay);
+        setTimeout(() => {
+          if (refused) {
+            if (refused.name !== 'forced') {
+              stats.tooMany++;
+              stats.byScope[refused.name]++;
+            }
+            const h = { 'content-type': 'application/json' };
+            if (refused.retryAfter != null) h['retry-after'] = refused.retryAfter.toFixed(3);
+            res.writeHead(429, h);
+            res.end(JSON.stringify({ error: 'Too Many Requests', limit: refused.name }));
+            return;
+          }
+          stats.ok++;
+          respond(req.method, path, url, body, res);
+        }, between(responseLatency));
+      }, between(latency));
     });
   });
+
+  function control(path, url, res) {
+    const json = (value) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(value));
+    };
+    if (path === '/__mock/stats') return json({ ...stats, atProbePrice: atProbePrice() });
+    if (path === '/__mock/force') {
+      force(Number(url.searchParams.get('n') ?? 1), url.searchParams.get('retryAfter'));
+      return json({ forced: forced.n });
+    }
+    if (path === '/__mock/reset') {
+      for (const l of Object.values(limits)) {
+        l.log = [];
+        l.blockedUntil = 0;
+      }
+      return json({ reset: true });
+    }
+    res.writeHead(404);
+    res.end();
+  }
 
   function respond(method, path, url, body, res) {
     const json = (status, value) => {
@@ -118,6 +174,11 @@ export async function startMockBackMarket({ scale = 1, latency = [20, 80], listi
     return json(404, { error: 'not found' });
   }
 
+  const atProbePrice = () => [...state.values()].filter((l) => l.price === 1).map((l) => l.id);
+  function force(n, retryAfter = null) {
+    forced = { n, retryAfter: retryAfter == null ? null : Number(retryAfter) };
+  }
+
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
   return {
@@ -125,11 +186,17 @@ export async function startMockBackMarket({ scale = 1, latency = [20, 80], listi
     stats,
     listings: state,
     /** Listings at the probe price right now. */
-    atProbePrice: () => [...state.values()].filter((l) => l.price === 1).map((l) => l.id),
+    atProbePrice,
+    force,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections?.();
         server.close(() => resolve());
       }),
   };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const mock = await startMockBackMarket({ scale: Number(process.argv[2] ?? 1), listings: 100_000 });
+  console.log(JSON.stringify({ url: mock.url }));
 }
