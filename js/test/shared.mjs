@@ -1,7 +1,9 @@
 // The shared store (Redis), the same tests for every JavaScript package (the napi addon under Node
 // and Bun, the wasm module under Node): each package's test file calls `sharedTests` with its module
 // and the Redis client class (ioredis, from the package's own devDependencies). A real redis-server
-// per file; without one the tests fail (scripts/test.sh installs it).
+// per file; without one the tests fail (scripts/test.sh installs it). Windows here count from the go
+// (`hold: 'go'`): these tests are about the store's mechanics; the default hold (until completion
+// plus per) is tested in core/tests/shared_store.rs and by the wake-up and Back Market runs.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from './harness.mjs';
 import { startRedis } from './redis-server.mjs';
@@ -41,7 +43,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
     test('one round trip per admission, the script loaded by EVAL after NOSCRIPT', async () => {
       server.cli('script', 'flush');
       let trips = 0;
-      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 100, per: '1s' } }), { redis: client(), account: `rt-${++n}`, onRoundTrip: () => trips++ });
+      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } }), { redis: client(), account: `rt-${++n}`, onRoundTrip: () => trips++ });
       const permit = await tc.acquire({ url: '/a' });
       assert.equal(trips, 2, 'EVALSHA answered NOSCRIPT, then EVAL');
       await permit.complete({ status: 200 });
@@ -50,9 +52,29 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       assert.equal(trips, 22, 'then one EVALSHA per admission');
     });
 
+    test('a window holds a request until its completion plus per; the completion wakes a waiter in another controller', async () => {
+      const account = `hold-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 1, per: 200 } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account, waiterTtl: 4_000 });
+      const permit = await a.acquire({ url: '/x' });
+      const t0 = performance.now();
+      const went = b.acquire({ url: '/x' }).then((p) => ({ p, at: performance.now() - t0 }));
+      await sleep(100);
+      const completedAt = performance.now() - t0;
+      await permit.complete({ status: 200 });
+      const { p, at } = await went;
+      // Without the wake-up B would ask again only after half its waiter TTL (2 s).
+      assert.ok(at >= completedAt + 195, `went at ${at} ms, before the completion (${completedAt} ms) plus per`);
+      assert.ok(at < completedAt + 1_000, `went at ${at} ms: the completion did not wake it`);
+      assert.ok(b.wakeups > 0);
+      await p.complete({ status: 200 });
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('two controllers on one account never exceed a window together', async () => {
       const account = `win-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 5, per: 400 } });
+      const cfg = config({ api: { kind: 'window', max: 5, per: 400, hold: 'go' } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       const times = [];
@@ -65,7 +87,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('a waiting HIGH of one controller goes before a LOW flood of another', async () => {
       const account = `prio-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 2, per: 300 } });
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       await a.acquire({ url: '/x' });
@@ -80,7 +102,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('reservations hold across controllers and are spent without competing', async () => {
       const account = `res-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 2, per: 500 } });
+      const cfg = config({ api: { kind: 'window', max: 2, per: 500, hold: 'go' } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       const peak = a.reservation({ url: '/x' });
@@ -111,7 +133,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('a 429 pauses every controller on the account', async () => {
       const account = `pause-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 100, per: '1s' } });
+      const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       const p = await a.acquire({ url: '/x' });
@@ -123,7 +145,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('unreachable Redis: fail closed, at once or after the maximum wait', async () => {
       const dead = client(1, false); // nothing listens on port 1
-      const cfg = config({ api: { kind: 'window', max: 100, per: '1s' } });
+      const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });
       const fail = new SharedTrafficControl(cfg, { redis: dead, account: `dead-${++n}`, onUnavailable: 'fail' });
       const e1 = await fail.acquire({ url: '/x' }).catch((e) => e);
       assert.ok(e1 instanceof TrafficControlError && e1.code === 'STORE_UNAVAILABLE' && e1.kind === 'store', String(e1));
@@ -159,10 +181,10 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
     });
 
     test('requests that can never go fail at once with their code', async () => {
-      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s' } }), { redis: client(), account: `bad-${++n}` });
+      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s', hold: 'go' } }), { redis: client(), account: `bad-${++n}` });
       await assert.rejects(tc.acquire({ url: '/x', cost: 3 }), (e) => e.code === 'COST_EXCEEDS_CAPACITY');
       await assert.rejects(tc.acquire({ route: 'nope' }), (e) => e.code === 'UNKNOWN_ROUTE');
-      assert.throws(() => new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s' } }), { redis: client(), account: 'a{b}' }), (e) => e.code === 'CONFIG');
+      assert.throws(() => new SharedTrafficControl(config({ api: { kind: 'window', max: 2, per: '1s', hold: 'go' } }), { redis: client(), account: 'a{b}' }), (e) => e.code === 'CONFIG');
       const snap = await tc.snapshot();
       assert.equal(snap.limits[0].name, 'api');
     });
