@@ -193,6 +193,8 @@ export class SharedTrafficControl {
   #linger: ReturnType<typeof setTimeout> | undefined;
   /** Wake-up messages received (for tests and benchmarks). */
   wakeups = 0;
+  /** Counts kicks: a waiter that saw one while its question was out asks again instead of sleeping. */
+  #kicks = 0;
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
@@ -324,6 +326,7 @@ export class SharedTrafficControl {
   }
 
   #kickAll(): void {
+    this.#kicks++;
     const k = this.#kick;
     this.#kicked = new Promise((r) => (this.#kick = r));
     k?.();
@@ -426,6 +429,8 @@ export class SharedTrafficControl {
         continue;
       }
       let reply: unknown;
+      // A wake-up that arrives while the question is out must not be lost.
+      const kicks = this.#kicks;
       // The client's own retries must not outlast the request's maximum wait.
       const bound = left ?? (w.storeDownAt ?? now) + (this.#options.unavailableMaxWait ?? 30_000) - now;
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -476,8 +481,10 @@ export class SharedTrafficControl {
       let sleep = d.waitMs ?? ttl / 2;
       sleep = Math.min(sleep, 10_000);
       if (left !== undefined) sleep = Math.min(sleep, left + 1);
-      // Room freed in another process wakes it at once (see `wake`).
+      // Room freed in another process wakes it at once (see `wake`); room freed while the question
+      // was out: ask again now.
       this.#ensureWake();
+      if (this.#kicks !== kicks) continue;
       await this.#sleep(Math.max(0, sleep), w);
     }
     this.#classes.delete(klass);

@@ -610,9 +610,10 @@ class SharedTrafficControl(_SharedBase):
             except (asyncio.CancelledError, Exception):
                 pass
 
-    async def _sleep(self, ms: float) -> None:
+    async def _sleep(self, ms: float, kick: asyncio.Event) -> None:
+        """Sleeps ``ms`` or until ``kick`` (the event in force when the question went out, so a
+        wake-up that came while it was out is not lost)."""
         self._ensure_wake()
-        kick = self._kick
         try:
             await asyncio.wait_for(kick.wait(), timeout=max(0.0, ms) / 1000.0)
         except asyncio.TimeoutError:
@@ -626,6 +627,7 @@ class SharedTrafficControl(_SharedBase):
             if w.future.done():
                 queue.pop(0)
                 continue
+            kick = self._kick
             call = self._begin(w)
             if isinstance(call, _Call):
                 try:
@@ -639,7 +641,7 @@ class SharedTrafficControl(_SharedBase):
             else:
                 turn = call
             if not turn.done:
-                await self._sleep(turn.sleep_ms)
+                await self._sleep(turn.sleep_ms, kick)
                 continue
             queue.pop(0)
             if turn.withdraw:
