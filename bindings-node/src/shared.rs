@@ -174,6 +174,13 @@ pub fn shared_snapshot_call(h: &mut SharedHandle, now: f64) -> NativeStoreCall {
     call(h.snapshot_call(now), None)
 }
 
+/// The free status request that reports the budgets' balance (Keepa's `/token`), made from a
+/// request's URL; none when the config has none.
+#[napi]
+pub fn shared_status_url(h: &SharedHandle, url: String) -> Option<String> {
+    h.status_url(&url)
+}
+
 /// Every limit's shared state (JSON text, times in server milliseconds) from the snapshot reply.
 #[napi]
 pub fn shared_snapshot(h: &mut SharedHandle, now: f64, reply_json: String) -> Result<String, CodedError> {

@@ -1,4 +1,6 @@
-"""The shared store (Redis) from Python: a real redis-server started for this module."""
+"""The shared store (Redis) from Python: a real redis-server started for this module.
+Windows here count from the go ("hold": "go"): these tests are about the store's mechanics; the
+default hold (until completion plus per) is tested in core/tests/shared_store.rs and test_guarantee.py."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from traffic_control import TrafficControlError
 from traffic_control.shared import SharedTrafficControl, StoreUnavailableError
 from redis_server import RedisServer
 
-WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300}}, "global": ["api"]}
+WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
 _n = [0]
 
 
@@ -36,7 +38,7 @@ def client(port: int) -> aioredis.Redis:
 
 async def test_one_round_trip_per_admission_after_the_script_is_loaded(server: RedisServer) -> None:
     server.cli("script", "flush")
-    tc = SharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s"}}, "global": ["api"]},
+    tc = SharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s", "hold": "go"}}, "global": ["api"]},
                               redis=client(server.port), account=account("rt"))
     permit = await tc.acquire("/a")
     assert tc.round_trips[0] == 2  # NOSCRIPT, then EVAL
@@ -66,7 +68,7 @@ async def test_two_controllers_never_exceed_a_window_together(server: RedisServe
 
 async def test_a_waiting_high_goes_before_a_low_flood_of_another_controller(server: RedisServer) -> None:
     acct = account("prio")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 300}}, "global": ["api"]}
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 300, "hold": "go"}}, "global": ["api"]}
     a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     await a.acquire("/x")
@@ -88,7 +90,7 @@ async def test_a_waiting_high_goes_before_a_low_flood_of_another_controller(serv
 
 async def test_a_reservation_of_one_controller_holds_against_another(server: RedisServer) -> None:
     acct = account("res")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500}}, "global": ["api"]}
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
     a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     peak = a.reservation("/x")
@@ -159,3 +161,27 @@ async def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) 
         SharedTrafficControl(WINDOW, redis=client(server.port), account="a{b}")
     assert e2.value.code == "CONFIG"
     assert (await tc.snapshot())[0][0] == "api"
+
+
+async def test_a_completion_wakes_a_waiter_of_another_controller_at_once(server: RedisServer) -> None:
+    """The default window holds a request until its completion plus per; the completion publishes
+    on the account's wake channel, and the waiter of another controller asks again at once instead
+    of after half its waiter TTL (2 s here)."""
+    acct = account("wake")
+    cfg = {"limits": {"api": {"kind": "window", "max": 1, "per": 200}}, "global": ["api"]}
+    a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    b = SharedTrafficControl(cfg, redis=client(server.port), account=acct, waiter_ttl=4.0)
+    permit = await a.acquire("/x")
+    t0 = time.monotonic()
+    waiter = asyncio.create_task(b.acquire("/x"))
+    await asyncio.sleep(0.1)
+    completed = time.monotonic() - t0
+    await permit.complete(200)
+    second = await waiter
+    went = time.monotonic() - t0
+    assert went >= completed + 0.19, (went, completed)
+    assert went < completed + 1.0, f"went {went:.3f} s after start: the completion did not wake it"
+    assert b.wakeups > 0
+    await second.complete(200)
+    await b.aclose()
+    await a.aclose()

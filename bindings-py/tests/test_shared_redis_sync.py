@@ -1,5 +1,7 @@
 """The shared store from threads: SyncSharedTrafficControl over the blocking ``redis.Redis``,
-against a real redis-server started for this module."""
+against a real redis-server started for this module. Windows here count from the go ("hold":
+"go"): these tests are about the store's mechanics; the default hold (until completion plus per)
+is tested in core/tests/shared_store.rs and test_guarantee.py."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from traffic_control import TrafficControlError
 from traffic_control.shared import StoreUnavailableError, SyncSharedTrafficControl
 from redis_server import RedisServer
 
-WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300}}, "global": ["api"]}
+WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
 _n = [0]
 
 
@@ -39,7 +41,7 @@ def client(port: int, **options: Any) -> redis.Redis:
 
 def test_evalsha_then_eval_on_noscript_and_one_round_trip_per_admission(server: RedisServer) -> None:
     server.cli("script", "flush")
-    tc = SyncSharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s"}}, "global": ["api"]},
+    tc = SyncSharedTrafficControl({"limits": {"api": {"kind": "window", "max": 100, "per": "1s", "hold": "go"}}, "global": ["api"]},
                                   redis=client(server.port), account=account("rt"))
     permit = tc.acquire("/a")
     assert tc.round_trips[0] == 2  # NOSCRIPT, then EVAL
@@ -86,7 +88,7 @@ def test_two_sync_controllers_in_threads_never_exceed_a_window_together(server: 
 
 def test_a_reservation_made_through_one_is_spent_through_the_other(server: RedisServer) -> None:
     acct = account("res")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500}}, "global": ["api"]}
+    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
     a = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
     peak = a.reservation("/x")

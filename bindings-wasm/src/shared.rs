@@ -129,6 +129,13 @@ pub fn shared_snapshot_call(h: &SharedStore, now: f64) -> JsValue {
     call(h.0.snapshot_call(now), None)
 }
 
+/// The free status request that reports the budgets' balance (Keepa's `/token`), made from a
+/// request's URL; none when the config has none.
+#[wasm_bindgen(js_name = sharedStatusUrl)]
+pub fn shared_status_url(h: &SharedStore, url: String) -> Option<String> {
+    h.0.status_url(&url)
+}
+
 /// Every limit's shared state (JSON text, times in server milliseconds) from the snapshot reply.
 #[wasm_bindgen(js_name = sharedSnapshot)]
 pub fn shared_snapshot(h: &mut SharedStore, now: f64, reply_json: &str) -> Result<String, JsValue> {

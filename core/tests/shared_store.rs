@@ -488,6 +488,36 @@ fn a_follow_up_waiting_to_spend_its_reservation_keeps_it_past_its_ttl() {
 }
 
 #[test]
+fn a_pause_keeps_the_reservations_on_its_limits_alive_as_long_as_it_grew() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let mut s = store(&account("pause-resv"));
+    let listing = Request::http("POST", "/ws/listings/1");
+    s.set_test_clock(Some(ms(0)));
+    // The Dip reserves its Peak (ttl 3 s); a request on global only is answered 429 "5 s": global
+    // pauses, and the reservation holds global too.
+    go(ask(
+        &mut c,
+        &mut s,
+        ms(0),
+        &listing.clone().reserve(FollowUp::http("POST", "/ws/listings/1")),
+        &AdmitOptions::default(),
+    ));
+    let other = go(ask(&mut c, &mut s, ms(0), &Request::http("GET", "/orders"), &AdmitOptions::default()));
+    s.set_test_clock(Some(ms(100)));
+    let call = s.complete(ms(100), other.request, &Outcome::status(429).header("Retry-After", "5")).unwrap();
+    s.observe(ms(100), &c.run(&call)).unwrap();
+    let reserved = |c: &mut Client, s: &mut SharedStore, t: u64| {
+        s.set_test_clock(Some(ms(t)));
+        let call = s.snapshot_call(ms(t));
+        s.snapshot(ms(t), &c.run(&call)).unwrap().limits.iter().map(|l| l.reserved).sum::<u64>()
+    };
+    // Without the pause it would lapse at 3 s; the pause grew by 5 s: it lives until 8 s.
+    assert!(reserved(&mut c, &mut s, 7_900) > 0, "the reservation lapsed while the pause held its follow-up back");
+    assert_eq!(reserved(&mut c, &mut s, 8_000), 0);
+}
+
+#[test]
 fn a_lost_state_closes_the_account_for_the_longest_window() {
     let Some(server) = RedisServer::start() else { return };
     let mut c = server.client();

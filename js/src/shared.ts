@@ -46,6 +46,7 @@ interface SharedNative {
   sharedObserve(h: unknown, now: number, replyJson: string): boolean;
   sharedSnapshotCall(h: unknown, now: number): NativeStoreCall;
   sharedSnapshot(h: unknown, now: number, replyJson: string): string;
+  sharedStatusUrl(h: unknown, url: string): string | null | undefined;
 }
 
 /** Options of a shared controller. */
@@ -68,6 +69,11 @@ export interface SharedOptions {
   env?: Record<string, string | undefined>;
   /** Counts round trips to Redis (for benchmarks). */
   onRoundTrip?: () => void;
+  /**
+   * The `fetch` that sends the status request (Keepa's `/token`) when a budget's balance is unknown
+   * (default `globalThis.fetch`): `acquire` learns the balance by itself before the first costly call.
+   */
+  fetch?: typeof fetch;
   /**
    * Listen for wake-ups (default true): while requests wait, a second connection (the client's
    * `duplicate()`) subscribes to `tc:{account}:wake`, where the store announces freed room, so a
@@ -222,8 +228,46 @@ export class SharedTrafficControl {
     return new SharedReservation(this, followUp);
   }
 
-  /** Waits until the request may go; rejects with a coded error when it never can or its `maxWait` is spent. */
+  /**
+   * Waits until the request may go; rejects with a coded error when it never can or its `maxWait` is
+   * spent. A budget whose balance nobody reported yet is learnt first with the free status request
+   * (Keepa's `/token`, made from the request's URL), once per URL at a time.
+   */
   acquire(request: SharedRequest): Promise<SharedPermit> {
+    const url = request.url === undefined ? undefined : String(request.url);
+    return this.#acquireOnce(request).catch(async (e: unknown) => {
+      if (!(e instanceof TrafficControlError && e.code === 'BUDGET_UNKNOWN') || url === undefined || !(await this.#learnBudget(url))) throw e;
+      return this.#acquireOnce(request);
+    });
+  }
+
+  #learning = new Map<string, Promise<boolean>>();
+
+  #learnBudget(url: string): Promise<boolean> {
+    const status = this.#native.sharedStatusUrl(this.#h, url);
+    const doFetch = this.#options.fetch ?? globalThis.fetch;
+    if (!status || typeof doFetch !== 'function') return Promise.resolve(false);
+    let learning = this.#learning.get(status);
+    if (!learning) {
+      learning = (async () => {
+        const permit = await this.#acquireOnce({ method: 'GET', url: status, priority: 'high' });
+        let outcome: Parameters<SharedPermit['complete']>[0] = {};
+        try {
+          const res = await doFetch(status);
+          outcome = { status: res.status, headers: res.headers, body: await res.text() };
+          return res.ok;
+        } finally {
+          await permit.complete(outcome);
+        }
+      })()
+        .catch(() => false)
+        .finally(() => this.#learning.delete(status));
+      this.#learning.set(status, learning);
+    }
+    return learning;
+  }
+
+  #acquireOnce(request: SharedRequest): Promise<SharedPermit> {
     const now = theHost().now();
     const json = JSON.stringify(coreRequest(request, undefined));
     const id = `${theProcessTag()}-${++waiterSeq}`;

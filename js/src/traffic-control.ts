@@ -302,6 +302,21 @@ export class TrafficControl {
    * for a retry).
    */
   schedule<T>(options: RequestOptions, task: Task<T>): Promise<T> {
+    if (options.url === undefined) return this.#scheduleOnce(options, task);
+    // A budget whose balance nobody reported yet: learn it with the free status request, then ask
+    // once more (only when the task never ran).
+    let started = false;
+    const once = (p: Permit) => {
+      started = true;
+      return task(p);
+    };
+    return this.#scheduleOnce(options, once).catch(async (e: unknown) => {
+      if (started || !(e instanceof TrafficControlError && e.code === 'BUDGET_UNKNOWN') || !(await this.#learnBudget(String(options.url)))) throw e;
+      return this.#scheduleOnce(options, task);
+    });
+  }
+
+  #scheduleOnce<T>(options: RequestOptions, task: Task<T>): Promise<T> {
     const o = options;
     if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
       const level = LEVELS[o.priority ?? 'normal'];

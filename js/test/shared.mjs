@@ -72,6 +72,22 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       await Promise.all([a.close(), b.close()]);
     });
 
+    test('acquire learns an unknown Keepa balance with the free /token request, once for many callers', async () => {
+      const seen = [];
+      const fetch = async (url) => {
+        seen.push(String(url));
+        return new Response(JSON.stringify({ tokensLeft: 300, refillIn: 30_000, refillRate: 20, timestamp: Date.now() }), { status: 200 });
+      };
+      const tc = new SharedTrafficControl('keepa', { redis: client(), account: `learn-${++n}`, fetch, env: {} });
+      const permits = await Promise.all([1, 2].map((c) => tc.acquire({ method: 'GET', url: `https://api.keepa.com/bestsellers?key=K&category=${c}` })));
+      assert.equal(permits.length, 2);
+      assert.deepEqual(seen, ['https://api.keepa.com/token?key=K']);
+      const tokens = (await tc.snapshot()).limits.find((l) => l.name === 'tokens');
+      assert.equal(tokens.balance, 200, 'the balance /token reported, less the two bestsellers');
+      await Promise.all(permits.map((p) => p.complete({ status: 200 })));
+      await tc.close();
+    });
+
     test('two controllers on one account never exceed a window together', async () => {
       const account = `win-${++n}`;
       const cfg = config({ api: { kind: 'window', max: 5, per: 400, hold: 'go' } });

@@ -350,9 +350,11 @@ class TrafficControl(_native.Driver):
     # ---- called by the native fast path ----------------------------------------------------
 
     def _drain(self, now: float) -> None:
-        """The native fast path left events (someone waits or listens): deliver them."""
+        """The native fast path left events (someone waits or listens): deliver them. A completion
+        may have moved the next instant earlier (a window's hold now counts down): wake the timer."""
         with self._lock:
             self._drain_locked(now)
+            self._kick_locked()
         self._after()
 
     async def _enter_slow(self, permit: AsyncPermit, now: float) -> AsyncPermit:
@@ -409,6 +411,8 @@ class TrafficControl(_native.Driver):
                     self._kick_locked()
             if self._keep:
                 self._drain_locked(now)
+            # The completion may have moved the next instant earlier: wake the timer.
+            self._kick_locked()
         self._after()
         return completion, waiter
 

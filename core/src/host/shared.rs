@@ -208,6 +208,12 @@ impl SharedHost {
         self.store.observe(at(now_ms), &reply(reply_json)?).map_err(HostError::Store)
     }
 
+    /// The free status request that reports the budgets' balance, made from a request's URL
+    /// ([`Config::status_url`](crate::Config::status_url)).
+    pub fn status_url(&self, url: &str) -> Option<String> {
+        self.store.config().status_url(url)
+    }
+
     /// The call that reads every limit's shared state.
     pub fn snapshot_call(&self, now_ms: f64) -> StoreCall {
         self.store.snapshot_call(at(now_ms))

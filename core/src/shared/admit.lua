@@ -343,7 +343,7 @@ if op == 'admit' then
   end
   local limits = read_limits(15, nl, lease_ttl, id)
   for _, l in ipairs(limits) do
-    if l.kind == 'g' and not l.known then return reply(3, 'BUDGET_UNKNOWN', l.name) end
+    if l.kind == 'g' and not l.known and l.total > 0 then return reply(3, 'BUDGET_UNKNOWN', l.name) end
   end
   local reserved, own, own_live, first_res_expiry, own_exp, own_rest = scan_reservations(spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
@@ -487,7 +487,7 @@ elseif op == 'complete' then
   -- ARGV: 6 request id ("" when it held nothing), 7 limits; then per limit: name, kind, pause us,
   -- reported balance or "", refill in us or "", max, per (budgets), cost held (windows) or "".
   local rid, n = ARGV[6], tonumber(ARGV[7])
-  local freed, qkeys = false, {}
+  local freed, qkeys, grown = false, {}, {}
   for i = 1, n do
     local b = 8 + (i - 1) * 8
     local k = 3 + (i - 1) * 4
@@ -507,7 +507,10 @@ elseif op == 'complete' then
       -- Pauses are only ever extended.
       local untl = now + pause
       local cur = tonumber(string.match(redis.call('GET', KEYS[k + 1]) or '0', '^(%d+)')) or 0
-      if untl > cur then redis.call('SET', KEYS[k + 1], fmt(untl) .. ':' .. reason, 'PX', ttl_ms(pause)) end
+      if untl > cur then
+        redis.call('SET', KEYS[k + 1], fmt(untl) .. ':' .. reason, 'PX', ttl_ms(pause))
+        grown[ARGV[b]] = untl - math.max(cur, now)
+      end
     end
     if kind == 'g' and ARGV[b + 3] ~= '' then
       local max, per = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
@@ -521,6 +524,30 @@ elseif op == 'complete' then
       redis.call('HSET', KEYS[k], 'bal', fmt(bal), 'next', fmt(nxt))
       redis.call('PEXPIRE', KEYS[k], ttl_ms(math.max(0, max - bal) * per + per + (nxt - now)))
       freed = true
+    end
+  end
+  if next(grown) ~= nil then
+    -- Reservations held on a paused limit live as much longer as the pause grew: a follow-up held
+    -- back by the pause still finds its room (pauses are rare: the scan is too).
+    local all = redis.call('HGETALL', resv)
+    local longest = 0
+    for i = 1, #all, 2 do
+      local v = all[i + 1]
+      local exp = tonumber(string.match(v, '^(%d+)'))
+      if exp > now then
+        local ext = 0
+        for name in string.gmatch(string.sub(v, #string.match(v, '^(%d+)') + 1), ';([^;]+);%d+') do
+          if grown[name] ~= nil and grown[name] > ext then ext = grown[name] end
+        end
+        if ext > 0 then
+          redis.call('HSET', resv, all[i], fmt(exp + ext) .. string.sub(v, #string.match(v, '^(%d+)') + 1))
+          if exp + ext - now > longest then longest = exp + ext - now end
+        end
+      end
+    end
+    if longest > 0 then
+      if redis.call('PTTL', resv) < ttl_ms(longest) then redis.call('PEXPIRE', resv, ttl_ms(longest)) end
+      if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
     end
   end
   if freed then wake_waiters(qkeys) end
