@@ -24,5 +24,6 @@ test('browser entry: loads the build without the shared store, and says so when 
   assert.throws(() => new pkg.SharedTrafficControl('backmarket', { redis, account: 'a' }), /no shared store.*browser cannot reach Redis/);
 });
 
-// A browser has no process.env: preset overrides come only from the `env` option.
-surfaceTests(pkg, undefined, { readsProcessEnv: false });
+// A browser has no environment: the browser build has no environment overrides (a config object
+// says what a page needs), and says so when given some.
+surfaceTests(pkg, undefined, { readsProcessEnv: false, envOverrides: false });

@@ -12,13 +12,15 @@ const builds = ['native', 'native-browser'].map((dir) => {
   return { dir, bytes, module: new WebAssembly.Module(bytes) };
 });
 
-// The target is 150 KB gzipped, and the browser build holds it (about 148 KB): configs and
+// The target is 150 KB gzipped, and the browser build holds it (about 147 KB): configs and
 // requests are read by hand from serde_json values (core/src/read.rs) instead of serde's derived
-// deserializers, and nothing formats or parses a float with core's routines (their tables alone
-// were 20 KB). The full build adds about 27 KB for the shared store (its Lua script, ~6 KB, and
-// the code that builds its calls and reads its replies): Workers, Node and Bun load it, where
-// size matters less. The browser bound is the target; the full build's only catches growth.
-const bounds = { native: 178, 'native-browser': 150 };
+// deserializers, nothing formats or parses a float with core's routines (their tables alone were
+// 20 KB), and it has no environment overrides (a browser passes a config object). The full build
+// adds about 32 KB for environment overrides and the shared store (its Lua script, ~5 KB gzipped
+// without comments, and the code that builds its calls and reads its replies): Workers, Node and
+// Bun load it, where size matters less. The browser bound is the target; the full build's only
+// catches growth (179 KB with the windows' completion hold, wake-ups and pause reasons in Redis).
+const bounds = { native: 182, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
   test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;

@@ -379,10 +379,10 @@ fn a_window_holds_a_request_until_its_completion_plus_per_in_every_process() {
     a.set_test_clock(Some(ms(0)));
     let first = go(ask(&mut c, &mut a, ms(0), &req, &AdmitOptions::default()));
     go(ask(&mut c, &mut a, ms(0), &req, &AdmitOptions::default()));
-    // In flight, both count in every process however long they take; the wake-up is the first
-    // lease's end (only a completion or a lease lapsing starts a count-down).
+    // In flight, both count in every process however long they take: only a completion or a lease
+    // lapsing starts a count-down, so nothing can free before now + per (the hint to ask again).
     b.set_test_clock(Some(ms(3000)));
-    assert_eq!(ask(&mut c, &mut b, ms(3000), &req, &AdmitOptions::default()), Decision::Wait { until: Some(ms(5000)) });
+    assert_eq!(ask(&mut c, &mut b, ms(3000), &req, &AdmitOptions::default()), Decision::Wait { until: Some(ms(4000)) });
     // A completion at 3.2 s: that request may have arrived then, it counts until 4.2 s.
     a.set_test_clock(Some(ms(3200)));
     let call =

@@ -523,7 +523,9 @@ export class SharedTrafficControl {
       // within half the TTL.
       const ttl = this.#options.waiterTtl ?? 2_000;
       let sleep = d.waitMs ?? ttl / 2;
-      sleep = Math.min(sleep, 10_000);
+      // Without wake-ups (a client that cannot subscribe, `wake: false`) room freed elsewhere is
+      // seen only by asking: at least every half TTL.
+      sleep = Math.min(sleep, this.#sub ? 10_000 : ttl / 2);
       if (left !== undefined) sleep = Math.min(sleep, left + 1);
       // Room freed in another process wakes it at once (see `wake`); room freed while the question
       // was out: ask again now.

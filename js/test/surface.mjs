@@ -33,8 +33,9 @@ function thrown(f) {
 /**
  * @param loadCommonJs loads the package's CommonJS entry, when it has one
  * @param options.readsProcessEnv false for an entry that has no process.env to read (browsers, Workers)
+ * @param options.envOverrides false for a build without environment overrides (the wasm browser build)
  */
-export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true } = {}) {
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true } = {}) {
   describe('config', () => {
     test('an invalid config names the field and the reason, code CONFIG', () => {
       const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
@@ -47,7 +48,15 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.match(e2.message, /limits\.api\b.*"soon" is not a duration/);
     });
 
-    test('presets by name, overridden from the environment given', () => {
+    if (!envOverrides) test('a build without environment overrides says so rather than ignoring them', () => {
+      assert.equal(new TrafficControl('backmarket', { env: { PATH: '/bin' } }).config.limits.catalog.max, 15);
+      const e = thrown(() => new TrafficControl('backmarket', { env: { BM_RATE_LIMIT_CATALOG_MAX_REQUESTS: '5' } }));
+      assert.equal(e.code, 'CONFIG');
+      assert.match(e.message, /BM_RATE_LIMIT_CATALOG_MAX_REQUESTS.*no environment overrides.*pass a config object/);
+      assert.equal(thrown(() => new TrafficControl('nosuchapi')).code, 'CONFIG');
+    });
+
+    if (envOverrides) test('presets by name, overridden from the environment given', () => {
       const tc = new TrafficControl('backmarket', { env: { BM_RATE_LIMIT_CATALOG_MAX_REQUESTS: '5', PATH: '/bin' } });
       const catalog = tc.snapshot().limits.find((l) => l.name === 'catalog');
       assert.equal(catalog.capacity, 5);

@@ -614,6 +614,9 @@ class SharedTrafficControl(_SharedBase):
         """Sleeps ``ms`` or until ``kick`` (the event in force when the question went out, so a
         wake-up that came while it was out is not lost)."""
         self._ensure_wake()
+        if self._listener is None:
+            # Without wake-ups, room freed elsewhere is seen only by asking: every half TTL.
+            ms = min(ms, self._waiter_ttl_ms / 2)
         try:
             await asyncio.wait_for(kick.wait(), timeout=max(0.0, ms) / 1000.0)
         except asyncio.TimeoutError:
@@ -860,7 +863,8 @@ class SyncSharedTrafficControl(_SharedBase):
             # Sleep until the instant the core names, or until this instance's state changes or a
             # wake-up comes from another process.
             self._ensure_wake()
-            until = time.monotonic() + max(0.0, turn.sleep_ms) / 1000.0
+            sleep_ms = turn.sleep_ms if self._wake_thread is not None else min(turn.sleep_ms, self._waiter_ttl_ms / 2)
+            until = time.monotonic() + max(0.0, sleep_ms) / 1000.0
             with self._cond:
                 while self._kicks == kicks:
                     left = until - time.monotonic()

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::*;
+use crate::config::LimitConfig;
 use crate::{Decision, Outcome, Request, RequestId, RouteLimit, Timestamp, TrafficControl};
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -153,7 +153,12 @@ local function load_window(l, lease_ttl, id)
     for _, member in ipairs(redis.call('ZRANGE', l.fkey, 0, -1)) do
       inflight = inflight + tonumber(string.match(member, ':(%d+)$'))
     end
-    if inflight > 0 then l.timer = tonumber(redis.call('ZRANGE', l.fkey, 0, 0, 'WITHSCORES')[2]) end
+    if inflight > 0 then
+      l.timer = tonumber(redis.call('ZRANGE', l.fkey, 0, 0, 'WITHSCORES')[2])
+      -- No hold in flight can leave the window before now + per (its completion is at least now):
+      -- a host that hears no wake-up asks again then, not at the lease's end.
+      l.hint = now + per
+    end
   end
   redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
   local n = redis.call('ZCARD', l.key)
@@ -382,6 +387,7 @@ if op == 'admit' then
     if ceiling == nil or l.used > ceiling or l.paused > now then fits = false end
     if wake ~= nil then
       local t = ceiling ~= nil and l.when(ceiling) or nil
+      if t == nil and ceiling ~= nil then t = l.hint end
       if t == nil then wake = nil else wake = math.max(wake, t, l.paused) end
     end
   end

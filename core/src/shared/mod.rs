@@ -61,8 +61,9 @@ use crate::route::{Need, Needs, Router};
 use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
 use crate::time::Timestamp;
 
-/// The Lua script every binding loads (`SCRIPT LOAD`) and calls by [`script_sha1`].
-pub const SCRIPT: &str = include_str!("admit.lua");
+/// The Lua script every binding loads (`SCRIPT LOAD`) and calls by [`script_sha1`]: the commented
+/// source `src/shared/admit.lua` without its comments and indentation (see `build.rs`).
+pub const SCRIPT: &str = include_str!(concat!(env!("OUT_DIR"), "/admit.lua"));
 
 /// The SHA1 of [`SCRIPT`], hex: what `EVALSHA` names.
 pub fn script_sha1() -> &'static str {
