@@ -192,6 +192,12 @@ impl PySharedStore {
     }
 
     /// The call that reads every limit's shared state.
+    /// The free status request that reports the budgets' balance (Keepa's `/token`), made from a
+    /// request's URL; None when the config has none.
+    fn status_url(&self, url: &str) -> Option<String> {
+        self.host().status_url(url)
+    }
+
     fn snapshot_call(&self, now: f64) -> Call {
         parts(self.host().store_mut().snapshot_call(ts(now)))
     }

@@ -185,3 +185,16 @@ async def test_a_completion_wakes_a_waiter_of_another_controller_at_once(server:
     await second.complete(200)
     await b.aclose()
     await a.aclose()
+
+
+async def test_acquire_learns_an_unknown_keepa_balance_with_the_free_token_request(server: RedisServer) -> None:
+    from mock_servers import MockKeepa
+
+    with MockKeepa(tokens=300, refill=20, period=60.0) as keepa:
+        tc = SharedTrafficControl("keepa", redis=client(server.port), account=account("learn"), env={})
+        permits = await asyncio.gather(*(tc.acquire(f"{keepa.url}/bestsellers?key=K&category={c}") for c in (1, 2)))
+        assert len(permits) == 2
+        assert keepa.requests == 1, "one /token request for both"
+        for p in permits:
+            await p.complete(200)
+        await tc.aclose()

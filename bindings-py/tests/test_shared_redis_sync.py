@@ -181,3 +181,24 @@ def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> Non
         tc.acquire("/x", cost=5)
     assert e.value.code == "COST_EXCEEDS_CAPACITY"
     assert tc.snapshot()[0][0] == "api"
+
+
+def test_acquire_learns_an_unknown_keepa_balance_with_the_free_token_request(server: RedisServer) -> None:
+    from mock_servers import MockKeepa
+
+    with MockKeepa(tokens=300, refill=20, period=60.0) as keepa:
+        tc = SyncSharedTrafficControl("keepa", redis=client(server.port), account=account("learn"), env={})
+        permits: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda c=c: permits.append(tc.acquire(f"{keepa.url}/bestsellers?key=K&category={c}")))
+            for c in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(permits) == 3
+        assert keepa.requests == 1, "one /token request for all three threads"
+        for p in permits:
+            p.complete(200)
+        tc.close()

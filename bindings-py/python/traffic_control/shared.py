@@ -437,9 +437,12 @@ class SharedTrafficControl(_SharedBase):
         waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None,
         wake: bool = True,
+        http: Any = None,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
         self._redis = redis
+        self._http = http
+        self._learning: dict[str, asyncio.Future[bool]] = {}
         self._classes: dict[str, list[_AsyncWaiter]] = {}
         self._kick = asyncio.Event()
         self._wake_enabled = wake
@@ -471,7 +474,63 @@ class SharedTrafficControl(_SharedBase):
         spend: SharedReservation | None = None,
         max_wait: float | None = None,
     ) -> SharedPermit:
-        """Waits until the request may go; raises the error of its kind when it never can."""
+        """Waits until the request may go; raises the error of its kind when it never can. A budget
+        whose balance nobody reported yet is learnt first with the free status request (Keepa's
+        ``/token``, made from ``url``; sent with ``http=``, an ``httpx.AsyncClient``, or a new one)."""
+        args = (url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        try:
+            return await self._acquire_once(*args)
+        except TrafficControlError as e:
+            if e.code != "BUDGET_UNKNOWN" or url is None or not await self._learn_budget(url):
+                raise
+            return await self._acquire_once(*args)
+
+    async def _learn_budget(self, url: str) -> bool:
+        """Sends the status request made from ``url`` (one at a time per status URL)."""
+        status = self._store.status_url(url)
+        if status is None:
+            return False
+        pending = self._learning.get(status)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._learning[status] = future
+        try:
+            permit = await self._acquire_once(status, "GET", None, "high", None, (), (), None, None)
+            code: int | None = None
+            headers: list[tuple[str, str]] | None = None
+            body: str | None = None
+            try:
+                if self._http is not None:
+                    response = await self._http.get(status)
+                else:
+                    import httpx
+
+                    async with httpx.AsyncClient() as client:
+                        response = await client.get(status)
+                code, headers, body = response.status_code, list(response.headers.multi_items()), response.text
+            finally:
+                await permit.complete(code, headers, body)
+            future.set_result(code is not None and code < 400)
+        except Exception:
+            if not future.done():
+                future.set_result(False)
+        finally:
+            del self._learning[status]
+        return future.result()
+
+    async def _acquire_once(
+        self,
+        url: str | None,
+        method: str | None,
+        route: str | None,
+        priority: str,
+        cost: int | None,
+        limits: Sequence[str],
+        reserve: Sequence[SharedReservation],
+        spend: SharedReservation | None,
+        max_wait: float | None,
+    ) -> SharedPermit:
         wid, klass, text, max_wait_at = self._request(
             url, method, route, priority, cost, limits, reserve, spend, max_wait
         )
@@ -684,9 +743,13 @@ class SyncSharedTrafficControl(_SharedBase):
         waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None,
         wake: bool = True,
+        http: Any = None,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
         self._redis = redis
+        self._http = http
+        self._learning = threading.Lock()
+        self._learnt = 0
         self._classes: dict[str, list[_Waiter]] = {}
         self._cond = threading.Condition()
         self._kicks = 0
@@ -720,7 +783,62 @@ class SyncSharedTrafficControl(_SharedBase):
         spend: SyncSharedReservation | None = None,
         max_wait: float | None = None,
     ) -> SyncSharedPermit:
-        """Blocks until the request may go; raises the error of its kind when it never can."""
+        """Blocks until the request may go; raises the error of its kind when it never can. A
+        budget whose balance nobody reported yet is learnt first with the free status request
+        (Keepa's ``/token``, made from ``url``; sent with ``http=``, an ``httpx.Client``, or a new
+        one)."""
+        args = (url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        try:
+            return self._acquire_once(*args)
+        except TrafficControlError as e:
+            if e.code != "BUDGET_UNKNOWN" or url is None or not self._learn_budget(url):
+                raise
+            return self._acquire_once(*args)
+
+    def _learn_budget(self, url: str) -> bool:
+        """Sends the status request made from ``url`` (one thread at a time)."""
+        status = self._store.status_url(url)
+        if status is None:
+            return False
+        generation = self._learnt
+        with self._learning:
+            if self._learnt != generation:
+                return True  # another thread learnt it while this one waited for the lock
+            try:
+                permit = self._acquire_once(status, "GET", None, "high", None, (), (), None, None)
+            except Exception:
+                return False
+            code: int | None = None
+            headers: list[tuple[str, str]] | None = None
+            body: str | None = None
+            try:
+                if self._http is not None:
+                    response = self._http.get(status)
+                else:
+                    import httpx
+
+                    with httpx.Client() as client:
+                        response = client.get(status)
+                code, headers, body = response.status_code, list(response.headers.multi_items()), response.text
+            except Exception:
+                return False
+            finally:
+                permit.complete(code, headers, body)
+            self._learnt += 1
+            return code is not None and code < 400
+
+    def _acquire_once(
+        self,
+        url: str | None,
+        method: str | None,
+        route: str | None,
+        priority: str,
+        cost: int | None,
+        limits: Sequence[str],
+        reserve: Sequence[SyncSharedReservation],
+        spend: SyncSharedReservation | None,
+        max_wait: float | None,
+    ) -> SyncSharedPermit:
         wid, klass, text, max_wait_at = self._request(
             url, method, route, priority, cost, limits, reserve, spend, max_wait
         )
@@ -831,6 +949,9 @@ class SyncSharedTrafficControl(_SharedBase):
         try:
             if thread is not None:
                 thread.stop()
+                # Its loop reads with a short timeout: let it end before its connection closes.
+                if thread is not threading.current_thread():
+                    thread.join(timeout=1.0)
             if pubsub is not None:
                 pubsub.close()
         except Exception:
