@@ -202,10 +202,23 @@ impl PySharedStore {
         parts(self.host().store_mut().snapshot_call(ts(now)))
     }
 
-    /// Every limit's shared state from the snapshot reply: `[(name, used, capacity, reserved)]`.
-    fn snapshot(&self, now: f64, reply: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64, u64, u64)>> {
+    /// Every limit's shared state from the snapshot reply: `[(name, used, capacity, reserved,
+    /// pause)]`, `pause` being `(until_ms, reason)` in Redis server time while a 429 or a block
+    /// pauses the limit, else None.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(
+        &self,
+        now: f64,
+        reply: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(String, u64, u64, u64, Option<(f64, &'static str)>)>> {
         let reply = replies(reply)?;
         let s = self.host().store_mut().snapshot(ts(now), &reply).map_err(|e| store_error(&e))?;
-        Ok(s.limits.into_iter().map(|l| (l.name, l.used, l.capacity, l.reserved)).collect())
+        Ok(s.limits
+            .into_iter()
+            .map(|l| {
+                let pause = l.pause.map(|p| (p.until.as_millis_f64(), p.reason));
+                (l.name, l.used, l.capacity, l.reserved, pause)
+            })
+            .collect())
     }
 }

@@ -198,3 +198,14 @@ async def test_acquire_learns_an_unknown_keepa_balance_with_the_free_token_reque
         for p in permits:
             await p.complete(200)
         await tc.aclose()
+
+
+async def test_the_snapshot_shows_a_pause_with_its_reason_and_end(server: RedisServer) -> None:
+    tc = SharedTrafficControl(WINDOW, redis=client(server.port), account=account("pause"))
+    permit = await tc.acquire("/x")
+    await permit.complete(429, [("Retry-After", "5")])
+    name, _, _, _, pause = (await tc.snapshot())[0]
+    assert name == "api" and pause is not None
+    until, reason = pause
+    assert reason == "retry_after"
+    assert until > 0

@@ -399,7 +399,7 @@ class _SharedBase:
         with self._store_lock:
             return self._store.snapshot_call(_now())
 
-    def _snapshot_reply(self, reply: Any) -> list[tuple[str, int, int, int]]:
+    def _snapshot_reply(self, reply: Any) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
         with self._store_lock:
             return self._store.snapshot(_now(), reply)
 
@@ -552,8 +552,9 @@ class SharedTrafficControl(_SharedBase):
         self._observe(await self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
         self._wake()
 
-    async def snapshot(self) -> list[tuple[str, int, int, int]]:
-        """Every limit's shared state: ``(name, used, capacity, reserved)``."""
+    async def snapshot(self) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
+        """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
+        ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
         return self._snapshot_reply(await self._run(*self._snapshot_call()))
 
     @property
@@ -864,8 +865,9 @@ class SyncSharedTrafficControl(_SharedBase):
         self._observe(self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
         self._wake()
 
-    def snapshot(self) -> list[tuple[str, int, int, int]]:
-        """Every limit's shared state: ``(name, used, capacity, reserved)``."""
+    def snapshot(self) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
+        """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
+        ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
         return self._snapshot_reply(self._run(*self._snapshot_call()))
 
     @property
