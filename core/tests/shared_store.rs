@@ -35,6 +35,12 @@ fn ms(v: u64) -> Timestamp {
 
 // ---- differential --------------------------------------------------------------------------------
 
+/// Every duration of the differential workloads is this many times the generated one. Redis expires
+/// keys on its own clock while the store runs on the test's: at 20x, a key outlives the fake time it
+/// covers unless one step of the test takes over a second of real time on a loaded machine (at 1x, a
+/// 93 ms window's key expired under a parallel test run and the store forgot 3 admissions).
+const SCALE: u64 = 20;
+
 #[derive(Debug, Clone)]
 enum LimitSpec {
     Window { max: u64, per_ms: u64 },
@@ -60,11 +66,11 @@ impl LimitSpec {
 
 fn limit_spec() -> impl Strategy<Value = LimitSpec> {
     prop_oneof![
-        3 => (1u64..6, 50u64..600).prop_map(|(max, per_ms)| LimitSpec::Window { max, per_ms }),
-        1 => (1u64..6, 1u64..4, 50u64..400).prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms }),
+        3 => (1u64..6, 50u64..600).prop_map(|(max, per_ms)| LimitSpec::Window { max, per_ms: per_ms * SCALE }),
+        1 => (1u64..6, 1u64..4, 50u64..400).prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms: per_ms * SCALE }),
         1 => (1u64..4).prop_map(|max| LimitSpec::Concurrency { max }),
         1 => (2u64..6, 100u64..500, 4u64..12, 0u64..2, 0u64..12).prop_map(|(refill, per_ms, max, floor, initial)| {
-            LimitSpec::Budget { refill, per_ms, max, floor, initial: initial.min(max) }
+            LimitSpec::Budget { refill, per_ms: per_ms * SCALE, max, floor, initial: initial.min(max) }
         }),
     ]
 }
@@ -88,10 +94,17 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..3, 1u64..3, 0u8..4, proptest::option::weighted(0.3, (0usize..3, 1u64..3, 20u64..400)),
               proptest::option::weighted(0.3, 0usize..8), proptest::option::weighted(0.2, 0u64..300))
-            .prop_map(|(route, cost, priority, reserve, spend, max_wait_ms)| Op::Ask { route, cost, priority, reserve, spend, max_wait_ms }),
+            .prop_map(|(route, cost, priority, reserve, spend, max_wait_ms)| Op::Ask {
+                route,
+                cost,
+                priority,
+                reserve: reserve.map(|(r, c, ttl)| (r, c, ttl * SCALE)),
+                spend,
+                max_wait_ms: max_wait_ms.map(|w| w * SCALE),
+            }),
         2 => (0usize..8).prop_map(Op::Complete),
         1 => (0usize..8).prop_map(Op::Release),
-        3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(Op::Advance),
+        3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(|d| Op::Advance(d * SCALE)),
     ]
 }
 
@@ -128,10 +141,12 @@ fn config_of(w: &Workload) -> Config {
         .map(|(r, mask)| format!(r#"{{"name":"r{r}","path":"^/r{r}","limits":[{}]}}"#, names(mask)))
         .collect();
     let json = format!(
-        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":"700ms","reservation_ttl":"300ms"}}"#,
+        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{}}}"#,
         limits.join(","),
         names(&w.global),
-        routes.join(",")
+        routes.join(","),
+        700 * SCALE,
+        300 * SCALE
     );
     Config::from_json(&json).unwrap()
 }

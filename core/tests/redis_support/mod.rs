@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use traffic_control_core::{script_sha1, ReplyValue, StoreCall, SCRIPT};
@@ -37,26 +38,68 @@ impl RedisServer {
             eprintln!("SKIPPED: redis-server not found (apt-get install -y redis-server)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(format!("tc-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let server = RedisServer { child, port, dir };
+        // Ports come from below Linux's ephemeral range (32768-60999), unique per test in this process
+        // and spread by pid across processes: a port picked by binding to :0 can meanwhile be the local
+        // end of another test's connection or the next pick of a test alongside (seen: the probe then
+        // reached a server that was going away). The server that answers must report this child's pid;
+        // a server that exited or does not answer is started again on the next port.
+        static NEXT: AtomicU16 = AtomicU16::new(0);
+        let base = 20_000 + (std::process::id() % 400) as u16 * 25;
+        for _attempt in 0..8 {
+            let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 25;
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            let dir = std::env::temp_dir().join(format!("tc-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server starts");
+            let mut server = RedisServer { child, port, dir };
+            if server.wait_ready() {
+                return Some(server);
+            }
+        }
+        panic!("redis-server did not start on any of 8 ports");
+    }
+
+    /// Waits until this child answers on its port; false when it exited or another server answers.
+    fn wait_ready(&mut self) -> bool {
+        let pid = format!("process_id:{}", self.child.id());
         // The test harness waits for a real server with a real clock; the core never does.
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Some(info) = Self::info(self.port) {
+                return info.lines().any(|l| l.trim() == pid);
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
             #[allow(clippy::disallowed_methods)]
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(server)
+    }
+
+    /// `INFO server` from whatever listens on `port`, or `None` on any error.
+    fn info(port: u16) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"INFO server\r\n").ok()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let n: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+        let mut buf = vec![0; n + 2];
+        r.read_exact(&mut buf).ok()?;
+        String::from_utf8(buf).ok()
     }
 
     pub(crate) fn client(&self) -> Client {
