@@ -7,7 +7,9 @@ use crate::{
     TrafficControl,
 };
 
+mod driver;
 mod shared;
+pub use driver::DriverHost;
 pub use shared::{script, SharedDecision, SharedHost};
 
 /// An error of a call made at the boundary: the core's, or an argument the host got wrong.

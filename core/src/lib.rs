@@ -45,6 +45,7 @@
 
 mod config;
 mod controller;
+pub mod driver;
 mod error;
 mod event;
 mod feedback;

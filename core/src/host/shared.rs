@@ -224,22 +224,29 @@ impl SharedHost {
     /// balance, pause: {until, serverUntil, reason, strikes} | null}], waiters}`.
     pub fn snapshot(&mut self, now_ms: f64, reply_json: &str) -> Result<String, HostError> {
         let s = self.store.snapshot(at(now_ms), &reply(reply_json)?).map_err(HostError::Store)?;
-        let limits: Vec<serde_json::Value> = s
-            .limits
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "name": l.name, "kind": l.kind, "capacity": l.capacity, "used": l.used, "reserved": l.reserved,
-                    "available": l.available, "nextFree": l.next_free.map(|t| t.as_millis_f64()), "balance": l.balance,
-                    "pause": l.pause.as_ref().map(|p| serde_json::json!({
-                        "until": p.until.as_millis_f64(), "serverUntil": p.server_until.as_millis_f64(),
-                        "reason": p.reason, "strikes": p.strikes,
-                    })),
-                })
-            })
-            .collect();
-        Ok(serde_json::json!({ "at": s.at.as_millis_f64(), "limits": limits, "waiters": s.waiting[2] }).to_string())
+        Ok(snapshot_json(&s).to_string())
     }
+}
+
+/// A store snapshot as the JavaScript and Python hosts read it (times in server milliseconds):
+/// `{at, limits: [{name, kind, capacity, used, reserved, available, nextFree, balance, pause:
+/// {until, serverUntil, reason, strikes} | null}], waiters}`.
+pub(crate) fn snapshot_json(s: &crate::Snapshot) -> serde_json::Value {
+    let limits: Vec<serde_json::Value> = s
+        .limits
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name, "kind": l.kind, "capacity": l.capacity, "used": l.used, "reserved": l.reserved,
+                "available": l.available, "nextFree": l.next_free.map(|t| t.as_millis_f64()), "balance": l.balance,
+                "pause": l.pause.as_ref().map(|p| serde_json::json!({
+                    "until": p.until.as_millis_f64(), "serverUntil": p.server_until.as_millis_f64(),
+                    "reason": p.reason, "strikes": p.strikes,
+                })),
+            })
+        })
+        .collect();
+    serde_json::json!({ "at": s.at.as_millis_f64(), "limits": limits, "waiters": s.waiting[2] })
 }
 
 #[cfg(test)]

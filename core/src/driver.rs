@@ -1,0 +1,891 @@
+//! The host driver of the shared store: everything a host does around [`SharedStore`] besides its
+//! timer, its promises or futures and its Redis calls, written once (str0m's shape).
+//!
+//! A host feeds inputs (an acquire, a store reply, a store failure, a cancel, a completion, a
+//! wake-up, the time) and drains [`Output`]s: "run this script call", "this acquire may go", "this
+//! operation failed", "subscribe to wake-ups", "send this status request". It sleeps until
+//! [`poll_timeout`](SharedDriver::poll_timeout) and then calls
+//! [`handle_timeout`](SharedDriver::handle_timeout). The driver owns:
+//!
+//! - **Waiters**: within a local class (the same priority on the same limits) requests go in
+//!   arrival order and only the head asks the store; a waiter registers its claim under an id unique
+//!   across processes and keeps its place (`since`) while it asks again.
+//! - **When to ask again**: at the instant the store names; without one, within half the waiter
+//!   TTL; never later than 10 s while subscribed to wake-ups, half the waiter TTL without them; at
+//!   once when a wake-up (another process freed room) or a local completion came while a question
+//!   was out.
+//! - **The longest wait** (`max_wait`): a waiter that reaches it fails with `DEADLINE_EXCEEDED` and
+//!   withdraws its claim; the store refuses at once what cannot go in time.
+//! - **The store-unavailable policy**: fail closed, never admit without the store. With
+//!   [`Unavailable::Wait`], retry after 50 ms doubling to 1 s, until the request's longest wait (or
+//!   `unavailable_max_wait`) is spent, then fail with `STORE_UNAVAILABLE`; with
+//!   [`Unavailable::Fail`], fail at once. A call the client does not answer within that bound counts
+//!   as failed. Reports (completions, releases, budgets) retry under the same policy.
+//! - **Budgets learnt on first use**: a request refused with `BUDGET_UNKNOWN` whose URL gives a
+//!   status request (Keepa's `/token`) waits while the driver acquires that request (HIGH), asks the
+//!   host to send it ([`Output::Status`]), reports its answer and asks once more; one status request
+//!   per URL at a time.
+//! - **Wake-up subscriptions**: subscribe while requests wait, unsubscribe a second after the last.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{ConfigError, RequestError, StoreError};
+use crate::request::{Decision, Outcome, Priority, Request, RequestId, ReservationId, Target};
+use crate::shared::{AdmitOptions, ReplyValue, SharedStore, StoreCall, StoreOptions};
+use crate::snapshot::Snapshot;
+use crate::time::Timestamp;
+use crate::Config;
+
+/// What a request does while the shared store cannot be reached. Never unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// Retry with backoff (50 ms doubling to 1 s) until the request's longest wait, or
+    /// `unavailable_max_wait`, is spent; then fail with `STORE_UNAVAILABLE`.
+    #[default]
+    Wait,
+    /// Fail at once with `STORE_UNAVAILABLE`.
+    Fail,
+}
+
+/// How a [`SharedDriver`] behaves.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DriverOptions {
+    /// What a request does while the store is unreachable.
+    pub on_unavailable: Unavailable,
+    /// With [`Unavailable::Wait`] and no longest wait of its own: how long a request (or a report)
+    /// waits for the store before failing. Default 30 s.
+    pub unavailable_max_wait: Duration,
+    /// Tells this process's waiters from every other's in Redis (a random tag made by the host).
+    pub process_tag: String,
+    /// Subscribe to wake-ups while requests wait (the host can listen on the channel).
+    pub wake: bool,
+    /// Learn an unknown budget with the status request (the host can send HTTP requests).
+    pub learn_budgets: bool,
+}
+
+impl DriverOptions {
+    /// Defaults: wait for the store up to 30 s, wake-ups and budget learning on.
+    pub fn new(process_tag: impl Into<String>) -> Self {
+        DriverOptions {
+            on_unavailable: Unavailable::Wait,
+            unavailable_max_wait: Duration::from_secs(30),
+            process_tag: process_tag.into(),
+            wake: true,
+            learn_budgets: true,
+        }
+    }
+}
+
+/// An operation the host started (an acquire, a completion, a release, a budget sync, a snapshot):
+/// its result comes as an [`Output`] naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub u64);
+
+/// A script call the host runs; its reply or failure goes back under this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// Why an operation failed: the core refused the request, or the store did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Refused, cancelled, out of time or budget.
+    Request(RequestError),
+    /// The store was unreachable for longer than allowed, or answered nonsense.
+    Store(StoreError),
+}
+
+impl DriverError {
+    /// The stable code (`DEADLINE_EXCEEDED`, `STORE_UNAVAILABLE`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DriverError::Request(e) => e.code(),
+            DriverError::Store(e) => e.code(),
+        }
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Request(e) => e.fmt(f),
+            DriverError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// What the driver asks of its host, drained with [`SharedDriver::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Run this script call (`EVALSHA`, `EVAL` on `NOSCRIPT`) and hand back its reply
+    /// ([`SharedDriver::on_reply`]) or its failure ([`SharedDriver::on_store_error`]).
+    Run {
+        /// The call's id.
+        call: CallId,
+        /// The call.
+        store_call: StoreCall,
+    },
+    /// The acquire may go: send the request, then complete it.
+    Go {
+        /// The acquire.
+        handle: Handle,
+        /// The request's id, unique across processes.
+        request: RequestId,
+        /// The reservations made for its follow-ups, in their order.
+        reservations: Vec<ReservationId>,
+    },
+    /// The operation failed.
+    Fail {
+        /// The operation.
+        handle: Handle,
+        /// Why.
+        error: DriverError,
+    },
+    /// A completion, a release or a budget sync reached the store (`live`: the released
+    /// reservation was still held).
+    Done {
+        /// The operation.
+        handle: Handle,
+        /// For a release: whether the reservation was live.
+        live: bool,
+    },
+    /// The snapshot asked for.
+    Snapshot {
+        /// The operation.
+        handle: Handle,
+        /// Every limit's shared state (times in server time).
+        snapshot: Snapshot,
+    },
+    /// Send `GET url` (the free status request that reports the budgets' balance) and hand its
+    /// answer to [`SharedDriver::status_done`].
+    Status {
+        /// The status request's handle.
+        handle: Handle,
+        /// The URL.
+        url: String,
+    },
+    /// Listen for wake-ups on this channel; say whether it worked with
+    /// [`SharedDriver::subscribed`], and hand each message to [`SharedDriver::woken`].
+    Subscribe {
+        /// `tc:{account}:wake`.
+        channel: String,
+    },
+    /// Stop listening for wake-ups.
+    Unsubscribe,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The longest a waiter sleeps between questions while wake-ups would tell it of freed room.
+const SUBSCRIBED_POLL: Duration = Duration::from_secs(10);
+/// How long the subscription outlives the last waiter.
+const LINGER: Duration = Duration::from_secs(1);
+/// After a failed subscription, polling alone for this long before trying again.
+const SUBSCRIBE_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+enum WaiterState {
+    /// Behind the head of its class.
+    Queued,
+    /// Its question is out.
+    Asking { call: CallId, kicks: u64, asked_at: Timestamp, timeout_at: Timestamp },
+    /// Asks again at `until` (or at a wake-up).
+    Sleeping { until: Timestamp },
+    /// Waits for the status request of `url` to report the budget.
+    Learning { url: String },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    request: Request,
+    id: String,
+    class: String,
+    max_wait_at: Option<Timestamp>,
+    store_down_at: Option<Timestamp>,
+    backoff: Duration,
+    since: Option<u64>,
+    /// Asked the store at least once: it may hold a claim to withdraw.
+    asked: bool,
+    /// The budget learning was tried for it.
+    learnt: bool,
+    /// A status request made by the driver for this URL.
+    status_of: Option<String>,
+    state: WaiterState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportKind {
+    Done,
+    Release,
+    /// The completion of a status request: ends the learning of that URL.
+    StatusComplete,
+}
+
+#[derive(Debug)]
+enum CallState {
+    Admit { handle: Handle, store_call: StoreCall },
+    Report { handle: Handle, kind: ReportKind, store_call: StoreCall, started: Timestamp, backoff: Duration },
+    Withdraw,
+    Snapshot { handle: Handle },
+}
+
+#[derive(Debug)]
+struct Learning {
+    parked: Vec<(Handle, RequestError)>,
+    /// The status request's answer said the balance (status below 400).
+    ok: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sub {
+    Off,
+    Subscribing,
+    On,
+}
+
+/// The shared store's host driver; see the [module docs](self).
+#[derive(Debug)]
+pub struct SharedDriver {
+    store: SharedStore,
+    options: DriverOptions,
+    waiter_ttl: Duration,
+    waiters: BTreeMap<Handle, Waiter>,
+    classes: HashMap<String, VecDeque<Handle>>,
+    calls: HashMap<CallId, CallState>,
+    /// Reports to run again after a failure: (when, call).
+    retries: Vec<(Timestamp, CallId)>,
+    learning: HashMap<String, Learning>,
+    /// Status requests sent by the host: their URL and request id.
+    status_requests: HashMap<Handle, (String, RequestId)>,
+    outputs: VecDeque<Output>,
+    next_handle: u64,
+    next_call: u64,
+    seq: u64,
+    kicks: u64,
+    wakeups: u64,
+    sub: Sub,
+    sub_retry_at: Option<Timestamp>,
+    linger_at: Option<Timestamp>,
+}
+
+impl SharedDriver {
+    /// A driver over a new store for `config`.
+    pub fn new(config: Config, store: StoreOptions, options: DriverOptions) -> Result<Self, ConfigError> {
+        let waiter_ttl = store.waiter_ttl;
+        Ok(SharedDriver {
+            store: SharedStore::new(config, store)?,
+            options,
+            waiter_ttl,
+            waiters: BTreeMap::new(),
+            classes: HashMap::new(),
+            calls: HashMap::new(),
+            retries: Vec::new(),
+            learning: HashMap::new(),
+            status_requests: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_handle: 1,
+            next_call: 1,
+            seq: 0,
+            kicks: 0,
+            wakeups: 0,
+            sub: Sub::Off,
+            sub_retry_at: None,
+            linger_at: None,
+        })
+    }
+
+    /// The store under the driver.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// The store under the driver, mutably (tests pin its clock).
+    pub fn store_mut(&mut self) -> &mut SharedStore {
+        &mut self.store
+    }
+
+    /// Requests of this process waiting (the driver's own status requests left out).
+    pub fn waiting(&self) -> usize {
+        self.waiters.values().filter(|w| w.status_of.is_none()).count()
+    }
+
+    /// Wake-up messages received.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups
+    }
+
+    fn handle(&mut self) -> Handle {
+        let h = Handle(self.next_handle);
+        self.next_handle += 1;
+        h
+    }
+
+    fn run(&mut self, state: CallState, store_call: StoreCall) -> CallId {
+        let call = CallId(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(call, state);
+        self.outputs.push_back(Output::Run { call, store_call });
+        call
+    }
+
+    // ---- inputs ---------------------------------------------------------------------------------
+
+    /// Starts waiting for `request` to go: [`Output::Go`] or [`Output::Fail`] will name the handle.
+    /// A request that can never go (unknown route or limit, cost above a capacity) is an error at
+    /// once. `max_wait` bounds the whole wait, store outages included.
+    pub fn acquire(
+        &mut self,
+        now: Timestamp,
+        request: Request,
+        max_wait: Option<Duration>,
+    ) -> Result<Handle, DriverError> {
+        let call = self.store.admit(now, &request, &AdmitOptions::default()).map_err(DriverError::Request)?;
+        let handle = self.handle();
+        self.seq += 1;
+        let id = format!("{}-{}", self.options.process_tag, self.seq);
+        // A class: the same priority on the same keys; a spender of a reservation is its own.
+        let class = format!(
+            "{}|{}|{}",
+            request.priority as u8,
+            if request.spend.is_some() { id.as_str() } else { "" },
+            call.keys.join(" ")
+        );
+        self.waiters.insert(
+            handle,
+            Waiter {
+                request,
+                id,
+                class: class.clone(),
+                max_wait_at: max_wait.map(|d| now.saturating_add(d)),
+                store_down_at: None,
+                backoff: BACKOFF_MIN,
+                since: None,
+                asked: false,
+                learnt: false,
+                status_of: None,
+                state: WaiterState::Queued,
+            },
+        );
+        self.enqueue(now, handle);
+        Ok(handle)
+    }
+
+    fn enqueue(&mut self, now: Timestamp, handle: Handle) {
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        w.state = WaiterState::Queued;
+        let queue = self.classes.entry(w.class.clone()).or_default();
+        queue.push_back(handle);
+        self.linger_at = None;
+        if queue.len() == 1 {
+            self.ask(now, handle);
+        }
+    }
+
+    /// Gives up an acquire: it fails with `CANCELLED` and its claims are withdrawn.
+    pub fn cancel(&mut self, now: Timestamp, handle: Handle) {
+        if self.waiters.contains_key(&handle) {
+            self.finish(now, handle, Err(DriverError::Request(RequestError::Cancelled)), true);
+        }
+    }
+
+    /// Reports a permitted request's outcome: [`Output::Done`] names the handle once the store
+    /// knows (at once when there is nothing to tell). Waiters of this process ask again.
+    pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Handle {
+        let handle = self.handle();
+        match self.store.complete(now, request, outcome) {
+            Some(call) => self.report(now, handle, ReportKind::Done, call),
+            None => {
+                self.outputs.push_back(Output::Done { handle, live: false });
+                self.kick(now);
+            }
+        }
+        handle
+    }
+
+    /// Gives a reservation back: [`Output::Done`] says whether it was live.
+    pub fn release(&mut self, now: Timestamp, reservation: ReservationId) -> Handle {
+        let handle = self.handle();
+        let call = self.store.release(now, reservation);
+        self.report(now, handle, ReportKind::Release, call);
+        handle
+    }
+
+    /// Sets a budget to the server's balance (Keepa's `tokensLeft`, `refillIn`).
+    pub fn sync_budget(
+        &mut self,
+        now: Timestamp,
+        limit: &str,
+        tokens_left: i64,
+        refill_in: Option<Duration>,
+    ) -> Result<Handle, DriverError> {
+        let call = self.store.sync_budget(now, limit, tokens_left, refill_in).map_err(DriverError::Request)?;
+        let handle = self.handle();
+        self.report(now, handle, ReportKind::Done, call);
+        Ok(handle)
+    }
+
+    /// Reads every limit's shared state: [`Output::Snapshot`] (or a failure; never retried).
+    pub fn snapshot(&mut self, now: Timestamp) -> Handle {
+        let handle = self.handle();
+        let call = self.store.snapshot_call(now);
+        self.run(CallState::Snapshot { handle }, call);
+        handle
+    }
+
+    fn report(&mut self, now: Timestamp, handle: Handle, kind: ReportKind, store_call: StoreCall) {
+        let state =
+            CallState::Report { handle, kind, store_call: store_call.clone(), started: now, backoff: BACKOFF_MIN };
+        self.run(state, store_call);
+    }
+
+    /// A call's reply. Replies to calls the driver gave up on (past their bound) are ignored.
+    pub fn on_reply(&mut self, now: Timestamp, call: CallId, reply: &[ReplyValue]) {
+        let Some(state) = self.calls.remove(&call) else { return };
+        match state {
+            CallState::Admit { handle, store_call } => self.decided(now, handle, call, &store_call, reply),
+            CallState::Report { handle, kind, .. } => {
+                let result = self.store.observe(now, reply);
+                match (kind, result) {
+                    (ReportKind::StatusComplete, _) => {}
+                    (_, Ok(live)) => self.outputs.push_back(Output::Done { handle, live }),
+                    (_, Err(e)) => self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(e) }),
+                }
+                self.kick(now);
+            }
+            CallState::Withdraw => {
+                let _ = self.store.observe(now, reply);
+            }
+            CallState::Snapshot { handle } => {
+                let out = match self.store.snapshot(now, reply) {
+                    Ok(snapshot) => Output::Snapshot { handle, snapshot },
+                    Err(e) => Output::Fail { handle, error: DriverError::Store(e) },
+                };
+                self.outputs.push_back(out);
+            }
+        }
+    }
+
+    /// A call's reply that could not even be read as values (`STORE_REPLY`).
+    pub fn on_reply_error(&mut self, now: Timestamp, call: CallId, error: StoreError) {
+        match self.calls.remove(&call) {
+            Some(CallState::Admit { handle, .. }) => self.finish(now, handle, Err(DriverError::Store(error)), true),
+            Some(CallState::Report { handle, kind, .. }) if kind != ReportKind::StatusComplete => {
+                self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(error) });
+            }
+            Some(CallState::Snapshot { handle }) => {
+                self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(error) });
+            }
+            _ => {}
+        }
+    }
+
+    /// A call failed (connection refused, timeout, a restart): `reason` is what the client said.
+    pub fn on_store_error(&mut self, now: Timestamp, call: CallId, reason: &str) {
+        let Some(state) = self.calls.remove(&call) else { return };
+        let unavailable = || DriverError::Store(StoreError::Unavailable { reason: reason.to_string() });
+        match state {
+            CallState::Admit { handle, .. } => self.unreachable(now, handle, unavailable()),
+            CallState::Report { handle, kind, store_call, started, backoff } => {
+                let limit = started.saturating_add(self.options.unavailable_max_wait);
+                if self.options.on_unavailable == Unavailable::Fail || now.saturating_add(backoff) > limit {
+                    if kind != ReportKind::StatusComplete {
+                        self.outputs.push_back(Output::Fail { handle, error: unavailable() });
+                    }
+                    return;
+                }
+                let retry =
+                    CallState::Report { handle, kind, store_call, started, backoff: (backoff * 2).min(BACKOFF_MAX) };
+                self.calls.insert(call, retry);
+                self.retries.push((now.saturating_add(backoff), call));
+            }
+            CallState::Withdraw => {}
+            CallState::Snapshot { handle } => self.outputs.push_back(Output::Fail { handle, error: unavailable() }),
+        }
+    }
+
+    /// A wake-up message: another process freed room. Sleeping waiters ask again now.
+    pub fn woken(&mut self, now: Timestamp) {
+        self.wakeups += 1;
+        self.kick(now);
+    }
+
+    /// Whether the subscription asked for by [`Output::Subscribe`] works. Once it does, waiters ask
+    /// again (room may have freed while subscribing).
+    pub fn subscribed(&mut self, now: Timestamp, ok: bool) {
+        if self.sub != Sub::Subscribing {
+            if ok && self.sub == Sub::Off {
+                // Closed meanwhile.
+                self.outputs.push_back(Output::Unsubscribe);
+            }
+            return;
+        }
+        if ok {
+            self.sub = Sub::On;
+            self.kick(now);
+            self.idle_check(now);
+        } else {
+            self.sub = Sub::Off;
+            self.sub_retry_at = Some(now.saturating_add(SUBSCRIBE_RETRY));
+        }
+    }
+
+    /// Stops listening for wake-ups now; waiting requests poll until a new wait subscribes again.
+    pub fn close(&mut self) {
+        if self.sub != Sub::Off {
+            self.outputs.push_back(Output::Unsubscribe);
+        }
+        self.sub = Sub::Off;
+        self.linger_at = None;
+    }
+
+    /// The status request asked for by [`Output::Status`] was sent: its outcome (`None` when no
+    /// response came). Parked requests ask again when it reported a balance.
+    pub fn status_done(&mut self, now: Timestamp, handle: Handle, outcome: Option<&Outcome>) {
+        let Some((url, request)) = self.status_requests.remove(&handle) else { return };
+        let failed = Outcome::failed();
+        let outcome = outcome.unwrap_or(&failed);
+        if let Some(l) = self.learning.get_mut(&url) {
+            l.ok = outcome.status.is_some_and(|s| s < 400);
+        }
+        if let Some(call) = self.store.complete(now, request, outcome) {
+            self.report(now, handle, ReportKind::StatusComplete, call);
+        }
+        self.learnt(now, &url);
+    }
+
+    /// The time: waiters whose instant came ask again, calls past their bound fail, reports retry.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        // Questions the client did not answer in time.
+        let late: Vec<(Handle, CallId, Timestamp)> = self
+            .waiters
+            .iter()
+            .filter_map(|(h, w)| match w.state {
+                WaiterState::Asking { call, asked_at, timeout_at, .. } if timeout_at <= now => {
+                    Some((*h, call, asked_at))
+                }
+                _ => None,
+            })
+            .collect();
+        for (handle, call, asked_at) in late {
+            self.calls.remove(&call);
+            // Unreachable since the question went out.
+            if let Some(w) = self.waiters.get_mut(&handle) {
+                w.store_down_at.get_or_insert(asked_at);
+            }
+            let waited = now.saturating_since(asked_at).as_millis();
+            let reason = format!("no answer within {waited} ms");
+            self.unreachable(now, handle, DriverError::Store(StoreError::Unavailable { reason }));
+        }
+        // Waiters whose time came, and queued ones past their longest wait.
+        let due: Vec<(Handle, bool)> = self
+            .waiters
+            .iter()
+            .filter_map(|(h, w)| match w.state {
+                WaiterState::Sleeping { until } if until <= now => Some((*h, false)),
+                WaiterState::Queued | WaiterState::Learning { .. } if w.max_wait_at.is_some_and(|m| m < now) => {
+                    Some((*h, true))
+                }
+                _ => None,
+            })
+            .collect();
+        for (handle, expired) in due {
+            if expired {
+                let deadline = self.waiters[&handle].max_wait_at.unwrap_or(now);
+                let error = RequestError::DeadlineExceeded { deadline, now };
+                self.finish(now, handle, Err(DriverError::Request(error)), true);
+            } else {
+                self.ask(now, handle);
+            }
+        }
+        // Reports to run again.
+        let mut i = 0;
+        while i < self.retries.len() {
+            if self.retries[i].0 <= now {
+                let (_, call) = self.retries.swap_remove(i);
+                if let Some(CallState::Report { store_call, .. }) = self.calls.get(&call) {
+                    let store_call = store_call.clone();
+                    self.outputs.push_back(Output::Run { call, store_call });
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if self.sub_retry_at.is_some_and(|t| t <= now) {
+            self.sub_retry_at = None;
+        }
+        if self.linger_at.is_some_and(|t| t <= now) {
+            self.linger_at = None;
+            if self.waiting() == 0 && self.sub != Sub::Off {
+                self.sub = Sub::Off;
+                self.outputs.push_back(Output::Unsubscribe);
+            }
+        }
+    }
+
+    // ---- outputs --------------------------------------------------------------------------------
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) has something to do.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let waiters = self.waiters.values().filter_map(|w| match w.state {
+            WaiterState::Asking { timeout_at, .. } => Some(timeout_at),
+            WaiterState::Sleeping { until } => Some(until),
+            WaiterState::Queued | WaiterState::Learning { .. } => w.max_wait_at.map(|m| m.saturating_add(NANO)),
+        });
+        waiters.chain(self.retries.iter().map(|(t, _)| *t)).chain(self.linger_at).min()
+    }
+
+    // ---- the waiters' turns ---------------------------------------------------------------------
+
+    fn ask(&mut self, now: Timestamp, handle: Handle) {
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        let left = w.max_wait_at.map(|m| (m, m.saturating_since(now)));
+        if let Some((deadline, _)) = left.filter(|(m, _)| *m < now) {
+            let error = RequestError::DeadlineExceeded { deadline, now };
+            self.finish(now, handle, Err(DriverError::Request(error)), true);
+            return;
+        }
+        let options = AdmitOptions {
+            waiter: Some(w.id.clone()),
+            since: w.since,
+            max_wait: left.map(|(_, d)| d),
+            ..AdmitOptions::default()
+        };
+        let store_call = match self.store.admit(now, &w.request, &options) {
+            Ok(c) => c,
+            Err(e) => {
+                self.finish(now, handle, Err(DriverError::Request(e)), false);
+                return;
+            }
+        };
+        // The client's own retries must not outlast the request's longest wait.
+        let bound = match left {
+            Some((_, d)) => d,
+            None => {
+                let down = w.store_down_at.unwrap_or(now);
+                down.saturating_add(self.options.unavailable_max_wait).saturating_since(now)
+            }
+        };
+        w.asked = true;
+        let kicks = self.kicks;
+        let timeout_at = now.saturating_add(bound.max(BACKOFF_MIN));
+        let call = self.run(CallState::Admit { handle, store_call: store_call.clone() }, store_call);
+        if let Some(w) = self.waiters.get_mut(&handle) {
+            w.state = WaiterState::Asking { call, kicks, asked_at: now, timeout_at };
+        }
+    }
+
+    fn decided(&mut self, now: Timestamp, handle: Handle, call: CallId, store_call: &StoreCall, reply: &[ReplyValue]) {
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        let WaiterState::Asking { call: asked, kicks, .. } = w.state else { return };
+        if asked != call {
+            return;
+        }
+        w.store_down_at = None;
+        w.backoff = BACKOFF_MIN;
+        let admitted = match self.store.decide(now, store_call, reply) {
+            Ok(a) => a,
+            Err(e) => {
+                self.finish(now, handle, Err(DriverError::Store(e)), true);
+                return;
+            }
+        };
+        let can_learn = self.can_learn(handle);
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        match admitted.decision {
+            Decision::Go(permit) => self.finish(now, handle, Ok((permit.request, permit.reservations)), false),
+            Decision::Reject(RequestError::BudgetUnknown { limit }) if can_learn => {
+                self.learn(now, handle, RequestError::BudgetUnknown { limit });
+            }
+            Decision::Reject(e) => self.finish(now, handle, Err(DriverError::Request(e)), true),
+            Decision::Wait { until } => {
+                if admitted.since.is_some() {
+                    w.since = admitted.since;
+                }
+                let half = self.waiter_ttl / 2;
+                let mut sleep = until.map_or(half, |u| u.saturating_since(admitted.server_now));
+                // Room freed elsewhere is seen only by asking while no wake-up would tell.
+                sleep = sleep.min(if self.sub == Sub::On { SUBSCRIBED_POLL } else { half });
+                if let Some(m) = w.max_wait_at {
+                    sleep = sleep.min(m.saturating_since(now) + Duration::from_millis(1));
+                }
+                if self.kicks != kicks {
+                    // Room freed while the question was out: ask again now.
+                    self.ask(now, handle);
+                } else {
+                    w.state = WaiterState::Sleeping { until: now.saturating_add(sleep) };
+                }
+                self.ensure_subscribed(now);
+            }
+        }
+    }
+
+    /// The store did not answer an admission: fail closed, then retry with backoff or fail.
+    fn unreachable(&mut self, now: Timestamp, handle: Handle, error: DriverError) {
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        let down = *w.store_down_at.get_or_insert(now);
+        let limit = w.max_wait_at.unwrap_or_else(|| down.saturating_add(self.options.unavailable_max_wait));
+        let backoff = w.backoff;
+        if self.options.on_unavailable == Unavailable::Fail || now.saturating_add(backoff) > limit {
+            self.finish(now, handle, Err(error), false);
+            return;
+        }
+        w.backoff = (backoff * 2).min(BACKOFF_MAX);
+        w.state = WaiterState::Sleeping { until: now.saturating_add(backoff) };
+    }
+
+    fn kick(&mut self, now: Timestamp) {
+        self.kicks += 1;
+        let sleeping: Vec<Handle> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| matches!(w.state, WaiterState::Sleeping { .. }) && w.store_down_at.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        for h in sleeping {
+            self.ask(now, h);
+        }
+    }
+
+    fn ensure_subscribed(&mut self, now: Timestamp) {
+        self.linger_at = None;
+        if !self.options.wake || self.sub != Sub::Off || self.sub_retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        self.sub = Sub::Subscribing;
+        self.outputs.push_back(Output::Subscribe { channel: self.store.wake_channel() });
+    }
+
+    fn idle_check(&mut self, now: Timestamp) {
+        if self.waiting() == 0 && self.sub == Sub::On && self.linger_at.is_none() {
+            self.linger_at = Some(now.saturating_add(LINGER));
+        }
+    }
+
+    /// Ends an acquire: its result out, its class's next head asking, its claims withdrawn.
+    fn finish(
+        &mut self,
+        now: Timestamp,
+        handle: Handle,
+        result: Result<(RequestId, Vec<ReservationId>), DriverError>,
+        withdraw: bool,
+    ) {
+        let Some(w) = self.waiters.remove(&handle) else { return };
+        if let WaiterState::Asking { call, .. } = w.state {
+            self.calls.remove(&call);
+        }
+        if let WaiterState::Learning { url } = &w.state {
+            if let Some(l) = self.learning.get_mut(url) {
+                l.parked.retain(|(h, _)| *h != handle);
+            }
+        }
+        let mut next = None;
+        if let Some(queue) = self.classes.get_mut(&w.class) {
+            let was_head = queue.front() == Some(&handle);
+            queue.retain(|h| *h != handle);
+            if queue.is_empty() {
+                self.classes.remove(&w.class);
+            } else if was_head {
+                next = queue.front().copied();
+            }
+        }
+        if withdraw && w.asked {
+            if let Ok(admit) = self.store.admit(now, &w.request, &AdmitOptions::default()) {
+                let call = self.store.withdraw(now, &w.id, &admit);
+                self.run(CallState::Withdraw, call);
+            }
+        }
+        match (&w.status_of, result) {
+            // The driver's own status request.
+            (Some(url), Ok((request, _))) => {
+                let url = url.clone();
+                self.status_requests.insert(handle, (url.clone(), request));
+                self.outputs.push_back(Output::Status { handle, url });
+            }
+            (Some(url), Err(_)) => {
+                let url = url.clone();
+                self.learnt(now, &url);
+            }
+            (None, Ok((request, reservations))) => {
+                self.outputs.push_back(Output::Go { handle, request, reservations });
+            }
+            (None, Err(error)) => self.outputs.push_back(Output::Fail { handle, error }),
+        }
+        if let Some(next) = next {
+            self.ask(now, next);
+        }
+        self.idle_check(now);
+    }
+
+    // ---- budgets learnt on first use --------------------------------------------------------------
+
+    fn can_learn(&self, handle: Handle) -> bool {
+        let Some(w) = self.waiters.get(&handle) else { return false };
+        self.options.learn_budgets
+            && !w.learnt
+            && w.status_of.is_none()
+            && matches!(&w.request.target, Target::Http { url, .. } if self.store.config().status_url(url).is_some())
+    }
+
+    fn learn(&mut self, now: Timestamp, handle: Handle, error: RequestError) {
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        let Target::Http { url, .. } = &w.request.target else { return };
+        let Some(status) = self.store.config().status_url(url) else { return };
+        w.learnt = true;
+        // Out of its class while it waits for the balance (the next of its class asks meanwhile).
+        let class = w.class.clone();
+        w.state = WaiterState::Learning { url: status.clone() };
+        let mut next = None;
+        if let Some(queue) = self.classes.get_mut(&class) {
+            queue.retain(|h| *h != handle);
+            if queue.is_empty() {
+                self.classes.remove(&class);
+            } else {
+                next = queue.front().copied();
+            }
+        }
+        let started = self.learning.contains_key(&status);
+        self.learning.entry(status.clone()).or_insert_with(|| Learning { parked: Vec::new(), ok: false });
+        if let Some(l) = self.learning.get_mut(&status) {
+            l.parked.push((handle, error));
+        }
+        if !started {
+            match self.acquire(now, Request::http("GET", status.clone()).priority(Priority::High), None) {
+                Ok(h) => {
+                    if let Some(w) = self.waiters.get_mut(&h) {
+                        w.status_of = Some(status.clone());
+                    }
+                }
+                Err(_) => self.learnt(now, &status),
+            }
+        }
+        if let Some(next) = next {
+            self.ask(now, next);
+        }
+    }
+
+    /// The learning of `url` ended: parked requests ask once more, or fail with their error.
+    fn learnt(&mut self, now: Timestamp, url: &str) {
+        let Some(l) = self.learning.remove(url) else { return };
+        for (handle, error) in l.parked {
+            if l.ok {
+                self.enqueue(now, handle);
+            } else {
+                self.finish(now, handle, Err(DriverError::Request(error)), false);
+            }
+        }
+    }
+}
+
+const NANO: Duration = Duration::from_nanos(1);

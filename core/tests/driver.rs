@@ -1,0 +1,378 @@
+//! The shared store's host driver, sans-IO: a fake clock and the script's replies written by hand,
+//! so every branch a host used to own (classes, waits, wake-ups, the unavailable policy, budget
+//! learning, reports) is checked once, here, for every binding.
+
+use std::time::Duration;
+
+use traffic_control_core::driver::{CallId, DriverOptions, Handle, Output, SharedDriver, Unavailable};
+use traffic_control_core::{
+    Config, Outcome, Priority, ReplyValue, Request, RequestId, StoreCall, StoreOptions, Timestamp,
+};
+
+const CONFIG: &str = r#"{
+  "limits": {
+    "api": { "kind": "window", "max": 1, "per": "1s" },
+    "slots": { "kind": "concurrency", "max": 1 },
+    "tokens": { "kind": "budget", "refill": 20, "per": "1m", "max": 100 }
+  },
+  "global": ["api"],
+  "routes": [
+    { "name": "slow", "path": "^/slow", "limits": ["slots"] },
+    { "name": "token", "path": "^/token", "limits": [{ "limit": "tokens", "cost": 0 }], "status": { "path": "/token", "query": ["key"] } },
+    { "name": "product", "path": "^/product", "limits": ["tokens"] }
+  ]
+}"#;
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+fn driver(configure: impl FnOnce(&mut DriverOptions)) -> SharedDriver {
+    let mut options = DriverOptions::new("p1");
+    configure(&mut options);
+    let mut store = StoreOptions::new("acct");
+    store.waiter_ttl = Duration::from_secs(2);
+    SharedDriver::new(Config::from_json(CONFIG).unwrap(), store, options).unwrap()
+}
+
+fn outputs(d: &mut SharedDriver) -> Vec<Output> {
+    std::iter::from_fn(|| d.poll_output()).collect()
+}
+
+fn runs(out: &[Output]) -> Vec<(CallId, StoreCall)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Run { call, store_call } => Some((*call, store_call.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn one_run(out: &[Output]) -> CallId {
+    let r = runs(out);
+    assert_eq!(r.len(), 1, "{out:?}");
+    r[0].0
+}
+
+fn op(call: &StoreCall) -> &str {
+    &call.args[0]
+}
+
+// The script's replies: status, server time (µs), epoch, then the answer.
+fn go(request: i64) -> Vec<ReplyValue> {
+    vec![ReplyValue::Int(1), ReplyValue::Int(0), ReplyValue::Text("e".into()), ReplyValue::Int(request)]
+}
+
+fn wait(server_ms: i64, until_ms: Option<i64>) -> Vec<ReplyValue> {
+    vec![
+        ReplyValue::Int(2),
+        ReplyValue::Int(server_ms * 1000),
+        ReplyValue::Text("e".into()),
+        ReplyValue::Int(until_ms.map_or(-1, |u| u * 1000)),
+        ReplyValue::Int(7),
+    ]
+}
+
+fn budget_unknown() -> Vec<ReplyValue> {
+    vec![
+        ReplyValue::Int(3),
+        ReplyValue::Int(0),
+        ReplyValue::Text("e".into()),
+        ReplyValue::Text("BUDGET_UNKNOWN".into()),
+        ReplyValue::Text("tokens".into()),
+    ]
+}
+
+fn observed(live: bool) -> Vec<ReplyValue> {
+    vec![ReplyValue::Int(1), ReplyValue::Int(0), ReplyValue::Text("e".into()), ReplyValue::Int(i64::from(live))]
+}
+
+fn went(out: &[Output], handle: Handle) -> Option<RequestId> {
+    out.iter().find_map(|o| match o {
+        Output::Go { handle: h, request, .. } if *h == handle => Some(*request),
+        _ => None,
+    })
+}
+
+fn failed(out: &[Output], handle: Handle) -> Option<String> {
+    out.iter().find_map(|o| match o {
+        Output::Fail { handle: h, error } if *h == handle => Some(error.code().to_string()),
+        _ => None,
+    })
+}
+
+#[test]
+fn only_the_head_of_a_class_asks_and_the_next_asks_when_it_goes() {
+    let mut d = driver(|_| {});
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let b = d.acquire(t(0), Request::http("GET", "/y"), None).unwrap();
+    let c = d.acquire(t(0), Request::http("GET", "/x").priority(Priority::High), None).unwrap();
+    let out = outputs(&mut d);
+    assert_eq!(runs(&out).len(), 2, "a (normal) and c (high) ask; b waits behind a");
+    let call_a = runs(&out)[0].0;
+    d.on_reply(t(1), call_a, &go(11));
+    let out = outputs(&mut d);
+    assert_eq!(went(&out, a), Some(RequestId(11)));
+    assert_eq!(runs(&out).len(), 1, "b asks at once");
+    assert_eq!(d.waiting(), 2);
+    let _ = (b, c);
+}
+
+#[test]
+fn a_wait_sleeps_until_the_instant_the_store_names_and_keeps_its_place() {
+    let mut d = driver(|o| o.wake = false);
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    // Server time 5 000 ms, free at 5 300 ms: back in 300 ms of host time.
+    d.on_reply(t(10), call, &wait(5_000, Some(5_300)));
+    assert!(outputs(&mut d).is_empty());
+    assert_eq!(d.poll_timeout(), Some(t(310)));
+    d.handle_timeout(t(309));
+    assert!(outputs(&mut d).is_empty());
+    d.handle_timeout(t(310));
+    let out = outputs(&mut d);
+    let (call, store_call) = runs(&out)[0].clone();
+    assert!(store_call.args.contains(&"7".to_string()), "asks again with its registration instant");
+    // No instant: within half the waiter TTL.
+    d.on_reply(t(320), call, &wait(5_310, None));
+    assert_eq!(d.poll_timeout(), Some(t(1_320)));
+    let _ = a;
+}
+
+#[test]
+fn subscribed_waiters_poll_every_10s_at_most_and_wake_on_a_message() {
+    let mut d = driver(|_| {});
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &wait(0, Some(60_000)));
+    let out = outputs(&mut d);
+    assert!(matches!(&out[..], [Output::Subscribe { channel }] if channel == "tc:{acct}:wake"), "{out:?}");
+    assert_eq!(d.poll_timeout(), Some(t(1_000)), "not subscribed yet: half the TTL");
+    d.subscribed(t(5), true);
+    let call = one_run(&outputs(&mut d)); // asks again: room may have freed while subscribing
+    d.on_reply(t(6), call, &wait(6, Some(60_000)));
+    assert_eq!(d.poll_timeout(), Some(t(10_006)));
+    d.woken(t(50));
+    let call = one_run(&outputs(&mut d));
+    assert_eq!(d.wakeups(), 1);
+    d.on_reply(t(51), call, &go(3));
+    assert_eq!(went(&outputs(&mut d), a), Some(RequestId(3)));
+    // A second after the last waiter: unsubscribe.
+    assert_eq!(d.poll_timeout(), Some(t(1_051)));
+    d.handle_timeout(t(1_051));
+    assert_eq!(outputs(&mut d), vec![Output::Unsubscribe]);
+}
+
+#[test]
+fn a_wake_up_during_the_question_makes_the_waiter_ask_again_at_once() {
+    let mut d = driver(|o| o.wake = false);
+    let _a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.woken(t(1)); // room freed while the question was out
+    d.on_reply(t(2), call, &wait(0, Some(900)));
+    assert_eq!(runs(&outputs(&mut d)).len(), 1, "asks again instead of sleeping");
+}
+
+#[test]
+fn an_unreachable_store_is_retried_with_backoff_then_fails_closed() {
+    let mut d = driver(|o| o.unavailable_max_wait = Duration::from_millis(400));
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let mut call = one_run(&outputs(&mut d));
+    let mut now = 0;
+    let mut sleeps = Vec::new();
+    loop {
+        d.on_store_error(t(now), call, "connection refused");
+        let out = outputs(&mut d);
+        if let Some(code) = failed(&out, a) {
+            assert_eq!(code, "STORE_UNAVAILABLE");
+            break;
+        }
+        let next = d.poll_timeout().unwrap();
+        sleeps.push(next.as_millis_f64() as u64 - now);
+        now = next.as_millis_f64() as u64;
+        d.handle_timeout(t(now));
+        call = one_run(&outputs(&mut d));
+    }
+    assert_eq!(sleeps, vec![50, 100, 200], "then 400 more would pass the 400 ms allowed");
+    // Back before the limit: the request goes.
+    let mut d = driver(|_| {});
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_store_error(t(0), call, "connection refused");
+    d.handle_timeout(t(50));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(51), call, &go(5));
+    assert_eq!(went(&outputs(&mut d), a), Some(RequestId(5)));
+}
+
+#[test]
+fn with_the_fail_policy_an_unreachable_store_fails_at_once() {
+    let mut d = driver(|o| o.on_unavailable = Unavailable::Fail);
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_store_error(t(1), call, "connection refused");
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, a).as_deref(), Some("STORE_UNAVAILABLE"));
+    assert!(runs(&out).is_empty(), "no withdraw while the store is unreachable");
+}
+
+#[test]
+fn a_call_not_answered_within_the_longest_wait_counts_as_failed_and_its_late_reply_is_ignored() {
+    let mut d = driver(|_| {});
+    let a = d.acquire(t(0), Request::http("GET", "/x"), Some(Duration::from_millis(200))).unwrap();
+    let call = one_run(&outputs(&mut d));
+    assert_eq!(d.poll_timeout(), Some(t(200)));
+    d.handle_timeout(t(200));
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, a).as_deref(), Some("STORE_UNAVAILABLE"), "{out:?}");
+    d.on_reply(t(210), call, &go(9));
+    assert!(outputs(&mut d).is_empty(), "the late reply is ignored");
+    // Unbounded: the call's bound is the store's allowance (30 s), then one retry after 50 ms.
+    let a = d.acquire(t(1_000), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    assert_eq!(d.poll_timeout(), Some(t(31_000)));
+    d.handle_timeout(t(31_000));
+    assert_eq!(failed(&outputs(&mut d), a).as_deref(), Some("STORE_UNAVAILABLE"));
+    let _ = call;
+}
+
+#[test]
+fn a_cancel_fails_with_cancelled_and_withdraws_the_claim() {
+    let mut d = driver(|o| o.wake = false);
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let b = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &wait(0, Some(500)));
+    d.cancel(t(2), a);
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, a).as_deref(), Some("CANCELLED"));
+    let ops: Vec<String> = runs(&out).iter().map(|(_, c)| op(c).to_string()).collect();
+    assert_eq!(ops, vec!["withdraw", "admit"], "its claim withdrawn; b is head now and asks");
+    // A queued request that never asked has nothing to withdraw.
+    d.cancel(t(3), b);
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, b).as_deref(), Some("CANCELLED"));
+    assert!(runs(&out).iter().all(|(_, c)| op(c) == "withdraw"));
+}
+
+#[test]
+fn a_request_queued_behind_its_head_fails_at_its_longest_wait() {
+    let mut d = driver(|o| o.wake = false);
+    let _a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let b = d.acquire(t(0), Request::http("GET", "/x"), Some(Duration::from_millis(100))).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &wait(0, Some(5_000)));
+    assert!(d.poll_timeout().unwrap() <= t(101));
+    d.handle_timeout(t(101));
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, b).as_deref(), Some("DEADLINE_EXCEEDED"));
+    assert!(runs(&out).is_empty(), "never asked: nothing to withdraw");
+}
+
+#[test]
+fn an_unknown_budget_is_learnt_with_one_status_request_then_asked_again() {
+    let mut d = driver(|o| o.wake = false);
+    let a = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K&asin=1"), None).unwrap();
+    let b = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K&asin=2"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &budget_unknown());
+    let out = outputs(&mut d);
+    // b (next of the class) and the status request (HIGH) ask.
+    assert_eq!(runs(&out).len(), 2, "{out:?}");
+    let (status_call, b_call) = (runs(&out)[0].0, runs(&out)[1].0);
+    d.on_reply(t(2), b_call, &budget_unknown());
+    assert!(runs(&outputs(&mut d)).is_empty(), "b parks behind the same status request");
+    d.on_reply(t(3), status_call, &go(40));
+    let out = outputs(&mut d);
+    let status = out.iter().find_map(|o| match o {
+        Output::Status { handle, url } => Some((*handle, url.clone())),
+        _ => None,
+    });
+    let (sh, url) = status.expect("the host sends the status request");
+    assert_eq!(url, "https://api.keepa.com/token?key=K");
+    assert_eq!(d.waiting(), 2);
+    let answer = Outcome::status(200).body(r#"{"tokensLeft": 80, "refillIn": 3000, "refillRate": 20}"#);
+    d.status_done(t(4), sh, Some(&answer));
+    let out = outputs(&mut d);
+    let ops: Vec<String> = runs(&out).iter().map(|(_, c)| op(c).to_string()).collect();
+    assert_eq!(ops, vec!["complete", "admit"], "the balance reported, a asks again (b behind it)");
+    d.on_reply(t(5), runs(&out)[1].0, &go(41));
+    let out = outputs(&mut d);
+    assert_eq!(went(&out, a), Some(RequestId(41)));
+    d.on_reply(t(6), one_run(&out), &budget_unknown());
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, b).as_deref(), Some("BUDGET_UNKNOWN"), "learning is tried once per request");
+}
+
+#[test]
+fn a_status_request_that_fails_fails_the_requests_waiting_for_it() {
+    let mut d = driver(|o| o.wake = false);
+    let a = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &budget_unknown());
+    let status_call = one_run(&outputs(&mut d));
+    d.on_reply(t(2), status_call, &go(1));
+    let sh = outputs(&mut d)
+        .iter()
+        .find_map(|o| match o {
+            Output::Status { handle, .. } => Some(*handle),
+            _ => None,
+        })
+        .unwrap();
+    d.status_done(t(3), sh, None);
+    assert_eq!(failed(&outputs(&mut d), a).as_deref(), Some("BUDGET_UNKNOWN"));
+}
+
+#[test]
+fn reports_retry_while_the_store_is_away_and_complete_wakes_local_waiters() {
+    let mut d = driver(|o| {
+        o.wake = false;
+        o.unavailable_max_wait = Duration::from_millis(300);
+    });
+    let a = d.acquire(t(0), Request::http("GET", "/slow"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(1));
+    assert!(went(&outputs(&mut d), a).is_some());
+    let w = d.acquire(t(0), Request::http("GET", "/slow"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &wait(0, None));
+    // The completion frees the lease: it needs the store.
+    let done = d.complete(t(10), RequestId(1), &Outcome::status(200));
+    let call = one_run(&outputs(&mut d));
+    d.on_store_error(t(10), call, "READONLY");
+    assert_eq!(d.poll_timeout(), Some(t(60)));
+    d.handle_timeout(t(60));
+    let out = outputs(&mut d);
+    assert_eq!(one_run(&out), call, "the same call again");
+    d.on_reply(t(61), call, &observed(false));
+    let out = outputs(&mut d);
+    assert!(out.contains(&Output::Done { handle: done, live: false }));
+    assert_eq!(runs(&out).len(), 1, "the local waiter asks again at once");
+    let _ = w;
+    // A report that cannot land within the allowed wait fails.
+    let done = d.release(t(100), traffic_control_core::ReservationId(4));
+    let mut call = one_run(&outputs(&mut d));
+    let mut now = 100;
+    loop {
+        d.on_store_error(t(now), call, "down");
+        let out = outputs(&mut d);
+        if let Some(code) = failed(&out, done) {
+            assert_eq!(code, "STORE_UNAVAILABLE");
+            break;
+        }
+        now = d.poll_timeout().unwrap().as_millis_f64() as u64;
+        d.handle_timeout(t(now));
+        call = one_run(&outputs(&mut d));
+    }
+    assert!(now <= 400);
+}
+
+#[test]
+fn requests_that_can_never_go_are_refused_without_a_call() {
+    let mut d = driver(|_| {});
+    let e = d.acquire(t(0), Request::route("nope"), None).unwrap_err();
+    assert_eq!(e.code(), "UNKNOWN_ROUTE");
+    let e = d.acquire(t(0), Request::http("GET", "/x").cost(5), None).unwrap_err();
+    assert_eq!(e.code(), "COST_EXCEEDS_CAPACITY");
+    assert!(outputs(&mut d).is_empty());
+}
