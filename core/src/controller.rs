@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
 use crate::feedback::{BlockKind, Feedback};
+use crate::limit::pause::{strike, Jitter, Told};
 use crate::limit::{Ask, Limit, PauseReason};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
 use crate::request::{Completion, Decision, IdMap, Outcome, Permit, Priority, Request, RequestId, ReservationId};
@@ -89,23 +90,6 @@ pub struct TrafficControl {
     rng: Jitter,
 }
 
-/// xorshift64*: a few lines, deterministic across platforms and bindings (scenario files replay
-/// the same pauses everywhere); no need for a crate.
-#[derive(Debug)]
-struct Jitter(u64);
-
-impl Jitter {
-    /// A number in [0, 1).
-    fn next_unit(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Room for events kept by a drained log.
 const EVENTS_KEPT: usize = 1024;
 
@@ -147,8 +131,7 @@ impl TrafficControl {
         let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
         let router = Router::new(&config, &limits);
         let queue = WaitQueue::new(limits.len());
-        // xorshift must not start at zero.
-        let seed = config.feedback.seed | 1;
+        let seed = config.feedback.seed;
         Ok(TrafficControl {
             config,
             router,
@@ -168,7 +151,7 @@ impl TrafficControl {
             events: VecDeque::new(),
             log: true,
             scratch: Scratch::default(),
-            rng: Jitter(seed),
+            rng: Jitter::new(seed),
         })
     }
 
@@ -364,7 +347,8 @@ impl TrafficControl {
             self.clear_strikes(&flight.needs);
             return Completion::Done;
         }
-        let until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback);
+        let jitter = self.config.feedback.jitter * self.rng.next_unit();
+        let until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback, jitter);
         self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
         let attempt = flight.attempt + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
@@ -393,13 +377,13 @@ impl TrafficControl {
     }
 
     /// Pauses the limits the feedback points at; returns when the request may be sent again (a
-    /// CRITICAL one: when the server's own pause ends).
-    ///
-    /// A repeat is a 429 for a request sent after the previous pause the server imposed had ended:
-    /// only a repeat doubles the block (the other answers of one burst count once). The pause,
-    /// jitter included, never exceeds `max_block` (`cooldown` for blocks, when longer); a time the
-    /// server named is kept exactly. Reservations held on a paused limit live as much longer as the
-    /// pause grew, so a follow-up waiting behind it keeps its room.
+    /// CRITICAL one: when the server's own pause ends). The policy is [`Told`]'s, shared with the
+    /// store: the server's time exactly, else the block doubled on every repeat (a 429 for a
+    /// request sent after the previous pause the server imposed had ended: the other answers of one
+    /// burst count once), jitter included, never past `max_block` (`cooldown` for blocks, when
+    /// longer). `jitter` is the fraction drawn for this answer. Reservations held on a paused limit
+    /// live as much longer as the pause grew, so a follow-up waiting behind it keeps its room.
+    #[allow(clippy::too_many_arguments)]
     fn pause(
         &mut self,
         now: Timestamp,
@@ -407,43 +391,23 @@ impl TrafficControl {
         priority: Priority,
         needs: &Needs,
         feedback: &Feedback,
+        jitter: f64,
     ) -> Timestamp {
         let targets = pause_targets(&self.config, &self.limits, needs, feedback);
-        let blocked =
-            feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
-        // A 429 that gives only the window's reset names the server's time too.
-        let server_time = feedback.retry_after.or(feedback.reset.filter(|_| feedback.rate_limited));
-        let jitter = self.config.feedback.jitter * self.rng.next_unit();
         let mut until = now;
         let mut grown: Vec<(crate::route::LimitIdx, Duration)> = Vec::new();
         for limit in targets {
-            let cfg = &self.config.feedback;
             let l = &mut self.limits[usize::from(limit)];
+            let Some(told) = Told::of(&self.config.feedback, &l.name, feedback) else { continue };
             let before = l.paused_until.max(now);
-            let repeat = sent >= l.server_until;
-            if repeat {
-                l.strikes = l.strikes.saturating_add(1);
+            let mut strikes = 1;
+            if told.strikes() {
+                let (kept, counted) = strike(l.strikes, sent >= l.server_until);
+                l.strikes = kept;
+                strikes = counted;
             }
-            let strikes = l.strikes.max(1);
-            match server_time {
-                // The server's word, exactly: never shorter, never escalated.
-                Some(d) => l.pause(now + d, now + d, PauseReason::RetryAfter),
-                None => {
-                    let block = cfg.blocks.get(&*l.name).map_or(cfg.block, |b| b.0);
-                    let base = if blocked { cfg.cooldown } else { block };
-                    let cap = cfg.max_block.max(base);
-                    // Another answer of a burst still means a block from now, but not a longer one.
-                    let strikes = if repeat { strikes } else { 1 };
-                    let backoff = base.saturating_mul(1u32 << (strikes - 1).min(16)).min(cap);
-                    let pause = (backoff + backoff.mul_f64(jitter)).min(cap);
-                    let reason = match (blocked, strikes) {
-                        (true, _) => PauseReason::Cooldown,
-                        (false, 1) => PauseReason::Block,
-                        _ => PauseReason::Backoff,
-                    };
-                    l.pause(now + base, now + pause, reason);
-                }
-            }
+            let p = told.pause(strikes, jitter);
+            l.pause(now + p.server, now + p.total, p.reason);
             let after = if priority == Priority::Critical { l.server_until } else { l.paused_until };
             until = until.max(after);
             if l.paused_until > before {

@@ -578,3 +578,139 @@ fn bad_requests_are_refused_without_a_round_trip_and_deadlines_without_waiting()
     assert_eq!(e.code(), "INSUFFICIENT_BUDGET", "{e}");
     assert!(SharedStore::new(Config::from_json(BM).unwrap(), StoreOptions::new("a{b}")).is_err());
 }
+
+// ---- one pause policy ----------------------------------------------------------------------------
+
+/// The in-memory controller and a store on a fresh account, driven in lockstep on one clock: every
+/// answer goes to both, and after each step both must show the same pause on every limit.
+struct Twin {
+    tc: TrafficControl,
+    store: SharedStore,
+    client: Client,
+}
+
+impl Twin {
+    fn new(server: &RedisServer, config: &str) -> Twin {
+        let config = Config::from_json(config).unwrap();
+        let tc = TrafficControl::new(config.clone()).unwrap();
+        let store = SharedStore::new(config, StoreOptions::new(account("twin"))).unwrap();
+        Twin { tc, store, client: server.client() }
+    }
+
+    /// Both decide on `req` at `t`; the decisions must agree (waits to the instant).
+    #[track_caller]
+    fn ask(&mut self, t: u64, req: &Request) -> Option<(RequestId, RequestId)> {
+        self.store.set_test_clock(Some(ms(t)));
+        let expected = self.tc.try_acquire(ms(t), req);
+        let call = self.store.admit(ms(t), req, &AdmitOptions::default()).unwrap();
+        let got = self.store.decide(ms(t), &call, &self.client.run(&call)).unwrap().decision;
+        match (&expected, &got) {
+            (Decision::Go(a), Decision::Go(b)) => Some((a.request, b.request)),
+            (Decision::Wait { until: a }, Decision::Wait { until: b }) => {
+                assert_eq!(a, b, "at {t} ms the waits differ");
+                None
+            }
+            _ => panic!("at {t} ms: memory {expected:?}, store {got:?}"),
+        }
+    }
+
+    #[track_caller]
+    fn go(&mut self, t: u64, req: &Request) -> (RequestId, RequestId) {
+        self.ask(t, req).unwrap_or_else(|| panic!("at {t} ms: expected go"))
+    }
+
+    fn answer(&mut self, t: u64, ids: (RequestId, RequestId), outcome: Outcome) {
+        self.store.set_test_clock(Some(ms(t)));
+        let _ = self.tc.complete(ms(t), ids.0, outcome.clone());
+        if let Some(call) = self.store.complete(ms(t), ids.1, &outcome) {
+            self.store.observe(ms(t), &self.client.run(&call)).unwrap();
+        }
+    }
+
+    /// Both snapshots, limit by limit: (name, capacity, pause).
+    fn pauses(&mut self, t: u64) -> (Vec<String>, Vec<String>) {
+        self.store.set_test_clock(Some(ms(t)));
+        let show = |s: traffic_control_core::Snapshot| -> Vec<String> {
+            s.limits.iter().map(|l| format!("{} cap {} {:?}", l.name, l.capacity, l.pause)).collect()
+        };
+        let memory = show(self.tc.snapshot(ms(t)));
+        let call = self.store.snapshot_call(ms(t));
+        let store = show(self.store.snapshot(ms(t), &self.client.run(&call)).unwrap());
+        (memory, store)
+    }
+
+    /// The pause both show on `limit` at `t` (they must agree): (until ms, server until ms, reason,
+    /// strikes).
+    #[track_caller]
+    fn pause(&mut self, t: u64, limit: &str) -> Option<(f64, f64, &'static str, u32)> {
+        let (memory, store) = self.pauses(t);
+        assert_eq!(memory, store, "at {t} ms the limits differ between memory and the store");
+        self.store.set_test_clock(Some(ms(t)));
+        let snap = self.tc.snapshot(ms(t));
+        let l = snap.limits.iter().find(|l| l.name == limit).unwrap();
+        l.pause.as_ref().map(|p| (p.until.as_millis_f64(), p.server_until.as_millis_f64(), p.reason, p.strikes))
+    }
+}
+
+const DOUBLING: &str = r#"{
+  "limits": {
+    "global":  { "kind": "window", "max": 100, "per": "10s", "hold": "go" },
+    "catalog": { "kind": "window", "max": 10,  "per": "10s", "hold": "go" }
+  },
+  "global": ["global"],
+  "routes": [ { "name": "listings", "path": "^/ws/listings", "limits": ["catalog"] } ],
+  "feedback": { "block": "2s", "max_block": "9s", "max_retries": 0, "jitter": 0.25, "seed": 7 },
+  "lease_ttl": "1h"
+}"#;
+
+#[test]
+fn repeated_429s_double_in_the_store_as_in_memory() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut twin = Twin::new(&server, DOUBLING);
+    let listing = Request::http("POST", "/ws/listings/1");
+    // A burst: three requests out at 0, three 429s. The first is a strike (one block plus jitter),
+    // the others were sent before that pause ended: no doubling, each a block from its own answer.
+    let burst: Vec<_> = (0..3).map(|_| twin.go(0, &listing)).collect();
+    twin.answer(100, burst[0], Outcome::status(429));
+    let (until, server_until, reason, strikes) = twin.pause(100, "catalog").expect("paused");
+    assert_eq!((server_until, reason, strikes), (2100.0, "block", 1));
+    assert!((2100.0..=2600.0).contains(&until), "one block, up to 25% jitter: {until}");
+    twin.answer(150, burst[1], Outcome::status(429));
+    twin.answer(200, burst[2], Outcome::status(429));
+    let first = twin.pause(200, "catalog").expect("paused");
+    assert_eq!((first.1, first.2, first.3), (2200.0, "block", 1), "a burst counts once");
+    assert!(twin.pause(200, "global").is_none(), "the 429s point at the route's own limit");
+    // Sent after the pause ended: a repeat, the block doubles (4 s, jitter on top).
+    let t = first.0.ceil() as u64;
+    twin.ask(t - 1, &listing);
+    let repeat = twin.go(t, &listing);
+    twin.answer(t + 100, repeat, Outcome::status(429));
+    let second = twin.pause(t + 100, "catalog").expect("paused");
+    assert_eq!((second.1, second.2, second.3), ((t + 2100) as f64, "backoff", 2));
+    assert!(second.0 >= (t + 4100) as f64 && second.0 <= (t + 9100) as f64, "{second:?}");
+    // CRITICAL waits only for the server's part, in both.
+    let critical = listing.clone().priority(Priority::Critical);
+    twin.ask(t + 2099, &critical);
+    let k = twin.go(t + 2100, &critical);
+    twin.answer(t + 2100, k, Outcome::status(201));
+    // The critical request's success cleared the strikes; the pause it could not shorten runs on.
+    let cleared = twin.pause(t + 2100, "catalog").expect("still paused");
+    assert_eq!((cleared.0, cleared.3), (second.0, 0));
+    // After it, a 429 is a first strike again; then repeats double up to the cap (9 s).
+    let mut t = second.0.ceil() as u64;
+    let mut totals = Vec::new();
+    for _ in 0..4 {
+        let r = twin.go(t, &listing);
+        twin.answer(t + 10, r, Outcome::status(429));
+        let p = twin.pause(t + 10, "catalog").expect("paused");
+        totals.push(p.0 - (t + 10) as f64);
+        t = p.0.ceil() as u64 + 1;
+    }
+    assert!(totals[0] >= 2000.0 && totals[1] >= 4000.0 && totals[2] >= 8000.0, "{totals:?}");
+    assert_eq!(totals[3], 9000.0, "the cap, jitter included: {totals:?}");
+    // A Retry-After is kept exactly, and counts as a strike (strikes 5, reason retry_after).
+    let r = twin.go(t, &listing);
+    twin.answer(t + 10, r, Outcome::status(429).header("Retry-After", "3"));
+    let p = twin.pause(t + 10, "catalog").expect("paused");
+    assert_eq!(p, ((t + 3010) as f64, (t + 3010) as f64, "retry_after", 5));
+}

@@ -3,6 +3,7 @@
 mod bucket;
 mod budget;
 mod concurrency;
+pub(crate) mod pause;
 mod window;
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub(crate) enum PauseReason {
     Backoff,
     /// A WAF block or a blocked token: the cooldown.
     Cooldown,
+    /// A counted answer said the quota is used up (`remaining: 0`) until its reset.
+    Exhausted,
 }
 
 impl PauseReason {
@@ -68,7 +71,20 @@ impl PauseReason {
             PauseReason::Block => "block",
             PauseReason::Backoff => "backoff",
             PauseReason::Cooldown => "cooldown",
+            PauseReason::Exhausted => "exhausted",
         }
+    }
+
+    /// The reason a text names (the store's encoding); `None` for an unknown text.
+    pub(crate) fn parse(text: &str) -> Option<PauseReason> {
+        Some(match text {
+            "retry_after" => PauseReason::RetryAfter,
+            "block" => PauseReason::Block,
+            "backoff" => PauseReason::Backoff,
+            "cooldown" => PauseReason::Cooldown,
+            "exhausted" => PauseReason::Exhausted,
+            _ => return None,
+        })
     }
 }
 

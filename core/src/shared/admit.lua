@@ -9,7 +9,11 @@
 -- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
 -- then four keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
---          tc:{account}:p:<limit>        paused until (string, microseconds)
+--          tc:{account}:s:<limit>        the pause and the strikes (hash: until, server (the part
+--                                        the server imposed: CRITICAL waits only for it), reason,
+--                                        strikes (rate-limited answers counted for the backoff)).
+--                                        Lives until the pause ends, and while it holds strikes
+--                                        for `keep` more (ARGV of complete)
 --          tc:{account}:q:<limit>        registered waiters (zset: member "lane|since|cost|waiter",
 --                                        score = expiry)
 --          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
@@ -282,16 +286,18 @@ local function read_limits(at, n, lease_ttl, id)
       name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
       a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
       d = tonumber(ARGV[b + 7]), e = tonumber(ARGV[b + 8]),
-      key = KEYS[k], pkey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3],
+      key = KEYS[k], skey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3],
     }
     if l.kind == 'w' then load_window(l, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
-    -- "<until>:<reason>" (reason: retry_after, block, cooldown).
-    local pv = redis.call('GET', l.pkey) or '0'
-    l.paused = tonumber(string.match(pv, '^(%d+)')) or 0
-    l.reason = string.match(pv, ':([%w_]+)$') or 'block'
+    -- The pause (reason: retry_after, block, backoff, cooldown, exhausted) and the strikes.
+    local s = redis.call('HMGET', l.skey, 'until', 'server', 'reason', 'strikes')
+    l.paused = tonumber(s[1] or '0') or 0
+    l.server = tonumber(s[2] or '0') or 0
+    l.reason = s[3] or 'block'
+    l.strikes = tonumber(s[4] or '0') or 0
     limits[i] = l
   end
   return limits
@@ -347,6 +353,12 @@ if op == 'admit' then
     return request_id
   end
   local limits = read_limits(15, nl, lease_ttl, id)
+  local strikes = 0
+  for _, l in ipairs(limits) do
+    -- CRITICAL waits only for the part of a pause the server imposed, never for our backoff.
+    if priority == 0 then l.paused = l.server end
+    if l.need > 0 then strikes = math.max(strikes, l.strikes) end
+  end
   for _, l in ipairs(limits) do
     if l.kind == 'g' and not l.known and l.total > 0 then return reply(3, 'BUDGET_UNKNOWN', l.name) end
   end
@@ -483,6 +495,8 @@ if op == 'admit' then
     redis.call('HSET', resv, rid, table.concat(v, ';'))
     out[#out + 1] = rid
   end
+  -- Then whether a limit it took holds strikes: its answer, if not rate limited, clears them.
+  out[#out + 1] = strikes > 0 and 1 or 0
   if longest > 0 then
     if redis.call('PTTL', resv) < ttl_ms(longest) then redis.call('PEXPIRE', resv, ttl_ms(longest)) end
     if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
@@ -490,40 +504,82 @@ if op == 'admit' then
   return reply(1, unpack(out))
 
 elseif op == 'complete' then
-  -- ARGV: 6 request id ("" when it held nothing), 7 limits; then per limit: name, kind, pause us,
-  -- reported balance or "", refill in us or "", max, per (budgets), cost held (windows) or "".
-  local rid, n = ARGV[6], tonumber(ARGV[7])
+  -- ARGV: 6 request id ("" when it held nothing), 7 the request's go (us, the instant a repeat is
+  -- judged by) or "", 8 how long strikes outlive their pause (us), 9 limits; then per limit: name,
+  -- kind, pause mode, server us, ladder, reported balance or "", refill in us or "", max, per
+  -- (budgets), cost held (windows) or "".
+  --
+  -- The pause mode says what the answer does to the limit's pause (the policy is core's `Told`;
+  -- the script keeps the state): "" nothing; "clear" the strikes are cleared (an answer that is not
+  -- rate limited); "exhausted" cleared, and paused for `server us` (the quota is used up until its
+  -- reset); "retry_after" a strike is counted, paused for `server us` exactly; "block" and
+  -- "cooldown" a strike is counted, paused for the ladder's entry for the strikes that count (the
+  -- last entry for more), of which `server us` is the server's part. A strike is counted only for a
+  -- repeat: a request sent after the pause the server imposed had ended (the other answers of one
+  -- burst count once, and pause from their own arrival).
+  local rid, sent, keep, n = ARGV[6], tonumber(ARGV[7] ~= '' and ARGV[7] or '0'), tonumber(ARGV[8]), tonumber(ARGV[9])
   local freed, qkeys, grown = false, {}, {}
   for i = 1, n do
-    local b = 8 + (i - 1) * 8
+    local b = 10 + (i - 1) * 10
     local k = 3 + (i - 1) * 4
     qkeys[#qkeys + 1] = KEYS[k + 2]
-    -- The pause: "<us>:<reason>" or "0".
-    local kind = ARGV[b + 1]
-    local pause = tonumber(string.match(ARGV[b + 2], '^(%d+)'))
-    local reason = string.match(ARGV[b + 2], ':([%w_]+)$') or 'block'
+    local kind, mode = ARGV[b + 1], ARGV[b + 2]
     if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
-    if kind == 'w' and rid ~= '' and ARGV[b + 7] ~= '' then
+    if kind == 'w' and rid ~= '' and ARGV[b + 9] ~= '' then
       -- The hold ends now: the window counts it for per from here (waiters learn when it frees).
-      local w = { key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 6]), c = 0 }
+      local w = { key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 8]), c = 0 }
       load_window(w, 0, function() return 0 end)
-      if w.release(rid .. ':' .. ARGV[b + 7]) then freed = true end
+      if w.release(rid .. ':' .. ARGV[b + 9]) then freed = true end
     end
-    if pause > 0 then
-      -- Pauses are only ever extended.
-      local untl = now + pause
-      local cur = tonumber(string.match(redis.call('GET', KEYS[k + 1]) or '0', '^(%d+)')) or 0
-      if untl > cur then
-        redis.call('SET', KEYS[k + 1], fmt(untl) .. ':' .. reason, 'PX', ttl_ms(pause))
-        grown[ARGV[b]] = untl - math.max(cur, now)
+    if mode ~= '' then
+      local skey = KEYS[k + 1]
+      local st = redis.call('HMGET', skey, 'until', 'server', 'reason', 'strikes')
+      local untl, server = tonumber(st[1] or '0') or 0, tonumber(st[2] or '0') or 0
+      local reason, strikes = st[3], tonumber(st[4] or '0') or 0
+      local before, had = math.max(untl, now), strikes
+      local srv, total, why = 0, 0, mode
+      if mode == 'clear' or mode == 'exhausted' then
+        strikes = 0
+      else
+        local counted = 1
+        if sent >= server then
+          strikes = strikes + 1
+          counted = strikes
+        end
+        if mode == 'block' or mode == 'cooldown' then
+          local ladder = {}
+          for v in string.gmatch(ARGV[b + 4], '%d+') do ladder[#ladder + 1] = tonumber(v) end
+          total = ladder[math.min(counted, #ladder)]
+          if mode == 'block' and counted > 1 then why = 'backoff' end
+        end
+      end
+      if mode ~= 'clear' then
+        srv = tonumber(ARGV[b + 3])
+        if mode == 'exhausted' or mode == 'retry_after' then total = srv end
+        -- Pauses are only ever extended; the reason is the newest pause's when it runs longest.
+        server = math.max(server, now + srv)
+        if now + total > untl or reason == nil then reason = why end
+        untl = math.max(untl, now + total, server)
+        if untl > before then grown[ARGV[b]] = untl - before end
+      end
+      if mode ~= 'clear' or had > 0 then
+        local live = math.max(untl, server) - now
+        if strikes > 0 then live = live + keep end
+        if live > 0 then
+          redis.call('HSET', skey, 'until', fmt(untl), 'server', fmt(server), 'reason', reason or 'block',
+            'strikes', fmt(strikes))
+          redis.call('PEXPIRE', skey, ttl_ms(live))
+        else
+          redis.call('DEL', skey)
+        end
       end
     end
-    if kind == 'g' and ARGV[b + 3] ~= '' then
-      local max, per = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-      local bal = math.min(tonumber(ARGV[b + 3]), max)
+    if kind == 'g' and ARGV[b + 5] ~= '' then
+      local max, per = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
+      local bal = math.min(tonumber(ARGV[b + 5]), max)
       local nxt
-      if ARGV[b + 4] ~= '' then
-        nxt = now + math.max(1, tonumber(ARGV[b + 4]))
+      if ARGV[b + 6] ~= '' then
+        nxt = now + math.max(1, tonumber(ARGV[b + 6]))
       else
         nxt = tonumber(redis.call('HGET', KEYS[k], 'next') or '') or tonumber(epoch) + per
       end
@@ -587,7 +643,8 @@ elseif op == 'withdraw' then
 
 elseif op == 'snapshot' then
   -- ARGV: 6 limits, then the limits as for admit (need and total 0). Per limit: used, capacity,
-  -- reserved, paused until, waiters, next free (or -1), pause reason.
+  -- reserved, paused until, waiters, next free (or -1), pause reason, the server's part of the
+  -- pause, strikes.
   local limits = read_limits(7, tonumber(ARGV[6]), 0, function() return 0 end)
   local reserved = scan_reservations('')
   local out = { quarantine }
@@ -601,6 +658,8 @@ elseif op == 'snapshot' then
     out[#out + 1] = #waiters_of(l)
     out[#out + 1] = nf ~= nil and nf or ABSENT
     out[#out + 1] = l.reason
+    out[#out + 1] = l.server
+    out[#out + 1] = l.strikes
   end
   return reply(0, unpack(out))
 end

@@ -42,8 +42,18 @@
 //!   CRITICAL request took the room first), the reservation lives as long as the follow-up's claim,
 //!   as in memory; a crashed follow-up's lapses with its claim.
 //!
+//! - **One pause policy**: a 429 or block pauses the limits it points at for every process by the
+//!   in-memory controller's rules (the server's time exactly; else the block doubled on every
+//!   repeat, jittered, capped at `max_block`; CRITICAL waits only for the server's part). The
+//!   strikes live in Redis with the pause (`s:<limit>`), so a repeat in any process doubles it.
+//!
 //! Differences from the in-memory controller: budget reports are not reduced by other processes'
-//! in-flight cost.
+//! in-flight cost. A limit's strikes are forgotten once no rate-limited answer came for
+//! `lease_ttl` plus the longest pause after its pause ended (memory keeps them until a success),
+//! and an answer that is not rate limited clears them only when its request's admission saw them
+//! (one round trip per completion is not spent to clear strikes that may not exist). The jitter
+//! is drawn from each process's own generator (`feedback.seed`), one draw per rate-limited answer
+//! as in memory.
 //! Times in the store are whole microseconds (windows and periods are rounded up, never down).
 
 use std::sync::OnceLock;
@@ -53,8 +63,9 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{Config, LimitConfig, WindowHold};
 use crate::error::{ConfigError, RequestError, StoreError};
-use crate::feedback::{BlockKind, Feedback};
-use crate::limit::Limit;
+use crate::feedback::Feedback;
+use crate::limit::pause::{Jitter, Told};
+use crate::limit::{Limit, PauseReason};
 use crate::queue::merge_needs;
 use crate::request::{Decision, Outcome, Permit, Request, RequestId, ReservationId};
 use crate::route::{Need, Needs, Router};
@@ -210,13 +221,23 @@ pub struct SharedStore {
     epoch: Option<(String, Timestamp)>,
     clock: Option<Timestamp>,
     in_flight: FxHashMap<RequestId, Flight>,
+    /// The jitter of backoff pauses: one draw per rate-limited answer, as in memory.
+    rng: Jitter,
+    /// How long a limit's strikes outlive its pause (us): `lease_ttl` plus the longest pause.
+    keep_us: u64,
 }
 
 #[derive(Debug)]
 struct Flight {
     needs: Needs,
     budgets: Vec<u16>,
+    /// The host's instant of the go.
     since: Timestamp,
+    /// The server's instant of the go: a rate-limited answer is a repeat when it is past the pause
+    /// the server imposed.
+    sent: Timestamp,
+    /// One of its limits had strikes when it went: an answer that is not rate limited clears them.
+    strikes: bool,
 }
 
 fn micros_up(d: Duration) -> u64 {
@@ -263,7 +284,14 @@ impl SharedStore {
         let meta_ttl_ms = longest.div_ceil(1000) + 60_000;
         let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
         let router = Router::new(&config, &limits);
+        let f = &config.feedback;
+        let longest_pause =
+            f.blocks.values().map(|b| b.0).fold(f.max_block.max(f.cooldown).max(f.block), Duration::max);
+        let keep_us = micros_up(config.lease_ttl).saturating_add(micros_up(longest_pause));
+        let rng = Jitter::new(f.seed);
         Ok(SharedStore {
+            rng,
+            keep_us,
             prefix: format!("tc:{{{}}}:", options.account),
             waiter_ttl_us: micros_up(options.waiter_ttl),
             quarantine_us,
@@ -326,7 +354,7 @@ impl SharedStore {
             LimitConfig::Budget { .. } => "g",
         };
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
-        keys.push(format!("{}p:{}", self.prefix, l.name));
+        keys.push(format!("{}s:{}", self.prefix, l.name));
         keys.push(format!("{}q:{}", self.prefix, l.name));
         keys.push(format!("{}f:{}", self.prefix, l.name));
     }
@@ -451,7 +479,11 @@ impl SharedStore {
                     let lease = self.config.lease_ttl;
                     self.in_flight.retain(|_, f| now.saturating_since(f.since) < lease);
                 }
-                self.in_flight.insert(request, Flight { needs: needs.clone(), budgets: budgets.clone(), since: now });
+                // After the reservations: whether a limit it took had strikes.
+                let strikes = reply.get(4 + *follow_ups).and_then(ReplyValue::int) == Some(1);
+                let flight =
+                    Flight { needs: needs.clone(), budgets: budgets.clone(), since: now, sent: server_now, strikes };
+                self.in_flight.insert(request, flight);
                 Decision::Go(Permit { request, reservations, at: server_now })
             }
             2 => {
@@ -502,11 +534,19 @@ impl SharedStore {
     /// nothing to tell the store (no concurrency lease to release, nothing learnt from the
     /// response): the fast path stays at one round trip per admission.
     ///
-    /// A 429 or block pauses the request's limits for every process: for the server's time
-    /// (`Retry-After`, a block's end), else for `feedback.block` (per limit: `feedback.blocks`;
-    /// WAF and token blocks: `feedback.cooldown`). A budget report sets the shared balance.
+    /// What the response says applies to every process, by the in-memory controller's rules
+    /// ([`TrafficControl::complete`](crate::TrafficControl::complete)): a 429 or block pauses the
+    /// limits it points at for the server's time (`Retry-After`, a reset, a block's end), else for
+    /// the limit's block doubled on every repeat, jittered (one draw of this store's generator per
+    /// rate-limited answer, seeded by `feedback.seed`) and capped; the strikes are kept in Redis
+    /// with the pause and cleared by an answer that is not rate limited (when the admission saw
+    /// strikes). A budget report sets the shared balance. A completion past the request's lease
+    /// teaches nothing: its holds lapsed already, as in memory.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<StoreCall> {
         let flight = self.in_flight.remove(&request)?;
+        if now.saturating_since(flight.since) >= self.config.lease_ttl {
+            return None;
+        }
         // A concurrency slot, or a window's hold until the completion (see `WindowHold`).
         let holds_lease = flight.needs.iter().any(|n| {
             matches!(
@@ -519,7 +559,8 @@ impl SharedStore {
         } else {
             Feedback::from_outcome(outcome, outcome.body.as_deref(), outcome.unix_time)
         };
-        if !holds_lease && !feedback.rate_limited && feedback.budget.is_none() {
+        let clears = flight.strikes && !feedback.rate_limited;
+        if !holds_lease && !feedback.rate_limited && feedback.budget.is_none() && !clears {
             return None;
         }
         let mut touched: Vec<u16> = flight.needs.iter().map(|n| n.limit).collect();
@@ -531,29 +572,28 @@ impl SharedStore {
         } else {
             Vec::new()
         };
-        let cfg = &self.config.feedback;
-        let blocked =
-            feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
+        let jitter = if feedback.rate_limited { self.config.feedback.jitter * self.rng.next_unit() } else { 0.0 };
         let mut keys = self.base_keys();
         let mut args = self.header(now, "complete");
         args.push(if holds_lease { request.0.to_string() } else { String::new() });
+        args.push((flight.sent.as_nanos() / 1000).to_string());
+        args.push(self.keep_us.to_string());
         args.push(touched.len().to_string());
         for &l in &touched {
             self.push_limit_keys(&mut keys, l);
             let limit = &self.limits[usize::from(l)];
-            // The limits the answer points at pause for the server's time (a reset alone counts),
-            // else for one block (never escalated here: every process sees the same pause).
-            let pause = if targets.contains(&l) {
-                let base = if blocked { cfg.cooldown } else { cfg.blocks.get(&*limit.name).map_or(cfg.block, |b| b.0) };
-                let server = feedback.retry_after.or(feedback.reset);
-                let reason = match (server, blocked) {
-                    (Some(_), _) => "retry_after",
-                    (None, true) => "cooldown",
-                    (None, false) => "block",
-                };
-                format!("{}:{reason}", micros_up(server.unwrap_or(base)))
-            } else {
-                "0".to_string()
+            // What the answer does to the limit's pause: the script keeps the strikes and picks the
+            // pause for their count from the ladder worked out here (see `Told`).
+            let told = targets.contains(&l).then(|| Told::of(&self.config.feedback, &limit.name, &feedback)).flatten();
+            let (mode, server, ladder) = match told {
+                Some(t @ Told::Block { base, cooldown, .. }) => {
+                    let ladder: Vec<String> = t.ladder(jitter).into_iter().map(|d| micros_up(d).to_string()).collect();
+                    (if cooldown { "cooldown" } else { "block" }, micros_up(base).to_string(), ladder.join(","))
+                }
+                Some(Told::Server(d)) => ("retry_after", micros_up(d).to_string(), String::new()),
+                Some(Told::Exhausted(d)) => ("exhausted", micros_up(d).to_string(), String::new()),
+                None if clears && flight.needs.iter().any(|n| n.limit == l) => ("clear", String::new(), String::new()),
+                None => ("", String::new(), String::new()),
             };
             let kind = match self.config.limits[&*limit.name] {
                 LimitConfig::Window { .. } => "w",
@@ -577,7 +617,7 @@ impl SharedStore {
                 .iter()
                 .find(|n| n.limit == l && kind == "w")
                 .map_or_else(String::new, |n| n.cost.to_string());
-            args.extend([limit.name.to_string(), kind.into(), pause, report, refill_in]);
+            args.extend([limit.name.to_string(), kind.into(), mode.into(), server, ladder, report, refill_in]);
             args.extend([max.to_string(), per.to_string(), held]);
         }
         Some(StoreCall { keys, args, what: CallKind::Other })
@@ -587,8 +627,9 @@ impl SharedStore {
     /// when it held none).
     pub fn cancel(&mut self, now: Timestamp, request: RequestId) -> Option<StoreCall> {
         let flight = self.in_flight.get_mut(&request)?;
-        // Dropping the feedback: a cancel is a completion that learnt nothing.
+        // A cancel is a completion that learnt nothing: no budget report, no strikes cleared.
         flight.budgets.clear();
+        flight.strikes = false;
         self.complete(now, request, &Outcome::default())
     }
 
@@ -613,9 +654,16 @@ impl SharedStore {
         };
         let mut keys = self.base_keys();
         let mut args = self.header(now, "complete");
-        args.extend([String::new(), "1".into()]);
+        args.extend([String::new(), String::new(), self.keep_us.to_string(), "1".into()]);
         self.push_limit_keys(&mut keys, idx);
-        args.extend([limit.to_string(), "g".into(), "0".into(), tokens_left.to_string()]);
+        args.extend([
+            limit.to_string(),
+            "g".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            tokens_left.to_string(),
+        ]);
         args.push(refill_in.map_or_else(String::new, |d| micros_up(d).to_string()));
         args.extend([max.to_string(), micros_up(per).to_string(), String::new()]);
         Ok(StoreCall { keys, args, what: CallKind::Other })
@@ -648,7 +696,7 @@ impl SharedStore {
         let mut limits = Vec::with_capacity(self.limits.len());
         let mut waiters = 0usize;
         for (i, l) in self.limits.iter().enumerate() {
-            let b = 4 + i * 7;
+            let b = 4 + i * 9;
             let used = int(b)?;
             let reserved = u64::try_from(int(b + 2)?).unwrap_or(0);
             let capacity = l.capacity();
@@ -671,15 +719,13 @@ impl SharedStore {
                 next_free: (next_free >= 0).then(|| micros_ts(next_free)),
                 balance,
                 pause: (int(b + 3)? > server_now.as_nanos() as i64 / 1000).then(|| {
-                    let until = micros_ts(int(b + 3).unwrap_or(0));
-                    let reason = match reply.get(b + 6).map(ReplyValue::text).as_deref() {
-                        Some("retry_after") => "retry_after",
-                        Some("cooldown") => "cooldown",
-                        _ => "block",
-                    };
-                    // The store pauses for the server's time or one plain block: all of it is the
-                    // server's, and it does not escalate.
-                    PauseSnapshot { until, server_until: until, reason, strikes: 0 }
+                    let reason = reply.get(b + 6).map(ReplyValue::text);
+                    PauseSnapshot {
+                        until: micros_ts(int(b + 3).unwrap_or(0)),
+                        server_until: micros_ts(int(b + 7).unwrap_or(0)),
+                        reason: reason.as_deref().and_then(PauseReason::parse).unwrap_or(PauseReason::Block).as_str(),
+                        strikes: int(b + 8).ok().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
+                    }
                 }),
             });
         }
