@@ -52,12 +52,30 @@ create_exception!(
     TrafficControlError,
     "The request was cancelled before it could go (CANCELLED)."
 );
+create_exception!(
+    traffic_control,
+    StoreError,
+    TrafficControlError,
+    "The shared store (Redis) could not answer: STORE_UNAVAILABLE or STORE_REPLY. Never a reason to admit."
+);
+create_exception!(
+    traffic_control,
+    StoreUnavailableError,
+    StoreError,
+    "The shared store was unreachable for longer than the request could wait (STORE_UNAVAILABLE)."
+);
+create_exception!(
+    traffic_control,
+    StoreReplyError,
+    StoreError,
+    "The shared store answered something its script never sends (STORE_REPLY)."
+);
 
 /// Class-level defaults, so every class has `code`, `kind` and its details (instances set their
 /// own; a detail the error does not carry reads `None`).
 pub(crate) fn init_classes(py: Python<'_>) -> PyResult<()> {
     type Class<'py> = (Bound<'py, PyType>, Option<&'static str>, Option<&'static str>, &'static [&'static str]);
-    let classes: [Class<'_>; 7] = [
+    let classes: [Class<'_>; 10] = [
         (TrafficControlError::type_object(py), None, None, &["retry_after"]),
         (ConfigError::type_object(py), Some("CONFIG"), Some("config"), &["field", "reason"]),
         (NeverSucceedsError::type_object(py), None, Some("never_succeeds"), &["route", "limit", "cost", "capacity"]),
@@ -70,6 +88,9 @@ pub(crate) fn init_classes(py: Python<'_>) -> PyResult<()> {
             &["limit", "needed", "available", "ahead", "enough_at"],
         ),
         (RequestCancelledError::type_object(py), Some("CANCELLED"), Some("cancelled"), &[]),
+        (StoreError::type_object(py), None, Some("store"), &[]),
+        (StoreUnavailableError::type_object(py), Some("STORE_UNAVAILABLE"), Some("store"), &[]),
+        (StoreReplyError::type_object(py), Some("STORE_REPLY"), Some("store"), &[]),
     ];
     for (class, code, kind, details) in classes {
         class.setattr("code", code)?;
@@ -93,6 +114,16 @@ pub(crate) fn config_error(py: Python<'_>, e: &CoreConfigError) -> PyErr {
     let _ = value.setattr("code", e.code());
     let _ = value.setattr("field", e.field());
     let _ = value.setattr("reason", reason);
+    err
+}
+
+/// A store error as `StoreUnavailableError` or `StoreReplyError`, with its `code`.
+pub(crate) fn store_error(py: Python<'_>, e: &traffic_control_core::StoreError) -> PyErr {
+    let err = match e {
+        traffic_control_core::StoreError::Unavailable { .. } => StoreUnavailableError::new_err(e.to_string()),
+        _ => StoreReplyError::new_err(e.to_string()),
+    };
+    let _ = err.value(py).setattr("code", e.code());
     err
 }
 

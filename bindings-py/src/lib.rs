@@ -28,10 +28,10 @@ mod _traffic_control {
     #[pymodule_export]
     use crate::errors::{
         ConfigError, DeadlineError, InsufficientBudgetError, NeverSucceedsError, QueueFullError, RequestCancelledError,
-        TrafficControlError,
+        StoreError, StoreReplyError, StoreUnavailableError, TrafficControlError,
     };
     #[pymodule_export]
-    use crate::shared::PySharedStore;
+    use crate::shared::PySharedDriver;
     #[pymodule_export]
     use crate::types::{PyCompletion, PyEvent, PyFollowUp, PyPermit, PyWait};
 

@@ -262,6 +262,8 @@ pub struct SharedDriver {
     /// Reports to run again after a failure: (when, call).
     retries: Vec<(Timestamp, CallId)>,
     learning: HashMap<String, Learning>,
+    /// When the status request of each URL last reported a balance.
+    learnt_at: HashMap<String, Timestamp>,
     /// Status requests sent by the host: their URL and request id.
     status_requests: HashMap<Handle, (String, RequestId)>,
     outputs: VecDeque<Output>,
@@ -289,6 +291,7 @@ impl SharedDriver {
             retries: Vec::new(),
             learning: HashMap::new(),
             status_requests: HashMap::new(),
+            learnt_at: HashMap::new(),
             outputs: VecDeque::new(),
             next_handle: 1,
             next_call: 1,
@@ -314,6 +317,11 @@ impl SharedDriver {
     /// Requests of this process waiting (the driver's own status requests left out).
     pub fn waiting(&self) -> usize {
         self.waiters.values().filter(|w| w.status_of.is_none()).count()
+    }
+
+    /// Names this process's waiters from now on (a host that could not draw a random tag earlier).
+    pub fn set_process_tag(&mut self, tag: String) {
+        self.options.process_tag = tag;
     }
 
     /// Wake-up messages received.
@@ -688,7 +696,7 @@ impl SharedDriver {
 
     fn decided(&mut self, now: Timestamp, handle: Handle, call: CallId, store_call: &StoreCall, reply: &[ReplyValue]) {
         let Some(w) = self.waiters.get_mut(&handle) else { return };
-        let WaiterState::Asking { call: asked, kicks, .. } = w.state else { return };
+        let WaiterState::Asking { call: asked, kicks, asked_at, .. } = w.state else { return };
         if asked != call {
             return;
         }
@@ -706,7 +714,12 @@ impl SharedDriver {
         match admitted.decision {
             Decision::Go(permit) => self.finish(now, handle, Ok((permit.request, permit.reservations)), false),
             Decision::Reject(RequestError::BudgetUnknown { limit }) if can_learn => {
-                self.learn(now, handle, RequestError::BudgetUnknown { limit });
+                if self.learnt_since(handle, asked_at) {
+                    // Its question crossed a status request that reported the balance: ask again.
+                    self.ask(now, handle);
+                } else {
+                    self.learn(now, handle, RequestError::BudgetUnknown { limit });
+                }
             }
             Decision::Reject(e) => self.finish(now, handle, Err(DriverError::Request(e)), true),
             Decision::Wait { until } => {
@@ -838,6 +851,13 @@ impl SharedDriver {
             && matches!(&w.request.target, Target::Http { url, .. } if self.store.config().status_url(url).is_some())
     }
 
+    /// A status request for this waiter's URL reported a balance after `asked_at`.
+    fn learnt_since(&self, handle: Handle, asked_at: Timestamp) -> bool {
+        let Some(w) = self.waiters.get(&handle) else { return false };
+        let Target::Http { url, .. } = &w.request.target else { return false };
+        self.store.config().status_url(url).and_then(|u| self.learnt_at.get(&u)).is_some_and(|t| *t > asked_at)
+    }
+
     fn learn(&mut self, now: Timestamp, handle: Handle, error: RequestError) {
         let Some(w) = self.waiters.get_mut(&handle) else { return };
         let Target::Http { url, .. } = &w.request.target else { return };
@@ -878,6 +898,12 @@ impl SharedDriver {
     /// The learning of `url` ended: parked requests ask once more, or fail with their error.
     fn learnt(&mut self, now: Timestamp, url: &str) {
         let Some(l) = self.learning.remove(url) else { return };
+        if l.ok {
+            if self.learnt_at.len() > 64 {
+                self.learnt_at.clear();
+            }
+            self.learnt_at.insert(url.to_string(), now);
+        }
         for (handle, error) in l.parked {
             if l.ok {
                 self.enqueue(now, handle);

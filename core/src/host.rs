@@ -9,7 +9,7 @@ use crate::{
 
 mod driver;
 mod shared;
-pub use driver::DriverHost;
+pub use driver::{DriverHost, Stepped};
 pub use shared::{script, SharedDecision, SharedHost};
 
 /// An error of a call made at the boundary: the core's, or an argument the host got wrong.
@@ -19,6 +19,8 @@ pub enum HostError {
     Request(RequestError),
     /// The shared store's reply could not be read.
     Store(StoreError),
+    /// The configuration (or a store option) is invalid.
+    Config(crate::ConfigError),
     /// The call was made wrong (code `INVALID_ARGUMENT`); the reason says how.
     Invalid(String),
 }
@@ -29,6 +31,7 @@ impl HostError {
         match self {
             HostError::Request(e) => e.code(),
             HostError::Store(e) => e.code(),
+            HostError::Config(e) => e.code(),
             HostError::Invalid(_) => "INVALID_ARGUMENT",
         }
     }
@@ -38,6 +41,7 @@ impl HostError {
         match self {
             HostError::Request(e) => e.to_string(),
             HostError::Store(e) => e.to_string(),
+            HostError::Config(e) => e.to_string(),
             HostError::Invalid(reason) => reason.clone(),
         }
     }

@@ -376,3 +376,31 @@ fn requests_that_can_never_go_are_refused_without_a_call() {
     assert_eq!(e.code(), "COST_EXCEEDS_CAPACITY");
     assert!(outputs(&mut d).is_empty());
 }
+
+#[test]
+fn a_question_that_crossed_a_finished_status_request_asks_again_instead_of_learning_twice() {
+    let mut d = driver(|o| o.wake = false);
+    let a = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K"), None).unwrap();
+    let b = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K").priority(Priority::Low), None).unwrap();
+    let out = outputs(&mut d);
+    let (a_call, b_call) = (runs(&out)[0].0, runs(&out)[1].0);
+    d.on_reply(t(1), a_call, &budget_unknown());
+    let status_call = one_run(&outputs(&mut d));
+    d.on_reply(t(2), status_call, &go(1));
+    let sh = outputs(&mut d)
+        .iter()
+        .find_map(|o| match o {
+            Output::Status { handle, .. } => Some(*handle),
+            _ => None,
+        })
+        .unwrap();
+    d.status_done(t(3), sh, Some(&Outcome::status(200).body(r#"{"tokensLeft": 80}"#)));
+    let _ = outputs(&mut d);
+    // b's question went out at 0, before the balance was reported at 3.
+    d.on_reply(t(4), b_call, &budget_unknown());
+    let out = outputs(&mut d);
+    assert!(!out.iter().any(|o| matches!(o, Output::Status { .. })));
+    let ops: Vec<String> = runs(&out).iter().map(|(_, c)| op(c).to_string()).collect();
+    assert_eq!(ops, vec!["admit"], "b asks again: {out:?}");
+    let _ = (a, b);
+}

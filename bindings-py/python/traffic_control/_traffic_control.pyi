@@ -30,7 +30,10 @@ __all__ = [
     "Permit",
     "Wait",
     "PRESETS",
-    "SharedStore",
+    "SharedDriver",
+    "StoreError",
+    "StoreReplyError",
+    "StoreUnavailableError",
 ]
 
 PRESETS: dict[str, str]
@@ -48,6 +51,15 @@ class TrafficControlError(Exception):
     kind: str | None
     retry_after: float | None
     """Seconds until the request could go (budget and unreachable-deadline errors), else None."""
+
+class StoreError(TrafficControlError):
+    """The shared store (Redis) could not answer: STORE_UNAVAILABLE or STORE_REPLY."""
+
+class StoreUnavailableError(StoreError):
+    """Redis could not be reached within the request's longest wait (STORE_UNAVAILABLE)."""
+
+class StoreReplyError(StoreError):
+    """Redis answered something the script never sends (STORE_REPLY)."""
 
 class ConfigError(TrafficControlError):
     """An invalid config: ``field`` names the offending field, ``reason`` says what is wrong."""
@@ -191,38 +203,17 @@ class Event:
 # ---- the shared store (Redis) ------------------------------------------------------------------
 
 @final
-class SharedStore:
-    """The sans-IO shared store: builds script calls ``(keys, args)`` and reads their replies."""
+class SharedDriver:
+    """The core's sans-IO driver of the shared store: every input answers ``(result, outputs,
+    timeout_ms, waiting)``. Outputs: ``("run", call, keys, args)``, ``("go", handle, request,
+    reservations)``, ``("fail", handle, error)``, ``("done", handle, live)``, ``("snapshot", handle,
+    limits)``, ``("status", handle, url)``, ``("subscribe", channel)``, ``("unsubscribe",)``."""
 
-    def __new__(
-        cls, config: str, account: str, env: Mapping[str, str] | None = None, waiter_ttl_ms: float | None = None
-    ) -> Self: ...
+    def __new__(cls, config: str, options_json: str, env: Mapping[str, str] | None = None) -> Self: ...
     @staticmethod
     def script() -> tuple[str, str]: ...
-    def admit(
-        self, now: float, request_json: str, waiter: str | None = None, max_wait_ms: float | None = None
-    ) -> tuple[int, list[str], list[str]]: ...
-    def forget(self, token: int) -> None: ...
-    def decide(
-        self, now: float, token: int, reply: Any
-    ) -> tuple[str, int | None, list[int], float | None, TrafficControlError | None]: ...
-    def withdraw(self, now: float, waiter: str, request_json: str) -> tuple[list[str], list[str]]: ...
-    def complete(
-        self,
-        now: float,
-        request: int,
-        status: int | None = None,
-        headers: Sequence[tuple[str, str]] | None = None,
-        body: str | None = None,
-    ) -> tuple[list[str], list[str]] | None: ...
-    def release(self, now: float, reservation: int) -> tuple[list[str], list[str]]: ...
-    def sync_budget(
-        self, now: float, limit: str, tokens_left: int, refill_in_ms: float | None = None
-    ) -> tuple[list[str], list[str]]: ...
-    def observe(self, now: float, reply: Any) -> bool: ...
-    def status_url(self, url: str) -> str | None: ...
-    def snapshot_call(self, now: float) -> tuple[list[str], list[str]]: ...
-    def snapshot(self, now: float, reply: Any) -> list[tuple[str, int, int, int, tuple[float, str] | None]]: ...
+    def step(self, now: float, input_json: str) -> tuple[int | None, list[tuple[Any, ...]], float | None, int]: ...
+    def reply(self, now: float, call: int, reply: Any) -> tuple[int | None, list[tuple[Any, ...]], float | None, int]: ...
 
 # ---- the sans-IO controller --------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The shared store: limit state of one account in Redis, for every process calling with it.
 
-The core builds each script call and reads its reply (sans-IO); this module runs the calls with the
-application's Redis client, waits, and keeps the process's own waiters in priority order. Two hosts
-share one base (the calls and the reading of replies); only the I/O and the waiting differ:
+The core's driver decides every step (sans-IO: which script call to run, when to ask again, the
+unavailable policy, budget learning, wake-ups); this module runs its Redis and HTTP calls and its
+timer. Two hosts share one base; only the I/O and the waiting differ:
 
 * :class:`SharedTrafficControl` over ``redis.asyncio.Redis`` (asyncio)::
 
@@ -45,16 +45,18 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Literal, Protocol, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from ._traffic_control import SharedStore, TrafficControlError
+from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
     "RedisClient",
     "SharedPermit",
     "SharedReservation",
     "SharedTrafficControl",
+    "StoreError",
+    "StoreReplyError",
     "StoreUnavailableError",
     "SyncRedisClient",
     "SyncSharedPermit",
@@ -77,13 +79,6 @@ class SyncRedisClient(Protocol):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
 
     def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any: ...
-
-
-class StoreUnavailableError(TrafficControlError):
-    """Redis could not be reached within the request's maximum wait (code STORE_UNAVAILABLE)."""
-
-    code = "STORE_UNAVAILABLE"
-    kind = "store"
 
 
 def _now() -> float:
@@ -112,12 +107,7 @@ async def run_script(
 
 
 def run_script_sync(
-    client: SyncRedisClient,
-    sha: str,
-    script: str,
-    keys: Sequence[str],
-    args: Sequence[str],
-    counter: list[int] | None = None,
+    client: SyncRedisClient, sha: str, script: str, keys: Sequence[str], args: Sequence[str], counter: list[int] | None = None
 ) -> Any:
     """:func:`run_script` with a blocking client."""
     if counter is not None:
@@ -132,68 +122,6 @@ def run_script_sync(
         return client.eval(script, len(keys), *keys, *args)
 
 
-class _Reservation:
-    def __init__(self, follow_up: dict[str, Any]) -> None:
-        self.follow_up = follow_up
-        self.id: int | None = None
-
-
-class SharedReservation(_Reservation):
-    """Capacity reserved in Redis for a follow-up; every process counts it."""
-
-    def __init__(self, tc: SharedTrafficControl, follow_up: dict[str, Any]) -> None:
-        super().__init__(follow_up)
-        self._tc = tc
-
-    async def release(self) -> bool:
-        """Gives the capacity back now; False when already spent, released or expired."""
-        return False if self.id is None else await self._tc._release(self.id)
-
-
-class SyncSharedReservation(_Reservation):
-    """:class:`SharedReservation` of a :class:`SyncSharedTrafficControl`."""
-
-    def __init__(self, tc: SyncSharedTrafficControl, follow_up: dict[str, Any]) -> None:
-        super().__init__(follow_up)
-        self._tc = tc
-
-    def release(self) -> bool:
-        """Gives the capacity back now; False when already spent, released or expired."""
-        return False if self.id is None else self._tc._release(self.id)
-
-
-class SharedPermit:
-    """The right to send one request now; ``complete()`` it once."""
-
-    def __init__(self, tc: SharedTrafficControl, request: int, reservations: Sequence[SharedReservation]) -> None:
-        self._tc = tc
-        self.request = request
-        self.reservations = list(reservations)
-
-    async def complete(
-        self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
-    ) -> None:
-        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
-        await self._tc._complete(self.request, status, headers, body)
-
-
-class SyncSharedPermit:
-    """:class:`SharedPermit` of a :class:`SyncSharedTrafficControl`; ``complete()`` it once."""
-
-    def __init__(
-        self, tc: SyncSharedTrafficControl, request: int, reservations: Sequence[SyncSharedReservation]
-    ) -> None:
-        self._tc = tc
-        self.request = request
-        self.reservations = list(reservations)
-
-    def complete(
-        self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
-    ) -> None:
-        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
-        self._tc._complete(self.request, status, headers, body)
-
-
 def _target(url: str | None, method: str | None, route: str | None) -> Any:
     if route is not None:
         return {"route": route}
@@ -202,56 +130,68 @@ def _target(url: str | None, method: str | None, route: str | None) -> Any:
     return "none"
 
 
-class _Waiter:
-    def __init__(self, wid: str, request_json: str, max_wait_at: float | None, reserve: Sequence[_Reservation]):
-        self.id = wid
-        self.json = request_json
-        self.max_wait_at = max_wait_at
-        self.reserve = reserve
-        self.store_down_at: float | None = None
+class _Reservation:
+    def __init__(self, tc: Any, follow_up: dict[str, Any]) -> None:
+        self._tc = tc
+        self.follow_up = follow_up
+        self.id: int | None = None
 
 
-class _AsyncWaiter(_Waiter):
-    def __init__(self, wid: str, request_json: str, max_wait_at: float | None, reserve: Sequence[_Reservation]):
-        super().__init__(wid, request_json, max_wait_at, reserve)
-        self.future: asyncio.Future[SharedPermit] = asyncio.get_running_loop().create_future()
+class SharedReservation(_Reservation):
+    """Capacity reserved in Redis for a follow-up; every process counts it."""
+
+    async def release(self) -> bool:
+        """Gives the capacity back now; False when already spent, released or expired."""
+        return False if self.id is None else bool(await self._tc._operation({"input": "release", "reservation": self.id}))
 
 
-class _Call:
-    """One script call of a waiter's turn: what to send, and how long the client may take."""
+class SyncSharedReservation(_Reservation):
+    """:class:`SharedReservation` of a :class:`SyncSharedTrafficControl`."""
 
-    __slots__ = ("token", "keys", "args", "bound_ms")
-
-    def __init__(self, token: int, keys: list[str], args: list[str], bound_ms: float) -> None:
-        self.token = token
-        self.keys = keys
-        self.args = args
-        self.bound_ms = bound_ms
+    def release(self) -> bool:
+        """Gives the capacity back now; False when already spent, released or expired."""
+        return False if self.id is None else bool(self._tc._operation({"input": "release", "reservation": self.id}))
 
 
-class _Turn:
-    """What became of a waiter's turn: it goes (``request``), fails (``error``), or sleeps ``sleep_ms``."""
+def _complete(request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None) -> dict[str, Any]:
+    flat = None if headers is None else [x for pair in headers for x in pair]
+    return {"input": "complete", "request": request, "status": status, "headers": flat, "body": body}
 
-    __slots__ = ("done", "request", "error", "withdraw", "sleep_ms")
 
-    def __init__(
-        self,
-        done: bool,
-        request: int = 0,
-        error: BaseException | None = None,
-        withdraw: bool = False,
-        sleep_ms: float = 0.0,
-    ) -> None:
-        self.done = done
+class _Permit:
+    def __init__(self, tc: Any, request: int, reservations: Sequence[_Reservation]) -> None:
+        self._tc = tc
         self.request = request
-        self.error = error
-        self.withdraw = withdraw
-        self.sleep_ms = sleep_ms
+        self.reservations = list(reservations)
+
+
+class SharedPermit(_Permit):
+    """The right to send one request now; ``complete()`` it once."""
+
+    async def complete(
+        self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
+    ) -> None:
+        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
+        await self._tc._operation(_complete(self.request, status, headers, body))
+
+
+class SyncSharedPermit(_Permit):
+    """:class:`SharedPermit` of a :class:`SyncSharedTrafficControl`; ``complete()`` it once."""
+
+    def complete(
+        self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
+    ) -> None:
+        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
+        self._tc._operation(_complete(self.request, status, headers, body))
+
+
+Output = tuple[Any, ...]
 
 
 class _SharedBase:
-    """The host-independent half: builds every script call and reads every reply. The asyncio and
-    the threaded hosts only run the calls, sleep, and hand out permits."""
+    """What both hosts share: the driver, and handing it inputs under a lock."""
+
+    _permit: type[_Permit]
 
     def __init__(
         self,
@@ -261,161 +201,111 @@ class _SharedBase:
         unavailable_max_wait: float,
         waiter_ttl: float,
         env: Mapping[str, str] | None,
+        wake: bool,
     ) -> None:
+        options = {
+            "account": account,
+            "processTag": uuid.uuid4().hex[:12],
+            "waiterTtl": waiter_ttl * 1000.0,
+            "onUnavailable": on_unavailable,
+            "unavailableMaxWait": unavailable_max_wait * 1000.0,
+            "wake": wake,
+        }
         text = config if isinstance(config, str) else json.dumps(config)
-        self._store = SharedStore(text, account, dict(os.environ if env is None else env), waiter_ttl * 1000.0)
-        self._script, self._sha = SharedStore.script()
-        self._on_unavailable = on_unavailable
-        self._unavailable_max_wait_ms = unavailable_max_wait * 1000.0
-        self._waiter_ttl_ms = waiter_ttl * 1000.0
+        self._driver = SharedDriver(text, json.dumps(options), dict(os.environ if env is None else env))
+        self._script, self._sha = SharedDriver.script()
+        self._lock = threading.Lock()
+        self._steps = 0
+        self._waiting = 0
         self.wake_channel = "tc:{%s}:wake" % account
         """The channel the store publishes freed room on."""
         self.wakeups = 0
         """Wake-up messages received (for tests and benchmarks)."""
-        self._tag = uuid.uuid4().hex[:12]
-        self._seq = 0
-        # The native store is one mutable object; threads take turns on it.
-        self._store_lock = threading.Lock()
         #: Round trips to Redis so far (for benchmarks).
         self.round_trips = [0]
 
-    def _follow_up(
-        self, url: str | None, method: str | None, route: str | None, cost: int | None, ttl: float | None
-    ) -> dict[str, Any]:
+    @property
+    def waiting(self) -> int:
+        """Requests of this process waiting."""
+        return self._waiting
+
+    def _follow_up(self, url: str | None, method: str | None, route: str | None, cost: int | None, ttl: float | None) -> dict[str, Any]:
         return {"target": _target(url, method, route), "limits": [], "cost": cost, "ttl": None if ttl is None else ttl * 1000}
 
-    def _request(
-        self,
-        url: str | None,
-        method: str | None,
-        route: str | None,
-        priority: str,
-        cost: int | None,
-        limits: Sequence[str],
-        reserve: Sequence[_Reservation],
-        spend: _Reservation | None,
-        max_wait: float | None,
-    ) -> tuple[str, str, str, float | None]:
-        """The waiter's id, its local class (priority, spend, limits), the request's JSON, and its
-        max-wait instant."""
+    @staticmethod
+    def _acquire_input(
+        url: str | None, method: str | None, route: str | None, priority: str, cost: int | None, limits: Sequence[str],
+        reserve: Sequence[_Reservation], spend: _Reservation | None, max_wait: float | None,
+    ) -> dict[str, Any]:
         if spend is not None and spend.id is None:
             raise ValueError("spend: the reservation was not made yet (its request was not admitted)")
         request = {
-            "target": _target(url, method, route),
-            "limits": list(limits),
-            "cost": cost,
-            "priority": priority.lower(),
-            "deadline": None,
-            "reserve": [r.follow_up for r in reserve],
-            "spend": None if spend is None else spend.id,
+            "target": _target(url, method, route), "limits": list(limits), "cost": cost, "priority": priority.lower(),
+            "deadline": None, "reserve": [r.follow_up for r in reserve], "spend": None if spend is None else spend.id,
         }
-        text = json.dumps(request)
-        now = _now()
-        with self._store_lock:
-            token, keys, _ = self._store.admit(now, text)
-            self._store.forget(token)
-            self._seq += 1
-            wid = f"{self._tag}-{self._seq}"
-        klass = f"{priority}|{'spend ' + wid if spend is not None else ''}|{' '.join(keys)}"
-        return wid, klass, text, None if max_wait is None else now + max_wait * 1000.0
+        return {"input": "acquire", "request": request, "maxWait": None if max_wait is None else max_wait * 1000.0}
 
-    def _begin(self, w: _Waiter) -> _Call | _Turn:
-        """The head of a class asks Redis: the call to run, or the end of its turn."""
-        now = _now()
-        left = None if w.max_wait_at is None else w.max_wait_at - now
-        if left is not None and left < 0:
-            return _Turn(True, error=_deadline_error(), withdraw=True)
-        try:
-            with self._store_lock:
-                token, keys, args = self._store.admit(now, w.json, w.id, left)
-        except Exception as e:
-            return _Turn(True, error=e)
-        # The client's own retries must not outlast the request's maximum wait.
-        down_since = w.store_down_at if w.store_down_at is not None else now
-        bound = left if left is not None else down_since + self._unavailable_max_wait_ms - now
-        return _Call(token, keys, args, max(bound, 50.0))
+    def _feed(self, input: dict[str, Any] | None, reply: tuple[int, Any] | None = None,
+              started: Callable[[int], None] | None = None) -> Any:
+        """One input to the driver (or one reply); acts on what it asks; returns its result."""
+        with self._lock:
+            if reply is not None:
+                result, outputs, timeout, self._waiting = self._driver.reply(_now(), reply[0], reply[1])
+            else:
+                result, outputs, timeout, self._waiting = self._driver.step(_now(), json.dumps(input))
+            if result is not None and started is not None:
+                started(result)
+            self._steps += 1
+            step = self._steps
+        for o in outputs:
+            self._act(o)
+        if step == self._steps:  # else a later step (nested, or another thread's) knows the time better
+            self._arm(timeout)
+        return result
 
-    def _unreachable(self, w: _Waiter, call: _Call, e: BaseException, backoff: float) -> _Turn:
-        """Redis unreachable (or restarting): fail closed, or sleep ``backoff`` and ask again."""
-        now = _now()
-        with self._store_lock:
-            self._store.forget(call.token)
-        if w.store_down_at is None:
-            w.store_down_at = now
-        limit = w.max_wait_at if w.max_wait_at is not None else w.store_down_at + self._unavailable_max_wait_ms
-        error = self._give_up(limit, backoff, e)
-        if error is not None:
-            return _Turn(True, error=error)
-        return _Turn(False, sleep_ms=backoff)
+    def _settled(self, o: Output, value: Any) -> None:
+        raise NotImplementedError
 
-    def _give_up(self, limit: float, backoff: float, e: BaseException) -> StoreUnavailableError | None:
-        """The unavailability policy, for admissions and reports alike: the error to fail with when
-        ``"fail"`` or when waiting ``backoff`` ms more would pass ``limit``; None to retry."""
-        if self._on_unavailable == "fail" or _now() + backoff > limit:
-            error = StoreUnavailableError(f"the shared store is unavailable: {e}")
-            error.__cause__ = e
-            return error
-        return None
+    def _act(self, o: Output) -> None:
+        kind = o[0]
+        if kind == "go":
+            self._settled(o, o[3])
+        elif kind in ("fail", "done", "snapshot"):
+            self._settled(o, o[2])
+        elif kind == "run":
+            self._run(o[1], o[2], o[3])
+        elif kind == "status":
+            self._status(o[1], o[2])
+        elif kind == "subscribe":
+            self._subscribe(o[1])
+        elif kind == "unsubscribe":
+            self._unsubscribe()
 
-    def _replied(self, w: _Waiter, call: _Call, reply: Any) -> _Turn:
-        """Reads the script's reply: go (the reservations get their ids), reject, or wait."""
-        w.store_down_at = None
-        try:
-            with self._store_lock:
-                decision, request_id, reservations, wait_ms, error = self._store.decide(_now(), call.token, reply)
-        except Exception as e:
-            return _Turn(True, error=e, withdraw=True)
-        if decision == "go":
-            for r, rid in zip(w.reserve, reservations):
-                r.id = rid
-            return _Turn(True, request=request_id or 0)
-        if decision == "reject":
-            return _Turn(True, error=error if error is not None else TrafficControlError("rejected"), withdraw=True)
-        sleep = self._waiter_ttl_ms / 2 if wait_ms is None else wait_ms
-        sleep = min(sleep, 10_000.0)
-        if w.max_wait_at is not None:
-            sleep = min(sleep, w.max_wait_at - _now() + 1)
-        return _Turn(False, sleep_ms=sleep)
+    def _run(self, call: int, keys: list[str], args: list[str]) -> None:
+        raise NotImplementedError
 
-    # Calls outside admission: each returns (keys, args), its reply goes to _observe.
+    def _status(self, handle: int, url: str) -> None:
+        raise NotImplementedError
 
-    def _report_retry(self, started: float, backoff: float, e: Exception) -> None:
-        """A report (completion, release, budget) that did not reach Redis: raises
-        :class:`StoreUnavailableError` when the unavailability policy says stop, else returns and
-        the caller retries after ``backoff`` ms."""
-        error = self._give_up(started + self._unavailable_max_wait_ms, backoff, e)
-        if error is not None:
-            raise error
+    def _subscribe(self, channel: str) -> None:
+        raise NotImplementedError
 
-    def _observe(self, reply: Any) -> bool:
-        with self._store_lock:
-            return self._store.observe(_now(), reply)
+    def _unsubscribe(self) -> None:
+        raise NotImplementedError
 
-    def _sync_budget_call(self, limit: str, tokens_left: int, refill_in: float | None) -> tuple[list[str], list[str]]:
-        with self._store_lock:
-            return self._store.sync_budget(_now(), limit, tokens_left, None if refill_in is None else refill_in * 1000)
+    def _arm(self, timeout: float | None) -> None:
+        raise NotImplementedError
 
-    def _snapshot_call(self) -> tuple[list[str], list[str]]:
-        with self._store_lock:
-            return self._store.snapshot_call(_now())
+    def _on_message(self, *_: Any) -> None:
+        self.wakeups += 1
+        self._feed({"input": "woken"})
 
-    def _snapshot_reply(self, reply: Any) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
-        with self._store_lock:
-            return self._store.snapshot(_now(), reply)
-
-    def _complete_call(
-        self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
-    ) -> tuple[list[str], list[str]] | None:
-        with self._store_lock:
-            return self._store.complete(_now(), request, status, None if headers is None else list(headers), body)
-
-    def _release_call(self, reservation: int) -> tuple[list[str], list[str]]:
-        with self._store_lock:
-            return self._store.release(_now(), reservation)
-
-    def _withdraw_call(self, w: _Waiter) -> tuple[list[str], list[str]]:
-        with self._store_lock:
-            return self._store.withdraw(_now(), w.id, w.json)
+    @staticmethod
+    def _status_input(handle: int, response: Any) -> dict[str, Any]:
+        if response is None:
+            return {"input": "statusDone", "handle": handle}
+        headers = [x for pair in response.headers.multi_items() for x in pair]
+        return {"input": "statusDone", "handle": handle, "status": response.status_code, "headers": headers, "body": response.text}
 
 
 class SharedTrafficControl(_SharedBase):
@@ -423,245 +313,60 @@ class SharedTrafficControl(_SharedBase):
 
     One script call per admission on the fast path. A request that must wait asks again at the
     instant the script names; meanwhile its claim keeps lower priorities, of every process, off the
-    room it needs. Only the head of each local class (priority, limits) asks Redis.
+    room it needs. Only the head of each local class (priority, limits) asks Redis. A budget whose
+    balance nobody reported yet is learnt first with the free status request (Keepa's ``/token``),
+    sent with ``http=`` (an ``httpx.AsyncClient``) or a new client.
     """
 
     def __init__(
-        self,
-        config: str | Mapping[str, Any],
-        *,
-        redis: RedisClient,
-        account: str,
-        on_unavailable: Literal["wait", "fail"] = "wait",
-        unavailable_max_wait: float = 30.0,
-        waiter_ttl: float = 2.0,
-        env: Mapping[str, str] | None = None,
-        wake: bool = True,
-        http: Any = None,
+        self, config: str | Mapping[str, Any], *, redis: RedisClient, account: str,
+        on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
+        env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
     ) -> None:
-        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
+        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env,
+                         wake and getattr(redis, "pubsub", None) is not None)
         self._redis = redis
         self._http = http
-        self._learning: dict[str, asyncio.Future[bool]] = {}
-        self._classes: dict[str, list[_AsyncWaiter]] = {}
-        self._kick = asyncio.Event()
-        self._wake_enabled = wake
+        self._pending: dict[int, tuple[asyncio.Future[Any], Sequence[_Reservation]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._linger: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def reservation(
-        self,
-        url: str | None = None,
-        *,
-        method: str | None = None,
-        route: str | None = None,
-        cost: int | None = None,
-        ttl: float | None = None,
-    ) -> SharedReservation:
+    def reservation(self, url: str | None = None, *, method: str | None = None, route: str | None = None,
+                    cost: int | None = None, ttl: float | None = None) -> SharedReservation:
         """A reservation to name in a request's ``reserve`` and a follow-up's ``spend``."""
         return SharedReservation(self, self._follow_up(url, method, route, cost, ttl))
 
     async def acquire(
-        self,
-        url: str | None = None,
-        *,
-        method: str | None = None,
-        route: str | None = None,
-        priority: str = "normal",
-        cost: int | None = None,
-        limits: Sequence[str] = (),
-        reserve: Sequence[SharedReservation] = (),
-        spend: SharedReservation | None = None,
-        max_wait: float | None = None,
+        self, url: str | None = None, *, method: str | None = None, route: str | None = None, priority: str = "normal",
+        cost: int | None = None, limits: Sequence[str] = (), reserve: Sequence[SharedReservation] = (),
+        spend: SharedReservation | None = None, max_wait: float | None = None,
     ) -> SharedPermit:
-        """Waits until the request may go; raises the error of its kind when it never can. A budget
-        whose balance nobody reported yet is learnt first with the free status request (Keepa's
-        ``/token``, made from ``url``; sent with ``http=``, an ``httpx.AsyncClient``, or a new one)."""
-        args = (url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        """Waits until the request may go (``max_wait`` seconds at most, store outages included);
+        raises the error of its kind when it never can."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        handle = self._feed(input, started=lambda h: self._pending.__setitem__(h, (future, reserve)))
         try:
-            return await self._acquire_once(*args)
-        except TrafficControlError as e:
-            if e.code != "BUDGET_UNKNOWN" or url is None or not await self._learn_budget(url):
-                raise
-            return await self._acquire_once(*args)
-
-    async def _learn_budget(self, url: str) -> bool:
-        """Sends the status request made from ``url`` (one at a time per status URL)."""
-        status = self._store.status_url(url)
-        if status is None:
-            return False
-        pending = self._learning.get(status)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._learning[status] = future
-        try:
-            permit = await self._acquire_once(status, "GET", None, "high", None, (), (), None, None)
-            code: int | None = None
-            headers: list[tuple[str, str]] | None = None
-            body: str | None = None
-            try:
-                if self._http is not None:
-                    response = await self._http.get(status)
-                else:
-                    import httpx
-
-                    async with httpx.AsyncClient() as client:
-                        response = await client.get(status)
-                code, headers, body = response.status_code, list(response.headers.multi_items()), response.text
-            finally:
-                await permit.complete(code, headers, body)
-            future.set_result(code is not None and code < 400)
-        except Exception:
-            if not future.done():
-                future.set_result(False)
-        finally:
-            del self._learning[status]
-        return future.result()
-
-    async def _acquire_once(
-        self,
-        url: str | None,
-        method: str | None,
-        route: str | None,
-        priority: str,
-        cost: int | None,
-        limits: Sequence[str],
-        reserve: Sequence[SharedReservation],
-        spend: SharedReservation | None,
-        max_wait: float | None,
-    ) -> SharedPermit:
-        wid, klass, text, max_wait_at = self._request(
-            url, method, route, priority, cost, limits, reserve, spend, max_wait
-        )
-        waiter = _AsyncWaiter(wid, text, max_wait_at, reserve)
-        queue = self._classes.setdefault(klass, [])
-        queue.append(waiter)
-        if len(queue) == 1:
-            asyncio.get_running_loop().create_task(self._drive(klass, queue))
-        try:
-            return await waiter.future
+            return await future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
-            if waiter in queue:
-                queue.remove(waiter)
-                await self._withdraw(waiter)
+            self._feed({"input": "cancel", "handle": handle})
             raise
 
     async def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
-        self._observe(await self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
-        self._wake()
+        refill = None if refill_in is None else refill_in * 1000.0
+        await self._operation({"input": "syncBudget", "limit": limit, "tokensLeft": tokens_left, "refillIn": refill})
 
     async def snapshot(self) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
         """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
         ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
-        return self._snapshot_reply(await self._run(*self._snapshot_call()))
-
-    @property
-    def waiting(self) -> int:
-        """Requests of this process waiting."""
-        return sum(len(q) for q in self._classes.values())
-
-    async def _run(self, keys: Sequence[str], args: Sequence[str]) -> Any:
-        return await run_script(self._redis, self._sha, self._script, keys, args, self.round_trips)
-
-    async def _run_or_wait(self, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """Runs a report while Redis is unreachable (a restart): retries under the unavailability
-        policy, as admissions do, then raises :class:`StoreUnavailableError` rather than the
-        client's own error. What the request held comes back by its TTL even if the report never
-        lands, but a 429's pause should reach every process."""
-        started, backoff = _now(), 50.0
-        while True:
-            try:
-                return await self._run(keys, args)
-            except Exception as e:
-                self._report_retry(started, backoff, e)
-            await asyncio.sleep(backoff / 1000.0)
-            backoff = min(backoff * 2, 1000.0)
-
-    def _wake(self) -> None:
-        self._kick.set()
-        self._kick = asyncio.Event()
-
-    async def _complete(
-        self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
-    ) -> None:
-        call = self._complete_call(request, status, headers, body)
-        if call is not None:
-            self._observe(await self._run_or_wait(*call))
-        self._wake()
-
-    async def _release(self, reservation: int) -> bool:
-        live = self._observe(await self._run_or_wait(*self._release_call(reservation)))
-        self._wake()
-        return live
-
-    async def _withdraw(self, w: _Waiter) -> None:
-        try:
-            self._observe(await self._run(*self._withdraw_call(w)))
-        except Exception:
-            pass  # its claims lapse with the waiter TTL anyway
-
-    def _ensure_wake(self) -> None:
-        """While requests wait, listens on the wake channel (a pubsub of the client): room freed in
-        any process wakes the waiters at once. Failures leave the polling in charge."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        if not self._wake_enabled or self._listener is not None:
-            return
-        factory = getattr(self._redis, "pubsub", None)
-        if factory is None:
-            return
-        self._listener = asyncio.get_running_loop().create_task(self._listen(factory))
-
-    async def _listen(self, factory: Any) -> None:
-        pubsub = factory()
-        try:
-            await pubsub.subscribe(self.wake_channel)
-            self._wake()  # room may have freed while subscribing: ask again
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    self.wakeups += 1
-                    self._wake()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            pass
-        finally:
-            if self._listener is asyncio.current_task():
-                self._listener = None
-            try:
-                await pubsub.unsubscribe()
-            except Exception:
-                pass
-            close = getattr(pubsub, "aclose", None) or getattr(pubsub, "close", None)
-            try:
-                if close is not None:
-                    closed = close()
-                    if inspect.isawaitable(closed):
-                        await closed
-            except Exception:
-                pass
-
-    def _idle(self) -> None:
-        """No request waits: stop listening a second later, unless one comes."""
-        if self._listener is None or self._linger is not None:
-            return
-
-        def stop() -> None:
-            self._linger = None
-            if self.waiting == 0 and self._listener is not None:
-                self._listener.cancel()
-                self._listener = None
-
-        self._linger = asyncio.get_running_loop().call_later(1.0, stop)
+        return await self._operation({"input": "snapshot"})  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         """Stops listening for wake-ups now (waiting requests fall back to polling)."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        self._feed({"input": "close"})
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -670,284 +375,266 @@ class SharedTrafficControl(_SharedBase):
             except (asyncio.CancelledError, Exception):
                 pass
 
-    async def _sleep(self, ms: float, kick: asyncio.Event) -> None:
-        """Sleeps ``ms`` or until ``kick`` (the event in force when the question went out, so a
-        wake-up that came while it was out is not lost)."""
-        self._ensure_wake()
-        if self._listener is None:
-            # Without wake-ups, room freed elsewhere is seen only by asking: every half TTL.
-            ms = min(ms, self._waiter_ttl_ms / 2)
-        try:
-            await asyncio.wait_for(kick.wait(), timeout=max(0.0, ms) / 1000.0)
-        except asyncio.TimeoutError:
-            pass
+    def _operation(self, input: dict[str, Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._feed(input, started=lambda h: self._pending.__setitem__(h, (future, ())))
+        return future
 
-    async def _drive(self, klass: str, queue: list[_AsyncWaiter]) -> None:
-        """Serves one class: its head asks Redis until it goes or fails; then the next."""
-        backoff = 50.0
-        while queue:
-            w = queue[0]
-            if w.future.done():
-                queue.pop(0)
-                continue
-            kick = self._kick
-            call = self._begin(w)
-            if isinstance(call, _Call):
-                try:
-                    reply = await asyncio.wait_for(self._run(call.keys, call.args), timeout=call.bound_ms / 1000.0)
-                except Exception as e:
-                    turn = self._unreachable(w, call, e, backoff)
-                    backoff = min(backoff * 2, 1000.0)
+    def _settled(self, o: Output, value: Any) -> None:
+        future, reserve = self._pending.pop(o[1], (None, ()))
+        if o[0] == "go":
+            if future is None or future.done():  # cancelled meanwhile: give its room back
+                self._feed({"input": "complete", "request": o[2]})
+                return
+            for r, rid in zip(reserve, value):
+                r.id = rid
+            future.set_result(SharedPermit(self, o[2], reserve))
+        elif future is not None and not future.done():
+            future.set_exception(value) if o[0] == "fail" else future.set_result(value)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _run(self, call: int, keys: list[str], args: list[str]) -> None:
+        async def run() -> None:
+            try:
+                reply = await run_script(self._redis, self._sha, self._script, keys, args, self.round_trips)
+            except Exception as e:
+                self._feed({"input": "storeError", "call": call, "reason": str(e) or type(e).__name__})
+            else:
+                self._feed(None, reply=(call, reply))
+
+        self._spawn(run())
+
+    def _status(self, handle: int, url: str) -> None:
+        async def send() -> None:
+            response = None
+            try:
+                if self._http is not None:
+                    response = await self._http.get(url)
                 else:
-                    backoff = 50.0
-                    turn = self._replied(w, call, reply)
-            else:
-                turn = call
-            if not turn.done:
-                await self._sleep(turn.sleep_ms, kick)
-                continue
-            queue.pop(0)
-            if turn.withdraw:
-                asyncio.get_running_loop().create_task(self._withdraw(w))
-            if w.future.done():
-                continue
-            if turn.error is not None:
-                w.future.set_exception(turn.error)
-            else:
-                w.future.set_result(SharedPermit(self, turn.request, cast("Sequence[SharedReservation]", w.reserve)))
-        if self._classes.get(klass) is queue:
-            del self._classes[klass]
-        if self.waiting == 0:
-            self._idle()
+                    import httpx
+
+                    async with httpx.AsyncClient() as client:
+                        response = await client.get(url)
+                        await response.aread()
+            except Exception:
+                response = None
+            self._feed(self._status_input(handle, response))
+
+        self._spawn(send())
+
+    def _subscribe(self, channel: str) -> None:
+        self._listener = self._spawn(self._listen(channel))
+
+    def _unsubscribe(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+
+    async def _listen(self, channel: str) -> None:
+        pubsub = self._redis.pubsub()  # type: ignore[attr-defined]
+        try:
+            try:
+                await pubsub.subscribe(channel)
+            except Exception:
+                self._feed({"input": "subscribed", "ok": False})
+                return
+            self._feed({"input": "subscribed", "ok": True})
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    self._on_message()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pass
+        finally:
+            for step in ("unsubscribe", "aclose" if hasattr(pubsub, "aclose") else "close"):
+                try:
+                    done = getattr(pubsub, step)()
+                    if inspect.isawaitable(done):
+                        await done
+                except Exception:
+                    pass
+
+    def _arm(self, timeout: float | None) -> None:
+        if timeout == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, timeout
+        if timeout is not None:
+            def fire() -> None:
+                self._timer, self._timer_at = None, None
+                self._feed({"input": "timeout"})
+
+            delay = max(0.0, timeout - _now()) / 1000.0
+            self._timer = asyncio.get_running_loop().call_later(delay, fire)
 
 
 class SyncSharedTrafficControl(_SharedBase):
     """:class:`SharedTrafficControl` for threads, over a blocking client (``redis.Redis``).
 
     ``acquire`` blocks the calling thread until the request may go. One instance may be shared by
-    any number of threads: within a local class (priority, limits) they queue in arrival order and
-    only the head asks Redis; it sleeps (``time.sleep``-like, on a condition) until the instant the
-    script names, or until another thread of this instance completes, releases or syncs a budget.
-    Redis unreachable fails closed as for asyncio, but a blocking call cannot be cut short: a
-    request may overrun its wait by one call, so keep the client's socket timeouts short and its
-    own retries few (``retry=Retry(NoBackoff(), 0)`` leaves retrying to the controller).
+    any number of threads; the thread that starts a script call runs it. A blocking call cannot be
+    cut short: a request may overrun its wait by one call, so keep the client's socket timeouts
+    short and its own retries few (``retry=Retry(NoBackoff(), 0)`` leaves retrying to the driver).
     """
 
     def __init__(
-        self,
-        config: str | Mapping[str, Any],
-        *,
-        redis: SyncRedisClient,
-        account: str,
-        on_unavailable: Literal["wait", "fail"] = "wait",
-        unavailable_max_wait: float = 30.0,
-        waiter_ttl: float = 2.0,
-        env: Mapping[str, str] | None = None,
-        wake: bool = True,
-        http: Any = None,
+        self, config: str | Mapping[str, Any], *, redis: SyncRedisClient, account: str,
+        on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
+        env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
     ) -> None:
-        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env)
+        super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env,
+                         wake and getattr(redis, "pubsub", None) is not None)
         self._redis = redis
         self._http = http
-        self._learning = threading.Lock()
-        self._learnt = 0
-        self._classes: dict[str, list[_Waiter]] = {}
         self._cond = threading.Condition()
-        self._kicks = 0
-        self._wake_enabled = wake
+        self._results: dict[int, tuple[str, Any, Any]] = {}
+        self._reserve: dict[int, Sequence[_Reservation]] = {}
+        self._timeout: float | None = None
+        self._idle_timer: threading.Timer | None = None
+        self._jobs = threading.local()
         self._pubsub: Any = None
         self._wake_thread: Any = None
-        self._linger: threading.Timer | None = None
 
-    def reservation(
-        self,
-        url: str | None = None,
-        *,
-        method: str | None = None,
-        route: str | None = None,
-        cost: int | None = None,
-        ttl: float | None = None,
-    ) -> SyncSharedReservation:
+    def reservation(self, url: str | None = None, *, method: str | None = None, route: str | None = None,
+                    cost: int | None = None, ttl: float | None = None) -> SyncSharedReservation:
         """A reservation to name in a request's ``reserve`` and a follow-up's ``spend``."""
         return SyncSharedReservation(self, self._follow_up(url, method, route, cost, ttl))
 
     def acquire(
-        self,
-        url: str | None = None,
-        *,
-        method: str | None = None,
-        route: str | None = None,
-        priority: str = "normal",
-        cost: int | None = None,
-        limits: Sequence[str] = (),
-        reserve: Sequence[SyncSharedReservation] = (),
-        spend: SyncSharedReservation | None = None,
-        max_wait: float | None = None,
+        self, url: str | None = None, *, method: str | None = None, route: str | None = None, priority: str = "normal",
+        cost: int | None = None, limits: Sequence[str] = (), reserve: Sequence[SyncSharedReservation] = (),
+        spend: SyncSharedReservation | None = None, max_wait: float | None = None,
     ) -> SyncSharedPermit:
-        """Blocks until the request may go; raises the error of its kind when it never can. A
-        budget whose balance nobody reported yet is learnt first with the free status request
-        (Keepa's ``/token``, made from ``url``; sent with ``http=``, an ``httpx.Client``, or a new
-        one)."""
-        args = (url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        """Blocks until the request may go (``max_wait`` seconds at most, store outages included);
+        raises the error of its kind when it never can."""
+        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        handle = self._pump(input, started=lambda h: self._reserve.__setitem__(h, reserve))
         try:
-            return self._acquire_once(*args)
-        except TrafficControlError as e:
-            if e.code != "BUDGET_UNKNOWN" or url is None or not self._learn_budget(url):
-                raise
-            return self._acquire_once(*args)
-
-    def _learn_budget(self, url: str) -> bool:
-        """Sends the status request made from ``url`` (one thread at a time)."""
-        status = self._store.status_url(url)
-        if status is None:
-            return False
-        generation = self._learnt
-        with self._learning:
-            if self._learnt != generation:
-                return True  # another thread learnt it while this one waited for the lock
-            try:
-                permit = self._acquire_once(status, "GET", None, "high", None, (), (), None, None)
-            except Exception:
-                return False
-            code: int | None = None
-            headers: list[tuple[str, str]] | None = None
-            body: str | None = None
-            try:
-                if self._http is not None:
-                    response = self._http.get(status)
-                else:
-                    import httpx
-
-                    with httpx.Client() as client:
-                        response = client.get(status)
-                code, headers, body = response.status_code, list(response.headers.multi_items()), response.text
-            except Exception:
-                return False
-            finally:
-                permit.complete(code, headers, body)
-            self._learnt += 1
-            return code is not None and code < 400
-
-    def _acquire_once(
-        self,
-        url: str | None,
-        method: str | None,
-        route: str | None,
-        priority: str,
-        cost: int | None,
-        limits: Sequence[str],
-        reserve: Sequence[SyncSharedReservation],
-        spend: SyncSharedReservation | None,
-        max_wait: float | None,
-    ) -> SyncSharedPermit:
-        wid, klass, text, max_wait_at = self._request(
-            url, method, route, priority, cost, limits, reserve, spend, max_wait
-        )
-        w = _Waiter(wid, text, max_wait_at, reserve)
-        with self._cond:
-            queue = self._classes.setdefault(klass, [])
-            queue.append(w)
-        try:
-            turn = self._serve(queue, w)
-        except BaseException:  # KeyboardInterrupt and the like: leave the queue, drop the claim
-            self._leave(klass, queue, w)
-            self._withdraw(w)
+            return self._wait(handle)  # type: ignore[no-any-return]
+        except BaseException:  # KeyboardInterrupt and the like: drop the claim
+            self._pump({"input": "cancel", "handle": handle})
             raise
-        self._leave(klass, queue, w)
-        if turn.withdraw:
-            self._withdraw(w)
-        if turn.error is not None:
-            raise turn.error
-        return SyncSharedPermit(self, turn.request, reserve)
 
     def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Sets a budget to the server's balance (Keepa's ``tokensLeft``; ``refill_in`` seconds)."""
-        self._observe(self._run_or_wait(*self._sync_budget_call(limit, tokens_left, refill_in)))
-        self._wake()
+        refill = None if refill_in is None else refill_in * 1000.0
+        self._operation({"input": "syncBudget", "limit": limit, "tokensLeft": tokens_left, "refillIn": refill})
 
     def snapshot(self) -> list[tuple[str, int, int, int, tuple[float, str] | None]]:
         """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
         ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
-        return self._snapshot_reply(self._run(*self._snapshot_call()))
-
-    @property
-    def waiting(self) -> int:
-        """Requests of this process waiting."""
-        with self._cond:
-            return sum(len(q) for q in self._classes.values())
-
-    def _run(self, keys: Sequence[str], args: Sequence[str]) -> Any:
-        return run_script_sync(self._redis, self._sha, self._script, keys, args, self.round_trips)
-
-    def _run_or_wait(self, keys: Sequence[str], args: Sequence[str]) -> Any:
-        """:meth:`SharedTrafficControl._run_or_wait`, blocking."""
-        started, backoff = _now(), 50.0
-        while True:
-            try:
-                return self._run(keys, args)
-            except Exception as e:
-                self._report_retry(started, backoff, e)
-            time.sleep(backoff / 1000.0)
-            backoff = min(backoff * 2, 1000.0)
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._kicks += 1
-            self._cond.notify_all()
-
-    def _leave(self, klass: str, queue: list[_Waiter], w: _Waiter) -> None:
-        with self._cond:
-            if w in queue:
-                queue.remove(w)
-            if not queue and self._classes.get(klass) is queue:
-                del self._classes[klass]
-            self._cond.notify_all()  # the next of the class is head now
-            idle = not self._classes and self._wake_thread is not None and self._linger is None
-            if idle:
-                self._linger = threading.Timer(1.0, self._stop_if_idle)
-                self._linger.daemon = True
-                self._linger.start()
-
-    def _on_wake(self, _message: Any) -> None:
-        self.wakeups += 1
-        self._wake()
-
-    def _ensure_wake(self) -> None:
-        """While requests wait, a pubsub thread of the client listens on the wake channel: room
-        freed in any process wakes the waiters at once. Failures leave the polling in charge."""
-        with self._cond:
-            if self._linger is not None:
-                self._linger.cancel()
-                self._linger = None
-            if not self._wake_enabled or self._wake_thread is not None:
-                return
-            factory = getattr(self._redis, "pubsub", None)
-            if factory is None:
-                return
-            try:
-                pubsub = factory(ignore_subscribe_messages=True)
-                pubsub.subscribe(**{self.wake_channel: self._on_wake})
-                self._wake_thread = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
-                self._pubsub = pubsub
-            except Exception:
-                return
-        self._wake()  # room may have freed while subscribing: ask again
-
-    def _stop_if_idle(self) -> None:
-        with self._cond:
-            self._linger = None
-            if self._classes:
-                return
-        self.close()
+        return self._operation({"input": "snapshot"})  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stops listening for wake-ups now (waiting requests fall back to polling)."""
+        self._pump({"input": "close"})
+
+    def _operation(self, input: dict[str, Any]) -> Any:
+        return self._wait(self._pump(input))
+
+    def _pump(self, input: dict[str, Any] | None, reply: tuple[int, Any] | None = None,
+              started: Callable[[int], None] | None = None) -> Any:
+        """Feeds the driver, then runs (in this thread) the calls it asks for, until none is left."""
+        outer = getattr(self._jobs, "queue", None)
+        if outer is not None:  # inside a pump of this thread: its loop runs the new jobs
+            return self._feed(input, reply, started)
+        self._jobs.queue = queue = []  # type: ignore[var-annotated]
+        try:
+            result = self._feed(input, reply, started)
+            while queue:
+                queue.pop(0)()
+            return result
+        finally:
+            self._jobs.queue = None
+
+    def _wait(self, handle: int) -> Any:
+        while True:
+            with self._cond:
+                if handle in self._results:
+                    kind, value, request = self._results.pop(handle)
+                    break
+                at = self._timeout
+                if at is None or at > _now():
+                    self._cond.wait(None if at is None else (at - _now()) / 1000.0)
+                    continue
+            self._pump({"input": "timeout"})
+        if kind == "fail":
+            raise value
+        if kind == "go":
+            reserve = self._reserve.pop(handle, ())
+            for r, rid in zip(reserve, value):
+                r.id = rid
+            return SyncSharedPermit(self, request, reserve)
+        return value
+
+    def _settled(self, o: Output, value: Any) -> None:
         with self._cond:
-            if self._linger is not None:
-                self._linger.cancel()
-                self._linger = None
-            thread, pubsub = self._wake_thread, self._pubsub
-            self._wake_thread = self._pubsub = None
+            self._results[o[1]] = (o[0], value, o[2])
+            self._cond.notify_all()
+
+    def _later(self, job: Callable[[], None]) -> None:
+        queue = getattr(self._jobs, "queue", None)
+        if queue is None:
+            job()
+        else:
+            queue.append(job)
+
+    def _run(self, call: int, keys: list[str], args: list[str]) -> None:
+        def run() -> None:
+            try:
+                reply = run_script_sync(self._redis, self._sha, self._script, keys, args, self.round_trips)
+            except Exception as e:
+                self._feed({"input": "storeError", "call": call, "reason": str(e) or type(e).__name__})
+            else:
+                self._feed(None, reply=(call, reply))
+
+        self._later(run)
+
+    def _status(self, handle: int, url: str) -> None:
+        def send() -> None:
+            response = None
+            try:
+                if self._http is not None:
+                    response = self._http.get(url)
+                else:
+                    import httpx
+
+                    with httpx.Client() as client:
+                        response = client.get(url)
+            except Exception:
+                response = None
+            self._feed(self._status_input(handle, response))
+
+        self._later(send)
+
+    def _subscribe(self, channel: str) -> None:
+        def subscribe() -> None:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[attr-defined]
+                pubsub.subscribe(**{channel: lambda _message: self._woken()})
+                self._wake_thread = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+                self._pubsub = pubsub
+            except Exception:
+                self._feed({"input": "subscribed", "ok": False})
+                return
+            self._feed({"input": "subscribed", "ok": True})
+
+        self._later(subscribe)
+
+    def _woken(self) -> None:
+        self.wakeups += 1
+        self._pump({"input": "woken"})
+
+    def _unsubscribe(self) -> None:
+        thread, pubsub = self._wake_thread, self._pubsub
+        self._wake_thread = self._pubsub = None
         try:
             if thread is not None:
                 thread.stop()
@@ -959,65 +646,14 @@ class SyncSharedTrafficControl(_SharedBase):
         except Exception:
             pass
 
-    def _serve(self, queue: list[_Waiter], w: _Waiter) -> _Turn:
-        """Waits to be the head of its class, then asks Redis until it goes or fails."""
+    def _arm(self, timeout: float | None) -> None:
         with self._cond:
-            while queue[0] is not w:
-                if w.max_wait_at is not None and _now() > w.max_wait_at:
-                    return _Turn(True, error=_deadline_error())  # never asked: no claim to withdraw
-                self._cond.wait(None if w.max_wait_at is None else (w.max_wait_at - _now()) / 1000.0 + 0.001)
-        backoff = 50.0
-        while True:
-            with self._cond:
-                kicks = self._kicks
-            call = self._begin(w)
-            if isinstance(call, _Turn):
-                return call
-            try:
-                reply = self._run(call.keys, call.args)
-            except Exception as e:
-                turn = self._unreachable(w, call, e, backoff)
-                backoff = min(backoff * 2, 1000.0)
-            else:
-                backoff = 50.0
-                turn = self._replied(w, call, reply)
-            if turn.done:
-                return turn
-            # Sleep until the instant the core names, or until this instance's state changes or a
-            # wake-up comes from another process.
-            self._ensure_wake()
-            sleep_ms = turn.sleep_ms if self._wake_thread is not None else min(turn.sleep_ms, self._waiter_ttl_ms / 2)
-            until = time.monotonic() + max(0.0, sleep_ms) / 1000.0
-            with self._cond:
-                while self._kicks == kicks:
-                    left = until - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-
-    def _complete(
-        self, request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None
-    ) -> None:
-        call = self._complete_call(request, status, headers, body)
-        if call is not None:
-            self._observe(self._run_or_wait(*call))
-        self._wake()
-
-    def _release(self, reservation: int) -> bool:
-        live = self._observe(self._run_or_wait(*self._release_call(reservation)))
-        self._wake()
-        return live
-
-    def _withdraw(self, w: _Waiter) -> None:
-        try:
-            self._observe(self._run(*self._withdraw_call(w)))
-        except Exception:
-            pass  # its claims lapse with the waiter TTL anyway
-
-
-def _deadline_error() -> BaseException:
-    from ._traffic_control import DeadlineError
-
-    e = DeadlineError("the request could not go within its maximum wait")
-    e.code = "DEADLINE_EXCEEDED"
-    return e
+            self._timeout = timeout
+            self._cond.notify_all()
+        # With no thread waiting, a timer thread keeps the driver's time (a subscription's end).
+        if timeout is not None and self._waiting == 0 and not self._results:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = threading.Timer(max(0.0, timeout - _now()) / 1000.0 + 0.001, self._pump, ({"input": "timeout"},))
+            self._idle_timer.daemon = True
+            self._idle_timer.start()

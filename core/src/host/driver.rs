@@ -8,7 +8,8 @@
 //! `complete {request, status?, headers?, body?}` → handle; `release {reservation}` → handle;
 //! `syncBudget {limit, tokensLeft, refillIn?}` → handle; `snapshot` → handle; `reply {call, reply}`;
 //! `storeError {call, reason}`; `woken`; `subscribed {ok}`; `statusDone {handle, status?, headers?,
-//! body?}` (no status: no response came); `timeout`; `close`.
+//! body?}` (no status: no response came); `timeout`; `close`; `processTag {tag}` (a host that may not draw random
+//! values when it builds the driver, as a Worker at load, names its process at first use).
 //!
 //! Outputs (`{"output": ...}`): `run {call, keys, args}`; `go {handle, request, reservations}`;
 //! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `status
@@ -55,6 +56,14 @@ enum Input {
     StatusDone { handle: u64, status: Option<u32>, headers: Option<Vec<String>>, body: Option<String> },
     Timeout,
     Close,
+    ProcessTag { tag: String },
+}
+
+fn host_error(e: crate::driver::DriverError) -> HostError {
+    match e {
+        crate::driver::DriverError::Request(e) => HostError::Request(e),
+        crate::driver::DriverError::Store(e) => HostError::Store(e),
+    }
 }
 
 fn ms(d: f64) -> std::time::Duration {
@@ -88,8 +97,7 @@ impl DriverHost {
         }
         options.wake = o.wake.unwrap_or(true);
         options.learn_budgets = o.learn_budgets.unwrap_or(true);
-        let driver = SharedDriver::new(config, store, options)
-            .map_err(|e| HostError::Invalid(format!("{}: {}", e.field(), e)))?;
+        let driver = SharedDriver::new(config, store, options).map_err(HostError::Config)?;
         Ok(DriverHost { driver })
     }
 
@@ -103,17 +111,32 @@ impl DriverHost {
         self.driver.store().config().status_url(url)
     }
 
-    /// Takes one input at `now_ms`; answers `{result, outputs, timeout, waiting}`.
+    /// Takes one input at `now_ms`; answers `{result, outputs, timeout, waiting}` as JSON.
     pub fn step(&mut self, now_ms: f64, input_json: &str) -> Result<String, HostError> {
+        let s = self.step_outputs(now_ms, input_json)?;
+        Ok(json!({
+            "result": s.result,
+            "outputs": s.outputs.into_iter().map(output_json).collect::<Vec<_>>(),
+            "timeout": s.timeout,
+            "waiting": s.waiting,
+        })
+        .to_string())
+    }
+
+    /// The reply to a call, its values already read (a host whose Redis client hands values over).
+    pub fn reply(&mut self, now_ms: f64, call: u64, reply: &[ReplyValue]) -> Stepped {
+        self.driver.on_reply(Timestamp::from_millis_f64(now_ms), CallId(call), reply);
+        self.drain(None)
+    }
+
+    /// [`step`](Self::step) with the outputs as the core's values, for a host that converts them itself.
+    pub fn step_outputs(&mut self, now_ms: f64, input_json: &str) -> Result<Stepped, HostError> {
         let input: Input = serde_json::from_str(input_json).map_err(|e| HostError::Invalid(e.to_string()))?;
         let now = Timestamp::from_millis_f64(now_ms);
         let d = &mut self.driver;
         let result = match input {
             Input::Acquire { request, max_wait } => {
-                let h = d.acquire(now, request, max_wait.map(ms)).map_err(|e| match e {
-                    crate::driver::DriverError::Request(e) => HostError::Request(e),
-                    crate::driver::DriverError::Store(e) => HostError::Store(e),
-                })?;
+                let h = d.acquire(now, request, max_wait.map(ms)).map_err(host_error)?;
                 Some(h.0)
             }
             Input::Cancel { handle } => {
@@ -126,9 +149,7 @@ impl DriverHost {
             }
             Input::Release { reservation } => Some(d.release(now, ReservationId(reservation as u64)).0),
             Input::SyncBudget { limit, tokens_left, refill_in } => {
-                let h = d
-                    .sync_budget(now, &limit, tokens_left as i64, refill_in.map(ms))
-                    .map_err(|e| HostError::Invalid(e.to_string()))?;
+                let h = d.sync_budget(now, &limit, tokens_left as i64, refill_in.map(ms)).map_err(host_error)?;
                 Some(h.0)
             }
             Input::Snapshot => Some(d.snapshot(now).0),
@@ -164,19 +185,33 @@ impl DriverHost {
                 d.close();
                 None
             }
+            Input::ProcessTag { tag } => {
+                d.set_process_tag(tag);
+                None
+            }
         };
-        let mut outputs = Vec::new();
-        while let Some(o) = d.poll_output() {
-            outputs.push(output_json(o));
-        }
-        Ok(json!({
-            "result": result,
-            "outputs": outputs,
-            "timeout": d.poll_timeout().map(Timestamp::as_millis_f64),
-            "waiting": d.waiting(),
-        })
-        .to_string())
+        Ok(self.drain(result))
     }
+
+    fn drain(&mut self, result: Option<u64>) -> Stepped {
+        let d = &mut self.driver;
+        let outputs = std::iter::from_fn(|| d.poll_output()).collect();
+        Stepped { result, outputs, timeout: d.poll_timeout().map(Timestamp::as_millis_f64), waiting: d.waiting() }
+    }
+}
+
+/// What one input caused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Stepped {
+    /// The handle of the operation the input started, if it started one.
+    pub result: Option<u64>,
+    /// What the host must do, in order.
+    pub outputs: Vec<Output>,
+    /// When to come back with a `timeout` input (host milliseconds).
+    pub timeout: Option<f64>,
+    /// Requests of this process waiting.
+    pub waiting: usize,
 }
 
 fn reply_values(reply: Vec<Value>) -> Result<Vec<ReplyValue>, StoreError> {
