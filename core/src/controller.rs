@@ -277,9 +277,15 @@ impl TrafficControl {
     ///
     /// - token fields (Keepa) set the budget to the server's balance, less the estimated cost of the
     ///   requests still in flight (never above what the server said);
-    /// - a 429 or a block pauses every limit the request touched, until the server's time, or for
-    ///   the configured block doubled on every repeat (plus jitter) when it names none; a WAF block or
-    ///   a blocked token stops them for the cooldown;
+    /// - a 429 or a block pauses the limits it points at (see `pause_targets`) until the server's time
+    ///   (`Retry-After`, or the reset when that is all it says), or for the configured block doubled
+    ///   on every repeat (plus jitter) when it names none; a WAF block or a blocked token stops them
+    ///   for the cooldown. Any other answer clears the strikes;
+    /// - an answer that is not rate limited but says the quota is used up (`remaining: 0` with a
+    ///   reset) pauses the same limits until the reset (reason `exhausted`; no strike, no retry);
+    /// - a reported quota (`RateLimit-Policy`, `RateLimit-Limit`, `X-RateLimit-Limit`) smaller
+    ///   than the max of the window it is about (see `quota_target`) lowers that max for good
+    ///   ([`EventKind::LimitLowered`]); waiters it can no longer hold are refused;
     /// - a rate-limited request is queued again at its priority: [`Completion::Retry`], its Go
     ///   coming out of `poll` later under the same id; after `feedback.max_retries`, or when the
     ///   pause runs past its deadline, [`Completion::GiveUp`].
@@ -343,8 +349,16 @@ impl TrafficControl {
                 }
             }
         }
+        if let Some(quota) = feedback.limit {
+            self.lower_max(now, id, &flight, quota, feedback);
+        }
         if !feedback.rate_limited {
             self.clear_strikes(&flight.needs);
+            if feedback.remaining == Some(0) {
+                // The server's count wins when it is stricter than ours: its quota is used up
+                // until the reset (not a strike, not a retry).
+                self.pause(now, flight.started, flight.priority, &flight.needs, feedback, 0.0);
+            }
             return Completion::Done;
         }
         let jitter = self.config.feedback.jitter * self.rng.next_unit();
@@ -374,6 +388,42 @@ impl TrafficControl {
         self.queue.push(id, admission, now);
         self.dirty = true;
         Completion::Retry { at: until }
+    }
+
+    /// A response reported the quota of one of the request's windows ([`quota_target`]): when it is
+    /// smaller than the window's max, the window holds that much from now on, and waiters that
+    /// can no longer fit in it are refused (`COST_EXCEEDS_CAPACITY`).
+    fn lower_max(&mut self, now: Timestamp, id: RequestId, flight: &InFlight, quota: u64, feedback: &Feedback) {
+        let Some(limit) = quota_target(&self.config, &self.limits, &flight.needs, feedback) else { return };
+        let l = &mut self.limits[usize::from(limit)];
+        let Some(from) = l.lower_max(quota) else { return };
+        let name = l.name.to_string();
+        self.emit(
+            now,
+            id,
+            &flight.endpoint,
+            flight.priority,
+            EventKind::LimitLowered { limit: name.clone(), from, to: quota },
+        );
+        let too_big: Vec<(RequestId, u64)> = self
+            .queue
+            .groups
+            .iter()
+            .flat_map(|g| g.members.iter())
+            .filter_map(|w| {
+                let need = self.queue.waiters.get(w)?.admission.total().iter().find(|n| n.limit == limit)?.cost;
+                (need > quota).then_some((*w, need))
+            })
+            .collect();
+        for (w, cost) in too_big {
+            if let Some(waiter) = self.queue.remove(w) {
+                self.detach_spend(&waiter.admission);
+                let a = waiter.admission;
+                let error = RequestError::CostExceedsCapacity { limit: name.clone(), cost, capacity: quota };
+                self.emit(now, w, &a.endpoint, a.priority, EventKind::Rejected { error });
+            }
+        }
+        self.dirty = true;
     }
 
     /// Pauses the limits the feedback points at; returns when the request may be sent again (a
@@ -1026,6 +1076,36 @@ pub(crate) fn pause_targets(
         all
     } else {
         own
+    }
+}
+
+/// The window a reported quota (`RateLimit-Policy`'s `q`, `RateLimit-Limit`, `X-RateLimit-Limit`)
+/// is about, if it is clear: among the request's windows, those whose `per` is the policy's window
+/// when the answer names one, else all of them; of those the route's own (the global ones when it
+/// has none); and only when that leaves exactly one. A quota reported for one of several windows
+/// is ambiguous (Back Market's listing ingestion takes `catalog`, 15 per 10 s, and `ingestion`, 2000
+/// an hour: a bare `X-RateLimit-Limit: 15` must not lower the hourly one), and a quota of 0 says
+/// nothing usable: neither lowers anything.
+pub(crate) fn quota_target(
+    config: &Config,
+    limits: &[Limit],
+    needs: &Needs,
+    feedback: &Feedback,
+) -> Option<crate::route::LimitIdx> {
+    feedback.limit.filter(|&q| q > 0)?;
+    let name = |l: crate::route::LimitIdx| &*limits[usize::from(l)].name;
+    let windows: Vec<_> = needs
+        .iter()
+        .map(|n| n.limit)
+        .filter(|&l| {
+            matches!(config.limits[name(l)], crate::config::LimitConfig::Window { per, .. }
+                if feedback.policy_window.is_none_or(|w| w == per))
+        })
+        .collect();
+    let own: Vec<_> = windows.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *name(l))).collect();
+    match (own.as_slice(), windows.as_slice()) {
+        ([one], _) | ([], [one]) => Some(*one),
+        _ => None,
     }
 }
 

@@ -89,6 +89,17 @@ pub enum EventKind {
         /// The reservation.
         reservation: ReservationId,
     },
+    /// The request's response reported a quota (`RateLimit-Policy`, `RateLimit-Limit`,
+    /// `X-RateLimit-Limit`) smaller than a window's max: the window holds at most that from now on
+    /// (never more than its config says).
+    LimitLowered {
+        /// The window's name.
+        limit: String,
+        /// The max it had.
+        from: u64,
+        /// The max the server reported, in force from now on.
+        to: u64,
+    },
 }
 
 /// Whom an event's request was for. A route's name is copied into each event (inline up to 23
@@ -141,7 +152,7 @@ impl Event {
 
     /// The `status` column of a log row: `queued`, `go`, `completed`, `rate_limited`, `retried`,
     /// `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`,
-    /// `reservation_released`.
+    /// `reservation_released`, `limit_lowered`.
     pub fn status(&self) -> &'static str {
         match self.kind {
             EventKind::Queued => "queued",
@@ -155,6 +166,7 @@ impl Event {
             EventKind::ReservationReleased { .. } => "reservation_released",
             EventKind::RateLimited { .. } => "rate_limited",
             EventKind::Retried { .. } => "retried",
+            EventKind::LimitLowered { .. } => "limit_lowered",
         }
     }
 

@@ -43,7 +43,8 @@ pub struct LimitSnapshot {
     pub name: String,
     /// Its kind.
     pub kind: LimitKind,
-    /// The most it holds.
+    /// The most it holds: for a window, the smaller of its config's max and the quota the server
+    /// reported.
     pub capacity: u64,
     /// Cost counted against it now (in the window, missing from the bucket, in flight).
     pub used: u64,
@@ -69,7 +70,8 @@ pub struct PauseSnapshot {
     /// The part the server imposed (its time, or one plain block): CRITICAL waits only this long.
     pub server_until: Timestamp,
     /// `retry_after` (the server's time), `block` (the configured block), `backoff` (repeats
-    /// doubled it) or `cooldown` (a WAF block or a blocked token).
+    /// doubled it), `cooldown` (a WAF block or a blocked token) or `exhausted` (a response that was
+    /// not rate limited said the quota is used up until its reset).
     pub reason: &'static str,
     /// Repeated 429s counted for the backoff (the answers of one burst count once).
     pub strikes: u32,

@@ -553,3 +553,172 @@ fn without_the_event_log_the_decisions_are_the_same() {
     assert!(logged.iter().any(|d| d.contains("go")) && logged.iter().any(|d| d.contains("expired")));
     assert!(logged.iter().any(|d| d.contains("refused COST_EXCEEDS_CAPACITY")));
 }
+
+// ---- every parsed signal decides -------------------------------------------------------------
+
+/// Routes with their own windows under a global one, feedback without jitter.
+const SIGNALS: &str = r#"{
+  "limits": {
+    "global":  {"kind": "window", "max": 100, "per": "60s", "hold": "go"},
+    "catalog": {"kind": "window", "max": 10,  "per": "10s", "hold": "go"},
+    "hourly":  {"kind": "window", "max": 500, "per": "1h",  "hold": "go"}
+  },
+  "global": ["global"],
+  "routes": [
+    {"name": "listings", "path": "^/ws/listings", "limits": ["catalog"]},
+    {"name": "ingestion", "path": "^/ws/ingest", "limits": ["catalog", "hourly"]}
+  ],
+  "feedback": {"block": "2s", "max_retries": 3, "jitter": 0}
+}"#;
+
+fn signals() -> TrafficControl {
+    tc(SIGNALS)
+}
+
+/// The pause a snapshot shows on `limit` at `now`: (until, server_until, reason, strikes).
+fn pause_of(tc: &mut TrafficControl, now: Timestamp, limit: &str) -> Option<(Timestamp, Timestamp, &'static str, u32)> {
+    let snap = tc.snapshot(now);
+    let l = snap.limits.iter().find(|l| l.name == limit).unwrap();
+    l.pause.as_ref().map(|p| (p.until, p.server_until, p.reason, p.strikes))
+}
+
+fn capacity_of(tc: &mut TrafficControl, now: Timestamp, limit: &str) -> u64 {
+    tc.snapshot(now).limits.iter().find(|l| l.name == limit).unwrap().capacity
+}
+
+fn go_now(tc: &mut TrafficControl, now: Timestamp, req: Request) -> RequestId {
+    match tc.try_acquire(now, req) {
+        Decision::Go(p) => p.request,
+        other => panic!("expected go, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_429_with_only_a_reset_pauses_until_the_reset_in_each_header_form() {
+    let forms: [&[(&str, &str)]; 4] = [
+        &[("X-RateLimit-Reset", "30")],
+        &[("RateLimit-Reset", "30")],
+        &[("RateLimit", "\"default\";r=0;t=30"), ("RateLimit-Policy", "\"default\";q=10;w=10")],
+        &[("RateLimit", "limit=10, remaining=0, reset=30")],
+    ];
+    for headers in forms {
+        let mut tc = signals();
+        let id = go_now(&mut tc, ms(0), Request::http("POST", "/ws/listings/1"));
+        let mut outcome = Outcome::status(429);
+        for (k, v) in headers {
+            outcome = outcome.header(*k, *v);
+        }
+        let c = tc.complete(ms(100), id, outcome);
+        assert_eq!(c, traffic_control_core::Completion::Retry { at: ms(30_100) }, "{headers:?}");
+        assert_eq!(
+            pause_of(&mut tc, ms(100), "catalog"),
+            Some((ms(30_100), ms(30_100), "retry_after", 1)),
+            "{headers:?}"
+        );
+        assert_eq!(pause_of(&mut tc, ms(100), "global"), None, "{headers:?}");
+    }
+}
+
+#[test]
+fn a_success_saying_the_quota_is_used_up_pauses_until_the_reset() {
+    let mut tc = signals();
+    let id = go_now(&mut tc, ms(0), Request::http("POST", "/ws/listings/1"));
+    let outcome = Outcome::status(200).header("X-RateLimit-Remaining", "0").header("X-RateLimit-Reset", "5");
+    assert_eq!(tc.complete(ms(100), id, outcome), traffic_control_core::Completion::Done, "not a retry");
+    let kinds: Vec<_> = std::iter::from_fn(|| tc.poll(ms(100))).map(|e| e.status()).collect();
+    assert_eq!(kinds, ["go", "completed"], "not rate limited");
+    // The route's own window is paused until the reset, not a strike; global is not.
+    assert_eq!(pause_of(&mut tc, ms(100), "catalog"), Some((ms(5_100), ms(5_100), "exhausted", 0)));
+    assert_eq!(pause_of(&mut tc, ms(100), "global"), None);
+    let req = Request::http("POST", "/ws/listings/2");
+    assert_eq!(tc.try_acquire(ms(100), &req), Decision::Wait { until: Some(ms(5_100)) });
+    assert!(matches!(tc.try_acquire(ms(100), Request::http("GET", "/ws/orders")), Decision::Go(_)));
+    // The pause is the server's: CRITICAL waits for it too.
+    let critical = req.clone().priority(Priority::Critical);
+    assert_eq!(tc.try_acquire(ms(100), &critical), Decision::Wait { until: Some(ms(5_100)) });
+    // A 429 after it is a first strike: the exhausted answer counted none.
+    let id = go_now(&mut tc, ms(5_100), req.clone());
+    let _ = tc.complete(ms(5_200), id, Outcome::status(429));
+    assert_eq!(pause_of(&mut tc, ms(5_200), "catalog"), Some((ms(7_200), ms(7_200), "block", 1)));
+    // With some quota left, or no reset, a success pauses nothing.
+    let mut tc = signals();
+    let id = go_now(&mut tc, ms(0), req.clone());
+    let _ = tc.complete(
+        ms(0),
+        id,
+        Outcome::status(200).header("X-RateLimit-Remaining", "1").header("X-RateLimit-Reset", "5"),
+    );
+    let id2 = go_now(&mut tc, ms(0), req.clone());
+    let _ = tc.complete(ms(0), id2, Outcome::status(200).header("X-RateLimit-Remaining", "0"));
+    assert_eq!(pause_of(&mut tc, ms(0), "catalog"), None);
+}
+
+#[test]
+fn a_smaller_quota_lowers_the_window_it_names_and_never_raises_it() {
+    let mut tc = signals();
+    let listing = Request::http("POST", "/ws/listings/1");
+    let id = go_now(&mut tc, ms(0), listing.clone());
+    let _ = tc.poll(ms(0));
+    // `RateLimit-Policy` q=4;w=10: the 10 s window of the route (catalog, not global).
+    let outcome = Outcome::status(200).header("RateLimit-Policy", "\"burst\";q=4;w=10");
+    assert_eq!(tc.complete(ms(10), id, outcome), traffic_control_core::Completion::Done);
+    let events: Vec<_> = std::iter::from_fn(|| tc.poll(ms(10))).map(|e| e.kind).collect();
+    assert_eq!(events[1], EventKind::LimitLowered { limit: "catalog".into(), from: 10, to: 4 }, "{events:?}");
+    assert_eq!(capacity_of(&mut tc, ms(10), "catalog"), 4);
+    assert_eq!(capacity_of(&mut tc, ms(10), "global"), 100);
+    // It holds 4 in any 10 s now: 3 more go, the fifth waits.
+    for _ in 0..3 {
+        go_now(&mut tc, ms(10), listing.clone());
+    }
+    assert_eq!(tc.try_acquire(ms(10), &listing), Decision::Wait { until: Some(ms(10_000)) });
+    // A larger report never raises it; `X-RateLimit-Limit` (no window) lowers the route's own window.
+    let id = go_now(&mut tc, ms(10_000), listing.clone());
+    let _ = tc.complete(ms(10_000), id, Outcome::status(200).header("X-RateLimit-Limit", "8"));
+    assert_eq!(capacity_of(&mut tc, ms(10_000), "catalog"), 4);
+    let id = go_now(&mut tc, ms(10_010), listing.clone());
+    let _ = tc.complete(ms(10_010), id, Outcome::status(200).header("RateLimit-Limit", "3"));
+    assert_eq!(capacity_of(&mut tc, ms(10_010), "catalog"), 3);
+    // A request costing more than the lowered max can never go.
+    let e = tc.submit(ms(10_010), listing.clone().cost(4)).unwrap_err();
+    assert_eq!(e.code(), "COST_EXCEEDS_CAPACITY");
+}
+
+#[test]
+fn a_quota_for_one_of_several_windows_or_a_window_no_limit_has_lowers_nothing() {
+    let mut tc = signals();
+    // The ingestion route has two own windows (10 s and 1 h): a bare limit is ambiguous.
+    let id = go_now(&mut tc, ms(0), Request::http("POST", "/ws/ingest"));
+    let _ = tc.complete(ms(0), id, Outcome::status(200).header("X-RateLimit-Limit", "5"));
+    assert_eq!((capacity_of(&mut tc, ms(0), "catalog"), capacity_of(&mut tc, ms(0), "hourly")), (10, 500));
+    // With its window named, the quota is the hourly one's.
+    let id = go_now(&mut tc, ms(0), Request::http("POST", "/ws/ingest"));
+    let _ = tc.complete(ms(0), id, Outcome::status(200).header("RateLimit-Policy", "300;w=3600"));
+    assert_eq!((capacity_of(&mut tc, ms(0), "catalog"), capacity_of(&mut tc, ms(0), "hourly")), (10, 300));
+    // A window length no limit has lowers nothing.
+    let id = go_now(&mut tc, ms(0), Request::http("POST", "/ws/listings/1"));
+    let _ = tc.complete(ms(0), id, Outcome::status(200).header("RateLimit-Policy", "1;w=30"));
+    assert_eq!(capacity_of(&mut tc, ms(0), "catalog"), 10);
+    // A route with no window of its own: the global one.
+    let id = go_now(&mut tc, ms(0), Request::http("GET", "/ws/orders"));
+    let _ = tc.complete(ms(0), id, Outcome::status(200).header("X-RateLimit-Limit", "50"));
+    assert_eq!(capacity_of(&mut tc, ms(0), "global"), 50);
+}
+
+#[test]
+fn waiters_that_a_lowered_window_can_no_longer_hold_are_refused() {
+    let mut tc = signals();
+    let listing = Request::http("POST", "/ws/listings/1");
+    let first = go_now(&mut tc, ms(0), listing.clone().cost(5));
+    let big = tc.submit(ms(0), listing.clone().cost(6)).unwrap();
+    let small = tc.submit(ms(0), listing.clone().cost(2)).unwrap();
+    let _ = std::iter::from_fn(|| tc.poll(ms(0))).count();
+    let _ = tc.complete(ms(10), first, Outcome::status(200).header("X-RateLimit-Limit", "5"));
+    let events: Vec<_> = std::iter::from_fn(|| tc.poll(ms(10))).collect();
+    let rejected: Vec<_> = events.iter().filter(|e| e.status() == "rejected").map(|e| e.request).collect();
+    assert_eq!(rejected, vec![big]);
+    assert!(tc.is_waiting(small));
+    let Some(EventKind::Rejected { error }) = events.iter().find(|e| e.request == big).map(|e| e.kind.clone()) else {
+        panic!()
+    };
+    assert_eq!(error, RequestError::CostExceedsCapacity { limit: "catalog".into(), cost: 6, capacity: 5 });
+}

@@ -85,9 +85,46 @@ enum Op {
         spend: Option<usize>,
         max_wait_ms: Option<u64>,
     },
-    Complete(usize),
+    Complete(usize, Answer),
     Release(usize),
     Advance(u64),
+}
+
+/// What a completed request's response said (times in seconds, quotas in cost units).
+#[derive(Debug, Clone)]
+enum Answer {
+    Ok,
+    TooMany,
+    RetryAfter(u64),
+    ResetOnly(u64),
+    Exhausted(u64),
+    Quota(u64),
+}
+
+impl Answer {
+    fn outcome(&self) -> Outcome {
+        match *self {
+            Answer::Ok => Outcome::status(200),
+            Answer::TooMany => Outcome::status(429),
+            Answer::RetryAfter(s) => Outcome::status(429).header("Retry-After", s.to_string()),
+            Answer::ResetOnly(s) => Outcome::status(429).header("X-RateLimit-Reset", s.to_string()),
+            Answer::Exhausted(s) => {
+                Outcome::status(200).header("RateLimit-Remaining", "0").header("RateLimit-Reset", s.to_string())
+            }
+            Answer::Quota(q) => Outcome::status(200).header("X-RateLimit-Limit", q.to_string()),
+        }
+    }
+}
+
+fn answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        6 => Just(Answer::Ok),
+        2 => Just(Answer::TooMany),
+        1 => (1u64..8).prop_map(Answer::RetryAfter),
+        1 => (1u64..8).prop_map(Answer::ResetOnly),
+        1 => (1u64..8).prop_map(Answer::Exhausted),
+        1 => (1u64..6).prop_map(Answer::Quota),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,7 +139,7 @@ fn op() -> impl Strategy<Value = Op> {
                 spend,
                 max_wait_ms: max_wait_ms.map(|w| w * SCALE),
             }),
-        2 => (0usize..8).prop_map(Op::Complete),
+        2 => (0usize..8, answer()).prop_map(|(i, a)| Op::Complete(i, a)),
         1 => (0usize..8).prop_map(Op::Release),
         3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(|d| Op::Advance(d * SCALE)),
     ]
@@ -141,12 +178,15 @@ fn config_of(w: &Workload) -> Config {
         .map(|(r, mask)| format!(r#"{{"name":"r{r}","path":"^/r{r}","limits":[{}]}}"#, names(mask)))
         .collect();
     let json = format!(
-        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{}}}"#,
+        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{},
+            "feedback":{{"block":{},"max_block":{},"max_retries":0,"jitter":0.3,"seed":7}}}}"#,
         limits.join(","),
         names(&w.global),
         routes.join(","),
         700 * SCALE,
-        300 * SCALE
+        300 * SCALE,
+        100 * SCALE,
+        400 * SCALE
     );
     Config::from_json(&json).unwrap()
 }
@@ -205,10 +245,12 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
                     reservations.extend(a.reservations.iter().copied().zip(b.reservations.iter().copied()));
                 }
             }
-            Op::Complete(i) if !in_flight.is_empty() => {
+            Op::Complete(i, answer) if !in_flight.is_empty() => {
                 let (a, b) = in_flight.remove(i % in_flight.len());
-                let _ = tc.complete(t, a, Outcome::status(200));
-                if let Some(call) = store.complete(t, b, &Outcome::status(200)) {
+                // Without retries (max_retries 0): a rate-limited request gives up rather than
+                // waiting in the controller's queue, which the store does not have.
+                let _ = tc.complete(t, a, answer.outcome());
+                if let Some(call) = store.complete(t, b, &answer.outcome()) {
                     store.observe(t, &client.run(&call)).unwrap();
                 }
             }
@@ -230,8 +272,8 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
         let got = store.snapshot(t, &client.run(&call)).unwrap();
         for (a, b) in expected.limits.iter().zip(&got.limits) {
             prop_assert_eq!(
-                (a.used, a.reserved),
-                (b.used, b.reserved),
+                (a.used, a.reserved, a.capacity, &a.pause),
+                (b.used, b.reserved, b.capacity, &b.pause),
                 "limit {} after step {} ({:?})",
                 &a.name,
                 step,
@@ -310,11 +352,15 @@ fn keys_are_hash_tagged_and_every_key_expires() {
     let orders = Request::http("GET", "/orders");
     assert!(matches!(ask(&mut c, &mut s, now, &orders, &AdmitOptions::default()), Decision::Wait { .. }));
     let p = go(ask(&mut c, &mut s, now, &orders.priority(Priority::High), &AdmitOptions::default()));
-    let call = s.complete(now, p.request, &Outcome::status(429).header("Retry-After", "1")).unwrap();
+    // A pause with a strike, and a quota learnt for global (a route with no window of its own).
+    let outcome = Outcome::status(429).header("Retry-After", "1").header("X-RateLimit-Limit", "4");
+    let call = s.complete(now, p.request, &outcome).unwrap();
     s.observe(now, &c.run(&call)).unwrap();
     let Resp::Array(keys) = c.cmd(&["KEYS", "*"]) else { panic!() };
     let keys: Vec<String> = keys.into_iter().map(|k| if let Resp::Bulk(Some(k)) = k { k } else { panic!() }).collect();
     assert!(keys.len() >= 8, "{keys:?}");
+    assert!(keys.contains(&format!("tc:{{{acct}}}:s:global")), "{keys:?}");
+    assert!(keys.contains(&format!("tc:{{{acct}}}:m:global")), "{keys:?}");
     for k in &keys {
         assert!(k.starts_with(&format!("tc:{{{acct}}}:")), "{k} is not hash-tagged by account");
         let Resp::Int(ttl) = c.cmd(&["PTTL", k]) else { panic!() };
@@ -587,14 +633,21 @@ struct Twin {
     tc: TrafficControl,
     store: SharedStore,
     client: Client,
+    account: String,
 }
 
 impl Twin {
     fn new(server: &RedisServer, config: &str) -> Twin {
         let config = Config::from_json(config).unwrap();
         let tc = TrafficControl::new(config.clone()).unwrap();
-        let store = SharedStore::new(config, StoreOptions::new(account("twin"))).unwrap();
-        Twin { tc, store, client: server.client() }
+        let account = account("twin");
+        let store = SharedStore::new(config, StoreOptions::new(account.clone())).unwrap();
+        Twin { tc, store, client: server.client(), account }
+    }
+
+    /// Options for another process on the same account.
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions::new(self.account.clone())
     }
 
     /// Both decide on `req` at `t`; the decisions must agree (waits to the instant).
@@ -713,4 +766,115 @@ fn repeated_429s_double_in_the_store_as_in_memory() {
     twin.answer(t + 10, r, Outcome::status(429).header("Retry-After", "3"));
     let p = twin.pause(t + 10, "catalog").expect("paused");
     assert_eq!(p, ((t + 3010) as f64, (t + 3010) as f64, "retry_after", 5));
+}
+
+// ---- every parsed signal decides, in the store as in memory -------------------------------------
+
+const SIGNALS: &str = r#"{
+  "limits": {
+    "global":  { "kind": "window", "max": 100, "per": "60s", "hold": "go" },
+    "catalog": { "kind": "window", "max": 10,  "per": "10s", "hold": "go" },
+    "hourly":  { "kind": "window", "max": 500, "per": "1h",  "hold": "go" }
+  },
+  "global": ["global"],
+  "routes": [
+    { "name": "listings", "path": "^/ws/listings", "limits": ["catalog"] },
+    { "name": "ingestion", "path": "^/ws/ingest", "limits": ["catalog", "hourly"] }
+  ],
+  "feedback": { "block": "2s", "max_retries": 0, "jitter": 0.1 },
+  "lease_ttl": "1h"
+}"#;
+
+fn with_headers(status: u16, headers: &[(&str, &str)]) -> Outcome {
+    headers.iter().fold(Outcome::status(status), |o, (k, v)| o.header(*k, *v))
+}
+
+#[test]
+fn a_429_with_only_a_reset_pauses_until_the_reset_in_the_store_as_in_memory() {
+    let Some(server) = RedisServer::start() else { return };
+    let forms: [&[(&str, &str)]; 4] = [
+        &[("X-RateLimit-Reset", "30")],
+        &[("RateLimit-Reset", "30")],
+        &[("RateLimit", "\"default\";r=0;t=30"), ("RateLimit-Policy", "\"default\";q=10;w=10")],
+        &[("RateLimit", "limit=10, remaining=0, reset=30")],
+    ];
+    for headers in forms {
+        let mut twin = Twin::new(&server, SIGNALS);
+        let listing = Request::http("POST", "/ws/listings/1");
+        let r = twin.go(0, &listing);
+        twin.answer(100, r, with_headers(429, headers));
+        assert_eq!(twin.pause(100, "catalog"), Some((30_100.0, 30_100.0, "retry_after", 1)), "{headers:?}");
+        assert_eq!(twin.pause(100, "global"), None, "{headers:?}");
+        twin.ask(30_099, &listing);
+        twin.go(30_100, &listing);
+    }
+}
+
+#[test]
+fn a_success_saying_the_quota_is_used_up_pauses_every_process_until_the_reset() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut twin = Twin::new(&server, SIGNALS);
+    let listing = Request::http("POST", "/ws/listings/1");
+    // Strikes first: a 429, then the exhausted success clears them (not a strike itself).
+    let r = twin.go(0, &listing);
+    twin.answer(0, r, Outcome::status(429));
+    assert_eq!(twin.pause(0, "catalog").map(|p| p.3), Some(1));
+    let t = twin.pause(0, "catalog").unwrap().0.ceil() as u64;
+    let r = twin.go(t, &listing);
+    twin.answer(t + 100, r, with_headers(200, &[("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "5")]));
+    let exhausted = ((t + 5_100) as f64, (t + 5_100) as f64, "exhausted", 0);
+    assert_eq!(twin.pause(t + 100, "catalog"), Some(exhausted));
+    assert_eq!(twin.pause(t + 100, "global"), None);
+    // CRITICAL waits for it too (the server's count), other routes go.
+    twin.ask(t + 100, &listing.clone().priority(Priority::Critical));
+    twin.go(t + 100, &Request::http("GET", "/ws/orders"));
+    // Another process sees it.
+    let mut other = SharedStore::new(Config::from_json(SIGNALS).unwrap(), twin.store_options()).unwrap();
+    other.set_test_clock(Some(ms(t + 200)));
+    let call = other.admit(ms(t + 200), &listing, &AdmitOptions::default()).unwrap();
+    let d = other.decide(ms(t + 200), &call, &twin.client.run(&call)).unwrap().decision;
+    assert_eq!(d, Decision::Wait { until: Some(ms(t + 5_100)) });
+    twin.go(t + 5_100, &listing);
+}
+
+#[test]
+fn a_smaller_quota_lowers_the_window_for_every_process_until_the_config_changes() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut twin = Twin::new(&server, SIGNALS);
+    let listing = Request::http("POST", "/ws/listings/1");
+    let r = twin.go(0, &listing);
+    twin.answer(10, r, with_headers(200, &[("RateLimit-Policy", "\"burst\";q=4;w=10")]));
+    twin.pause(10, "catalog");
+    let caps = twin.pauses(10).1;
+    assert!(caps.iter().any(|c| c.starts_with("catalog cap 4 ")), "{caps:?}");
+    assert!(caps.iter().any(|c| c.starts_with("global cap 100 ")), "{caps:?}");
+    for _ in 0..3 {
+        twin.go(10, &listing);
+    }
+    twin.ask(10, &listing);
+    // Never raised by a larger report; lowered again by a smaller one (any header form).
+    let r = twin.go(10_000, &listing);
+    twin.answer(10_000, r, with_headers(200, &[("X-RateLimit-Limit", "8")]));
+    let r = twin.go(10_010, &listing);
+    twin.answer(10_010, r, with_headers(200, &[("RateLimit-Limit", "3")]));
+    twin.pause(10_010, "catalog");
+    assert!(twin.pauses(10_010).1.iter().any(|c| c.starts_with("catalog cap 3 ")));
+    // Another process: the same effective max; a cost above it can never go.
+    let options = twin.store_options();
+    let mut other = SharedStore::new(Config::from_json(SIGNALS).unwrap(), options.clone()).unwrap();
+    other.set_test_clock(Some(ms(30_000)));
+    let call = other.admit(ms(30_000), &listing.clone().cost(4), &AdmitOptions::default()).unwrap();
+    let d = other.decide(ms(30_000), &call, &twin.client.run(&call)).unwrap().decision;
+    let Decision::Reject(e) = d else { panic!("{d:?}") };
+    assert_eq!(
+        e,
+        traffic_control_core::RequestError::CostExceedsCapacity { limit: "catalog".into(), cost: 4, capacity: 3 }
+    );
+    // A process under another config (catalog max 12) is not bound by what was learnt under 10.
+    let changed = SIGNALS.replace(r#""max": 10,"#, r#""max": 12,"#);
+    let mut new = SharedStore::new(Config::from_json(&changed).unwrap(), options).unwrap();
+    new.set_test_clock(Some(ms(30_000)));
+    let call = new.snapshot_call(ms(30_000));
+    let snap = new.snapshot(ms(30_000), &twin.client.run(&call)).unwrap();
+    assert_eq!(snap.limits.iter().find(|l| l.name == "catalog").unwrap().capacity, 12);
 }

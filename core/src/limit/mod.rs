@@ -149,6 +149,19 @@ impl Limit {
         }
     }
 
+    /// Lowers a window's max to what the server reported (`RateLimit-Policy`, `X-RateLimit-Limit`)
+    /// when that is smaller: returns the max it had. Never raises it; other kinds are left alone.
+    pub(crate) fn lower_max(&mut self, to: u64) -> Option<u64> {
+        match &mut self.state {
+            LimitState::Window(w) if to < w.capacity() => {
+                let from = w.capacity();
+                w.set_max(to);
+                Some(from)
+            }
+            _ => None,
+        }
+    }
+
     /// Stops admissions until `until` (CRITICAL until `server_until`); a pause is only ever
     /// extended, never shortened.
     pub(crate) fn pause(&mut self, server_until: Timestamp, until: Timestamp, reason: PauseReason) {

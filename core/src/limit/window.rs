@@ -45,6 +45,11 @@ impl Window {
         self.max
     }
 
+    /// The server reported a smaller quota: what is counted already stays counted.
+    pub(crate) fn set_max(&mut self, max: u64) {
+        self.max = max;
+    }
+
     /// Drops every entry that no interval `[s, s + per)` containing `now` can hold.
     pub(crate) fn advance(&mut self, now: Timestamp) {
         let now = now.as_nanos();

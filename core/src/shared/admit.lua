@@ -7,17 +7,19 @@
 -- KEYS[1]  tc:{account}:meta   hash: epoch (state creation instant), last (newest time seen: time
 --                              never runs backwards), quarantine (no admission before it), seq (ids)
 -- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
--- then four keys per limit, in the order of the limit arguments:
+-- then five keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
 --          tc:{account}:s:<limit>        the pause and the strikes (hash: until, server (the part
 --                                        the server imposed: CRITICAL waits only for it), reason,
 --                                        strikes (rate-limited answers counted for the backoff)).
---                                        Lives until the pause ends, and while it holds strikes
---                                        for `keep` more (ARGV of complete)
+--                                        Lives `keep` (ARGV of complete) past the pause's end
 --          tc:{account}:q:<limit>        registered waiters (zset: member "lane|since|cost|waiter",
 --                                        score = expiry)
 --          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
 --                                        score = the lease's end)
+--          tc:{account}:m:<limit>        a window's max lowered by a quota the server reported
+--                                        (string "<quota>:<the config's max then>": ignored under
+--                                        another config), living an hour after the last report
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch or ""
@@ -276,19 +278,32 @@ local function load_budget(l)
   end
 end
 
+-- A quota learnt for a window under the config max `max`, or nil.
+local function learnt_max(mkey, max)
+  local v = redis.call('GET', mkey)
+  if not v then return nil end
+  local quota, under = string.match(v, '^(%d+):(%d+)$')
+  if tonumber(under) ~= max then return nil end
+  return tonumber(quota)
+end
+
 -- Reads the limit arguments starting at ARGV[at]: n limits of 9 fields, keys from KEYS[3].
 local function read_limits(at, n, lease_ttl, id)
   local limits = {}
   for i = 1, n do
     local b = at + (i - 1) * 9
-    local k = 3 + (i - 1) * 4
+    local k = 3 + (i - 1) * 5
     local l = {
       name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
       a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
       d = tonumber(ARGV[b + 7]), e = tonumber(ARGV[b + 8]),
-      key = KEYS[k], skey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3],
+      key = KEYS[k], skey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3], mkey = KEYS[k + 4],
     }
-    if l.kind == 'w' then load_window(l, lease_ttl, id)
+    if l.kind == 'w' then
+      -- The effective max: the config's, or the smaller quota the server reported.
+      local quota = learnt_max(l.mkey, l.a)
+      if quota ~= nil and quota < l.a then l.a = quota end
+      load_window(l, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
@@ -361,6 +376,8 @@ if op == 'admit' then
   end
   for _, l in ipairs(limits) do
     if l.kind == 'g' and not l.known and l.total > 0 then return reply(3, 'BUDGET_UNKNOWN', l.name) end
+    -- A window lowered by a quota the server reported may no longer hold the request at all.
+    if l.kind == 'w' and l.total > l.cap then return reply(3, 'COST_EXCEEDS_CAPACITY', l.name, l.total, l.cap) end
   end
   local reserved, own, own_live, first_res_expiry, own_exp, own_rest = scan_reservations(spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
@@ -506,8 +523,9 @@ if op == 'admit' then
 elseif op == 'complete' then
   -- ARGV: 6 request id ("" when it held nothing), 7 the request's go (us, the instant a repeat is
   -- judged by) or "", 8 how long strikes outlive their pause (us), 9 limits; then per limit: name,
-  -- kind, pause mode, server us, ladder, reported balance or "", refill in us or "", max, per
-  -- (budgets), cost held (windows) or "".
+  -- kind, pause mode, server us, ladder, reported balance or "", refill in us or "", max (budgets,
+  -- windows), per (budgets, windows), cost held (windows) or "", quota learnt (windows) or ""; then
+  -- how long a learnt quota lives (us).
   --
   -- The pause mode says what the answer does to the limit's pause (the policy is core's `Told`;
   -- the script keeps the state): "" nothing; "clear" the strikes are cleared (an answer that is not
@@ -520,8 +538,8 @@ elseif op == 'complete' then
   local rid, sent, keep, n = ARGV[6], tonumber(ARGV[7] ~= '' and ARGV[7] or '0'), tonumber(ARGV[8]), tonumber(ARGV[9])
   local freed, qkeys, grown = false, {}, {}
   for i = 1, n do
-    local b = 10 + (i - 1) * 10
-    local k = 3 + (i - 1) * 4
+    local b = 10 + (i - 1) * 11
+    local k = 3 + (i - 1) * 5
     qkeys[#qkeys + 1] = KEYS[k + 2]
     local kind, mode = ARGV[b + 1], ARGV[b + 2]
     if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
@@ -563,16 +581,20 @@ elseif op == 'complete' then
         if untl > before then grown[ARGV[b]] = untl - before end
       end
       if mode ~= 'clear' or had > 0 then
-        local live = math.max(untl, server) - now
-        if strikes > 0 then live = live + keep end
-        if live > 0 then
-          redis.call('HSET', skey, 'until', fmt(untl), 'server', fmt(server), 'reason', reason or 'block',
-            'strikes', fmt(strikes))
-          redis.call('PEXPIRE', skey, ttl_ms(live))
-        else
-          redis.call('DEL', skey)
-        end
+        -- Kept `keep` past the pause: the strikes, and the server's part that tells a repeat from
+        -- a late answer to a request sent before it ended.
+        redis.call('HSET', skey, 'until', fmt(untl), 'server', fmt(server), 'reason', reason or 'block',
+          'strikes', fmt(strikes))
+        redis.call('PEXPIRE', skey, ttl_ms(math.max(untl, server) - now + keep))
       end
+    end
+    if kind == 'w' and ARGV[b + 10] ~= '' then
+      -- The server reported a smaller quota: every process's window holds at most that (only ever
+      -- lowered while the config stays the same).
+      local max, quota = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 10])
+      local known = learnt_max(KEYS[k + 4], max)
+      if known ~= nil and known < quota then quota = known end
+      redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ttl_ms(tonumber(ARGV[10 + n * 11])))
     end
     if kind == 'g' and ARGV[b + 5] ~= '' then
       local max, per = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
@@ -629,7 +651,7 @@ elseif op == 'withdraw' then
   -- ARGV: 6 waiter id, 7 limits (keys only): a waiter that gives up drops its claims at once.
   local qkeys, dropped = {}, false
   for i = 1, tonumber(ARGV[7]) do
-    local l = { qkey = KEYS[3 + (i - 1) * 4 + 2] }
+    local l = { qkey = KEYS[3 + (i - 1) * 5 + 2] }
     qkeys[#qkeys + 1] = l.qkey
     for _, w in ipairs(waiters_of(l)) do
       if w[4] == ARGV[6] then

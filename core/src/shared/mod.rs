@@ -43,17 +43,24 @@
 //!   as in memory; a crashed follow-up's lapses with its claim.
 //!
 //! - **One pause policy**: a 429 or block pauses the limits it points at for every process by the
-//!   in-memory controller's rules (the server's time exactly; else the block doubled on every
-//!   repeat, jittered, capped at `max_block`; CRITICAL waits only for the server's part). The
-//!   strikes live in Redis with the pause (`s:<limit>`), so a repeat in any process doubles it.
+//!   in-memory controller's rules (the server's time exactly, a reset alone included; else the
+//!   block doubled on every repeat, jittered, capped at `max_block`; CRITICAL waits only for the
+//!   server's part). The strikes live in Redis with the pause (`s:<limit>`), so a repeat in any
+//!   process doubles it. A success saying the quota is used up (`remaining: 0` with a reset)
+//!   pauses until the reset (`exhausted`).
+//! - **Learnt quotas are shared**: a reported quota smaller than a window's max lowers it for
+//!   every process (`m:<limit>`, tagged with the config's max: a changed config is not bound by
+//!   it), an hour past the last report.
 //!
 //! Differences from the in-memory controller: budget reports are not reduced by other processes'
-//! in-flight cost. A limit's strikes are forgotten once no rate-limited answer came for
-//! `lease_ttl` plus the longest pause after its pause ended (memory keeps them until a success),
-//! and an answer that is not rate limited clears them only when its request's admission saw them
-//! (one round trip per completion is not spent to clear strikes that may not exist). The jitter
-//! is drawn from each process's own generator (`feedback.seed`), one draw per rate-limited answer
-//! as in memory.
+//! in-flight cost. A limit's pause state (its strikes, the server's part) is forgotten `lease_ttl`
+//! plus the longest pause after the pause ended (memory keeps the strikes until a success). An
+//! answer that is not rate limited clears the strikes only when this process knows of some on the
+//! request's limits (its admission said so, or it reported the 429 itself): a round trip per
+//! completion is not spent on strikes that may not exist. The jitter is drawn from each process's
+//! own generator (`feedback.seed`), one draw per rate-limited answer as in memory. No
+//! [`EventKind::LimitLowered`](crate::EventKind::LimitLowered) is produced here: the store has no
+//! event log (the snapshot's capacity shows the lowered max).
 //! Times in the store are whole microseconds (windows and periods are rounded up, never down).
 
 use std::sync::OnceLock;
@@ -225,7 +232,16 @@ pub struct SharedStore {
     rng: Jitter,
     /// How long a limit's strikes outlive its pause (us): `lease_ttl` plus the longest pause.
     keep_us: u64,
+    /// Per limit: the quota this process last told the store (and when), so that a server that
+    /// reports it on every response costs a round trip only every half [`LEARNT_TTL`].
+    learnt: Vec<Option<(u64, Timestamp)>>,
+    /// Per limit: strikes may be held in Redis as far as this process knows (it reported a
+    /// rate-limited answer on it, or an admission on it said so, and it has not cleared them since).
+    struck: Vec<bool>,
 }
+
+/// How long a quota learnt from the server lowers a window in Redis after it was last reported.
+const LEARNT_TTL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug)]
 struct Flight {
@@ -289,6 +305,7 @@ impl SharedStore {
             f.blocks.values().map(|b| b.0).fold(f.max_block.max(f.cooldown).max(f.block), Duration::max);
         let keep_us = micros_up(config.lease_ttl).saturating_add(micros_up(longest_pause));
         let rng = Jitter::new(f.seed);
+        let n_limits = limits.len();
         Ok(SharedStore {
             rng,
             keep_us,
@@ -302,6 +319,8 @@ impl SharedStore {
             epoch: None,
             clock: None,
             in_flight: FxHashMap::default(),
+            learnt: vec![None; n_limits],
+            struck: vec![false; n_limits],
         })
     }
 
@@ -357,6 +376,7 @@ impl SharedStore {
         keys.push(format!("{}s:{}", self.prefix, l.name));
         keys.push(format!("{}q:{}", self.prefix, l.name));
         keys.push(format!("{}f:{}", self.prefix, l.name));
+        keys.push(format!("{}m:{}", self.prefix, l.name));
     }
 
     /// name, kind, need, total, and five parameters.
@@ -481,6 +501,11 @@ impl SharedStore {
                 }
                 // After the reservations: whether a limit it took had strikes.
                 let strikes = reply.get(4 + *follow_ups).and_then(ReplyValue::int) == Some(1);
+                if strikes {
+                    for n in needs {
+                        self.struck[usize::from(n.limit)] = true;
+                    }
+                }
                 let flight =
                     Flight { needs: needs.clone(), budgets: budgets.clone(), since: now, sent: server_now, strikes };
                 self.in_flight.insert(request, flight);
@@ -497,6 +522,12 @@ impl SharedStore {
             }
             3 => Decision::Reject(match text(3)?.as_str() {
                 "BUDGET_UNKNOWN" => RequestError::BudgetUnknown { limit: text(4)? },
+                // A window lowered by a quota the server reported (in any process).
+                "COST_EXCEEDS_CAPACITY" => RequestError::CostExceedsCapacity {
+                    limit: text(4)?,
+                    cost: u64::try_from(int(5)?).unwrap_or(0),
+                    capacity: u64::try_from(int(6)?).unwrap_or(0),
+                },
                 "INSUFFICIENT_BUDGET" => RequestError::InsufficientBudget {
                     limit: text(4)?,
                     needed: u64::try_from(int(5)?).unwrap_or(0),
@@ -543,6 +574,11 @@ impl SharedStore {
     /// strikes). A budget report sets the shared balance. A completion past the request's lease
     /// teaches nothing: its holds lapsed already, as in memory.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<StoreCall> {
+        self.finish(now, request, outcome, true)
+    }
+
+    /// A completion (`answered`) or a cancel.
+    fn finish(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome, answered: bool) -> Option<StoreCall> {
         let flight = self.in_flight.remove(&request)?;
         if now.saturating_since(flight.since) >= self.config.lease_ttl {
             return None;
@@ -559,15 +595,34 @@ impl SharedStore {
         } else {
             Feedback::from_outcome(outcome, outcome.body.as_deref(), outcome.unix_time)
         };
-        let clears = flight.strikes && !feedback.rate_limited;
-        if !holds_lease && !feedback.rate_limited && feedback.budget.is_none() && !clears {
+        let clears = answered
+            && !feedback.rate_limited
+            && (flight.strikes || flight.needs.iter().any(|n| self.struck[usize::from(n.limit)]));
+        let exhausted = !feedback.rate_limited && feedback.remaining == Some(0) && feedback.reset.is_some();
+        // A quota smaller than the window's max lowers it for every process (see `quota_target`).
+        let learnt = feedback.limit.and_then(|quota| {
+            let l = crate::controller::quota_target(&self.config, &self.limits, &flight.needs, &feedback)?;
+            let told = self.learnt[usize::from(l)];
+            let fresh = told.is_some_and(|(q, at)| q <= quota && now.saturating_since(at) < LEARNT_TTL / 2);
+            (quota < self.limits[usize::from(l)].capacity() && !fresh).then_some((l, quota))
+        });
+        if let Some((l, quota)) = learnt {
+            self.learnt[usize::from(l)] = Some((quota, now));
+        }
+        if !holds_lease
+            && !feedback.rate_limited
+            && feedback.budget.is_none()
+            && !clears
+            && !exhausted
+            && learnt.is_none()
+        {
             return None;
         }
         let mut touched: Vec<u16> = flight.needs.iter().map(|n| n.limit).collect();
         touched.extend(flight.budgets.iter().copied());
         touched.sort_unstable();
         touched.dedup();
-        let targets = if feedback.rate_limited {
+        let targets = if feedback.rate_limited || exhausted {
             crate::controller::pause_targets(&self.config, &self.limits, &flight.needs, &feedback)
         } else {
             Vec::new()
@@ -587,12 +642,22 @@ impl SharedStore {
             let told = targets.contains(&l).then(|| Told::of(&self.config.feedback, &limit.name, &feedback)).flatten();
             let (mode, server, ladder) = match told {
                 Some(t @ Told::Block { base, cooldown, .. }) => {
+                    self.struck[usize::from(l)] = true;
                     let ladder: Vec<String> = t.ladder(jitter).into_iter().map(|d| micros_up(d).to_string()).collect();
                     (if cooldown { "cooldown" } else { "block" }, micros_up(base).to_string(), ladder.join(","))
                 }
-                Some(Told::Server(d)) => ("retry_after", micros_up(d).to_string(), String::new()),
-                Some(Told::Exhausted(d)) => ("exhausted", micros_up(d).to_string(), String::new()),
-                None if clears && flight.needs.iter().any(|n| n.limit == l) => ("clear", String::new(), String::new()),
+                Some(Told::Server(d)) => {
+                    self.struck[usize::from(l)] = true;
+                    ("retry_after", micros_up(d).to_string(), String::new())
+                }
+                Some(Told::Exhausted(d)) => {
+                    self.struck[usize::from(l)] = false;
+                    ("exhausted", micros_up(d).to_string(), String::new())
+                }
+                None if clears && flight.needs.iter().any(|n| n.limit == l) => {
+                    self.struck[usize::from(l)] = false;
+                    ("clear", String::new(), String::new())
+                }
                 None => ("", String::new(), String::new()),
             };
             let kind = match self.config.limits[&*limit.name] {
@@ -608,9 +673,10 @@ impl SharedStore {
                     max,
                     micros_up(per),
                 ),
-                (LimitConfig::Window { per, .. }, _) => (String::new(), String::new(), 0, micros_up(per)),
+                (LimitConfig::Window { per, max, .. }, _) => (String::new(), String::new(), max, micros_up(per)),
                 _ => (String::new(), String::new(), 0, 0),
             };
+            let learnt = learnt.filter(|&(t, _)| t == l).map_or_else(String::new, |(_, q)| q.to_string());
             // The cost a window holds until now (its member in the in-flight set).
             let held = flight
                 .needs
@@ -618,8 +684,9 @@ impl SharedStore {
                 .find(|n| n.limit == l && kind == "w")
                 .map_or_else(String::new, |n| n.cost.to_string());
             args.extend([limit.name.to_string(), kind.into(), mode.into(), server, ladder, report, refill_in]);
-            args.extend([max.to_string(), per.to_string(), held]);
+            args.extend([max.to_string(), per.to_string(), held, learnt]);
         }
+        args.push(micros_up(LEARNT_TTL).to_string());
         Some(StoreCall { keys, args, what: CallKind::Other })
     }
 
@@ -629,8 +696,7 @@ impl SharedStore {
         let flight = self.in_flight.get_mut(&request)?;
         // A cancel is a completion that learnt nothing: no budget report, no strikes cleared.
         flight.budgets.clear();
-        flight.strikes = false;
-        self.complete(now, request, &Outcome::default())
+        self.finish(now, request, &Outcome::default(), false)
     }
 
     /// The call that releases a reservation early (the follow-up will not be sent).
@@ -665,7 +731,8 @@ impl SharedStore {
             tokens_left.to_string(),
         ]);
         args.push(refill_in.map_or_else(String::new, |d| micros_up(d).to_string()));
-        args.extend([max.to_string(), micros_up(per).to_string(), String::new()]);
+        args.extend([max.to_string(), micros_up(per).to_string(), String::new(), String::new()]);
+        args.push(micros_up(LEARNT_TTL).to_string());
         Ok(StoreCall { keys, args, what: CallKind::Other })
     }
 
@@ -699,7 +766,11 @@ impl SharedStore {
             let b = 4 + i * 9;
             let used = int(b)?;
             let reserved = u64::try_from(int(b + 2)?).unwrap_or(0);
-            let capacity = l.capacity();
+            // A window's max may have been lowered by a quota the server reported.
+            let capacity = match self.config.limits[&*l.name] {
+                LimitConfig::Window { .. } => u64::try_from(int(b + 1)?).unwrap_or(0),
+                _ => l.capacity(),
+            };
             let (used, balance) = match self.config.limits[&*l.name] {
                 LimitConfig::Budget { max, .. } if used >= 0 => {
                     (u64::try_from(used).unwrap_or(0), Some(i64::try_from(max).unwrap_or(i64::MAX) - used))
