@@ -334,9 +334,12 @@ impl SharedStore {
         Duration::from_micros(self.quarantine_us)
     }
 
-    /// FOR TESTS ONLY: stamps every following call with this instant (whole microseconds) instead
-    /// of Redis `TIME`, so a differential test can replay the same timestamps through the in-memory
-    /// controller and the store. `None` (the default) uses server time.
+    /// FOR TESTS ONLY (feature `test-hooks`, enabled by this crate's own tests): stamps every
+    /// following call with this instant (whole microseconds) instead of Redis `TIME`, so a
+    /// differential test can replay the same timestamps through the in-memory controller and the
+    /// store. `None` (the default) uses server time.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
     pub fn set_test_clock(&mut self, at: Option<Timestamp>) {
         self.clock = at;
     }
