@@ -19,8 +19,10 @@ const builds = ['native', 'native-browser'].map((dir) => {
 // adds about 32 KB for environment overrides and the shared store (its Lua script, ~5 KB gzipped
 // without comments, and the code that builds its calls and reads its replies): Workers, Node and
 // Bun load it, where size matters less. The browser bound is the target; the full build's only
-// catches growth (179 KB with the windows' completion hold, wake-ups and pause reasons in Redis).
-const bounds = { native: 182, 'native-browser': 150 };
+// catches growth (179 KB with the windows' completion hold, wake-ups and pause reasons in Redis;
+// 195 KB once the shared store's host driver, the waiter classes, backoff, budget learning and
+// wake-up subscriptions, moved from the JavaScript scheduler into the core).
+const bounds = { native: 198, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
   test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;

@@ -10,7 +10,7 @@ use crate::{
 mod driver;
 mod shared;
 pub use driver::{DriverHost, Stepped};
-pub use shared::{script, SharedDecision, SharedHost};
+pub use shared::script;
 
 /// An error of a call made at the boundary: the core's, or an argument the host got wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,6 @@
 //! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `status
 //! {handle, url}`; `subscribe {channel}`; `unsubscribe`.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{outcome_from_parts, shared::snapshot_json, HostError};
@@ -26,37 +25,48 @@ use crate::shared::{ReplyValue, StoreOptions};
 use crate::time::Timestamp;
 use crate::Config;
 
-/// The options a host gives, as JSON (`{account, processTag, waiterTtl?, onUnavailable?,
-/// unavailableMaxWait?, wake?, learnBudgets?}`, milliseconds).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Options {
-    account: String,
-    process_tag: String,
-    waiter_ttl: Option<f64>,
-    on_unavailable: Option<String>,
-    unavailable_max_wait: Option<f64>,
-    wake: Option<bool>,
-    learn_budgets: Option<bool>,
+/// A JSON object's field: absent and `null` are `None`. Read by hand from a `Value` rather than
+/// through derived deserializers: an internally tagged enum brings serde's buffering machinery,
+/// about 40 KB of the wasm module.
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.get(name).filter(|f| !f.is_null())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(tag = "input", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
-enum Input {
-    Acquire { request: Request, max_wait: Option<f64> },
-    Cancel { handle: u64 },
-    Complete { request: f64, status: Option<u32>, headers: Option<Vec<String>>, body: Option<String> },
-    Release { reservation: f64 },
-    SyncBudget { limit: String, tokens_left: f64, refill_in: Option<f64> },
-    Snapshot,
-    Reply { call: u64, reply: Vec<Value> },
-    StoreError { call: u64, reason: String },
-    Woken,
-    Subscribed { ok: bool },
-    StatusDone { handle: u64, status: Option<u32>, headers: Option<Vec<String>>, body: Option<String> },
-    Timeout,
-    Close,
-    ProcessTag { tag: String },
+fn num(v: &Value, name: &str) -> Result<Option<f64>, HostError> {
+    field(v, name)
+        .map(|f| f.as_f64().ok_or_else(|| HostError::Invalid(format!("{name} must be a number"))))
+        .transpose()
+}
+
+fn need_num(v: &Value, name: &str) -> Result<f64, HostError> {
+    num(v, name)?.ok_or_else(|| HostError::Invalid(format!("{name} is missing")))
+}
+
+fn text(v: &Value, name: &str) -> Result<Option<String>, HostError> {
+    field(v, name)
+        .map(|f| f.as_str().map(str::to_string).ok_or_else(|| HostError::Invalid(format!("{name} must be a string"))))
+        .transpose()
+}
+
+fn need_text(v: &Value, name: &str) -> Result<String, HostError> {
+    text(v, name)?.ok_or_else(|| HostError::Invalid(format!("{name} is missing")))
+}
+
+fn flag(v: &Value, name: &str) -> Result<Option<bool>, HostError> {
+    field(v, name)
+        .map(|f| f.as_bool().ok_or_else(|| HostError::Invalid(format!("{name} must be true or false"))))
+        .transpose()
+}
+
+/// A response's parts: `status?`, `headers?` (flat `[name, value, ...]`), `body?`.
+fn response(v: &Value) -> Result<(Option<u32>, Vec<String>, Option<String>), HostError> {
+    let status = num(v, "status")?.map(|s| s as u32);
+    let headers = match field(v, "headers") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items.iter().map(|h| h.as_str().unwrap_or_default().to_string()).collect(),
+        Some(_) => return Err(HostError::Invalid("headers must be a flat list of strings".into())),
+    };
+    Ok((status, headers, text(v, "body")?))
 }
 
 fn host_error(e: crate::driver::DriverError) -> HostError {
@@ -79,24 +89,25 @@ pub struct DriverHost {
 impl DriverHost {
     /// A driver for `config` with the host's options (JSON, see [`Options`]).
     pub fn new(config: Config, options_json: &str) -> Result<Self, HostError> {
-        let o: Options = serde_json::from_str(options_json).map_err(|e| HostError::Invalid(format!("options: {e}")))?;
-        let mut store = StoreOptions::new(o.account);
-        if let Some(t) = o.waiter_ttl {
+        let o: Value =
+            serde_json::from_str(options_json).map_err(|e| HostError::Invalid(format!("options: {e}")))?;
+        let mut store = StoreOptions::new(need_text(&o, "account")?);
+        if let Some(t) = num(&o, "waiterTtl")? {
             store.waiter_ttl = ms(t);
         }
-        let mut options = DriverOptions::new(o.process_tag);
-        options.on_unavailable = match o.on_unavailable.as_deref() {
+        let mut options = DriverOptions::new(text(&o, "processTag")?.unwrap_or_default());
+        options.on_unavailable = match text(&o, "onUnavailable")?.as_deref() {
             None | Some("wait") => Unavailable::Wait,
             Some("fail") => Unavailable::Fail,
             Some(other) => {
                 return Err(HostError::Invalid(format!("onUnavailable must be \"wait\" or \"fail\", not {other:?}")))
             }
         };
-        if let Some(t) = o.unavailable_max_wait {
+        if let Some(t) = num(&o, "unavailableMaxWait")? {
             options.unavailable_max_wait = ms(t);
         }
-        options.wake = o.wake.unwrap_or(true);
-        options.learn_budgets = o.learn_budgets.unwrap_or(true);
+        options.wake = flag(&o, "wake")?.unwrap_or(true);
+        options.learn_budgets = flag(&o, "learnBudgets")?.unwrap_or(true);
         let driver = SharedDriver::new(config, store, options).map_err(HostError::Config)?;
         Ok(DriverHost { driver })
     }
@@ -131,64 +142,79 @@ impl DriverHost {
 
     /// [`step`](Self::step) with the outputs as the core's values, for a host that converts them itself.
     pub fn step_outputs(&mut self, now_ms: f64, input_json: &str) -> Result<Stepped, HostError> {
-        let input: Input = serde_json::from_str(input_json).map_err(|e| HostError::Invalid(e.to_string()))?;
+        let mut v: Value = serde_json::from_str(input_json).map_err(|e| HostError::Invalid(e.to_string()))?;
         let now = Timestamp::from_millis_f64(now_ms);
+        let handle = |v: &Value| need_num(v, "handle").map(|h| Handle(h as u64));
+        let call = |v: &Value| need_num(v, "call").map(|c| CallId(c as u64));
         let d = &mut self.driver;
-        let result = match input {
-            Input::Acquire { request, max_wait } => {
-                let h = d.acquire(now, request, max_wait.map(ms)).map_err(host_error)?;
-                Some(h.0)
+        let result = match need_text(&v, "input")?.as_str() {
+            "acquire" => {
+                let max_wait = num(&v, "maxWait")?.map(ms);
+                // From text, as every other host call reads a request: a second deserializer (from a
+                // Value) would add its own copy of the request's to the wasm module.
+                let text = field(&v, "request").map(Value::to_string).unwrap_or_default();
+                let request: Request =
+                    serde_json::from_str(&text).map_err(|e| HostError::Invalid(format!("request: {e}")))?;
+                Some(d.acquire(now, request, max_wait).map_err(host_error)?.0)
             }
-            Input::Cancel { handle } => {
-                d.cancel(now, Handle(handle));
+            "cancel" => {
+                d.cancel(now, handle(&v)?);
                 None
             }
-            Input::Complete { request, status, headers, body } => {
-                let outcome = outcome_from_parts(status, headers.unwrap_or_default(), body, None);
-                Some(d.complete(now, RequestId(request as u64), &outcome).0)
+            "complete" => {
+                let (status, headers, body) = response(&v)?;
+                let outcome = outcome_from_parts(status, headers, body, None);
+                Some(d.complete(now, RequestId(need_num(&v, "request")? as u64), &outcome).0)
             }
-            Input::Release { reservation } => Some(d.release(now, ReservationId(reservation as u64)).0),
-            Input::SyncBudget { limit, tokens_left, refill_in } => {
-                let h = d.sync_budget(now, &limit, tokens_left as i64, refill_in.map(ms)).map_err(host_error)?;
-                Some(h.0)
+            "release" => Some(d.release(now, ReservationId(need_num(&v, "reservation")? as u64)).0),
+            "syncBudget" => {
+                let (limit, tokens, refill) = (need_text(&v, "limit")?, need_num(&v, "tokensLeft")?, num(&v, "refillIn")?);
+                Some(d.sync_budget(now, &limit, tokens as i64, refill.map(ms)).map_err(host_error)?.0)
             }
-            Input::Snapshot => Some(d.snapshot(now).0),
-            Input::Reply { call, reply } => {
-                match reply_values(reply) {
-                    Ok(values) => d.on_reply(now, CallId(call), &values),
-                    Err(e) => d.on_reply_error(now, CallId(call), e),
+            "snapshot" => Some(d.snapshot(now).0),
+            "reply" => {
+                let call = call(&v)?;
+                let reply = match v.get_mut("reply").map(Value::take) {
+                    Some(Value::Array(items)) => reply_values(items),
+                    _ => Err(StoreError::Reply { reason: "not an array".into() }),
+                };
+                match reply {
+                    Ok(values) => d.on_reply(now, call, &values),
+                    Err(e) => d.on_reply_error(now, call, e),
                 }
                 None
             }
-            Input::StoreError { call, reason } => {
-                d.on_store_error(now, CallId(call), &reason);
+            "storeError" => {
+                d.on_store_error(now, call(&v)?, &text(&v, "reason")?.unwrap_or_default());
                 None
             }
-            Input::Woken => {
+            "woken" => {
                 d.woken(now);
                 None
             }
-            Input::Subscribed { ok } => {
-                d.subscribed(now, ok);
+            "subscribed" => {
+                d.subscribed(now, flag(&v, "ok")?.unwrap_or(false));
                 None
             }
-            Input::StatusDone { handle, status, headers, body } => {
-                let outcome = status.map(|s| outcome_from_parts(Some(s), headers.unwrap_or_default(), body, None));
-                d.status_done(now, Handle(handle), outcome.as_ref());
+            "statusDone" => {
+                let (status, headers, body) = response(&v)?;
+                let outcome = status.map(|s| outcome_from_parts(Some(s), headers, body, None));
+                d.status_done(now, handle(&v)?, outcome.as_ref());
                 None
             }
-            Input::Timeout => {
+            "timeout" => {
                 d.handle_timeout(now);
                 None
             }
-            Input::Close => {
+            "close" => {
                 d.close();
                 None
             }
-            Input::ProcessTag { tag } => {
-                d.set_process_tag(tag);
+            "processTag" => {
+                d.set_process_tag(need_text(&v, "tag")?);
                 None
             }
+            other => return Err(HostError::Invalid(format!("unknown input {other:?}"))),
         };
         Ok(self.drain(result))
     }
@@ -245,5 +271,51 @@ fn output_json(o: Output) -> Value {
         Output::Status { handle, url } => json!({ "output": "status", "handle": handle.0, "url": url }),
         Output::Subscribe { channel } => json!({ "output": "subscribe", "channel": channel }),
         Output::Unsubscribe => json!({ "output": "unsubscribe" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> DriverHost {
+        let config = r#"{"limits":{"api":{"kind":"window","max":1,"per":"1s"}},"global":["api"]}"#;
+        DriverHost::new(Config::from_json(config).unwrap(), r#"{"account":"acct","processTag":"p"}"#).unwrap()
+    }
+
+    fn step(h: &mut DriverHost, input: &str) -> Value {
+        serde_json::from_str(&h.step(0.0, input).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_acquire_runs_one_call_and_its_reply_lets_it_go() {
+        let mut h = host();
+        let a = step(&mut h, r#"{"input":"acquire","request":{"target":{"http":{"method":"GET","url":"/x"}}}}"#);
+        assert_eq!(a["result"], 1);
+        assert_eq!(a["waiting"], 1);
+        let run = &a["outputs"][0];
+        assert_eq!((run["output"].as_str(), run["keys"][0].as_str()), (Some("run"), Some("tc:{acct}:meta")));
+        let input = format!(r#"{{"input":"reply","call":{},"reply":[1,1700000000000000,"e",7]}}"#, run["call"]);
+        let go = step(&mut h, &input);
+        assert_eq!(go["outputs"][0], json!({"output": "go", "handle": 1, "request": 7, "reservations": []}));
+        assert_eq!(go["waiting"], 0);
+        let bad = format!(r#"{{"input":"reply","call":{},"reply":[1.5]}}"#, 99);
+        assert_eq!(step(&mut h, &bad)["outputs"], json!([]), "a reply to no call is ignored");
+    }
+
+    #[test]
+    fn bad_input_keeps_its_code() {
+        let mut h = host();
+        assert_eq!(h.step(0.0, "{").unwrap_err().code(), "INVALID_ARGUMENT");
+        assert_eq!(h.step(0.0, r#"{"input":"nope"}"#).unwrap_err().code(), "INVALID_ARGUMENT");
+        let e = h.step(0.0, r#"{"input":"acquire","request":{"target":{"route":"nope"}}}"#).unwrap_err();
+        assert_eq!(e.code(), "UNKNOWN_ROUTE");
+        let e = h.step(0.0, r#"{"input":"syncBudget","limit":"nosuch","tokensLeft":5}"#).unwrap_err();
+        assert_eq!(e.code(), "UNKNOWN_LIMIT");
+        let config = Config::from_json(r#"{"limits":{"api":{"kind":"window","max":1,"per":"1s"}},"global":["api"]}"#);
+        let e = DriverHost::new(config.unwrap(), r#"{"account":"a{b}"}"#).unwrap_err();
+        assert_eq!(e.code(), "CONFIG");
+        let done = step(&mut h, r#"{"input":"complete","request":3,"status":200}"#);
+        assert_eq!(done["outputs"][0], json!({"output": "done", "handle": 1, "live": false}), "nothing to tell");
     }
 }
