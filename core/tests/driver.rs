@@ -381,7 +381,9 @@ fn requests_that_can_never_go_are_refused_without_a_call() {
 fn a_question_that_crossed_a_finished_status_request_asks_again_instead_of_learning_twice() {
     let mut d = driver(|o| o.wake = false);
     let a = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K"), None).unwrap();
-    let b = d.acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K").priority(Priority::Low), None).unwrap();
+    let b = d
+        .acquire(t(0), Request::http("GET", "https://api.keepa.com/product?key=K").priority(Priority::Low), None)
+        .unwrap();
     let out = outputs(&mut d);
     let (a_call, b_call) = (runs(&out)[0].0, runs(&out)[1].0);
     d.on_reply(t(1), a_call, &budget_unknown());

@@ -33,9 +33,7 @@ fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 fn num(v: &Value, name: &str) -> Result<Option<f64>, HostError> {
-    field(v, name)
-        .map(|f| f.as_f64().ok_or_else(|| HostError::Invalid(format!("{name} must be a number"))))
-        .transpose()
+    field(v, name).map(|f| f.as_f64().ok_or_else(|| HostError::Invalid(format!("{name} must be a number")))).transpose()
 }
 
 fn need_num(v: &Value, name: &str) -> Result<f64, HostError> {
@@ -58,8 +56,11 @@ fn flag(v: &Value, name: &str) -> Result<Option<bool>, HostError> {
         .transpose()
 }
 
+/// A response's status, flat headers and body.
+type Response = (Option<u32>, Vec<String>, Option<String>);
+
 /// A response's parts: `status?`, `headers?` (flat `[name, value, ...]`), `body?`.
-fn response(v: &Value) -> Result<(Option<u32>, Vec<String>, Option<String>), HostError> {
+fn response(v: &Value) -> Result<Response, HostError> {
     let status = num(v, "status")?.map(|s| s as u32);
     let headers = match field(v, "headers") {
         None => Vec::new(),
@@ -89,8 +90,7 @@ pub struct DriverHost {
 impl DriverHost {
     /// A driver for `config` with the host's options (JSON, see [`Options`]).
     pub fn new(config: Config, options_json: &str) -> Result<Self, HostError> {
-        let o: Value =
-            serde_json::from_str(options_json).map_err(|e| HostError::Invalid(format!("options: {e}")))?;
+        let o: Value = serde_json::from_str(options_json).map_err(|e| HostError::Invalid(format!("options: {e}")))?;
         let mut store = StoreOptions::new(need_text(&o, "account")?);
         if let Some(t) = num(&o, "waiterTtl")? {
             store.waiter_ttl = ms(t);
@@ -168,7 +168,8 @@ impl DriverHost {
             }
             "release" => Some(d.release(now, ReservationId(need_num(&v, "reservation")? as u64)).0),
             "syncBudget" => {
-                let (limit, tokens, refill) = (need_text(&v, "limit")?, need_num(&v, "tokensLeft")?, num(&v, "refillIn")?);
+                let (limit, tokens, refill) =
+                    (need_text(&v, "limit")?, need_num(&v, "tokensLeft")?, num(&v, "refillIn")?);
                 Some(d.sync_budget(now, &limit, tokens as i64, refill.map(ms)).map_err(host_error)?.0)
             }
             "snapshot" => Some(d.snapshot(now).0),
