@@ -1,21 +1,26 @@
-//! [`TrafficControl`]: the calling contract, admissions, completions, expiries.
+//! [`TrafficControl`]: the calling contract and admissions. What the server's answers teach
+//! (completions, pauses, budgets, quotas) is in `learning`; time passing (expiries, the
+//! scheduling pass's triggers, `poll`) in `timers`.
+
+mod learning;
+mod timers;
+
+pub(crate) use learning::{pause_targets, quota_target};
 
 use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
 use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
-use crate::feedback::{BlockKind, Feedback};
-use crate::limit::pause::{strike, Jitter, Told};
+use crate::limit::pause::Jitter;
 use crate::limit::{Ask, Limit, PauseReason};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
-use crate::request::{Completion, Decision, IdMap, Outcome, Permit, Priority, Request, RequestId, ReservationId};
+use crate::request::{Decision, IdMap, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{EndpointRef, Needs, Router};
 use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
 use crate::time::Timestamp;
@@ -228,254 +233,6 @@ impl TrafficControl {
         self.queue.push(id, admission, now);
         self.next_wake = earliest(self.next_wake, wake);
         Ok(id)
-    }
-
-    /// Advances to `now` and returns the next event, or `None` when there is nothing more to say
-    /// now. Drain it after every call that changes state.
-    pub fn poll(&mut self, now: Timestamp) -> Option<Event> {
-        if self.events.is_empty() {
-            self.advance(now);
-            if self.events.is_empty() {
-                // Drained: a burst's buffer (100k queued events are ~12 MB) is given back.
-                if self.events.capacity() > EVENTS_KEPT {
-                    self.events.shrink_to(EVENTS_KEPT);
-                }
-                return None;
-            }
-        }
-        self.events.pop_front()
-    }
-
-    /// The next instant at which anything can change by time alone: a waiter may fit, a deadline,
-    /// a reservation or a lease may expire. `None`: nothing will happen until the host calls in.
-    pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let mut t = self.next_timer();
-        if !self.events.is_empty() || self.dirty {
-            t = earliest(t, Some(self.now));
-        }
-        t
-    }
-
-    /// The next instant a timer fires: a waiter may fit, a deadline, reservation or lease expires.
-    fn next_timer(&self) -> Option<Timestamp> {
-        let mut t = self.next_wake;
-        if let Some(Reverse((deadline, _))) = self.deadlines.peek() {
-            // A request may still go at its deadline; it expires just after.
-            t = earliest(t, Some(Timestamp::from_nanos(deadline.as_nanos().saturating_add(1))));
-        }
-        if let Some(Reverse((at, _))) = self.reservation_expiry.peek() {
-            t = earliest(t, Some(*at));
-        }
-        if let Some((at, _)) = self.leases.front() {
-            t = earliest(t, Some(*at));
-        }
-        t
-    }
-
-    /// Reports the outcome of a permitted request: frees its concurrency slots, and learns from
-    /// what the server said ([`Feedback`]):
-    ///
-    /// - token fields (Keepa) set the budget to the server's balance, less the estimated cost of the
-    ///   requests still in flight (never above what the server said);
-    /// - a 429 or a block pauses the limits it points at (see `pause_targets`) until the server's time
-    ///   (`Retry-After`, or the reset when that is all it says), or for the configured block doubled
-    ///   on every repeat (plus jitter) when it names none; a WAF block or a blocked token stops them
-    ///   for the cooldown. Any other answer clears the strikes;
-    /// - an answer that is not rate limited but says the quota is used up (`remaining: 0` with a
-    ///   reset) pauses the same limits until the reset (reason `exhausted`; no strike, no retry);
-    /// - a reported quota (`RateLimit-Policy`, `RateLimit-Limit`, `X-RateLimit-Limit`) smaller
-    ///   than the max of the window it is about (see `quota_target`) lowers that max for good
-    ///   ([`EventKind::LimitLowered`]); waiters it can no longer hold are refused;
-    /// - a rate-limited request is queued again at its priority: [`Completion::Retry`], its Go
-    ///   coming out of `poll` later under the same id; after `feedback.max_retries`, or when the
-    ///   pause runs past its deadline, [`Completion::GiveUp`].
-    pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: Outcome) -> Completion {
-        let now = self.now.max(now);
-        let Some(flight) = self.in_flight.remove(&request) else {
-            return Completion::Unknown;
-        };
-        if self.leases.front().is_some_and(|&(_, id)| id == request) {
-            // Completions come mostly in admission order: the oldest lease is this one's.
-            self.leases.pop_front();
-            self.stale_timers |= self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id));
-        } else {
-            self.stale_timers = true;
-        }
-        self.give_back(now, &flight);
-        if self.log {
-            self.emit(
-                now,
-                request,
-                &flight.endpoint,
-                flight.priority,
-                EventKind::Completed { status: outcome.status, duration: now - flight.started },
-            );
-        }
-        let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
-            // Nothing to learn (the fast path): a success clears the limits' strikes.
-            self.clear_strikes(&flight.needs);
-            Completion::Done
-        } else {
-            let feedback = Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time);
-            self.learn(now, request, flight, outcome.status, &feedback)
-        };
-        self.advance(now);
-        completion
-    }
-
-    fn clear_strikes(&mut self, needs: &Needs) {
-        for n in needs {
-            self.limits[usize::from(n.limit)].strikes = 0;
-        }
-    }
-
-    /// Applies what a response said; see [`complete`](Self::complete).
-    fn learn(
-        &mut self,
-        now: Timestamp,
-        id: RequestId,
-        flight: InFlight,
-        status: Option<u16>,
-        feedback: &Feedback,
-    ) -> Completion {
-        if let Some(report) = &feedback.budget {
-            for &limit in flight.budgets.as_slice() {
-                let l = &mut self.limits[usize::from(limit)];
-                let in_flight = i64::try_from(l.in_flight_cost).unwrap_or(i64::MAX);
-                if let Some(b) = l.budget_mut() {
-                    let refill_in = report.refill_in.map(crate::time::duration_nanos);
-                    b.report(now, report.tokens_left.saturating_sub(in_flight), refill_in, report.server_time_ms);
-                    self.dirty = true;
-                }
-            }
-        }
-        if let Some(quota) = feedback.limit {
-            self.lower_max(now, id, &flight, quota, feedback);
-        }
-        if !feedback.rate_limited {
-            self.clear_strikes(&flight.needs);
-            if feedback.remaining == Some(0) {
-                // The server's count wins when it is stricter than ours: its quota is used up
-                // until the reset (not a strike, not a retry).
-                self.pause(now, flight.started, flight.priority, &flight.needs, feedback, 0.0);
-            }
-            return Completion::Done;
-        }
-        let jitter = self.config.feedback.jitter * self.rng.next_unit();
-        let until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback, jitter);
-        self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
-        let attempt = flight.attempt + 1;
-        if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
-            return Completion::GiveUp;
-        }
-        // Queued again like any request: its limits are paused until `until`, so it cannot go
-        // sooner, and when they open it competes at its priority (a Peak stays HIGH).
-        let admission = Admission {
-            priority: flight.priority,
-            lane: lane_of(flight.priority),
-            needs: flight.needs,
-            reserve: None,
-            spend: None,
-            deadline: flight.deadline,
-            endpoint: flight.endpoint.clone(),
-            attempt,
-            budgets: flight.budgets,
-        };
-        if let Some(deadline) = admission.deadline {
-            self.deadlines.push(Reverse((deadline, id)));
-        }
-        self.emit(now, id, &flight.endpoint, flight.priority, EventKind::Retried { attempt, at: until });
-        self.queue.push(id, admission, now);
-        self.dirty = true;
-        Completion::Retry { at: until }
-    }
-
-    /// A response reported the quota of one of the request's windows ([`quota_target`]): when it is
-    /// smaller than the window's max, the window holds that much from now on, and waiters that
-    /// can no longer fit in it are refused (`COST_EXCEEDS_CAPACITY`).
-    fn lower_max(&mut self, now: Timestamp, id: RequestId, flight: &InFlight, quota: u64, feedback: &Feedback) {
-        let Some(limit) = quota_target(&self.config, &self.limits, &flight.needs, feedback) else { return };
-        let l = &mut self.limits[usize::from(limit)];
-        let Some(from) = l.lower_max(quota) else { return };
-        let name = l.name.to_string();
-        self.emit(
-            now,
-            id,
-            &flight.endpoint,
-            flight.priority,
-            EventKind::LimitLowered { limit: name.clone(), from, to: quota },
-        );
-        let too_big: Vec<(RequestId, u64)> = self
-            .queue
-            .groups
-            .iter()
-            .flat_map(|g| g.members.iter())
-            .filter_map(|w| {
-                let need = self.queue.waiters.get(w)?.admission.total().iter().find(|n| n.limit == limit)?.cost;
-                (need > quota).then_some((*w, need))
-            })
-            .collect();
-        for (w, cost) in too_big {
-            if let Some(waiter) = self.queue.remove(w) {
-                self.detach_spend(&waiter.admission);
-                let a = waiter.admission;
-                let error = RequestError::CostExceedsCapacity { limit: name.clone(), cost, capacity: quota };
-                self.emit(now, w, &a.endpoint, a.priority, EventKind::Rejected { error });
-            }
-        }
-        self.dirty = true;
-    }
-
-    /// Pauses the limits the feedback points at; returns when the request may be sent again (a
-    /// CRITICAL one: when the server's own pause ends). The policy is [`Told`]'s, shared with the
-    /// store: the server's time exactly, else the block doubled on every repeat (a 429 for a
-    /// request sent after the previous pause the server imposed had ended: the other answers of one
-    /// burst count once), jitter included, never past `max_block` (`cooldown` for blocks, when
-    /// longer). `jitter` is the fraction drawn for this answer. Reservations held on a paused limit
-    /// live as much longer as the pause grew, so a follow-up waiting behind it keeps its room.
-    #[allow(clippy::too_many_arguments)]
-    fn pause(
-        &mut self,
-        now: Timestamp,
-        sent: Timestamp,
-        priority: Priority,
-        needs: &Needs,
-        feedback: &Feedback,
-        jitter: f64,
-    ) -> Timestamp {
-        let targets = pause_targets(&self.config, &self.limits, needs, feedback);
-        let mut until = now;
-        let mut grown: Vec<(crate::route::LimitIdx, Duration)> = Vec::new();
-        for limit in targets {
-            let l = &mut self.limits[usize::from(limit)];
-            let Some(told) = Told::of(&self.config.feedback, &l.name, feedback) else { continue };
-            let before = l.paused_until.max(now);
-            let mut strikes = 1;
-            if told.strikes() {
-                let (kept, counted) = strike(l.strikes, sent >= l.server_until);
-                l.strikes = kept;
-                strikes = counted;
-            }
-            let p = told.pause(strikes, jitter);
-            l.pause(now + p.server, now + p.total, p.reason);
-            let after = if priority == Priority::Critical { l.server_until } else { l.paused_until };
-            until = until.max(after);
-            if l.paused_until > before {
-                grown.push((limit, l.paused_until - before));
-            }
-        }
-        if !grown.is_empty() {
-            for (rid, r) in &mut self.reservations {
-                let ext = grown.iter().filter(|(l, _)| r.holds.iter().any(|h| h.limit == *l)).map(|(_, d)| *d).max();
-                if let Some(ext) = ext {
-                    r.expires_at = r.expires_at + ext;
-                    self.reservation_expiry.push(Reverse((r.expires_at, *rid)));
-                }
-            }
-            self.stale_timers = true;
-        }
-        self.dirty = true;
-        until
     }
 
     /// Removes a waiting request from the queue, or gives back the slots of an admitted one that
@@ -718,26 +475,6 @@ impl TrafficControl {
         Err(budget_late.unwrap_or(RequestError::DeadlineUnreachable { earliest: earliest_possible, deadline }))
     }
 
-    /// Takes the server's word for a budget's balance (Keepa's `tokensLeft`, and `refillIn` for the
-    /// phase of its refills). The balance is set to what the server said, never above it.
-    pub fn sync_budget(
-        &mut self,
-        now: Timestamp,
-        limit: &str,
-        tokens_left: i64,
-        refill_in: Option<std::time::Duration>,
-    ) -> Result<(), RequestError> {
-        let now = self.advance(now);
-        let idx = self.router.limit_index(limit).ok_or_else(|| RequestError::UnknownLimit { limit: limit.into() })?;
-        let budget = self.limits[usize::from(idx)]
-            .budget_mut()
-            .ok_or_else(|| RequestError::UnknownLimit { limit: format!("{limit} (not a budget)") })?;
-        budget.sync(now, tokens_left, refill_in.map(crate::time::duration_nanos));
-        self.dirty = true;
-        self.advance(now);
-        Ok(())
-    }
-
     /// Takes every limit's cost at once, makes the reservations, starts the lease. `queued_at`:
     /// when the request was queued, if it waited (its permit then goes out in the Go event).
     fn admit(&mut self, now: Timestamp, id: RequestId, admission: Admission, queued_at: Option<Timestamp>) -> Permit {
@@ -873,134 +610,6 @@ impl TrafficControl {
         self.emit(now, id, &a.endpoint, a.priority, EventKind::Rejected { error });
     }
 
-    /// Moves the controller to `now`: expiries, then a scheduling pass if anything may fit.
-    fn advance(&mut self, now: Timestamp) -> Timestamp {
-        if now <= self.now {
-            // Same instant: every timer up to it has fired already; only a change since (a
-            // completion, a cancel, a spent reservation) can call for a pass.
-            if self.dirty {
-                self.settle(self.now);
-            }
-            self.drop_stale_timers();
-            return self.now;
-        }
-        self.now = now;
-        // Lapsed leases first: a window counts their cost from the lease's end, not from now.
-        self.expire_leases(now);
-        for l in &mut self.limits {
-            l.advance(now);
-        }
-        self.expire_reservations(now);
-        if self.dirty || self.next_wake.is_some_and(|t| t <= now) {
-            self.settle(now);
-        }
-        if self.expire_deadlines(now) {
-            self.settle(now);
-        }
-        self.drop_stale_timers();
-        now
-    }
-
-    /// Runs a scheduling pass, unless nobody waits.
-    fn settle(&mut self, now: Timestamp) {
-        if self.queue.len() == 0 {
-            // Nothing to admit, no instant to wake for.
-            self.dirty = false;
-            self.next_wake = None;
-        } else {
-            self.schedule(now);
-        }
-    }
-
-    /// Pops timer entries of things already gone (completed, cancelled, spent), so that
-    /// `poll_timeout` names only instants where something can happen.
-    #[inline]
-    fn drop_stale_timers(&mut self) {
-        if std::mem::take(&mut self.stale_timers) {
-            self.pop_stale_timers();
-        }
-    }
-
-    fn pop_stale_timers(&mut self) {
-        while self.leases.front().is_some_and(|(_, id)| !self.in_flight.contains_key(id)) {
-            self.leases.pop_front();
-        }
-        while self.deadlines.peek().is_some_and(|Reverse((_, id))| !self.queue.waiters.contains_key(id)) {
-            self.deadlines.pop();
-        }
-        while self.reservation_expiry.peek().is_some_and(|Reverse((at, rid))| {
-            self.reservations.get(rid).is_none_or(|r| r.attached || r.expires_at != *at)
-        }) {
-            self.reservation_expiry.pop();
-        }
-    }
-
-    fn expire_reservations(&mut self, now: Timestamp) {
-        while let Some(&Reverse((at, rid))) = self.reservation_expiry.peek() {
-            if at > now {
-                break;
-            }
-            self.reservation_expiry.pop();
-            let live = self.reservations.get(&rid).is_some_and(|r| !r.attached && r.expires_at <= now);
-            if live {
-                let r = self.reservations.remove(&rid).expect("checked");
-                self.drop_reservation(now, rid, r, true);
-            }
-        }
-    }
-
-    fn expire_leases(&mut self, now: Timestamp) {
-        while let Some(&(at, id)) = self.leases.front() {
-            if at > now {
-                break;
-            }
-            self.leases.pop_front();
-            if let Some(flight) = self.in_flight.remove(&id) {
-                self.give_back(at, &flight);
-                self.emit(
-                    now,
-                    id,
-                    &flight.endpoint,
-                    flight.priority,
-                    EventKind::LeaseExpired { held: now - flight.started },
-                );
-            }
-        }
-        // Completed requests leave their lease entry behind; compact when those dominate.
-        if self.leases.len() > 64 && self.leases.len() > 2 * self.in_flight.len() {
-            let in_flight = &self.in_flight;
-            self.leases.retain(|(_, id)| in_flight.contains_key(id));
-        }
-    }
-
-    /// Expires waiters whose deadline is before `now`; returns whether any was.
-    fn expire_deadlines(&mut self, now: Timestamp) -> bool {
-        let mut any = false;
-        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
-            if deadline >= now {
-                break;
-            }
-            self.deadlines.pop();
-            if let Some(waiter) = self.queue.remove(id) {
-                self.detach_spend(&waiter.admission);
-                let a = waiter.admission;
-                self.emit(
-                    now,
-                    id,
-                    &a.endpoint,
-                    a.priority,
-                    EventKind::Expired { error: RequestError::DeadlineExceeded { deadline, now } },
-                );
-                any = true;
-            }
-        }
-        if self.deadlines.len() > 64 && self.deadlines.len() > 2 * self.queue.len() {
-            let waiters = &self.queue.waiters;
-            self.deadlines.retain(|Reverse((_, id))| waiters.contains_key(id));
-        }
-        any
-    }
-
     /// The scheduling pass: admits, in (lane, arrival) order, every waiter that fits once the
     /// claims of the waiters ahead of it are counted.
     ///
@@ -1040,72 +649,6 @@ impl TrafficControl {
         }
         self.scratch = s;
         self.next_wake = wake;
-    }
-}
-
-/// The limits a rate-limited answer points at: every limit of the request for a WAF block or a
-/// blocked token (the whole caller is stopped); else the windows whose length the answer's
-/// `RateLimit-Policy` names; else the route's own limits; else (a route with no narrower limit)
-/// the global ones.
-pub(crate) fn pause_targets(
-    config: &Config,
-    limits: &[Limit],
-    needs: &Needs,
-    feedback: &Feedback,
-) -> Vec<crate::route::LimitIdx> {
-    let all: Vec<_> = needs.iter().map(|n| n.limit).collect();
-    let blocked =
-        feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
-    if blocked {
-        return all;
-    }
-    let config_of = |l: crate::route::LimitIdx| &config.limits[&*limits[usize::from(l)].name];
-    if let Some(w) = feedback.policy_window {
-        let named: Vec<_> = all
-            .iter()
-            .copied()
-            .filter(|&l| matches!(config_of(l), crate::config::LimitConfig::Window { per, .. } if *per == w))
-            .collect();
-        if !named.is_empty() {
-            return named;
-        }
-    }
-    let own: Vec<_> =
-        all.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *limits[usize::from(l)].name)).collect();
-    if own.is_empty() {
-        all
-    } else {
-        own
-    }
-}
-
-/// The window a reported quota (`RateLimit-Policy`'s `q`, `RateLimit-Limit`, `X-RateLimit-Limit`)
-/// is about, if it is clear: among the request's windows, those whose `per` is the policy's window
-/// when the answer names one, else all of them; of those the route's own (the global ones when it
-/// has none); and only when that leaves exactly one. A quota reported for one of several windows
-/// is ambiguous (Back Market's listing ingestion takes `catalog`, 15 per 10 s, and `ingestion`, 2000
-/// an hour: a bare `X-RateLimit-Limit: 15` must not lower the hourly one), and a quota of 0 says
-/// nothing usable: neither lowers anything.
-pub(crate) fn quota_target(
-    config: &Config,
-    limits: &[Limit],
-    needs: &Needs,
-    feedback: &Feedback,
-) -> Option<crate::route::LimitIdx> {
-    feedback.limit.filter(|&q| q > 0)?;
-    let name = |l: crate::route::LimitIdx| &*limits[usize::from(l)].name;
-    let windows: Vec<_> = needs
-        .iter()
-        .map(|n| n.limit)
-        .filter(|&l| {
-            matches!(config.limits[name(l)], crate::config::LimitConfig::Window { per, .. }
-                if feedback.policy_window.is_none_or(|w| w == per))
-        })
-        .collect();
-    let own: Vec<_> = windows.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *name(l))).collect();
-    match (own.as_slice(), windows.as_slice()) {
-        ([one], _) | ([], [one]) => Some(*one),
-        _ => None,
     }
 }
 
