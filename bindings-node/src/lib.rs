@@ -364,10 +364,22 @@ pub fn complete(
     host::complete(tc, now, request, outcome)
 }
 
-/// Whether the in-flight request's response body may carry limit fields (a budget route).
+/// Whether the host must read this response's body (the core's one rule; a budget route's always).
 #[napi]
-pub fn reads_body(tc: &Handle, request: f64) -> bool {
-    tc.reads_body(id(request))
+pub fn reads_body(
+    tc: &Handle,
+    request: f64,
+    status: u32,
+    content_type: Option<String>,
+    content_length: Option<f64>,
+) -> bool {
+    host::reads_body(Some(&tc.core), request, status, content_type.as_deref(), content_length)
+}
+
+/// The same rule without a controller (the shared store).
+#[napi]
+pub fn wants_body(status: u32, content_type: Option<String>, content_length: Option<f64>) -> bool {
+    host::reads_body(None, 0.0, status, content_type.as_deref(), content_length)
 }
 
 /// Removes a waiting request, or gives back the slots of an admitted one. Whether it was known.

@@ -35,6 +35,14 @@ mod _traffic_control {
     #[pymodule_export]
     use crate::types::{PyCompletion, PyEvent, PyFollowUp, PyPermit, PyWait};
 
+    /// Whether a host must read a response's body for the core to see what it says about limits
+    /// (JSON at any status, short text pages of a 403, 429 or 503): the one rule every host follows.
+    #[pyfunction]
+    #[pyo3(signature = (status, content_type = None, content_length = None))]
+    fn wants_body(status: u16, content_type: Option<&str>, content_length: Option<u64>) -> bool {
+        traffic_control_core::Outcome::wants_body(status, content_type, content_length)
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();

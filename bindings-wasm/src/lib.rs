@@ -293,10 +293,22 @@ pub fn complete(
     host::complete(&mut h.core, now, request, host::outcome_from_parts(status, headers, body, unix_time_ms))
 }
 
-/// Whether the in-flight request's response body may carry limit fields (a budget route).
+/// Whether the host must read this response's body (the core's one rule; a budget route's always).
 #[wasm_bindgen(js_name = readsBody)]
-pub fn reads_body(h: &Controller, request: f64) -> bool {
-    h.core.reads_body(RequestId(request as u64))
+pub fn reads_body(
+    h: &Controller,
+    request: f64,
+    status: u32,
+    content_type: Option<String>,
+    content_length: Option<f64>,
+) -> bool {
+    host::reads_body(Some(&h.core), request, status, content_type.as_deref(), content_length)
+}
+
+/// The same rule without a controller (the shared store).
+#[wasm_bindgen(js_name = wantsBody)]
+pub fn wants_body(status: u32, content_type: Option<String>, content_length: Option<f64>) -> bool {
+    host::reads_body(None, 0.0, status, content_type.as_deref(), content_length)
 }
 
 /// Removes a waiting request, or gives back the slots of an admitted one. Whether it was known.

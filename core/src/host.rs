@@ -145,6 +145,20 @@ pub fn outcome_from_parts(
     outcome
 }
 
+/// Whether the host must read this response's body ([`Outcome::wants_body`]), or the request
+/// spends a budget (its token fields); `request` is `None` for the shared store.
+pub fn reads_body(
+    tc: Option<&TrafficControl>,
+    request: f64,
+    status: u32,
+    content_type: Option<&str>,
+    content_length: Option<f64>,
+) -> bool {
+    let status = u16::try_from(status).unwrap_or(u16::MAX);
+    tc.is_some_and(|tc| tc.reads_body(RequestId(request as u64)))
+        || Outcome::wants_body(status, content_type, content_length.map(|n| n.max(0.0) as u64))
+}
+
 /// Reports an outcome; the answer as one number: the instant of the retry (≥ 0) when the core
 /// queued the request again, -1 done, -2 give up, -3 unknown request.
 pub fn complete(tc: &mut TrafficControl, now_ms: f64, request: f64, outcome: Outcome) -> f64 {

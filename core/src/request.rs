@@ -400,7 +400,25 @@ pub struct Outcome {
     pub unix_time: Option<f64>,
 }
 
+/// The longest text body a host reads for an error page (Cloudflare's block pages are a few KB).
+pub const MAX_TEXT_BODY: u64 = 256 * 1024;
+
 impl Outcome {
+    /// Whether a host must read a response's body for the core to see what it says about limits,
+    /// whatever the status: JSON bodies carry Keepa's token fields and BaseLinker's errors (a blocked
+    /// token comes with status 200), short text or HTML pages of a 403, 429 or 503 carry Cloudflare's
+    /// block codes. Anything else (files, HTML pages of successes) is left unread. The one rule every
+    /// host follows (JavaScript `fetch` and `schedule`, the httpx transports, the shared stores).
+    pub fn wants_body(status: u16, content_type: Option<&str>, content_length: Option<u64>) -> bool {
+        let kind = content_type.unwrap_or("").to_ascii_lowercase();
+        if kind.contains("json") {
+            return true;
+        }
+        matches!(status, 403 | 429 | 503)
+            && (kind.is_empty() || kind.contains("html") || kind.contains("text"))
+            && content_length.is_none_or(|n| n <= MAX_TEXT_BODY)
+    }
+
     /// An outcome with this status and no headers.
     pub fn status(status: u16) -> Self {
         Outcome { status: Some(status), ..Outcome::default() }

@@ -250,13 +250,19 @@ export class SharedTrafficControl {
     });
   }
 
-  /** Acquires, runs `task`, then completes (with the status and headers when it returns a `Response`). */
-  async schedule<T>(task: (permit: SharedPermit) => T | PromiseLike<T>, request: SharedRequest = {}): Promise<T> {
+  /**
+   * Acquires, runs `task`, then completes (with the status, headers and, when the core's rule says
+   * it carries limit fields, the body, when it returns a `Response`). The arguments come in the
+   * in-memory controller's order, `(request, task)`; `(task, request)` is still accepted.
+   */
+  async schedule<T>(request: SharedRequest | ((permit: SharedPermit) => T | PromiseLike<T>), task?: ((permit: SharedPermit) => T | PromiseLike<T>) | SharedRequest): Promise<T> {
+    if (typeof request === 'function') [request, task] = [(task ?? {}) as SharedRequest, request];
+    const run = task as (permit: SharedPermit) => T | PromiseLike<T>;
     const permit = await this.acquire(request);
     let outcome: Parameters<SharedPermit['complete']>[0] = {};
     try {
-      const result = await task(permit);
-      outcome = typeof Response !== 'undefined' && result instanceof Response ? { status: result.status, headers: result.headers } : { status: 200 };
+      const result = await run(permit);
+      outcome = typeof Response !== 'undefined' && result instanceof Response ? await outcomeOf(result) : { status: 200 };
       return result;
     } finally {
       await permit.complete(outcome).catch(() => undefined);
@@ -435,6 +441,14 @@ export class SharedTrafficControl {
       // Closing a broken connection: nothing left to do.
     }
   }
+}
+
+/** A response's outcome: its body read only when the core's rule says it carries limit fields. */
+async function outcomeOf(res: Response): Promise<{ status: number; headers: Headers; body?: string }> {
+  const length = res.headers.get('content-length');
+  const native = theHost().native as unknown as { wantsBody(s: number, t: string | null, l: number | null): boolean };
+  if (!native.wantsBody(res.status, res.headers.get('content-type'), length === null ? null : Number(length))) return { status: res.status, headers: res.headers };
+  return { status: res.status, headers: res.headers, body: await res.clone().text().catch(() => undefined) };
 }
 
 /** For tests: a distinct waiter-id prefix per controller process. */

@@ -607,7 +607,8 @@ export class TrafficControl {
 
   async #outcomeOf(request: number, response: Response): Promise<Outcome> {
     let body: string | undefined;
-    if (this.#native.readsBody(this.#h, request) || response.status >= 400) {
+    const length = response.headers.get('content-length');
+    if (this.#native.readsBody(this.#h, request, response.status, response.headers.get('content-type'), length === null ? null : Number(length))) {
       body = await response
         .clone()
         .text()

@@ -154,7 +154,8 @@ export interface Native<H = unknown> {
   takeFailures(h: H): NativeEvent[];
   pollTimeout(h: H): number | null | undefined;
   complete(h: H, now: number, request: number, status?: number | null, headers?: string[] | null, body?: string | null, unixTimeMs?: number | null): number;
-  readsBody(h: H, request: number): boolean;
+  readsBody(h: H, request: number, status: number, contentType?: string | null, contentLength?: number | null): boolean;
+  wantsBody(status: number, contentType?: string | null, contentLength?: number | null): boolean;
   cancel(h: H, now: number, request: number): boolean;
   release(h: H, now: number, reservation: number): boolean;
   syncBudget(h: H, now: number, limit: string, tokensLeft: number, refillIn?: number | null): void;

@@ -30,11 +30,15 @@ __all__ = [
     "Permit",
     "Wait",
     "PRESETS",
+    "wants_body",
     "SharedDriver",
     "StoreError",
     "StoreReplyError",
     "StoreUnavailableError",
 ]
+
+def wants_body(status: int, content_type: str | None = None, content_length: int | None = None) -> bool:
+    """Whether a host must read a response's body for the core to see what it says about limits."""
 
 PRESETS: dict[str, str]
 """Every preset that ships with the core: name → environment prefix of its overrides."""

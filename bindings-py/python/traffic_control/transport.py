@@ -25,12 +25,10 @@ from typing import Any, Mapping
 import httpx
 
 from ._controller import Priority, TrafficControl, _AsyncWaiter, _SyncWaiter
-from ._traffic_control import AsyncPermit, SyncPermit
+from ._traffic_control import AsyncPermit, SyncPermit, wants_body
 
 __all__ = ["AsyncTrafficControlTransport", "TrafficControlTransport"]
 
-#: Error pages (Cloudflare blocks, BaseLinker) are read up to this size when not JSON.
-_MAX_TEXT_BODY = 256 * 1024
 _OPTION_KEYS = frozenset({"priority", "cost", "timeout", "route", "limits", "reserve", "spend"})
 
 
@@ -49,15 +47,11 @@ def _options(
 
 
 def _wants_body(response: httpx.Response) -> bool:
-    """JSON bodies carry Keepa's token fields and BaseLinker's errors; short error pages carry
-    Cloudflare's block codes. Anything else (files, HTML pages of 200s) is left unread."""
-    kind = response.headers.get("content-type", "").lower()
-    if "json" in kind:
-        return True
-    if response.status_code in (403, 429, 503) and ("html" in kind or "text" in kind or not kind):
-        length = response.headers.get("content-length")
-        return length is None or (length.isdigit() and int(length) <= _MAX_TEXT_BODY)
-    return False
+    """The core's rule: JSON bodies (Keepa's token fields, BaseLinker's errors, at any status) and
+    short error pages (Cloudflare's block codes); anything else is left unread."""
+    length = response.headers.get("content-length")
+    size = int(length) if length is not None and length.isdigit() else None
+    return wants_body(response.status_code, response.headers.get("content-type"), size)
 
 
 def _decoded_text(response: httpx.Response, raw: bytes) -> str:
