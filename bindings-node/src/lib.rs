@@ -51,7 +51,10 @@ fn id(id: f64) -> RequestId {
 #[napi(object)]
 pub struct NativeEvent {
     /// `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`,
-    /// `lease_expired`, `reservation_expired`, `reservation_released`.
+    /// `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`.
+    #[napi(js_name = "type")]
+    pub kind: String,
+    /// The same as `type` (its former name).
     pub status: String,
     /// When, in the host's milliseconds.
     pub timestamp_ms: f64,
@@ -81,11 +84,18 @@ pub struct NativeEvent {
     pub retry_at: Option<f64>,
     /// Reservation expired or released: which.
     pub reservation: Option<f64>,
+    /// Limit lowered: the window.
+    pub limit: Option<String>,
+    /// Limit lowered: its max from now on (the server's quota).
+    pub max: Option<f64>,
+    /// Limit lowered: the max it had.
+    pub previous: Option<f64>,
 }
 
 fn native_event(e: &Event) -> NativeEvent {
     let log = e.log();
     let mut out = NativeEvent {
+        kind: log.status.to_string(),
         status: log.status.to_string(),
         timestamp_ms: log.timestamp_ms,
         request_id: log.request_id as f64,
@@ -101,6 +111,9 @@ fn native_event(e: &Event) -> NativeEvent {
         attempt: None,
         retry_at: None,
         reservation: None,
+        limit: None,
+        max: None,
+        previous: None,
     };
     match &e.kind {
         EventKind::Go { permit, .. } => {
@@ -114,6 +127,11 @@ fn native_event(e: &Event) -> NativeEvent {
         }
         EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
             out.reservation = Some(reservation.0 as f64);
+        }
+        EventKind::LimitLowered { limit, from, to } => {
+            out.limit = Some(limit.clone());
+            out.max = Some(*to as f64);
+            out.previous = Some(*from as f64);
         }
         _ => {}
     }

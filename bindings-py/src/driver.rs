@@ -79,7 +79,7 @@ impl PyDriver {
 fn check_timeout(timeout: Option<f64>) -> PyResult<Option<f64>> {
     match timeout {
         Some(t) if t.is_nan() || t < 0.0 => {
-            Err(PyValueError::new_err("timeout: seconds >= 0, or None to wait as long as it takes"))
+            Err(PyValueError::new_err("max_wait: seconds >= 0, or None to wait as long as it takes"))
         }
         t => Ok(t),
     }
@@ -135,11 +135,11 @@ impl PyDriver {
     ///
     /// The request takes the limits of the route its `method` (default GET) and `url` match, or of
     /// `route` by name, plus `limits` and the global ones; `cost` defaults to the route's.
-    /// `timeout` (seconds) bounds the wait: a request that cannot go within it fails at once
+    /// `max_wait` (seconds; `timeout` is its former name) bounds the wait: a request that cannot go within it fails at once
     /// (`InsufficientBudgetError`, `DeadlineError`) or when it runs out. `reserve` reserves capacity
     /// for follow-ups in the same admission; `spend` spends a reservation (an id from
     /// `permit.reservations`). Cancelling the waiting task removes the request from the queue.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, timeout=None, reserve=None, spend=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire(
@@ -150,19 +150,20 @@ impl PyDriver {
         limits: Option<Vec<String>>,
         cost: Option<u64>,
         priority: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
+        max_wait: Option<f64>,
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
+        timeout: Option<f64>,
     ) -> PyResult<PyAsyncPermit> {
         let request = request_args(url, method, route, limits, cost, priority, None, reserve, spend)?.into_request();
-        let timeout = check_timeout(timeout)?.or(slf.get().timeout);
+        let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         Ok(PyAsyncPermit { ticket: Ticket::new(slf, request, timeout) })
     }
 
     /// Blocks the calling thread until the request may go (same arguments as `acquire`):
     /// `with tc.acquire_sync(url) as permit: ...`. Safe from any number of threads; the wait
     /// releases the GIL.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, timeout=None, reserve=None, spend=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire_sync(
@@ -173,13 +174,14 @@ impl PyDriver {
         limits: Option<Vec<String>>,
         cost: Option<u64>,
         priority: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
+        max_wait: Option<f64>,
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
+        timeout: Option<f64>,
     ) -> PyResult<Py<PySyncPermit>> {
         let py = slf.py();
         let request = request_args(url, method, route, limits, cost, priority, None, reserve, spend)?.into_request();
-        let timeout = check_timeout(timeout)?.or(slf.get().timeout);
+        let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         let mut ticket = Ticket::new(slf, request, timeout);
         let now = slf.get().now(py)?;
         let go = ticket.try_go(slf, now)?;

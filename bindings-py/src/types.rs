@@ -294,6 +294,42 @@ impl PyEvent {
         }
     }
 
+    /// For `limit_lowered`: the window.
+    #[getter]
+    fn limit(&self) -> Option<&str> {
+        match &self.inner.kind {
+            EventKind::LimitLowered { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// For `limit_lowered`: its max from now on (the server's quota).
+    #[getter]
+    fn max(&self) -> Option<u64> {
+        match &self.inner.kind {
+            EventKind::LimitLowered { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+
+    /// For `limit_lowered`: the max it had.
+    #[getter]
+    fn previous(&self) -> Option<u64> {
+        match &self.inner.kind {
+            EventKind::LimitLowered { from, .. } => Some(*from),
+            _ => None,
+        }
+    }
+
+    /// For `completed` and `rate_limited`: the HTTP status (the log row's name for `status`).
+    #[getter]
+    fn response_status(&self) -> Option<u16> {
+        match &self.inner.kind {
+            EventKind::Completed { status, .. } | EventKind::RateLimited { status, .. } => *status,
+            _ => None,
+        }
+    }
+
     /// For `rejected` and `expired`: the error code.
     #[getter]
     fn code(&self) -> Option<&'static str> {

@@ -25,7 +25,7 @@ async def test_budget_unknown_until_synced_then_checked_before_each_request() ->
     assert unknown.value.code == "BUDGET_UNKNOWN" and unknown.value.limit == "tokens"
     async with tc.acquire("https://api.keepa.com/token?key=k"):  # /token costs nothing: it goes
         pass
-    tc.sync_budget("tokens", 40, refill_in=100)
+    tc.sync_budget("tokens", 40, refill_in=0.1)
     assert tc.snapshot()["limits"]["tokens"]["balance"] == 40
     async with tc.acquire("https://api.keepa.com/product?key=k&asin=A,B,C"):  # 3 tokens
         pass
@@ -34,7 +34,7 @@ async def test_budget_unknown_until_synced_then_checked_before_each_request() ->
 
 async def test_insufficient_budget_names_the_need_and_when_enough_is_there() -> None:
     tc = TrafficControl("keepa", env=KEEPA_FAST)
-    tc.sync_budget("tokens", 30, refill_in=100)
+    tc.sync_budget("tokens", 30, refill_in=0.1)
     with pytest.raises(InsufficientBudgetError) as info:
         await tc.acquire("https://api.keepa.com/bestsellers?key=k&category=1", timeout=0.05)
     e = info.value
@@ -45,7 +45,7 @@ async def test_insufficient_budget_names_the_need_and_when_enough_is_there() -> 
 
 async def test_a_request_waits_for_refill_within_its_timeout() -> None:
     tc = TrafficControl("keepa", env=KEEPA_FAST)
-    tc.sync_budget("tokens", 30, refill_in=50)
+    tc.sync_budget("tokens", 30, refill_in=0.05)
     t0 = time.monotonic()
     async with tc.acquire("https://api.keepa.com/bestsellers?key=k&category=1", timeout=1.0):
         pass
@@ -54,7 +54,7 @@ async def test_a_request_waits_for_refill_within_its_timeout() -> None:
 
 async def test_token_fields_in_the_body_reconcile_the_balance() -> None:
     tc = TrafficControl("keepa", env=KEEPA_FAST)
-    tc.sync_budget("tokens", 100, refill_in=100)
+    tc.sync_budget("tokens", 100, refill_in=0.1)
     async with tc.acquire("https://api.keepa.com/product?key=k&asin=A") as permit:
         body = json.dumps({"tokensLeft": 42, "refillIn": 80, "refillRate": 20, "tokensConsumed": 1})
         assert permit.report(200, {"content-type": "application/json"}, body.encode()).kind == "done"

@@ -168,7 +168,9 @@ def test_bad_arguments_are_type_or_value_errors() -> None:
         tc.acquire_sync("/x", priority="urgent")
     with pytest.raises(ValueError, match="not both"):
         tc.acquire_sync("/x", route="r")
-    with pytest.raises(ValueError, match="timeout"):
-        tc.acquire_sync("/x", timeout=-1)
+    with pytest.raises(ValueError, match="max_wait"):
+        tc.acquire_sync("/x", max_wait=-1)
+    with pytest.raises(ValueError, match="max_wait"):
+        tc.acquire_sync("/x", timeout=-1)  # its former name
     with pytest.raises(OverflowError):
         tc.acquire_sync("/x", cost=-1)

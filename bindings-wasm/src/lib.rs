@@ -204,6 +204,7 @@ fn decide(h: &mut Controller, now: f64, request: &Request) -> Result<JsValue, Js
 fn event_json(e: &Event) -> Value {
     let log = e.log();
     let mut out = json!({
+        "type": log.status,
         "status": log.status,
         "timestampMs": log.timestamp_ms,
         "requestId": log.request_id as f64,
@@ -238,6 +239,11 @@ fn event_json(e: &Event) -> Value {
         }
         EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
             put("reservation", (reservation.0 as f64).into());
+        }
+        EventKind::LimitLowered { limit, from, to } => {
+            put("limit", limit.as_str().into());
+            put("max", (*to as f64).into());
+            put("previous", (*from as f64).into());
         }
         _ => {}
     }

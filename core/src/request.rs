@@ -401,7 +401,7 @@ pub struct Outcome {
 }
 
 /// The longest text body a host reads for an error page (Cloudflare's block pages are a few KB).
-pub const MAX_TEXT_BODY: u64 = 256 * 1024;
+pub(crate) const MAX_TEXT_BODY: u64 = 256 * 1024;
 
 impl Outcome {
     /// Whether a host must read a response's body for the core to see what it says about limits,

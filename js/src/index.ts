@@ -17,6 +17,7 @@ export type {
   RouteConfig,
   Snapshot,
   TrafficEvent,
+  EventType,
 } from './types.js';
 export { SharedTrafficControl, SharedPermit, SharedReservation, runScript } from './shared.js';
-export type { RedisClient, SharedOptions, SharedRequest } from './shared.js';
+export type { RedisClient, SharedOptions, SharedRequest, SharedSnapshot } from './shared.js';

@@ -45,7 +45,9 @@ export type Priority = (typeof Priority)[keyof typeof Priority];
 
 /** One event: a row of the `rate_limit_logs` table plus what its kind carries. Endpoints never hold secrets. */
 export interface TrafficEvent {
-  /** `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`. */
+  /** The event's kind: `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered` (Python's `Event.type`). */
+  type: EventType;
+  /** @deprecated The same as `type` (its former name; the HTTP status is `responseStatus`). */
   status: string;
   /** When, on the controller's clock (ms). */
   timestampMs: number;
@@ -75,7 +77,28 @@ export interface TrafficEvent {
   retryAt?: number;
   /** Reservation expired or released: which. */
   reservation?: number;
+  /** Limit lowered: the window whose max the server's quota lowered. */
+  limit?: string;
+  /** Limit lowered: its max from now on. */
+  max?: number;
+  /** Limit lowered: the max it had. */
+  previous?: number;
 }
+
+/** The kinds of events. */
+export type EventType =
+  | 'queued'
+  | 'go'
+  | 'completed'
+  | 'rate_limited'
+  | 'retried'
+  | 'rejected'
+  | 'expired'
+  | 'cancelled'
+  | 'lease_expired'
+  | 'reservation_expired'
+  | 'reservation_released'
+  | 'limit_lowered';
 
 /** One limit's state. */
 export interface LimitSnapshot {
@@ -99,8 +122,8 @@ export interface LimitPause {
   until: number;
   /** The part the server imposed: CRITICAL waits only until then. */
   serverUntil: number;
-  /** `retry_after` (the server's time), `block`, `backoff` (repeats doubled it), `cooldown` (WAF or blocked token). */
-  reason: 'retry_after' | 'block' | 'backoff' | 'cooldown';
+  /** `retry_after` (the server's time), `block`, `backoff` (repeats doubled it), `cooldown` (WAF or blocked token), `exhausted` (a success reported 0 remaining until its reset). */
+  reason: 'retry_after' | 'block' | 'backoff' | 'cooldown' | 'exhausted';
   /** 429s counted for the backoff (the answers of one burst count once). */
   strikes: number;
 }

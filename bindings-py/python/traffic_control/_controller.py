@@ -130,8 +130,8 @@ class TrafficControl(_native.Driver):
     ``"keepa"``, ``"baselinker"``). Presets take overrides from the environment (``env``, default
     ``os.environ``) through their prefix (``KEEPA_RATE_LIMIT_TOKENS_REFILL=...``); a dict config takes
     them only when ``env_prefix`` is given. ``listener`` is called with every :class:`Event`;
-    ``timeout`` (seconds) is the default for how long a request may wait (``None``: as long as it
-    takes); ``clock`` is the monotonic clock in seconds (default ``time.monotonic``).
+    ``max_wait`` (seconds; ``timeout`` is its former name) is the default for how long a request may
+    wait (``None``: as long as it takes); ``clock`` is the monotonic clock in seconds (default ``time.monotonic``).
 
     One instance may be shared by any number of tasks and threads. ``acquire`` (asyncio) and
     ``acquire_sync`` (threads) come from the native base class.
@@ -144,11 +144,12 @@ class TrafficControl(_native.Driver):
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,
         listener: Callable[[Event], object] | None = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         clock: Callable[[], float] | None = None,
+        timeout: float | None = None,
     ) -> TrafficControl:
         core = _build_core(config, env, env_prefix, listener is not None)
-        return super().__new__(cls, core, clock=clock, timeout=timeout)
+        return super().__new__(cls, core, clock=clock, timeout=max_wait if max_wait is not None else timeout)
 
     def __init__(
         self,
@@ -157,8 +158,9 @@ class TrafficControl(_native.Driver):
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,
         listener: Callable[[Event], object] | None = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         clock: Callable[[], float] | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._init_host(listener)
 
@@ -170,10 +172,12 @@ class TrafficControl(_native.Driver):
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,
         listener: Callable[[Event], object] | None = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         clock: Callable[[], float] | None = None,
+        timeout: float | None = None,
     ) -> TrafficControl:
         """A controller from a JSON config (errors name the field)."""
+        timeout = max_wait if max_wait is not None else timeout
         env = (os.environ if env is None else env) if env_prefix is not None else None
         core = _NativeCore(text, env=env, env_prefix=env_prefix, keep_events=listener is not None)
         self: TrafficControl = _native.Driver.__new__(cls, core, clock=clock, timeout=timeout)
@@ -188,10 +192,12 @@ class TrafficControl(_native.Driver):
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,
         listener: Callable[[Event], object] | None = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         clock: Callable[[], float] | None = None,
+        timeout: float | None = None,
     ) -> TrafficControl:
         """A controller from a TOML config (errors name the field, or the line and column)."""
+        timeout = max_wait if max_wait is not None else timeout
         env = (os.environ if env is None else env) if env_prefix is not None else None
         core = _NativeCore.from_toml(text, env=env, env_prefix=env_prefix, keep_events=listener is not None)
         self: TrafficControl = _native.Driver.__new__(cls, core, clock=clock, timeout=timeout)
@@ -298,11 +304,11 @@ class TrafficControl(_native.Driver):
 
     def sync_budget(self, limit: str, tokens_left: int, refill_in: float | None = None) -> None:
         """Takes the server's word for a budget's balance (Keepa's ``tokensLeft``, and
-        ``refill_in`` milliseconds until its next refill)."""
+        ``refill_in`` seconds until its next refill, as on :class:`SharedTrafficControl`)."""
         now = self.now()
         with self._lock:
             try:
-                self._core.sync_budget(now, limit, tokens_left, refill_in)
+                self._core.sync_budget(now, limit, tokens_left, None if refill_in is None else refill_in * 1000.0)
             finally:
                 if self._keep:
                     self._drain_locked(now)

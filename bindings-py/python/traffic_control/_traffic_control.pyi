@@ -1,7 +1,7 @@
 """The native module: the sans-IO controller, the fast path of the driver, values and errors.
 
 Time is milliseconds on one monotonic clock (``time.monotonic() * 1000``) wherever a parameter is
-called ``now``, ``deadline``, ``at``, ``until``; ``timeout`` is in seconds.
+called ``now``, ``deadline``, ``at``, ``until``; ``max_wait`` (formerly ``timeout``) is in seconds.
 """
 
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
@@ -169,6 +169,7 @@ class Event:
         "lease_expired",
         "reservation_expired",
         "reservation_released",
+        "limit_lowered",
     ]: ...
     @property
     def request(self) -> int: ...
@@ -187,6 +188,8 @@ class Event:
     @property
     def status(self) -> int | None: ...
     @property
+    def response_status(self) -> int | None: ...
+    @property
     def duration(self) -> float | None: ...
     @property
     def until(self) -> float | None: ...
@@ -198,6 +201,12 @@ class Event:
     def held(self) -> float | None: ...
     @property
     def reservation(self) -> int | None: ...
+    @property
+    def limit(self) -> str | None: ...
+    @property
+    def max(self) -> int | None: ...
+    @property
+    def previous(self) -> int | None: ...
     @property
     def code(self) -> str | None: ...
     @property
@@ -389,9 +398,10 @@ class Driver:
         limits: Sequence[str] | None = None,
         cost: int | None = None,
         priority: _Priority = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
+        timeout: float | None = None,
     ) -> AsyncPermit: ...
     def acquire_sync(
         self,
@@ -402,8 +412,9 @@ class Driver:
         limits: Sequence[str] | None = None,
         cost: int | None = None,
         priority: _Priority = None,
-        timeout: float | None = None,
+        max_wait: float | None = None,
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
+        timeout: float | None = None,
     ) -> SyncPermit: ...
     def _finish(self, request: int) -> Completion: ...

@@ -15,7 +15,8 @@ class Pause(TypedDict):
     server_until: float
     """The part the server imposed: CRITICAL waits only until then."""
     reason: str
-    """``retry_after``, ``block``, ``backoff`` (repeats doubled it) or ``cooldown``."""
+    """``retry_after``, ``block``, ``backoff`` (repeats doubled it), ``cooldown`` or ``exhausted``
+    (a success reported 0 remaining until its reset)."""
     strikes: int
 
 

@@ -7,8 +7,8 @@
         r = await client.get("https://api.keepa.com/product", params={"key": KEY, "asin": "B0..."})
 
 Per request, ``extensions={"traffic_control": {...}}`` takes the keywords of
-:meth:`TrafficControl.acquire` (``priority``, ``cost``, ``timeout``, ``route``, ``limits``,
-``reserve``, ``spend``). The response's status, headers and (for JSON and short error pages) body
+:meth:`TrafficControl.acquire` (``priority``, ``cost``, ``max_wait``, ``route``, ``limits``,
+``reserve``, ``spend``; ``timeout`` is ``max_wait``'s former name). The response's status, headers and (for JSON and short error pages) body
 go back to the core: Keepa's token fields reconcile the budget, ``Retry-After``/``RateLimit`` and
 blocks pause the limits. When the core says retry, the transport waits for the request's next go
 and sends it again (only requests whose body can be sent twice); when it gives up, the last
@@ -29,7 +29,7 @@ from ._traffic_control import AsyncPermit, SyncPermit, wants_body
 
 __all__ = ["AsyncTrafficControlTransport", "TrafficControlTransport"]
 
-_OPTION_KEYS = frozenset({"priority", "cost", "timeout", "route", "limits", "reserve", "spend"})
+_OPTION_KEYS = frozenset({"priority", "cost", "max_wait", "timeout", "route", "limits", "reserve", "spend"})
 
 
 def _options(
@@ -39,7 +39,9 @@ def _options(
     unknown = set(opts) - _OPTION_KEYS
     if unknown:
         raise TypeError(f"extensions['traffic_control']: unknown option(s) {sorted(unknown)}; use {sorted(_OPTION_KEYS)}")
-    kw: dict[str, Any] = {"priority": priority, "timeout": timeout, **opts}
+    if "timeout" in opts:  # the former name of max_wait
+        opts = {k: v for k, v in opts.items() if k != "timeout"} | {"max_wait": opts.get("max_wait", opts["timeout"])}
+    kw: dict[str, Any] = {"priority": priority, "max_wait": timeout, **opts}
     if kw.get("route") is None:
         kw["url"] = str(request.url)
         kw["method"] = request.method
@@ -82,8 +84,8 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
     """An httpx async transport that sends every request through ``tc``'s limits.
 
     ``transport`` is the transport that really sends (default ``httpx.AsyncHTTPTransport()``);
-    ``priority`` and ``timeout`` (seconds a request may wait for its permit) are the defaults for
-    requests that do not say.
+    ``priority`` and ``max_wait`` (seconds a request may wait for its permit; ``timeout`` is its
+    former name) are the defaults for requests that do not say.
     """
 
     def __init__(
@@ -92,12 +94,13 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         priority: Priority | int | str | None = None,
+        max_wait: float | None = None,
         timeout: float | None = None,
     ) -> None:
         self.tc = tc
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._priority = priority
-        self._timeout = timeout
+        self._timeout = max_wait if max_wait is not None else timeout
         self._learning: dict[str, asyncio.Future[bool]] = {}
 
     async def _learn_budget(self, request: httpx.Request) -> bool:
@@ -174,12 +177,13 @@ class TrafficControlTransport(httpx.BaseTransport):
         transport: httpx.BaseTransport | None = None,
         *,
         priority: Priority | int | str | None = None,
+        max_wait: float | None = None,
         timeout: float | None = None,
     ) -> None:
         self.tc = tc
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._priority = priority
-        self._timeout = timeout
+        self._timeout = max_wait if max_wait is not None else timeout
         self._learning = threading.Lock()
         self._learnt = 0
 
