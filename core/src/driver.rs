@@ -525,8 +525,14 @@ impl SharedDriver {
     }
 
     /// Whether the subscription asked for by [`Output::Subscribe`] works. Once it does, waiters ask
-    /// again (room may have freed while subscribing).
+    /// again (room may have freed while subscribing). `false` later: the subscription was lost.
     pub fn subscribed(&mut self, now: Timestamp, ok: bool) {
+        if !ok && self.sub == Sub::On {
+            // The subscription was lost (its connection dropped): poll, and subscribe again later.
+            self.sub = Sub::Off;
+            self.sub_retry_at = Some(now.saturating_add(SUBSCRIBE_RETRY));
+            return;
+        }
         if self.sub != Sub::Subscribing {
             if ok && self.sub == Sub::Off {
                 // Closed meanwhile.

@@ -406,3 +406,26 @@ fn a_question_that_crossed_a_finished_status_request_asks_again_instead_of_learn
     assert_eq!(ops, vec!["admit"], "b asks again: {out:?}");
     let _ = (a, b);
 }
+
+#[test]
+fn a_lost_subscription_falls_back_to_polling_and_subscribes_again_later() {
+    let mut d = driver(|_| {});
+    let _a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &wait(0, Some(60_000)));
+    assert!(matches!(&outputs(&mut d)[..], [Output::Subscribe { .. }]));
+    d.subscribed(t(1), true);
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(2), call, &wait(2, Some(60_000)));
+    assert_eq!(d.poll_timeout(), Some(t(10_002)), "subscribed: 10 s");
+    d.subscribed(t(500), false); // its connection dropped
+    d.handle_timeout(t(10_002));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(10_003), call, &wait(10_003, Some(60_000)));
+    assert!(outputs(&mut d).is_empty(), "no new subscription within 10 s of the loss");
+    assert_eq!(d.poll_timeout(), Some(t(11_003)), "polling: half the waiter TTL");
+    d.handle_timeout(t(11_003));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(11_004), call, &wait(11_004, Some(60_000)));
+    assert!(matches!(&outputs(&mut d)[..], [Output::Subscribe { .. }]), "subscribes again");
+}

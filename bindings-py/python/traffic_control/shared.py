@@ -39,6 +39,7 @@ a release or a budget sync retries the same way (up to ``unavailable_max_wait``)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import os
@@ -450,7 +451,7 @@ class SharedTrafficControl(_SharedBase):
         except asyncio.CancelledError:
             raise
         except Exception:
-            pass
+            self._feed({"input": "subscribed", "ok": False})  # lost: poll, subscribe again later
         finally:
             for step in ("unsubscribe", "aclose" if hasattr(pubsub, "aclose") else "close"):
                 try:
@@ -499,6 +500,7 @@ class SyncSharedTrafficControl(_SharedBase):
         self._timeout: float | None = None
         self._idle_timer: threading.Timer | None = None
         self._jobs = threading.local()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pubsub: Any = None
         self._wake_thread: Any = None
 
@@ -539,20 +541,51 @@ class SyncSharedTrafficControl(_SharedBase):
     def _operation(self, input: dict[str, Any]) -> Any:
         return self._wait(self._pump(input))
 
-    def _pump(self, input: dict[str, Any] | None, reply: tuple[int, Any] | None = None,
-              started: Callable[[int], None] | None = None) -> Any:
-        """Feeds the driver, then runs (in this thread) the calls it asks for, until none is left."""
-        outer = getattr(self._jobs, "queue", None)
-        if outer is not None:  # inside a pump of this thread: its loop runs the new jobs
-            return self._feed(input, reply, started)
+    def _pump(self, input: dict[str, Any] | None, started: Callable[[int], None] | None = None,
+              waiting_for: int | None = None) -> Any:
+        """Feeds the driver, then runs (in this thread) the calls it asks for until this thread's
+        own operation is settled; calls left then (the next waiter's question, a withdraw) go to a
+        small pool, so that no thread returns late for running another's call."""
+        if getattr(self._jobs, "queue", None) is not None:  # inside a pump of this thread
+            return self._feed(input, started=started)
+        own = [waiting_for] if waiting_for is not None else []
+
+        def track(h: int) -> None:
+            own.append(h)
+            if started is not None:
+                started(h)
+
         self._jobs.queue = queue = []  # type: ignore[var-annotated]
         try:
-            result = self._feed(input, reply, started)
+            result = self._feed(input, started=track)
             while queue:
+                if own and self._is_settled(own[0]):
+                    for job in queue:
+                        self._executor().submit(self._run_jobs, job)
+                    queue.clear()
+                    break
                 queue.pop(0)()
             return result
         finally:
             self._jobs.queue = None
+
+    def _run_jobs(self, job: Callable[[], None]) -> None:
+        self._jobs.queue = queue = [job]
+        try:
+            while queue:
+                queue.pop(0)()
+        finally:
+            self._jobs.queue = None
+
+    def _is_settled(self, handle: int) -> bool:
+        with self._cond:
+            return handle in self._results
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._cond:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="traffic-control")
+            return self._pool
 
     def _wait(self, handle: int) -> Any:
         while True:
@@ -564,7 +597,7 @@ class SyncSharedTrafficControl(_SharedBase):
                 if at is None or at > _now():
                     self._cond.wait(None if at is None else (at - _now()) / 1000.0)
                     continue
-            self._pump({"input": "timeout"})
+            self._pump({"input": "timeout"}, waiting_for=handle)
         if kind == "fail":
             raise value
         if kind == "go":
@@ -619,7 +652,7 @@ class SyncSharedTrafficControl(_SharedBase):
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[attr-defined]
                 pubsub.subscribe(**{channel: lambda _message: self._woken()})
-                self._wake_thread = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+                self._wake_thread = pubsub.run_in_thread(sleep_time=0.01, daemon=True, exception_handler=self._lost)
                 self._pubsub = pubsub
             except Exception:
                 self._feed({"input": "subscribed", "ok": False})
@@ -627,6 +660,13 @@ class SyncSharedTrafficControl(_SharedBase):
             self._feed({"input": "subscribed", "ok": True})
 
         self._later(subscribe)
+
+    def _lost(self, _error: BaseException, _pubsub: Any, thread: Any) -> None:
+        """The subscription's connection dropped (Redis restarting): poll, subscribe again later."""
+        thread.stop()
+        if self._wake_thread is thread:
+            self._wake_thread = None
+            self._pump({"input": "subscribed", "ok": False})
 
     def _woken(self) -> None:
         self.wakeups += 1
