@@ -6,6 +6,9 @@ export type { ErrorCode, ErrorKind } from './errors.js';
 export { Priority } from './types.js';
 export type {
   Config,
+  CostExtra,
+  FeedbackConfig,
+  RouteCost,
   Decision,
   Duration,
   Host,

@@ -3,10 +3,27 @@ export type Duration = string | number;
 
 /** One limit of a config. `window` (the default for "N per W") is exact: at most `max` in any interval of length `per`. */
 export type LimitConfig =
-  | { kind: 'window'; max: number; per: Duration }
+  | {
+      kind: 'window';
+      max: number;
+      per: Duration;
+      /** Until when a request counts: `completion` (the default: from its go until its completion plus `per`, whatever the latency) or `go` (`per` from its go). */
+      hold?: 'completion' | 'go';
+    }
   | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration }
   | { kind: 'concurrency'; max: number }
   | { kind: 'budget'; max: number; refill: number; per: Duration; floor?: number; initial?: number };
+
+/** A per-item extra cost switched on by a query parameter (Keepa's `offers`, `buybox`). */
+export interface CostExtra {
+  param: string;
+  cost: number;
+  /** Charge `cost` for every started `per` of the parameter's value. */
+  per?: number;
+}
+
+/** How a route estimates a request's cost: fixed, or counted from a query parameter's items. */
+export type RouteCost = number | { count: string; factor?: number; extras?: CostExtra[]; plus?: number; max?: number };
 
 /** A route: which requests (method, path regex) take which limits, at what cost. */
 export interface RouteConfig {
@@ -14,7 +31,27 @@ export interface RouteConfig {
   method?: string;
   path: string;
   limits?: Array<string | { limit: string; cost: number }>;
-  cost?: number | Record<string, unknown>;
+  cost?: RouteCost;
+  /** The free request that reports the budgets' balance (Keepa's `/token`), made from any request to the same API. */
+  status?: { path: string; query?: string[] };
+}
+
+/** What the controller does with the server's answers. */
+export interface FeedbackConfig {
+  /** How long a 429 pauses when the server names no time (default 10 s); repeats double it. */
+  block?: Duration;
+  /** A limit's own block, by limit name. */
+  blocks?: Record<string, Duration>;
+  /** The longest pause backoff reaches (default 5 min). */
+  max_block?: Duration;
+  /** How long a WAF block or a blocked token stops the limits when the server names no end (default 1 min). */
+  cooldown?: Duration;
+  /** Retries of a rate-limited request before giving up (default 3). */
+  max_retries?: number;
+  /** Up to this fraction of a backoff pause is added at random (default 0.1). */
+  jitter?: number;
+  /** Seed of the jitter's generator. */
+  seed?: number;
 }
 
 /** The controller's config: the same JSON the core, the Python and the wasm packages read. */
@@ -27,7 +64,7 @@ export interface Config {
   reservation_ttl?: Duration;
   lease_ttl?: Duration;
   events?: { query?: 'drop' | 'redact' };
-  feedback?: Record<string, unknown>;
+  feedback?: FeedbackConfig;
 }
 
 /** The presets shipped with the package. */
