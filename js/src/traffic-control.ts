@@ -627,7 +627,7 @@ export class TrafficControl {
   /** Submits; a Permit at once when the request goes now, else a promise of one. */
   #enqueue(o: RequestOptions): Permit | Promise<Permit> {
     if (this.#closed) return Promise.reject(new TrafficControlError('CANCELLED', 'the traffic controller was closed'));
-    if (o.signal?.aborted) return Promise.reject(cancelled(o.signal));
+    if (o.signal?.aborted) return Promise.reject(cancelled(o.signal, 'before it was asked'));
     this.#sync();
     const now = this.#now();
     const deadline = deadlineOf(o, now);
@@ -953,6 +953,6 @@ function invalidPriority(p: unknown): TrafficControlError {
   return new TrafficControlError('INVALID_ARGUMENT', `priority must be one of critical, high, normal, low, not ${String(p)}`);
 }
 
-function cancelled(signal: AbortSignal): TrafficControlError {
-  return new TrafficControlError('CANCELLED', 'the request was cancelled while it waited', { cause: signal.reason });
+function cancelled(signal: AbortSignal, when = 'while it waited'): TrafficControlError {
+  return new TrafficControlError('CANCELLED', `the request was cancelled ${when}`, { cause: signal.reason });
 }

@@ -238,7 +238,10 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.equal(tc.waiting, 0);
       await sleep(250);
       assert.equal(ran, false);
-      assert.equal((await rejection(tc.schedule({ signal: AbortSignal.abort() }, () => {}))).code, 'CANCELLED');
+      assert.match(e.message, /while it waited/);
+      const early = await rejection(tc.schedule({ signal: AbortSignal.abort() }, () => {}));
+      assert.equal(early.code, 'CANCELLED');
+      assert.match(early.message, /before it was asked/, 'a signal aborted before the call says so');
     });
 
     test('a call made wrong says so', async () => {
