@@ -41,8 +41,8 @@ export default {
       const tc = new SharedTrafficControl(env.TRAFFIC_CONTROL_CONFIG, { redis, account: env.TRAFFIC_CONTROL_ACCOUNT, env });
       const url = new URL(request.url);
       if (url.pathname === '/__traffic-control') return Response.json({ snapshot: await tc.snapshot() });
-      const request = { url: url.pathname, priority: url.searchParams.get('priority') ?? 'normal', maxWait: 10_000 };
-      const response = await tc.schedule(request, () => fetch(`${env.API_URL}${url.pathname}${url.search}`));
+      const options = { url: url.pathname, priority: url.searchParams.get('priority') ?? 'normal', maxWait: 10_000 };
+      const response = await tc.schedule(options, () => fetch(`${env.API_URL}${url.pathname}${url.search}`));
       return new Response(response.body, { status: response.status, headers: response.headers });
     } catch (e) {
       if (e instanceof TrafficControlError) return Response.json({ code: e.code, message: e.message }, { status: 503 });
