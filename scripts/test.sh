@@ -34,6 +34,9 @@ cargo bench --locked -p traffic-control-core --bench admission -- --test
 step "core: the simulated Back Market demo runs"
 cargo run --locked --release -q -p traffic-control-core --example demo > /dev/null
 
+step "fuzz: the cargo-fuzz targets built once on stable (RUSTC_BOOTSTRAP=1), then 30 s each; a crash fails (fuzz/README.md)"
+bash fuzz/ci.sh
+
 step "node and bun package: build, node --test, bun test, install from the tarball, bench once"
 bash bindings-node/scripts/test.sh
 
