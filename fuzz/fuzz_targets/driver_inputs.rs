@@ -7,7 +7,8 @@
 //!
 //! Checks: no panic; every answer is JSON of the documented shape; every handle gets at most one
 //! result (`go`/`fail` for an acquire, `done`/`fail`/`snapshot` for the others); `waiting` never
-//! exceeds the acquires not yet resolved, and equals them (no acquire is dropped without a result).
+//! exceeds the acquires not yet resolved, and equals them (no acquire is dropped without a result);
+//! a `timeout` at the instant the driver named leaves the next timeout later (no busy loop).
 #![no_main]
 
 use std::collections::HashSet;
@@ -362,7 +363,7 @@ impl Host {
     }
 
     /// Checks one answer and learns the ids it names.
-    fn answer(&mut self, op: &Op, answer: &str) {
+    fn answer(&mut self, now: f64, op: &Op, answer: &str) {
         let a: Value = serde_json::from_str(answer).expect("the answer is JSON");
         let result = &a["result"];
         assert!(result.is_null() || result.is_u64(), "result: {a}");
@@ -415,7 +416,15 @@ impl Host {
         let unresolved = (self.acquired.len() - self.resolved.len()) as u64;
         assert!(waiting <= unresolved, "{waiting} waiting, only {unresolved} acquires unresolved: {a}");
         assert_eq!(waiting, unresolved, "an acquire was dropped without a go or a fail: {a}");
-        self.due = a["timeout"].as_f64();
+        // A host's timer loop makes progress: a `timeout` at (or past) the instant the driver
+        // named leaves the next one later. Checked where milliseconds hold nanoseconds exactly.
+        let next = a["timeout"].as_f64();
+        if let (Op::Timeout, Some(due), Some(next)) = (op, self.due, next) {
+            if now >= due && now < 1e9 {
+                assert!(next > now, "a timeout at {now} (due {due}) names {next} again: {a}");
+            }
+        }
+        self.due = next;
     }
 }
 
@@ -452,7 +461,7 @@ fuzz_target!(|input: Input| {
             eprintln!("step({now:?}, {text})\n  -> {answer:?}");
         }
         match answer {
-            Ok(answer) => host.answer(op, &answer),
+            Ok(answer) => host.answer(now, op, &answer),
             Err(e) => assert!(!e.code().is_empty()),
         }
     }
