@@ -38,6 +38,7 @@ a release or a budget sync retries the same way (up to ``unavailable_max_wait``)
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import inspect
@@ -189,7 +190,7 @@ class SyncSharedPermit(_Permit):
 Output = tuple[Any, ...]
 
 
-class _SharedBase:
+class _SharedBase(abc.ABC):
     """What both hosts share: the driver, and handing it inputs under a lock."""
 
     _permit: type[_Permit]
@@ -264,8 +265,10 @@ class _SharedBase:
             self._arm(timeout)
         return result
 
+    @abc.abstractmethod
     def _settled(self, o: Output, value: Any) -> None:
-        raise NotImplementedError
+        """Hands an operation's result (a permit's ids, an error, a release's liveness, a
+        snapshot) to whoever waits for it: a future (asyncio) or a waiting thread."""
 
     def _act(self, o: Output) -> None:
         kind = o[0]
@@ -282,20 +285,25 @@ class _SharedBase:
         elif kind == "unsubscribe":
             self._unsubscribe()
 
+    @abc.abstractmethod
     def _run(self, call: int, keys: list[str], args: list[str]) -> None:
-        raise NotImplementedError
+        """Runs a script call with the host's client; its reply or failure goes back to the driver."""
 
+    @abc.abstractmethod
     def _status(self, handle: int, url: str) -> None:
-        raise NotImplementedError
+        """Sends the status request (``GET url``) with the host's HTTP client and reports it."""
 
+    @abc.abstractmethod
     def _subscribe(self, channel: str) -> None:
-        raise NotImplementedError
+        """Listens for wake-ups on ``channel`` and says whether it worked."""
 
+    @abc.abstractmethod
     def _unsubscribe(self) -> None:
-        raise NotImplementedError
+        """Stops listening for wake-ups."""
 
+    @abc.abstractmethod
     def _arm(self, timeout: float | None) -> None:
-        raise NotImplementedError
+        """Sets the host's one timer to feed the driver a timeout at ``timeout`` (ms)."""
 
     def _on_message(self, *_: Any) -> None:
         self.wakeups += 1
