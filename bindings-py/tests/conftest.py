@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+
+from traffic_control import Config
 
 #: The shared scenario files, replayed by the core and every binding.
 SCENARIOS = Path(__file__).resolve().parents[2] / "tests" / "scenarios"
 
 
-def window(max: int, per: str, **extra: Any) -> dict[str, Any]:
+def window(max: int, per: str, **extra: Any) -> Config:
     """A config with one global exact window `api` (plus any extra top-level keys)."""
-    return {"limits": {"api": {"kind": "window", "max": max, "per": per}}, "global": ["api"], **extra}
+    config: Config = {"limits": {"api": {"kind": "window", "max": max, "per": per}}, "global": ["api"]}
+    return cast(Config, {**config, **extra}) if extra else config
 
 
 @pytest.fixture

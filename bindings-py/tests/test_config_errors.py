@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import window
 
@@ -64,7 +66,7 @@ def test_invalid_config_names_the_field_and_the_reason() -> None:
         ({"limits": {"api": {"kind": "window", "max": 1, "per": "1s"}}, "colour": "red"}, "colour"),
     ],
 )
-def test_config_errors_name_their_field(config: dict, field: str) -> None:
+def test_config_errors_name_their_field(config: Any, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         TrafficControl(config)
     assert info.value.field == field, str(info.value)
@@ -73,7 +75,7 @@ def test_config_errors_name_their_field(config: dict, field: str) -> None:
 
 def test_config_must_be_plain_data() -> None:
     with pytest.raises(TypeError, match="limits.api.max"):
-        TrafficControl({"limits": {"api": {"kind": "window", "max": object(), "per": "1s"}}})
+        TrafficControl({"limits": {"api": {"kind": "window", "max": object(), "per": "1s"}}})  # type: ignore[arg-type]
 
 
 def test_json_and_toml_errors_say_where() -> None:

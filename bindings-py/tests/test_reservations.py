@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from traffic_control import DeadlineError, Event, FollowUp, Priority, TrafficControl
+from traffic_control import Config, DeadlineError, Event, FollowUp, Priority, TrafficControl
 
-CATALOG = {
+CATALOG: Config = {
     "limits": {"catalog": {"kind": "window", "max": 2, "per": "10s"}},
     "routes": [{"name": "listings", "method": "POST", "path": "^/ws/listings", "limits": ["catalog"]}],
 }

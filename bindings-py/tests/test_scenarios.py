@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import SCENARIOS
 
-from traffic_control import FollowUp, Permit, TrafficControlError, Wait
+from traffic_control import Config, FollowUp, Permit, TrafficControlError, Wait
 from traffic_control._traffic_control import Event
 from traffic_control._traffic_control import TrafficControl as Core
 
@@ -59,7 +59,7 @@ def target(friendly: dict[str, Any]) -> dict[str, Any]:
 
 
 class Replay:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         self.core = Core(config)
         self.ids: dict[str, int | None] = {}
         self.labels: dict[int, str] = {}

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from traffic_control import TrafficControlError
+from traffic_control import Config, TrafficControlError
 from traffic_control.shared import SharedTrafficControl, StoreUnavailableError
 from redis_server import RedisServer
 
-WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
+WINDOW: Config = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
 _n = [0]
 
 
@@ -68,7 +68,7 @@ async def test_two_controllers_never_exceed_a_window_together(server: RedisServe
 
 async def test_a_waiting_high_goes_before_a_low_flood_of_another_controller(server: RedisServer) -> None:
     acct = account("prio")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 300, "hold": "go"}}, "global": ["api"]}
+    cfg: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 300, "hold": "go"}}, "global": ["api"]}
     a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     await a.acquire("/x")
@@ -90,7 +90,7 @@ async def test_a_waiting_high_goes_before_a_low_flood_of_another_controller(serv
 
 async def test_a_reservation_of_one_controller_holds_against_another(server: RedisServer) -> None:
     acct = account("res")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
+    cfg: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
     a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     peak = a.reservation("/x")
@@ -136,7 +136,7 @@ class _Flaky:
 
 async def test_a_completion_while_redis_is_unreachable_waits_under_the_policy(server: RedisServer) -> None:
     flaky = _Flaky(client(server.port))
-    slots = {"limits": {"slots": {"kind": "concurrency", "max": 1}}, "global": ["slots"]}
+    slots: Config = {"limits": {"slots": {"kind": "concurrency", "max": 1}}, "global": ["slots"]}
     tc = SharedTrafficControl(slots, redis=flaky, account=account("flaky"))
     permit = await tc.acquire("/x")
     flaky.down = True
@@ -168,7 +168,7 @@ async def test_a_completion_wakes_a_waiter_of_another_controller_at_once(server:
     on the account's wake channel, and the waiter of another controller asks again at once instead
     of after half its waiter TTL (2 s here)."""
     acct = account("wake")
-    cfg = {"limits": {"api": {"kind": "window", "max": 1, "per": 200}}, "global": ["api"]}
+    cfg: Config = {"limits": {"api": {"kind": "window", "max": 1, "per": 200}}, "global": ["api"]}
     a = SharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SharedTrafficControl(cfg, redis=client(server.port), account=acct, waiter_ttl=4.0)
     permit = await a.acquire("/x")

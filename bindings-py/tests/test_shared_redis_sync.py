@@ -15,11 +15,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from traffic_control import TrafficControlError
+from traffic_control import Config, TrafficControlError
 from traffic_control.shared import StoreUnavailableError, SyncSharedTrafficControl
 from redis_server import RedisServer
 
-WINDOW = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
+WINDOW: Config = {"limits": {"api": {"kind": "window", "max": 4, "per": 300, "hold": "go"}}, "global": ["api"]}
 _n = [0]
 
 
@@ -88,7 +88,7 @@ def test_two_sync_controllers_in_threads_never_exceed_a_window_together(server: 
 
 def test_a_reservation_made_through_one_is_spent_through_the_other(server: RedisServer) -> None:
     acct = account("res")
-    cfg = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
+    cfg: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
     a = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
     b = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
     peak = a.reservation("/x")

@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, TypeVar, Union
 
 from . import _traffic_control as _native
+from ._config_types import Config
 from ._traffic_control import AsyncPermit, Completion, Event, RequestCancelledError, SyncPermit
 from ._traffic_control import Permit as _NativePermit
 
@@ -114,7 +115,7 @@ _Waiter = Union[_AsyncWaiter, _SyncWaiter]
 
 
 def _build_core(
-    config: Mapping[str, Any] | str, env: Mapping[str, str] | None, env_prefix: str | None, keep: bool
+    config: Config | str, env: Mapping[str, str] | None, env_prefix: str | None, keep: bool
 ) -> _native.TrafficControl:
     if isinstance(config, str):
         return _NativeCore.preset(config, env=os.environ if env is None else env, env_prefix=env_prefix, keep_events=keep)
@@ -126,8 +127,8 @@ def _build_core(
 class TrafficControl(_native.Driver):
     """A traffic controller for asyncio and threads: decides when each outgoing request may go.
 
-    ``config`` is a dict (the JSON shape of the core's config) or a preset name (``"backmarket"``,
-    ``"keepa"``, ``"baselinker"``). Presets take overrides from the environment (``env``, default
+    ``config`` is a dict (the JSON shape of the core's config, typed :class:`Config`) or a preset
+    name (``"backmarket"``, ``"keepa"``, ``"baselinker"``). Presets take overrides from the environment (``env``, default
     ``os.environ``) through their prefix (``KEEPA_RATE_LIMIT_TOKENS_REFILL=...``); a dict config takes
     them only when ``env_prefix`` is given. ``listener`` is called with every :class:`Event`;
     ``max_wait`` (seconds; ``timeout`` is its former name) is the default for how long a request may
@@ -139,7 +140,7 @@ class TrafficControl(_native.Driver):
 
     def __new__(
         cls,
-        config: Mapping[str, Any] | str,
+        config: Config | str,
         *,
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,
@@ -153,7 +154,7 @@ class TrafficControl(_native.Driver):
 
     def __init__(
         self,
-        config: Mapping[str, Any] | str,
+        config: Config | str,
         *,
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,

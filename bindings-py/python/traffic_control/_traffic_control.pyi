@@ -9,6 +9,7 @@ from typing import Any, Literal, SupportsIndex, final
 
 from typing_extensions import Self, disjoint_base
 
+from traffic_control._config_types import Config
 from traffic_control._types import LogRow, Snapshot
 
 __all__ = [
@@ -236,7 +237,7 @@ class TrafficControl:
 
     def __new__(
         cls,
-        config: Mapping[str, Any] | str,
+        config: Config | str,
         *,
         env: Mapping[str, str] | None = None,
         env_prefix: str | None = None,

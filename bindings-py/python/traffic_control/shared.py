@@ -50,6 +50,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
+from ._config_types import Config
 from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
@@ -197,7 +198,7 @@ class _SharedBase(abc.ABC):
 
     def __init__(
         self,
-        config: str | Mapping[str, Any],
+        config: Config | str,
         account: str,
         on_unavailable: Literal["wait", "fail"],
         unavailable_max_wait: float,
@@ -328,7 +329,7 @@ class SharedTrafficControl(_SharedBase):
     """
 
     def __init__(
-        self, config: str | Mapping[str, Any], *, redis: RedisClient, account: str,
+        self, config: Config | str, *, redis: RedisClient, account: str,
         on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
     ) -> None:
@@ -494,7 +495,7 @@ class SyncSharedTrafficControl(_SharedBase):
     """
 
     def __init__(
-        self, config: str | Mapping[str, Any], *, redis: SyncRedisClient, account: str,
+        self, config: Config | str, *, redis: SyncRedisClient, account: str,
         on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
     ) -> None:

@@ -1,0 +1,246 @@
+"""The config's shape, as ``TypedDict``s: the JSON the core reads (``core/src/config.rs``), the same
+as the TypeScript package's ``Config`` (``js/src/types.ts``).
+
+The core's reader is the authority: it refuses unknown fields (naming them), checks each value's
+type, and fills in the defaults named below. A field the reader treats ``null`` as absent takes
+``None`` here too. Durations are text (``"10s"``, ``"250ms"``, ``"1m 30s"``) or a number of
+milliseconds (fractions allowed). Lists may be lists or tuples; maps are dicts.
+
+Required and optional keys sit in separate classes, one the base of the other (``typing.Required``
+is Python 3.11+ and the package has no dependencies); ``Config``'s optional keys use the functional
+syntax, ``global`` being a Python keyword.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Optional, TypedDict, Union
+
+__all__ = [
+    "BudgetLimit",
+    "ConcurrencyLimit",
+    "Config",
+    "CostExtra",
+    "CountCost",
+    "Duration",
+    "EventsConfig",
+    "FeedbackConfig",
+    "LimitConfig",
+    "LimitWithCost",
+    "QueueConfig",
+    "RouteConfig",
+    "RouteCost",
+    "RouteLimit",
+    "StatusRequest",
+    "TokenBucketLimit",
+    "WindowLimit",
+]
+
+Duration = Union[str, float]
+"""A duration: text such as ``"10s"``, ``"250ms"``, ``"1m 30s"``, or a number of milliseconds."""
+
+# ---- limits ------------------------------------------------------------------------------------
+
+
+class _WindowLimitRequired(TypedDict):
+    kind: Literal["window"]
+    max: int
+    """Cost-units admitted in any interval of length ``per``."""
+    per: Duration
+
+
+class WindowLimit(_WindowLimitRequired, total=False):
+    """``{"kind": "window", "max": 150, "per": "10s"}``: an exact sliding window."""
+
+    hold: Optional[Literal["completion", "go"]]
+    """Until when a request counts: ``completion`` (the default: from its go until its completion
+    plus ``per``, whatever the latency) or ``go`` (``per`` from its go)."""
+
+
+class TokenBucketLimit(TypedDict):
+    """``{"kind": "token_bucket", "capacity": 10, "refill": 1, "per": "1s"}``: starts full."""
+
+    kind: Literal["token_bucket"]
+    capacity: int
+    refill: int
+    """Tokens added per ``per``."""
+    per: Duration
+
+
+class ConcurrencyLimit(TypedDict):
+    """``{"kind": "concurrency", "max": 4}``: requests in flight at once."""
+
+    kind: Literal["concurrency"]
+    max: int
+
+
+class _BudgetLimitRequired(TypedDict):
+    kind: Literal["budget"]
+    refill: int
+    """Added to the balance at every period boundary."""
+    per: Duration
+    max: int
+    """The most the balance accumulates."""
+
+
+class BudgetLimit(_BudgetLimitRequired, total=False):
+    """``{"kind": "budget", "refill": 20, "per": "1m", "max": 1200}``: a balance the server holds
+    (Keepa's tokens)."""
+
+    floor: Optional[int]
+    """The balance is never spent below this (default 0)."""
+    initial: Optional[int]
+    """The balance at start; absent: unknown until reported (``sync_budget`` or the status request)."""
+
+
+LimitConfig = Union[WindowLimit, TokenBucketLimit, ConcurrencyLimit, BudgetLimit]
+"""One limit, by its ``kind``."""
+
+# ---- routes ------------------------------------------------------------------------------------
+
+
+class LimitWithCost(TypedDict):
+    """A limit a route takes at a fixed cost, whatever the request's: ``{"limit": "api", "cost": 2}``."""
+
+    limit: str
+    cost: int
+
+
+RouteLimit = Union[str, LimitWithCost]
+"""A limit a route takes: its name (at the request's cost), or its name with a fixed cost."""
+
+
+class _CostExtraRequired(TypedDict):
+    param: str
+    """The query parameter that switches the extra on (with a positive number)."""
+    cost: int
+    """Cost per item (per started ``per`` of the parameter's value, if given)."""
+
+
+class CostExtra(_CostExtraRequired, total=False):
+    """A per-item extra cost: ``{"param": "offers", "cost": 6, "per": 10}``."""
+
+    per: Optional[int]
+
+
+class _CountCostRequired(TypedDict):
+    count: str
+    """The query parameter whose comma-separated items are counted (``asin``)."""
+
+
+class CountCost(_CountCostRequired, total=False):
+    """(``factor`` + extras) × the items in query parameter ``count``, plus ``plus``, at most ``max``."""
+
+    factor: int
+    """Cost per item (default 1)."""
+    extras: Sequence[CostExtra]
+    plus: int
+    """Added once per request (default 0)."""
+    max: Optional[int]
+
+
+RouteCost = Union[int, CountCost]
+"""A route's cost when the request does not say: a number, or counted from a query parameter."""
+
+
+class _StatusRequestRequired(TypedDict):
+    path: str
+    """The path to request on the same origin (``/token``); starts with ``/``."""
+
+
+class StatusRequest(_StatusRequestRequired, total=False):
+    """The free request that reports the budgets' balance (Keepa's ``/token``)."""
+
+    query: Sequence[str]
+    """Query parameters copied from the request that met the unknown balance (``["key"]``)."""
+
+
+class _RouteConfigRequired(TypedDict):
+    name: str
+    path: str
+    """A regular expression matched against the request's path (query string excluded)."""
+
+
+class RouteConfig(_RouteConfigRequired, total=False):
+    """A route: which requests (method, path) take which limits, at what cost. The first match wins."""
+
+    method: Optional[str]
+    """The HTTP method it applies to (any when absent)."""
+    limits: Sequence[RouteLimit]
+    """Taken in addition to the global ones."""
+    cost: RouteCost
+    """Default 1."""
+    status: Optional[StatusRequest]
+
+
+# ---- the rest ----------------------------------------------------------------------------------
+
+
+class QueueConfig(TypedDict):
+    """The waiting queue."""
+
+    max_waiting: int
+    """Requests waiting at once, all priorities together (default 100000 when ``queue`` is absent)."""
+
+
+class EventsConfig(TypedDict, total=False):
+    """What events show of a request."""
+
+    query: Literal["drop", "redact"]
+    """The URL's query string: dropped (the default) or kept with every value redacted."""
+
+
+class FeedbackConfig(TypedDict, total=False):
+    """What the controller does with the server's answers (429, ``Retry-After``, blocks)."""
+
+    block: Duration
+    """How long a 429 pauses when the server names no time (default 10 s); repeats double it."""
+    blocks: Mapping[str, Duration]
+    """A limit's own block, by limit name."""
+    max_block: Duration
+    """The longest pause backoff reaches (default 5 min)."""
+    cooldown: Duration
+    """How long a WAF block or a blocked token stops the limits when the server names no end
+    (default 1 min)."""
+    max_retries: int
+    """Retries of a rate-limited request before giving up (default 3)."""
+    jitter: float
+    """Up to this fraction of a backoff pause is added at random (default 0.1)."""
+    seed: int
+    """Seed of the jitter's generator."""
+
+
+# ``global`` is a Python keyword: the optional keys are declared with the functional syntax.
+_ConfigOptional = TypedDict(
+    "_ConfigOptional",
+    {
+        # Limits every request takes, whatever its route.
+        "global": Sequence[str],
+        # Ordered rules mapping a request to the limits it takes; the first match wins.
+        "routes": Sequence[RouteConfig],
+        "queue": QueueConfig,
+        # How long a reservation lives when its request does not say (default 30 s).
+        "reservation_ttl": Duration,
+        # How long an admitted request may stay in flight before its slots are taken back (default 1 min).
+        "lease_ttl": Duration,
+        "events": EventsConfig,
+        "feedback": FeedbackConfig,
+    },
+    total=False,
+)
+
+
+class Config(_ConfigOptional):
+    """The controller's config: the JSON shape the core, the TypeScript and the wasm packages read::
+
+        config: Config = {
+            "limits": {"api": {"kind": "window", "max": 150, "per": "10s"}},
+            "global": ["api"],
+        }
+
+    Optional keys: ``global``, ``routes``, ``queue``, ``reservation_ttl``, ``lease_ttl``,
+    ``events``, ``feedback``.
+    """
+
+    limits: Mapping[str, LimitConfig]
+    """The limits, by name (at least one)."""

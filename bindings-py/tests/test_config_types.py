@@ -1,0 +1,192 @@
+"""The config's TypedDicts (``traffic_control.Config`` and its parts) against the core's reader: a
+config written to the types is accepted, and each TypedDict has exactly the keys the reader accepts
+there, the same required ones, and takes ``None`` exactly where the reader reads ``null`` as absent.
+
+The reader's own words are the reference: an unknown key is refused with the list of the fields it
+expected (``unknown field `bogus`, expected one of `limits`, `global`, ...``), and a field of
+another kind of limit with that kind's fields (``... (its fields: max, per, hold)``)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import typing
+from typing import Any, Union
+
+import pytest
+
+import traffic_control
+from traffic_control import (
+    BudgetLimit,
+    ConcurrencyLimit,
+    Config,
+    ConfigError,
+    CostExtra,
+    CountCost,
+    EventsConfig,
+    FeedbackConfig,
+    LimitWithCost,
+    QueueConfig,
+    RouteConfig,
+    StatusRequest,
+    TokenBucketLimit,
+    TrafficControl,
+    WindowLimit,
+)
+
+#: Every key of every TypedDict, at least once (a valid config).
+FULL: Config = {
+    "limits": {
+        "api": {"kind": "window", "max": 150, "per": "10s", "hold": "go"},
+        "bucket": {"kind": "token_bucket", "capacity": 10, "refill": 1, "per": 250},
+        "slots": {"kind": "concurrency", "max": 4},
+        "tokens": {"kind": "budget", "refill": 20, "per": "1m", "max": 1200, "floor": 5, "initial": 100},
+    },
+    "global": ["api"],
+    "routes": [
+        {
+            "name": "product",
+            "method": "GET",
+            "path": "^/product",
+            "limits": [{"limit": "tokens", "cost": 2}, "slots"],
+            "cost": {
+                "count": "asin",
+                "factor": 1,
+                "extras": [{"param": "offers", "cost": 6, "per": 10}],
+                "plus": 0,
+                "max": 100,
+            },
+            "status": {"path": "/token", "query": ["key"]},
+        },
+        {"name": "other", "path": "^/", "cost": 3, "limits": ["bucket"]},
+    ],
+    "queue": {"max_waiting": 1000},
+    "reservation_ttl": 30_000,
+    "lease_ttl": "1m 30s",
+    "events": {"query": "redact"},
+    "feedback": {
+        "block": "10s",
+        "blocks": {"api": "30s"},
+        "max_block": 300_000.0,
+        "cooldown": "1m",
+        "max_retries": 3,
+        "jitter": 0.25,
+        "seed": 7,
+    },
+}
+
+#: Where each TypedDict sits in FULL: keys and list indexes from the root.
+PLACES: list[tuple[type, tuple[str | int, ...]]] = [
+    (Config, ()),
+    (WindowLimit, ("limits", "api")),
+    (TokenBucketLimit, ("limits", "bucket")),
+    (ConcurrencyLimit, ("limits", "slots")),
+    (BudgetLimit, ("limits", "tokens")),
+    (RouteConfig, ("routes", 0)),
+    (LimitWithCost, ("routes", 0, "limits", 0)),
+    (CountCost, ("routes", 0, "cost")),
+    (CostExtra, ("routes", 0, "cost", "extras", 0)),
+    (StatusRequest, ("routes", 0, "status")),
+    (QueueConfig, ("queue",)),
+    (EventsConfig, ("events",)),
+    (FeedbackConfig, ("feedback",)),
+]
+IDS = [t.__name__ for t, _ in PLACES]
+
+#: For each kind of limit, a field it refuses (the reader then names the kind's fields).
+FOREIGN = {"window": "capacity", "token_bucket": "max", "concurrency": "per", "budget": "capacity"}
+
+
+def keys(t: Any) -> set[str]:
+    return set(t.__required_keys__ | t.__optional_keys__)
+
+
+def at(config: Any, path: tuple[str | int, ...]) -> Any:
+    for step in path:
+        config = config[step]
+    return config
+
+
+def error(config: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        TrafficControl(config)
+    return info.value
+
+
+def accepted_keys(t: type, path: tuple[str | int, ...]) -> set[str]:
+    """The keys the reader accepts at `path`, in its own words."""
+    config: Any = copy.deepcopy(FULL)
+    place = at(config, path)
+    kind = place.get("kind") if len(path) == 2 and path[0] == "limits" else None
+    if kind is not None:
+        place[FOREIGN[kind]] = 1
+        reason = error(config).reason or ""
+        listed = re.fullmatch(r"`\w+` does not apply to an? \w+ limit \(its fields: (.*)\)", reason)
+        assert listed, reason
+        return {"kind", *listed.group(1).split(", ")}
+    place["bogus"] = 1
+    e = error(config)
+    field, reason = e.field or "", e.reason or ""
+    assert field.endswith("bogus"), e
+    assert reason.startswith("unknown field `bogus`, expected "), reason
+    return set(re.findall(r"`(\w+)`", reason.split("expected ", 1)[1]))
+
+
+def test_a_config_written_to_the_types_is_accepted() -> None:
+    sample: Config = {
+        "limits": {"api": {"kind": "window", "max": 10, "per": "1s"}},
+        "global": ["api"],
+        "feedback": {"block": 5_000, "max_retries": 2},
+    }
+    assert TrafficControl(sample).config["limits"]["api"] == {"kind": "window", "max": 10, "per": "1s"}
+    tc = TrafficControl(FULL)
+    assert tc.config["feedback"]["blocks"] == {"api": "30s"}
+    assert tc.config["routes"][0]["status"] == {"path": "/token", "query": ["key"]}
+    assert tc.config["reservation_ttl"] == "30s"
+
+
+def test_every_key_is_in_the_full_sample() -> None:
+    for t, path in PLACES:
+        assert set(at(FULL, path)) == keys(t), t.__name__
+
+
+@pytest.mark.parametrize(("t", "path"), PLACES, ids=IDS)
+def test_the_keys_are_the_readers(t: type, path: tuple[str | int, ...]) -> None:
+    assert keys(t) == accepted_keys(t, path)
+
+
+@pytest.mark.parametrize(("t", "path"), PLACES, ids=IDS)
+def test_required_keys_are_the_readers(t: Any, path: tuple[str | int, ...]) -> None:
+    for key in sorted(keys(t)):
+        config: Any = copy.deepcopy(FULL)
+        del at(config, path)[key]
+        if key in t.__required_keys__:
+            error(config)
+        else:
+            TrafficControl(config)
+
+
+@pytest.mark.parametrize(("t", "path"), PLACES, ids=IDS)
+def test_none_is_typed_where_the_reader_reads_null_as_absent(t: Any, path: tuple[str | int, ...]) -> None:
+    hints = typing.get_type_hints(t)
+    for key in sorted(keys(t)):
+        config: Any = copy.deepcopy(FULL)
+        at(config, path)[key] = None
+        if type(None) in typing.get_args(hints[key]):
+            assert key not in t.__required_keys__
+            TrafficControl(config)
+        else:
+            error(config)
+
+
+def test_durations_are_text_or_milliseconds() -> None:
+    assert typing.get_args(traffic_control.Duration) == typing.get_args(Union[str, float])
+    for per in ("1s", 1000, 1000.0):
+        config: Config = {"limits": {"api": {"kind": "window", "max": 1, "per": per}}}
+        assert TrafficControl(config).config["limits"]["api"]["per"] == "1s"
+
+
+def test_the_types_are_exported() -> None:
+    for name in ("Config", "LimitConfig", "WindowLimit", "RouteConfig", "FeedbackConfig", "RouteCost", "CostExtra"):
+        assert name in traffic_control.__all__
+        assert getattr(traffic_control, name) is not None
