@@ -6,16 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(cd .. && pwd)"
 
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
-
-# The CLI must be exactly the wasm-bindgen version in Cargo.lock (the glue format changes between
-# versions). An installed one at that version is reused. No `--locked`: the CLI's own lockfile pins
-# a crate version this registry does not serve.
-version="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$root/Cargo.lock")"
-if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$version" ]; then
-  echo "installing wasm-bindgen-cli $version"
-  cargo install wasm-bindgen-cli --version "$version" --force
-fi
+# The wasm32 target and wasm-bindgen-cli at the version in Cargo.lock.
+bash "$root/scripts/wasm-bindgen.sh"
 
 if [ ! -x node_modules/.bin/tsc ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-audit --no-fund
