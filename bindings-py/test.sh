@@ -6,24 +6,35 @@
 #
 #   bash bindings-py/test.sh            # build, stubtest, mypy, pytest, bench --quick
 #   KEEP=1 bash bindings-py/test.sh     # keep the work directory (printed) for a look afterwards
+#   WHEEL=path.whl bash bindings-py/test.sh   # test a wheel built elsewhere (scripts/package.sh)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 MATURIN_VERSION="1.16.0"
+ZIG_VERSION="0.17.1"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/traffic-control-py.XXXXXX")"
 if [[ "${KEEP:-0}" != 1 ]]; then trap 'rm -rf "$WORK"' EXIT; fi
 
 step() { printf '\n==> %s\n' "$*"; }
 quiet_pip() { "$1" -m pip install --disable-pip-version-check -q "${@:2}"; }
 
-step "build venv ($WORK/build), maturin $MATURIN_VERSION"
-"$PYTHON" -m venv "$WORK/build"
-quiet_pip "$WORK/build/bin/python" "maturin==$MATURIN_VERSION"
+if [[ -n "${WHEEL:-}" ]]; then
+    # A wheel built elsewhere (scripts/package.sh): test it as it is.
+    WHEEL="$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")"
+    step "testing the given wheel $(basename "$WHEEL")"
+else
+    step "build venv ($WORK/build), maturin $MATURIN_VERSION, zig $ZIG_VERSION (the linker for the old glibc)"
+    "$PYTHON" -m venv "$WORK/build"
+    quiet_pip "$WORK/build/bin/python" "maturin==$MATURIN_VERSION" "ziglang==$ZIG_VERSION"
 
-step "build the wheel (release, abi3; Cargo.lock as committed)"
-(cd "$HERE" && "$WORK/build/bin/maturin" build --release --locked -o "$WORK/dist")
-WHEEL="$(ls "$WORK"/dist/traffic_control-*.whl)"
+    # The wheel users of older distributions install: manylinux2014 (glibc 2.17), linked by zig
+    # against glibc 2.17's symbols; the same wheel scripts/package.sh releases for x86_64.
+    step "build the wheel (release, abi3, manylinux2014; Cargo.lock as committed)"
+    (cd "$HERE" && PATH="$WORK/build/bin:$PATH" "$WORK/build/bin/maturin" build --release --locked \
+        --zig --compatibility manylinux2014 --target x86_64-unknown-linux-gnu -o "$WORK/dist")
+    WHEEL="$(ls "$WORK"/dist/traffic_control-*.whl)"
+fi
 
 step "test venv ($WORK/test): the wheel and the test dependencies"
 "$PYTHON" -m venv "$WORK/test"

@@ -43,8 +43,11 @@ bash bindings-node/scripts/test.sh
 step "wasm package: built from scratch (wasm32 target, wasm-bindgen-cli at the locked version), node --test, workerd"
 bash bindings-wasm/scripts/test.sh
 
-step "python package: wheel built by maturin, installed into a fresh venv, stubtest, pytest, bench once"
+step "python package: manylinux2014 wheel built by maturin (zig links glibc 2.17), installed into a fresh venv, stubtest, pytest, bench once"
 bash bindings-py/test.sh
+
+step "packages (scripts/package.sh --quick): the npm packages in napi-rs's layout with one cross-build (linux-x64-musl), installed by bun add; the WebAssembly fallback with the addon removed"
+bash scripts/package.sh --quick
 
 echo
 echo "all tests passed"
