@@ -105,14 +105,22 @@ if [ -f "$main_tgz" ] && [ -f "$OUT/npm/traffic-control-linux-x64-gnu-$version.t
   project="$(new_project)"
   (cd "$project" && "$BUN" add "$main_tgz" > add.txt 2>&1) || { cat "$project/add.txt"; exit 1; }
   write_surface_test "$project"
-  # Bun filters optional packages by os and cpu, not yet by libc (oven-sh/bun#16282): it installs the
-  # musl variant beside the glibc one, and the loader picks by the libc it runs on.
+  # Bun installs every override given as a file, whatever its os, cpu and libc (from the registry
+  # it filters by os and cpu, not yet by libc: oven-sh/bun#16282); the loader picks by platform,
+  # which the surface tests check (`backend` is 'native'). npm filters by all three (npm_picks).
   installed() {
     ls "$project/node_modules" | grep traffic-control
-    [ -f "$project/node_modules/traffic-control-linux-x64-gnu/traffic-control.linux-x64-gnu.node" ] \
-      && ! ls "$project/node_modules" | grep -q arm64
+    [ -f "$project/node_modules/traffic-control-linux-x64-gnu/traffic-control.linux-x64-gnu.node" ]
   }
-  check "npm traffic-control + linux-x64-gnu" "bun add: the x64 addon packages, no arm64 one" installed
+  npm_picks() {
+    local p
+    p="$(new_project)"
+    (cd "$p" && npm install --silent --no-audit --no-fund "$main_tgz" > /dev/null)
+    ls "$p/node_modules" | grep traffic-control
+    [ "$(ls "$p/node_modules" | grep -c '^traffic-control-linux')" = 1 ] && [ -d "$p/node_modules/traffic-control-linux-x64-gnu" ]
+  }
+  check "npm traffic-control + linux-x64-gnu" "npm install: only the linux-x64-gnu addon package" npm_picks
+  check "npm traffic-control + linux-x64-gnu" "bun add: the main package and the linux-x64-gnu addon" installed
   check "npm traffic-control + linux-x64-gnu" "Node $(node --version): surface tests, native core" surface_node "$project" native
   check "npm traffic-control + linux-x64-gnu" "Bun $("$BUN" --version): surface tests, native core" surface_bun "$project" native
   rm -rf "$project/node_modules/traffic-control-linux-x64-gnu"
