@@ -4,7 +4,7 @@
 // the process's own waiters in priority order.
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
-import { coreRequest, headerList, type FollowUp } from './traffic-control.js';
+import { coreRequest, headerList, outcomeOf, type FollowUp } from './traffic-control.js';
 import type { Config, LimitPause, PresetName, Priority } from './types.js';
 
 /**
@@ -262,7 +262,7 @@ export class SharedTrafficControl {
     let outcome: Parameters<SharedPermit['complete']>[0] = {};
     try {
       const result = await run(permit);
-      outcome = typeof Response !== 'undefined' && result instanceof Response ? await outcomeOf(result) : { status: 200 };
+      outcome = typeof Response !== 'undefined' && result instanceof Response ? await outcomeOf(result, (status, type, length) => theHost().native.wantsBody(status, type, length)) : { status: 200 };
       return result;
     } finally {
       await permit.complete(outcome).catch(() => undefined);
@@ -444,13 +444,6 @@ export class SharedTrafficControl {
 }
 
 /** A response's outcome: its body read only when the core's rule says it carries limit fields. */
-async function outcomeOf(res: Response): Promise<{ status: number; headers: Headers; body?: string }> {
-  const length = res.headers.get('content-length');
-  const native = theHost().native as unknown as { wantsBody(s: number, t: string | null, l: number | null): boolean };
-  if (!native.wantsBody(res.status, res.headers.get('content-type'), length === null ? null : Number(length))) return { status: res.status, headers: res.headers };
-  return { status: res.status, headers: res.headers, body: await res.clone().text().catch(() => undefined) };
-}
-
 /** For tests: a distinct waiter-id prefix per controller process. */
 export function setProcessTag(tag: string): void {
   processTag = tag;

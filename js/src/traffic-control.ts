@@ -266,7 +266,7 @@ export class TrafficControl {
         this.#report(permit.request, undefined, undefined, undefined);
         throw e;
       }
-      const outcome = await this.#outcomeOf(permit.request, response);
+      const outcome = await outcomeOf(response, (status, type, length) => this.#native.readsBody(this.#h, permit.request, status, type, length));
       const completion = await permit.complete(outcome);
       if (completion.kind !== 'retry') return response;
       await response.body?.cancel().catch(() => undefined);
@@ -600,21 +600,9 @@ export class TrafficControl {
       this.#ended(permit.request);
       return Promise.resolve(result);
     }
-    return this.#outcomeOf(permit.request, result)
+    return outcomeOf(result, (status, type, length) => this.#native.readsBody(this.#h, permit.request, status, type, length))
       .then((outcome) => permit.complete(outcome))
       .then((c) => (c.kind === 'retry' ? this.#run(c.permit, task) : result));
-  }
-
-  async #outcomeOf(request: number, response: Response): Promise<Outcome> {
-    let body: string | undefined;
-    const length = response.headers.get('content-length');
-    if (this.#native.readsBody(this.#h, request, response.status, response.headers.get('content-type'), length === null ? null : Number(length))) {
-      body = await response
-        .clone()
-        .text()
-        .catch(() => undefined);
-    }
-    return { status: response.status, headers: response.headers, body };
   }
 
   #report(request: number, status: number | undefined, headers: string[] | undefined, body: string | undefined): number {
@@ -920,6 +908,26 @@ function attach(reserve: readonly Reservation[] | undefined, ids: ArrayLike<numb
   const list = reserve ?? [];
   for (let i = 0; i < list.length && i < ids.length; i++) list[i].id = ids[i];
   return list;
+}
+
+/**
+ * A response as the core's outcome: its status and headers, and its body (read from a clone, so
+ * the caller still reads it) when `reads(status, contentType, contentLength)` says the core wants
+ * it (the core's rule: `readsBody` for a request of this controller, `wantsBody` for any).
+ */
+export async function outcomeOf(
+  response: Response,
+  reads: (status: number, contentType: string | null, contentLength: number | null) => boolean,
+): Promise<Outcome> {
+  const length = response.headers.get('content-length');
+  const outcome: Outcome = { status: response.status, headers: response.headers };
+  if (reads(response.status, response.headers.get('content-type'), length === null ? null : Number(length))) {
+    outcome.body = await response
+      .clone()
+      .text()
+      .catch(() => undefined);
+  }
+  return outcome;
 }
 
 /** Headers of any shape as alternating names and values, as the native side takes them. */
