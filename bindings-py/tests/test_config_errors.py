@@ -37,11 +37,27 @@ def test_every_error_kind_is_a_traffic_control_error() -> None:
 
 
 def test_config_from_dict_json_and_toml() -> None:
-    assert TrafficControl(window(3, "1s")).config["limits"]["api"] == {"kind": "window", "max": 3, "per": "1s"}
+    assert TrafficControl(window(3, "1s")).config["limits"]["api"] == {
+        "kind": "window",
+        "max": 3,
+        "per": "1s",
+        "per_ms": 1000,
+    }
     tc = TrafficControl.from_json('{"limits": {"api": {"kind": "concurrency", "max": 2}}, "global": ["api"]}')
     assert tc.config["limits"]["api"]["max"] == 2
     tc = TrafficControl.from_toml('global = ["api"]\n[limits.api]\nkind = "window"\nmax = 5\nper = "10s"\n')
     assert tc.config["limits"]["api"]["per"] == "10s"
+
+
+def test_config_gives_durations_in_milliseconds_beside_the_text_and_reads_back() -> None:
+    tc = TrafficControl("backmarket")
+    config = tc.config
+    assert (config["limits"]["global"]["per"], config["limits"]["global"]["per_ms"]) == ("10s", 10_000)
+    assert config["feedback"]["block_ms"] == 10_000 and config["lease_ttl_ms"] == 60_000
+    assert TrafficControl(tc.config).config == config  # reads back as the same config
+    with pytest.raises(ConfigError) as e:
+        TrafficControl({"limits": {"api": {"kind": "window", "max": 1, "per": "1s", "per_ms": 2000}}})
+    assert "limits.api.per_ms" in str(e.value) and "disagrees" in str(e.value)
 
 
 def test_invalid_config_names_the_field_and_the_reason() -> None:

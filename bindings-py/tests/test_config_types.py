@@ -37,10 +37,10 @@ from traffic_control import (
 #: Every key of every TypedDict, at least once (a valid config).
 FULL: Config = {
     "limits": {
-        "api": {"kind": "window", "max": 150, "per": "10s", "hold": "go"},
-        "bucket": {"kind": "token_bucket", "capacity": 10, "refill": 1, "per": 250},
+        "api": {"kind": "window", "max": 150, "per": "10s", "per_ms": 10_000, "hold": "go"},
+        "bucket": {"kind": "token_bucket", "capacity": 10, "refill": 1, "per": 250, "per_ms": 250},
         "slots": {"kind": "concurrency", "max": 4},
-        "tokens": {"kind": "budget", "refill": 20, "per": "1m", "max": 1200, "floor": 5, "initial": 100},
+        "tokens": {"kind": "budget", "refill": 20, "per": "1m", "per_ms": 60_000, "max": 1200, "floor": 5, "initial": 100},
     },
     "global": ["api"],
     "routes": [
@@ -62,13 +62,19 @@ FULL: Config = {
     ],
     "queue": {"max_waiting": 1000},
     "reservation_ttl": 30_000,
+    "reservation_ttl_ms": 30_000,
     "lease_ttl": "1m 30s",
+    "lease_ttl_ms": 90_000,
     "events": {"query": "redact"},
     "feedback": {
         "block": "10s",
+        "block_ms": 10_000,
         "blocks": {"api": "30s"},
+        "blocks_ms": {"api": 30_000},
         "max_block": 300_000.0,
+        "max_block_ms": 300_000,
         "cooldown": "1m",
+        "cooldown_ms": 60_000,
         "max_retries": 3,
         "jitter": 0.25,
         "seed": 7,
@@ -138,7 +144,7 @@ def test_a_config_written_to_the_types_is_accepted() -> None:
         "global": ["api"],
         "feedback": {"block": 5_000, "max_retries": 2},
     }
-    assert TrafficControl(sample).config["limits"]["api"] == {"kind": "window", "max": 10, "per": "1s"}
+    assert TrafficControl(sample).config["limits"]["api"] == {"kind": "window", "max": 10, "per": "1s", "per_ms": 1000}
     tc = TrafficControl(FULL)
     assert tc.config["feedback"]["blocks"] == {"api": "30s"}
     assert tc.config["routes"][0]["status"] == {"path": "/token", "query": ["key"]}
@@ -160,6 +166,9 @@ def test_required_keys_are_the_readers(t: Any, path: tuple[str | int, ...]) -> N
     for key in sorted(keys(t)):
         config: Any = copy.deepcopy(FULL)
         del at(config, path)[key]
+        # A duration may be given as text or in milliseconds: a required one is missing only
+        # without either.
+        at(config, path).pop(f"{key}_ms", None)
         if key in t.__required_keys__:
             error(config)
         else:
@@ -172,6 +181,7 @@ def test_none_is_typed_where_the_reader_reads_null_as_absent(t: Any, path: tuple
     for key in sorted(keys(t)):
         config: Any = copy.deepcopy(FULL)
         at(config, path)[key] = None
+        at(config, path).pop(f"{key}_ms", None)
         if type(None) in typing.get_args(hints[key]):
             assert key not in t.__required_keys__
             TrafficControl(config)

@@ -148,6 +148,25 @@ impl<'v, 'a> Fields<'v, 'a> {
         }
     }
 
+    /// Duration field `key`, or `key_ms`: the same duration as a number of milliseconds, as
+    /// `config` gives it back beside the text. Both present must agree (within a microsecond).
+    pub(crate) fn duration(&self, key: &'a str, key_ms: &'a str) -> Read<Option<Duration>> {
+        // The text field as before: present means a duration (`null` is no duration).
+        let text = match self.map.get(key) {
+            None => None,
+            Some(v) => Some(duration_at(&self.at(key), v)?),
+        };
+        let ms = self.opt(key_ms, millis_at)?;
+        match (text, ms) {
+            (Some(t), Some(m)) if t.abs_diff(m) > Duration::from_micros(1) => Err(self.at(key_ms).error(format!(
+                "{} disagrees with `{key}` ({}): give one of them, or both alike",
+                humantime::format_duration(m),
+                humantime::format_duration(t)
+            ))),
+            (t, m) => Ok(t.or(m)),
+        }
+    }
+
     /// Required field `key`.
     pub(crate) fn req<T>(&self, key: &'a str, read: fn(&At<'_>, &Value) -> Read<T>) -> Read<T> {
         match self.map.get(key) {
@@ -190,6 +209,14 @@ pub(crate) fn string_at(at: &At<'_>, value: &Value) -> Read<String> {
 
 pub(crate) fn strings_at(at: &At<'_>, value: &Value) -> Read<Vec<String>> {
     list_at(at, value, string_at)
+}
+
+/// A duration as a number of milliseconds only (the `_ms` fields).
+pub(crate) fn millis_at(at: &At<'_>, value: &Value) -> Read<Duration> {
+    match value {
+        Value::Number(_) => duration_at(at, value),
+        _ => Err(at.invalid_type(value, "a number of milliseconds")),
+    }
 }
 
 /// A duration: a humantime string (`"10s"`, `"1m 30s"`, `"250ms"`) or a number of milliseconds.

@@ -37,7 +37,9 @@ __all__ = [
 ]
 
 Duration = Union[str, float]
-"""A duration: text such as ``"10s"``, ``"250ms"``, ``"1m 30s"``, or a number of milliseconds."""
+"""A duration: text such as ``"10s"``, ``"250ms"``, ``"1m 30s"``, or a number of milliseconds.
+``tc.config`` gives each one back twice: as text (``"per": "10s"``) and as milliseconds a program
+can read (``"per_ms": 10000``); a config may carry either or both (both must agree)."""
 
 # ---- limits ------------------------------------------------------------------------------------
 
@@ -52,19 +54,28 @@ class _WindowLimitRequired(TypedDict):
 class WindowLimit(_WindowLimitRequired, total=False):
     """``{"kind": "window", "max": 150, "per": "10s"}``: an exact sliding window."""
 
+    per_ms: Optional[float]
+    """``per`` in milliseconds, as ``tc.config`` gives it back beside the text (either or both may
+    be given; both must agree)."""
+
     hold: Optional[Literal["completion", "go"]]
     """Until when a request counts: ``completion`` (the default: from its go until its completion
     plus ``per``, whatever the latency) or ``go`` (``per`` from its go)."""
 
 
-class TokenBucketLimit(TypedDict):
-    """``{"kind": "token_bucket", "capacity": 10, "refill": 1, "per": "1s"}``: starts full."""
-
+class _TokenBucketLimitRequired(TypedDict):
     kind: Literal["token_bucket"]
     capacity: int
     refill: int
     """Tokens added per ``per``."""
     per: Duration
+
+
+class TokenBucketLimit(_TokenBucketLimitRequired, total=False):
+    """``{"kind": "token_bucket", "capacity": 10, "refill": 1, "per": "1s"}``: starts full."""
+
+    per_ms: Optional[float]
+    """``per`` in milliseconds (as ``tc.config`` gives it back)."""
 
 
 class ConcurrencyLimit(TypedDict):
@@ -87,6 +98,8 @@ class BudgetLimit(_BudgetLimitRequired, total=False):
     """``{"kind": "budget", "refill": 20, "per": "1m", "max": 1200}``: a balance the server holds
     (Keepa's tokens)."""
 
+    per_ms: Optional[float]
+    """``per`` in milliseconds (as ``tc.config`` gives it back)."""
     floor: Optional[int]
     """The balance is never spent below this (default 0)."""
     initial: Optional[int]
@@ -195,13 +208,18 @@ class FeedbackConfig(TypedDict, total=False):
 
     block: Duration
     """How long a 429 pauses when the server names no time (default 10 s); repeats double it."""
+    block_ms: Optional[float]
+    """``block`` in milliseconds (as ``tc.config`` gives it back); likewise each ``*_ms`` below."""
     blocks: Mapping[str, Duration]
     """A limit's own block, by limit name."""
+    blocks_ms: Mapping[str, float]
     max_block: Duration
     """The longest pause backoff reaches (default 5 min)."""
+    max_block_ms: Optional[float]
     cooldown: Duration
     """How long a WAF block or a blocked token stops the limits when the server names no end
     (default 1 min)."""
+    cooldown_ms: Optional[float]
     max_retries: int
     """Retries of a rate-limited request before giving up (default 3)."""
     jitter: float
@@ -221,8 +239,11 @@ _ConfigOptional = TypedDict(
         "queue": QueueConfig,
         # How long a reservation lives when its request does not say (default 30 s).
         "reservation_ttl": Duration,
+        # Each duration also in milliseconds, as ``tc.config`` gives it back beside the text.
+        "reservation_ttl_ms": Optional[float],
         # How long an admitted request may stay in flight before its slots are taken back (default 1 min).
         "lease_ttl": Duration,
+        "lease_ttl_ms": Optional[float],
         "events": EventsConfig,
         "feedback": FeedbackConfig,
     },
