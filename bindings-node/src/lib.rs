@@ -201,10 +201,10 @@ pub fn create_from_preset(name: String, env: HashMap<String, String>) -> Result<
     handle(preset.config_with_env(env))
 }
 
-/// The config's JSON text, as the core reads it (defaults filled in).
+/// The config's JSON text, as the core reads it (defaults filled in; durations as text and in ms).
 #[napi]
 pub fn config_json(tc: &Handle) -> Result<String, CodedError> {
-    serde_json::to_string(tc.config()).map_err(invalid)
+    Ok(tc.config().to_json_compact())
 }
 
 /// Queues a request given by its parts (the common case: no follow-ups, no spend). Returns its
@@ -431,6 +431,19 @@ pub fn sync_budget(
 #[napi]
 pub fn snapshot_json(tc: &mut Handle, now: f64) -> Result<String, CodedError> {
     serde_json::to_string(&tc.snapshot(Timestamp::from_millis_f64(now))).map_err(invalid)
+}
+
+/// The metrics as of `now`, as JSON text (the core's `Metrics`: counters, wait histograms in
+/// seconds, and the snapshot with times in nanoseconds).
+#[napi]
+pub fn metrics_json(tc: &mut Handle, now: f64) -> Result<String, CodedError> {
+    Ok(tc.metrics(Timestamp::from_millis_f64(now)).to_json())
+}
+
+/// The metrics as of `now` in Prometheus's text exposition format.
+#[napi]
+pub fn metrics_text(tc: &mut Handle, now: f64) -> String {
+    tc.metrics(Timestamp::from_millis_f64(now)).to_prometheus()
 }
 
 /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made

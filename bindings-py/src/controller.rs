@@ -189,7 +189,7 @@ impl PyTrafficControl {
     /// The config in force (presets and overrides applied), as plain data.
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let json = self.lock(py).core.config().to_json();
+        let json = self.lock(py).core.config().to_json_compact();
         let value: serde_json::Value = serde_json::from_str(&json).map_err(|e| PyValueError::new_err(e.to_string()))?;
         to_py(py, &value)
     }
@@ -356,6 +356,23 @@ impl PyTrafficControl {
         let result = state.core.sync_budget(ts(now), limit, tokens_left, refill_in);
         state.discard(now);
         result.map_err(|e| request_error(py, &e))
+    }
+
+    /// The metrics as of `now`, as JSON text (the core's `Metrics` with its `families`; the
+    /// snapshot's times in nanoseconds).
+    fn metrics_json(&self, py: Python<'_>, now: f64) -> String {
+        let mut state = self.lock(py);
+        let m = state.core.metrics(ts(now));
+        state.discard(now);
+        m.to_json()
+    }
+
+    /// The metrics as of `now` in Prometheus's text exposition format.
+    fn metrics_text(&self, py: Python<'_>, now: f64) -> String {
+        let mut state = self.lock(py);
+        let m = state.core.metrics(ts(now));
+        state.discard(now);
+        m.to_prometheus()
     }
 
     /// Every limit's state and the queue depths as of `now`, as plain data:

@@ -100,10 +100,10 @@ pub(crate) fn env_vars(env: &Object) -> Vec<(String, String)> {
     vars
 }
 
-/// The config's JSON text, as the core reads it (defaults filled in).
+/// The config's JSON text, as the core reads it (defaults filled in; durations as text and in ms).
 #[wasm_bindgen(js_name = configJson)]
 pub fn config_json(h: &Controller) -> Result<String, JsValue> {
-    serde_json::to_string(h.core.config()).map_err(invalid)
+    Ok(h.core.config().to_json_compact())
 }
 
 /// Queues a request given by its parts (no follow-ups, no spend). Returns its id, positive when
@@ -155,7 +155,7 @@ pub fn complete_batch(h: &mut Controller, now: f64, requests: &[f64]) {
 /// Queues a request given as JSON text in the core's serde shape (follow-ups, spends, limits).
 #[wasm_bindgen(js_name = submitJson)]
 pub fn submit_json(h: &mut Controller, now: f64, request_json: &str) -> Result<f64, JsValue> {
-    let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
+    let request = Request::from_json(request_json).map_err(invalid)?;
     host::submit(&mut h.core, now, &request).map_err(|e| request_error(&e))
 }
 
@@ -163,7 +163,7 @@ pub fn submit_json(h: &mut Controller, now: f64, request_json: &str) -> Result<f
 /// `{decision: 'wait', until}` or `{decision: 'reject', code, message}`.
 #[wasm_bindgen(js_name = tryAcquireJson)]
 pub fn try_acquire_json(h: &mut Controller, now: f64, request_json: &str) -> Result<JsValue, JsValue> {
-    let request: Request = serde_json::from_str(request_json).map_err(invalid)?;
+    let request = Request::from_json(request_json).map_err(invalid)?;
     decide(h, now, &request)
 }
 
@@ -346,6 +346,21 @@ pub fn sync_budget(
 #[wasm_bindgen(js_name = snapshotJson)]
 pub fn snapshot_json(h: &mut Controller, now: f64) -> Result<String, JsValue> {
     serde_json::to_string(&h.core.snapshot(at(now))).map_err(invalid)
+}
+
+/// The metrics as of `now`, as JSON text (the core's `Metrics`). Not in the browser build (its
+/// size is budgeted); the scheduler reads them only when asked.
+#[cfg(feature = "metrics")]
+#[wasm_bindgen(js_name = metricsJson)]
+pub fn metrics_json(h: &mut Controller, now: f64) -> Result<String, JsValue> {
+    Ok(h.core.metrics(at(now)).to_json())
+}
+
+/// The metrics as of `now` in Prometheus's text exposition format (not in the browser build).
+#[cfg(feature = "metrics")]
+#[wasm_bindgen(js_name = metricsText)]
+pub fn metrics_text(h: &mut Controller, now: f64) -> String {
+    h.core.metrics(at(now)).to_prometheus()
 }
 
 /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made

@@ -26,4 +26,4 @@ test('browser entry: loads the build without the shared store, and says so when 
 
 // A browser has no environment: the browser build has no environment overrides (a config object
 // says what a page needs), and says so when given some.
-surfaceTests(pkg, undefined, { readsProcessEnv: false, envOverrides: false });
+surfaceTests(pkg, undefined, { readsProcessEnv: false, envOverrides: false, metrics: false });

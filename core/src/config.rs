@@ -451,9 +451,17 @@ impl Config {
         Ok(config)
     }
 
-    /// The config as JSON.
+    /// The config as JSON, pretty-printed: defaults filled in, every duration as its text
+    /// (`"per": "10s"`) and beside it as a number of milliseconds a program can read
+    /// (`"per_ms": 10000`). The reader takes either or both (both must agree), so the text reads
+    /// back as the same config.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a config always serializes")
+        serde_json::to_string_pretty(&Written(self)).expect("a config always serializes")
+    }
+
+    /// [`to_json`](Self::to_json) on one line: what hosts show as `tc.config`.
+    pub fn to_json_compact(&self) -> String {
+        serde_json::to_string(&Written(self)).expect("a config always serializes")
     }
 
     /// Checks what the types cannot: references, ranges, patterns.
@@ -595,15 +603,26 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         at,
         v,
         "struct Config",
-        &["limits", "global", "routes", "queue", "reservation_ttl", "lease_ttl", "events", "feedback"],
+        &[
+            "limits",
+            "global",
+            "routes",
+            "queue",
+            "reservation_ttl",
+            "reservation_ttl_ms",
+            "lease_ttl",
+            "lease_ttl_ms",
+            "events",
+            "feedback",
+        ],
     )?;
     Ok(Config {
         limits: f.req("limits", |at, v| read::map_at(at, v, read_limit))?,
         global: f.or("global", read::strings_at, Vec::new)?,
         routes: f.or("routes", |at, v| read::list_at(at, v, read_route), Vec::new)?,
         queue: f.or("queue", read_queue, QueueConfig::default)?,
-        reservation_ttl: f.or("reservation_ttl", read::duration_at, default_reservation_ttl)?,
-        lease_ttl: f.or("lease_ttl", read::duration_at, default_lease_ttl)?,
+        reservation_ttl: f.duration("reservation_ttl", "reservation_ttl_ms")?.unwrap_or_else(default_reservation_ttl),
+        lease_ttl: f.duration("lease_ttl", "lease_ttl_ms")?.unwrap_or_else(default_lease_ttl),
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
     })
@@ -611,19 +630,24 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
 const LIMIT_KINDS: [(&str, &[&str]); 4] = [
-    ("window", &["max", "per", "hold"]),
-    ("token_bucket", &["capacity", "refill", "per"]),
+    ("window", &["max", "per", "per_ms", "hold"]),
+    ("token_bucket", &["capacity", "refill", "per", "per_ms"]),
     ("concurrency", &["max"]),
-    ("budget", &["refill", "per", "max", "floor", "initial"]),
+    ("budget", &["refill", "per", "per_ms", "max", "floor", "initial"]),
 ];
 
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
 /// refuses is said of the limit (`limits.api`), a field's own error of the field.
 fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
-    let f = read::object(at, v, "a limit", &["kind", "max", "per", "capacity", "refill", "floor", "initial", "hold"])?;
+    let f = read::object(
+        at,
+        v,
+        "a limit",
+        &["kind", "max", "per", "per_ms", "capacity", "refill", "floor", "initial", "hold"],
+    )?;
     let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
-    let per = f.opt("per", read::duration_at)?;
+    let per = f.duration("per", "per_ms")?;
     let capacity = f.opt("capacity", read::u64_at)?;
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
@@ -747,18 +771,53 @@ fn read_feedback(at: &At<'_>, v: &Value) -> Read<FeedbackConfig> {
         at,
         v,
         "struct FeedbackConfig",
-        &["block", "blocks", "max_block", "cooldown", "max_retries", "jitter", "seed"],
+        &[
+            "block",
+            "block_ms",
+            "blocks",
+            "blocks_ms",
+            "max_block",
+            "max_block_ms",
+            "cooldown",
+            "cooldown_ms",
+            "max_retries",
+            "jitter",
+            "seed",
+        ],
     )?;
     let d = FeedbackConfig::default();
+    let mut blocks: BTreeMap<String, BlockDuration> = f.or(
+        "blocks",
+        |at, v| read::map_at(at, v, |at, v| read::duration_at(at, v).map(BlockDuration)),
+        Default::default,
+    )?;
+    // Read as the same map type as `blocks` (one more map type weighed kilobytes of the wasm module).
+    let blocks_ms: BTreeMap<String, BlockDuration> = f.or(
+        "blocks_ms",
+        |at, v| read::map_at(at, v, |at, v| read::millis_at(at, v).map(BlockDuration)),
+        Default::default,
+    )?;
+    for (status, BlockDuration(ms)) in blocks_ms {
+        match blocks.get(&status) {
+            Some(t) if t.0.abs_diff(ms) > Duration::from_micros(1) => {
+                let at = f.at("blocks_ms");
+                return Err(at.key(&status).error(format!(
+                    "{} disagrees with `blocks.{status}` ({}): give one of them, or both alike",
+                    humantime::format_duration(ms),
+                    humantime::format_duration(t.0)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                blocks.insert(status, BlockDuration(ms));
+            }
+        }
+    }
     Ok(FeedbackConfig {
-        block: f.or("block", read::duration_at, || d.block)?,
-        blocks: f.or(
-            "blocks",
-            |at, v| read::map_at(at, v, |at, v| read::duration_at(at, v).map(BlockDuration)),
-            Default::default,
-        )?,
-        max_block: f.or("max_block", read::duration_at, || d.max_block)?,
-        cooldown: f.or("cooldown", read::duration_at, || d.cooldown)?,
+        block: f.duration("block", "block_ms")?.unwrap_or(d.block),
+        blocks,
+        max_block: f.duration("max_block", "max_block_ms")?.unwrap_or(d.max_block),
+        cooldown: f.duration("cooldown", "cooldown_ms")?.unwrap_or(d.cooldown),
         max_retries: f.or("max_retries", read::u32_at, || d.max_retries)?,
         jitter: f.or("jitter", read::f64_at, || d.jitter)?,
         seed: f.or("seed", read::u64_at, || d.seed)?,
@@ -795,6 +854,138 @@ fn toml_offset(text: &str, field: &str) -> Option<usize> {
     span.map(|s| s.start)
 }
 
+// Writing (`to_json`): the config's own shape, with each duration also in milliseconds. Shadow
+// types rather than edits of a `serde_json::Value`: serializing a `Value` weighed ~3.5 KB of the
+// wasm module, these no more than the derived `Serialize` they stand in for.
+
+/// A config as [`Config::to_json`] writes it.
+struct Written<'a>(&'a Config);
+
+impl Serialize for Written<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let c = self.0;
+        let mut st = s.serialize_struct("Config", 10)?;
+        st.serialize_field("limits", &WrittenLimits(&c.limits))?;
+        st.serialize_field("global", &c.global)?;
+        st.serialize_field("routes", &c.routes)?;
+        st.serialize_field("queue", &c.queue)?;
+        st.serialize_field("reservation_ttl", &Text(c.reservation_ttl))?;
+        st.serialize_field("reservation_ttl_ms", &Millis(c.reservation_ttl))?;
+        st.serialize_field("lease_ttl", &Text(c.lease_ttl))?;
+        st.serialize_field("lease_ttl_ms", &Millis(c.lease_ttl))?;
+        st.serialize_field("events", &c.events)?;
+        st.serialize_field("feedback", &WrittenFeedback(&c.feedback))?;
+        st.end()
+    }
+}
+
+struct WrittenLimits<'a>(&'a BTreeMap<String, LimitConfig>);
+
+impl Serialize for WrittenLimits<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, l)| (name, WrittenLimit(*l))))
+    }
+}
+
+struct WrittenLimit(LimitConfig);
+
+impl Serialize for WrittenLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("LimitConfig", 7)?;
+        match self.0 {
+            LimitConfig::Window { max, per, hold } => {
+                st.serialize_field("kind", "window")?;
+                st.serialize_field("max", &max)?;
+                st.serialize_field("per", &Text(per))?;
+                st.serialize_field("per_ms", &Millis(per))?;
+                if !hold.is_completion() {
+                    st.serialize_field("hold", &hold)?;
+                }
+            }
+            LimitConfig::TokenBucket { capacity, refill, per } => {
+                st.serialize_field("kind", "token_bucket")?;
+                st.serialize_field("capacity", &capacity)?;
+                st.serialize_field("refill", &refill)?;
+                st.serialize_field("per", &Text(per))?;
+                st.serialize_field("per_ms", &Millis(per))?;
+            }
+            LimitConfig::Concurrency { max } => {
+                st.serialize_field("kind", "concurrency")?;
+                st.serialize_field("max", &max)?;
+            }
+            LimitConfig::Budget { refill, per, max, floor, initial } => {
+                st.serialize_field("kind", "budget")?;
+                st.serialize_field("refill", &refill)?;
+                st.serialize_field("per", &Text(per))?;
+                st.serialize_field("per_ms", &Millis(per))?;
+                st.serialize_field("max", &max)?;
+                st.serialize_field("floor", &floor)?;
+                if let Some(initial) = initial {
+                    st.serialize_field("initial", &initial)?;
+                }
+            }
+        }
+        st.end()
+    }
+}
+
+struct WrittenFeedback<'a>(&'a FeedbackConfig);
+
+impl Serialize for WrittenFeedback<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let f = self.0;
+        let mut st = s.serialize_struct("FeedbackConfig", 11)?;
+        st.serialize_field("block", &Text(f.block))?;
+        st.serialize_field("block_ms", &Millis(f.block))?;
+        if !f.blocks.is_empty() {
+            st.serialize_field("blocks", &f.blocks)?;
+            st.serialize_field("blocks_ms", &BlocksMillis(&f.blocks))?;
+        }
+        st.serialize_field("max_block", &Text(f.max_block))?;
+        st.serialize_field("max_block_ms", &Millis(f.max_block))?;
+        st.serialize_field("cooldown", &Text(f.cooldown))?;
+        st.serialize_field("cooldown_ms", &Millis(f.cooldown))?;
+        st.serialize_field("max_retries", &f.max_retries)?;
+        st.serialize_field("jitter", &f.jitter)?;
+        st.serialize_field("seed", &f.seed)?;
+        st.end()
+    }
+}
+
+struct BlocksMillis<'a>(&'a BTreeMap<String, BlockDuration>);
+
+impl Serialize for BlocksMillis<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(name, d)| (name, Millis(d.0))))
+    }
+}
+
+/// A duration as its text (`"1m 30s"`).
+struct Text(Duration);
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        duration::serialize(&self.0, s)
+    }
+}
+
+/// A duration as a number of milliseconds: whole when it is whole.
+struct Millis(Duration);
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        if d.subsec_nanos() % 1_000_000 == 0 {
+            s.serialize_u64(d.as_millis() as u64)
+        } else {
+            s.serialize_f64(d.as_secs_f64() * 1000.0)
+        }
+    }
+}
+
 /// Durations are written as humantime strings (`"10s"`, `"1m 30s"`, `"250ms"`) or as a number of
 /// milliseconds.
 pub(crate) mod duration {
@@ -813,6 +1004,43 @@ mod tests {
 
     fn err(json: &str) -> String {
         Config::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn durations_come_back_as_text_and_milliseconds_and_read_back_either_way() {
+        let c = Config::from_json(
+            r#"{"limits": {"w": {"kind": "window", "max": 5, "per": "1m 30s"}, "t": {"kind": "token_bucket", "capacity": 2, "refill": 1, "per": 1.5}, "c": {"kind": "concurrency", "max": 2}},
+                "feedback": {"blocks": {"w": "2s"}}, "lease_ttl": "90s"}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["limits"]["w"]["per"], "1m 30s");
+        assert_eq!(v["limits"]["w"]["per_ms"], 90_000);
+        assert_eq!(v["limits"]["t"]["per_ms"], 1.5);
+        assert!(v["limits"]["c"].get("per_ms").is_none());
+        assert_eq!(v["lease_ttl_ms"], 90_000);
+        assert_eq!(v["reservation_ttl_ms"], 30_000);
+        assert_eq!(v["feedback"]["block_ms"], 10_000);
+        assert_eq!(v["feedback"]["blocks_ms"]["w"], 2_000);
+        // Both, as given back; or only the milliseconds.
+        assert_eq!(Config::from_value(v.clone()).unwrap(), c);
+        let mut only_ms = v;
+        for l in ["w", "t"] {
+            only_ms["limits"][l].as_object_mut().unwrap().remove("per");
+        }
+        only_ms.as_object_mut().unwrap().remove("lease_ttl");
+        only_ms["feedback"].as_object_mut().unwrap().remove("blocks");
+        assert_eq!(Config::from_value(only_ms).unwrap(), c);
+    }
+
+    #[test]
+    fn a_duration_and_its_milliseconds_that_disagree_name_the_field() {
+        let e = err(r#"{"limits": {"w": {"kind": "window", "max": 5, "per": "10s", "per_ms": 5000}}}"#);
+        assert!(e.contains("limits.w.per_ms") && e.contains("disagrees with `per`"), "{e}");
+        let e = err(r#"{"limits": {}, "feedback": {"blocks": {"w": "2s"}, "blocks_ms": {"w": 3000}}}"#);
+        assert!(e.contains("feedback.blocks_ms.w") && e.contains("disagrees"), "{e}");
+        let e = err(r#"{"limits": {"w": {"kind": "window", "max": 5, "per_ms": "10s"}}}"#);
+        assert!(e.contains("limits.w.per_ms") && e.contains("milliseconds"), "{e}");
     }
 
     #[test]

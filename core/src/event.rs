@@ -128,6 +128,8 @@ pub(crate) struct Endpoint {
     pub(crate) name: Box<str>,
     /// The route matched, if any.
     pub(crate) route: Option<SmolStr>,
+    /// The metrics' route slot: 0 for no route, `i + 1` for route `i`.
+    pub(crate) route_slot: u16,
 }
 
 impl Event {

@@ -51,6 +51,7 @@ mod event;
 mod feedback;
 pub mod host;
 mod limit;
+mod metrics;
 mod preset;
 mod queue;
 mod read;
@@ -68,6 +69,10 @@ pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError, StoreError};
 pub use event::{Event, EventKind, LogRecord};
 pub use feedback::{Block, BlockKind, BudgetReport, Feedback};
+#[cfg(feature = "metrics")]
+pub use metrics::{
+    Family, Metrics, PauseCount, RejectedCount, RequestCount, Sample, WaitHistogram, NO_ROUTE, WAIT_BUCKETS,
+};
 pub use preset::{apply_env, preset, Preset, PRESETS};
 pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,

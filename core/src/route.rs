@@ -178,6 +178,22 @@ impl Router {
     }
 
     /// The endpoint an event names.
+    /// The metrics' route slot of an endpoint: 0 for no route, `i + 1` for route `i`.
+    #[inline]
+    pub(crate) fn slot_of(e: &EndpointRef) -> u16 {
+        match e {
+            EndpointRef::Route(i) => i + 1,
+            EndpointRef::NoTarget => 0,
+            EndpointRef::Own(e) => e.route_slot,
+        }
+    }
+
+    /// The routes' names, in slot order (slot `i + 1` is `names()[i]`).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn route_names(&self) -> Vec<&str> {
+        self.routes.iter().map(|r| r.name.as_str()).collect()
+    }
+
     pub(crate) fn endpoint_of(&self, e: &EndpointRef) -> EventEndpoint {
         match e {
             EndpointRef::Route(i) => EventEndpoint::Route(self.routes[usize::from(*i)].name.clone()),
@@ -206,11 +222,13 @@ impl Router {
             Target::Http { method, url } => {
                 let (path, query) = split_url(url);
                 query_string = query;
-                let route = self.routes.iter().find(|r| {
+                let i = self.routes.iter().position(|r| {
                     r.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && r.path.is_match(path)
                 });
+                let route = i.map(|i| &self.routes[i]);
                 let name = self.endpoint(method, path, query).into_boxed_str();
-                (route, EndpointRef::Own(Arc::new(Endpoint { name, route: route.map(|r| r.name.clone()) })))
+                let route_slot = i.map_or(0, |i| i as u16 + 1);
+                (route, EndpointRef::Own(Arc::new(Endpoint { name, route: route.map(|r| r.name.clone()), route_slot })))
             }
             Target::Route(name) => {
                 let i = self
@@ -221,9 +239,14 @@ impl Router {
                 (Some(&self.routes[i]), EndpointRef::Route(i as u16))
             }
             Target::None if extra.is_empty() => (None, EndpointRef::NoTarget),
-            Target::None => {
-                (None, EndpointRef::Own(Arc::new(Endpoint { name: extra.join("+").into_boxed_str(), route: None })))
-            }
+            Target::None => (
+                None,
+                EndpointRef::Own(Arc::new(Endpoint {
+                    name: extra.join("+").into_boxed_str(),
+                    route: None,
+                    route_slot: 0,
+                })),
+            ),
         };
         let by_name = matches!(target, Target::Route(_)) && cost.is_none();
         let cost = cost.or_else(|| route.map(|r| r.cost.estimate(query_string))).unwrap_or(1);

@@ -15,12 +15,17 @@ export type {
   LimitConfig,
   LimitPause,
   LimitSnapshot,
+  MetricFamily,
+  Metrics,
   Native,
+  PriorityName,
   PresetName,
   RouteConfig,
   Snapshot,
   TrafficEvent,
   EventType,
 } from './types.js';
+export { registerMetrics } from './prometheus.js';
+export type { PromClient, PromRegistry } from './prometheus.js';
 export { SharedTrafficControl, SharedPermit, SharedReservation, runScript } from './shared.js';
 export type { RedisClient, SharedOptions, SharedRequest, SharedSnapshot } from './shared.js';

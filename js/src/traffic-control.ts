@@ -8,6 +8,8 @@ import type {
   Decision,
   LimitPause,
   LimitSnapshot,
+  MetricFamily,
+  Metrics,
   Native,
   NativeEvent,
   PresetName,
@@ -385,26 +387,48 @@ export class TrafficControl {
     this.#sync();
     const raw = JSON.parse(this.#native.snapshotJson(this.#h, this.#now())) as RawSnapshot;
     this.#queuePump();
-    const ms = (ns: number | null) => (ns == null ? null : ns / 1e6);
+    return snapshotOf(raw);
+  }
+
+  /**
+   * The metrics, now: requests by route, priority and result, refusals by code, time waited per
+   * priority, pauses by reason, and the snapshot the gauges come from. `metricsText()` gives them in
+   * Prometheus's text format; `registerMetrics` (the `prometheus` export) hands them to prom-client.
+   */
+  metrics(): Metrics {
+    const raw = JSON.parse(this.#metricsCall('metricsJson')) as RawMetrics;
     return {
-      at: raw.at / 1e6,
-      limits: raw.limits.map(
-        (l): LimitSnapshot => ({
-          name: l.name,
-          kind: l.kind,
-          capacity: l.capacity,
-          used: l.used,
-          reserved: l.reserved,
-          available: l.available,
-          nextFree: ms(l.next_free),
-          balance: l.balance ?? null,
-          pause: l.pause ? { until: l.pause.until / 1e6, serverUntil: l.pause.server_until / 1e6, reason: l.pause.reason, strikes: l.pause.strikes } : null,
-        }),
-      ),
-      waiting: { critical: raw.waiting[0], high: raw.waiting[1], normal: raw.waiting[2], low: raw.waiting[3] },
-      inFlight: raw.in_flight,
-      reservations: raw.reservations,
+      requests: raw.requests,
+      rejected: raw.rejected,
+      wait: raw.wait.map((h) => ({
+        priority: h.priority,
+        buckets: h.buckets.map(([le, n]) => [le ?? Infinity, n] as [number, number]),
+        count: h.count,
+        sumSeconds: h.sum_seconds,
+      })),
+      pauses: raw.pauses,
+      snapshot: snapshotOf(raw.snapshot),
+      families: raw.families.map((f) => ({
+        name: f.name,
+        help: f.help,
+        type: f.type,
+        samples: f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: x.value ?? Infinity })),
+      })),
     };
+  }
+
+  /** The metrics in Prometheus's text exposition format (version 0.0.4), for a `/metrics` endpoint. */
+  metricsText(): string {
+    return this.#metricsCall('metricsText');
+  }
+
+  #metricsCall(name: 'metricsJson' | 'metricsText'): string {
+    const f = this.#native[name];
+    if (!f) throw new TrafficControlError('CONFIG', 'metrics are not in this build (the wasm browser build leaves them out): use snapshot()');
+    this.#sync();
+    const out = f.call(this.#native, this.#h, this.#now());
+    this.#queuePump();
+    return out;
   }
 
   /** Sets a budget's balance to what the server reported (tokens left, ms until the next refill). */
@@ -833,6 +857,37 @@ function warmUp(native: Native): void {
   } catch {
     // Only a warm-up: a backend without some path simply compiles it later.
   }
+}
+
+/** The core's snapshot (times in nanoseconds) as the package shows it (times in ms). */
+function snapshotOf(raw: RawSnapshot): Snapshot {
+  const ms = (ns: number | null) => (ns == null ? null : ns / 1e6);
+  return {
+    at: raw.at / 1e6,
+    limits: raw.limits.map(
+      (l): LimitSnapshot => ({
+        name: l.name,
+        kind: l.kind,
+        capacity: l.capacity,
+        used: l.used,
+        reserved: l.reserved,
+        available: l.available,
+        nextFree: ms(l.next_free),
+        balance: l.balance ?? null,
+        pause: l.pause ? { until: l.pause.until / 1e6, serverUntil: l.pause.server_until / 1e6, reason: l.pause.reason, strikes: l.pause.strikes } : null,
+      }),
+    ),
+    waiting: { critical: raw.waiting[0], high: raw.waiting[1], normal: raw.waiting[2], low: raw.waiting[3] },
+    inFlight: raw.in_flight,
+    reservations: raw.reservations,
+  };
+}
+
+/** The core's metrics JSON (an infinite bucket bound comes as null). */
+interface RawMetrics extends Omit<Metrics, 'wait' | 'snapshot' | 'families'> {
+  families: Array<Omit<MetricFamily, 'samples'> & { samples: Array<{ name: string; labels: Array<[string, string]>; value: number | null }> }>;
+  wait: Array<{ priority: Metrics['wait'][number]['priority']; buckets: Array<[number | null, number]>; count: number; sum_seconds: number }>;
+  snapshot: RawSnapshot;
 }
 
 interface RawSnapshot {

@@ -1,4 +1,8 @@
-/** A duration in a config: `"10s"`, `"250ms"`, `"1m"`, or a number of milliseconds. */
+/**
+ * A duration in a config: `"10s"`, `"250ms"`, `"1m"`, or a number of milliseconds. `tc.config`
+ * gives each duration back twice: as text (`per: "10s"`) and as milliseconds a program can read
+ * (`per_ms: 10000`); a config may carry either or both (both must agree), so it reads back as is.
+ */
 export type Duration = string | number;
 
 /** One limit of a config. `window` (the default for "N per W") is exact: at most `max` in any interval of length `per`. */
@@ -7,12 +11,14 @@ export type LimitConfig =
       kind: 'window';
       max: number;
       per: Duration;
+      /** `per` in milliseconds (as `tc.config` gives it). */
+      per_ms?: number;
       /** Until when a request counts: `completion` (the default: from its go until its completion plus `per`, whatever the latency) or `go` (`per` from its go). */
       hold?: 'completion' | 'go';
     }
-  | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration }
+  | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration; per_ms?: number }
   | { kind: 'concurrency'; max: number }
-  | { kind: 'budget'; max: number; refill: number; per: Duration; floor?: number; initial?: number };
+  | { kind: 'budget'; max: number; refill: number; per: Duration; per_ms?: number; floor?: number; initial?: number };
 
 /** A per-item extra cost switched on by a query parameter (Keepa's `offers`, `buybox`). */
 export interface CostExtra {
@@ -40,12 +46,16 @@ export interface RouteConfig {
 export interface FeedbackConfig {
   /** How long a 429 pauses when the server names no time (default 10 s); repeats double it. */
   block?: Duration;
+  block_ms?: number;
   /** A limit's own block, by limit name. */
   blocks?: Record<string, Duration>;
+  blocks_ms?: Record<string, number>;
   /** The longest pause backoff reaches (default 5 min). */
   max_block?: Duration;
+  max_block_ms?: number;
   /** How long a WAF block or a blocked token stops the limits when the server names no end (default 1 min). */
   cooldown?: Duration;
+  cooldown_ms?: number;
   /** Retries of a rate-limited request before giving up (default 3). */
   max_retries?: number;
   /** Up to this fraction of a backoff pause is added at random (default 0.1). */
@@ -62,7 +72,9 @@ export interface Config {
   routes?: RouteConfig[];
   queue?: { max_waiting?: number };
   reservation_ttl?: Duration;
+  reservation_ttl_ms?: number;
   lease_ttl?: Duration;
+  lease_ttl_ms?: number;
   events?: { query?: 'drop' | 'redact' };
   feedback?: FeedbackConfig;
 }
@@ -174,6 +186,37 @@ export interface Snapshot {
   reservations: number;
 }
 
+/** The priority names, as metrics label them. */
+export type PriorityName = 'critical' | 'high' | 'normal' | 'low';
+
+/**
+ * A controller's metrics at one instant (`tc.metrics()`): what it counted since it started, and the
+ * snapshot the gauges come from. `tc.metricsText()` gives the same in Prometheus's text format.
+ */
+export interface Metrics {
+  /** Requests by route (`none` when none matched), priority and result (only the non-zero ones). */
+  requests: Array<{ route: string; priority: PriorityName; result: 'went_at_once' | 'went_after_wait' | 'rejected' | 'cancelled' | 'expired' | 'rate_limited'; count: number }>;
+  /** Refused requests by route, priority and error code. */
+  rejected: Array<{ route: string; priority: PriorityName; code: string; count: number }>;
+  /** Time waited before going, per priority: cumulative `[upper bound in seconds, count]` buckets (the last bound is `Infinity`). */
+  wait: Array<{ priority: PriorityName; buckets: Array<[number, number]>; count: number; sumSeconds: number }>;
+  /** Pauses after a 429 or a block, by limit and reason. */
+  pauses: Array<{ limit: string; reason: LimitPause['reason']; count: number }>;
+  /** The state the gauges come from. */
+  snapshot: Snapshot;
+  /** All of it as Prometheus families, as `metricsText()` writes them (what `registerMetrics` hands prom-client). */
+  families: MetricFamily[];
+}
+
+/** One Prometheus metric family: full name (`traffic_control_…`), help, type and samples. */
+export interface MetricFamily {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  /** A histogram's samples are its `_bucket` (with `le`), `_sum` and `_count`. */
+  samples: Array<{ name: string; labels: Record<string, string>; value: number }>;
+}
+
 /** The answer of `tryAcquire`: go now (with a permit), wait until an instant, or never. */
 export type Decision<P> =
   | { decision: 'go'; permit: P }
@@ -220,6 +263,10 @@ export interface Native<H = unknown> {
   release(h: H, now: number, reservation: number): boolean;
   syncBudget(h: H, now: number, limit: string, tokensLeft: number, refillIn?: number | null): void;
   snapshotJson(h: H, now: number): string;
+  /** The metrics as JSON (absent from the wasm browser build). */
+  metricsJson?(h: H, now: number): string;
+  /** The metrics in Prometheus's text format (absent from the wasm browser build). */
+  metricsText?(h: H, now: number): string;
   waiting(h: H): number;
   /** The free status request that reports the budgets' balance (Keepa's `/token`), made from a request's URL. */
   statusUrl(h: H, url: string): string | null | undefined;

@@ -34,8 +34,9 @@ function thrown(f) {
  * @param loadCommonJs loads the package's CommonJS entry, when it has one
  * @param options.readsProcessEnv false for an entry that has no process.env to read (browsers, Workers)
  * @param options.envOverrides false for a build without environment overrides (the wasm browser build)
+ * @param options.metrics false for a build without metrics (the wasm browser build)
  */
-export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true } = {}) {
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true, metrics = true } = {}) {
   describe('config', () => {
     test('an invalid config names the field and the reason, code CONFIG', () => {
       const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
@@ -61,6 +62,10 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       const catalog = tc.snapshot().limits.find((l) => l.name === 'catalog');
       assert.equal(catalog.capacity, 5);
       assert.equal(tc.config.limits.global.max, 150);
+      // Durations as text and, beside it, in milliseconds; the config reads back as is.
+      assert.deepEqual([tc.config.limits.global.per, tc.config.limits.global.per_ms], ['10s', 10000]);
+      assert.equal(tc.config.feedback.block_ms, 10000);
+      assert.deepEqual(new TrafficControl(tc.config).config, tc.config);
       const e = thrown(() => new TrafficControl('backmarket', { env: { BM_RATE_LIMIT_CATLOG_MAX_REQUESTS: '5' } }));
       assert.equal(e.code, 'CONFIG');
       assert.match(e.message, /BM_RATE_LIMIT_CATLOG_MAX_REQUESTS/);
@@ -177,6 +182,34 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       const reject = tc.tryAcquire({ cost: 2 });
       assert.equal(reject.decision, 'reject');
       assert.equal(reject.error.code, 'COST_EXCEEDS_CAPACITY');
+    });
+  });
+
+  describe('metrics', () => {
+    if (metrics) test('requests by route, priority and result; waits; gauges; as data and as Prometheus text, never a URL', async () => {
+      const tc = new TrafficControl({ limits: { global: window(2, 100) }, global: ['global'], routes: [{ name: 'catalog', path: '^/catalog' }] });
+      await Promise.all([1, 2, 3].map((i) => tc.schedule({ url: `https://api.example.com/catalog/${i}?key=secret`, priority: Priority.HIGH }, () => i)));
+      const m = tc.metrics();
+      const count = (result) => m.requests.find((r) => r.route === 'catalog' && r.priority === 'high' && r.result === result)?.count;
+      assert.equal(count('went_at_once'), 2);
+      assert.equal(count('went_after_wait'), 1);
+      const high = m.wait.find((h) => h.priority === 'high');
+      assert.equal(high.count, 3);
+      assert.deepEqual(high.buckets.at(-1), [Infinity, 3]);
+      assert.ok(high.sumSeconds > 0.05 && high.sumSeconds < 1, String(high.sumSeconds));
+      assert.equal(m.snapshot.limits[0].capacity, 2);
+      const text = tc.metricsText();
+      assert.match(text, /^traffic_control_requests_total\{route="catalog",priority="high",result="went_after_wait"\} 1$/m);
+      assert.match(text, /^traffic_control_wait_seconds_bucket\{priority="high",le="\+Inf"\} 3$/m);
+      assert.ok(!text.includes('secret') && !text.includes('/catalog'));
+      assert.deepEqual(
+        m.families.map((f) => f.name).slice(0, 3),
+        ['traffic_control_requests_total', 'traffic_control_rejected_total', 'traffic_control_wait_seconds'],
+      );
+    });
+    if (!metrics) test('a build without metrics says so', () => {
+      const tc = new TrafficControl({ limits: { global: window(2, 100) }, global: ['global'] });
+      assert.equal(thrown(() => tc.metrics()).code, 'CONFIG');
     });
   });
 

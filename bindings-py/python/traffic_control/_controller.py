@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import json
 import logging
+import math
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, TypeVar, Union
@@ -327,6 +329,40 @@ class TrafficControl(_native.Driver):
                 self._drain_locked(now)
         self._after()
         return snapshot
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics, now: ``{"requests": [{"route", "priority", "result", "count"}], "rejected":
+        [{"route", "priority", "code", "count"}], "wait": [{"priority", "buckets": [(upper bound in
+        seconds, cumulative count)], "count", "sum_seconds"}], "pauses": [{"limit", "reason",
+        "count"}], "families": [...], "snapshot": {...}}``. ``metrics_text()`` gives them in
+        Prometheus's text format; ``traffic_control.prometheus.TrafficControlCollector`` hands them
+        to prometheus_client."""
+        now = self.now()
+        with self._lock:
+            raw = self._core.metrics_json(now)
+            if self._keep:
+                self._drain_locked(now)
+        self._after()
+        metrics: dict[str, Any] = json.loads(raw)
+        for h in metrics["wait"]:
+            h["buckets"] = [(math.inf if le is None else le, n) for le, n in h["buckets"]]
+        for f in metrics["families"]:
+            for sample in f["samples"]:
+                sample["labels"] = dict(sample["labels"])
+                if sample["value"] is None:
+                    sample["value"] = math.inf
+        return metrics
+
+    def metrics_text(self) -> str:
+        """The metrics in Prometheus's text exposition format (version 0.0.4), for a ``/metrics``
+        endpoint."""
+        now = self.now()
+        with self._lock:
+            text: str = self._core.metrics_text(now)
+            if self._keep:
+                self._drain_locked(now)
+        self._after()
+        return text
 
     def close(self) -> None:
         """Fails every waiting request with :class:`RequestCancelledError` and stops the timer.

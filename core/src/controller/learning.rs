@@ -207,6 +207,7 @@ impl TrafficControl {
             until = until.max(after);
             if l.paused_until > before {
                 grown.push((limit, l.paused_until - before));
+                self.counters.paused(limit, p.reason.as_str());
             }
         }
         if !grown.is_empty() {

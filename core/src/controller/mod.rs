@@ -19,6 +19,9 @@ use crate::error::{ConfigError, RequestError};
 use crate::event::{Endpoint, Event, EventKind};
 use crate::limit::pause::Jitter;
 use crate::limit::{Ask, Limit, PauseReason};
+#[cfg(feature = "metrics")]
+use crate::metrics::Metrics;
+use crate::metrics::{Counted, Counters};
 use crate::queue::{lane_of, merge_needs, Admission, FollowUpNeeds, Reserve, WaitQueue, RESERVED_LANE};
 use crate::request::{Decision, IdMap, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{EndpointRef, Needs, Router};
@@ -93,6 +96,8 @@ pub struct TrafficControl {
     scratch: Scratch,
     /// Jitter for backoff pauses: deterministic from the config's seed.
     rng: Jitter,
+    /// What [`metrics`](Self::metrics) reports besides the state.
+    counters: Counters,
 }
 
 /// Room for events kept by a drained log.
@@ -137,6 +142,7 @@ impl TrafficControl {
         let router = Router::new(&config, &limits);
         let queue = WaitQueue::new(limits.len());
         let seed = config.feedback.seed;
+        let router_routes = config.routes.len();
         Ok(TrafficControl {
             config,
             router,
@@ -157,6 +163,7 @@ impl TrafficControl {
             log: true,
             scratch: Scratch::default(),
             rng: Jitter::new(seed),
+            counters: Counters::new(router_routes),
         })
     }
 
@@ -297,6 +304,16 @@ impl TrafficControl {
             .collect();
         let waiting = Priority::ALL.map(|p| self.queue.depth(p));
         Snapshot { at: now, limits, waiting, in_flight: self.in_flight.len(), reservations: self.reservations.len() }
+    }
+
+    /// The metrics as of `now`: what the controller counted since it started (requests by
+    /// route, priority and result; refusals by code; waits; pauses by reason) and the gauges of
+    /// [`snapshot`](Self::snapshot). [`Metrics::to_prometheus`] writes them for a scrape.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&mut self, now: Timestamp) -> Metrics {
+        let snapshot = self.snapshot(now);
+        let limits: Vec<&str> = self.limits.iter().map(|l| &*l.name).collect();
+        self.counters.report(&self.router.route_names(), &limits, snapshot)
     }
 
     /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`),
@@ -526,6 +543,7 @@ impl TrafficControl {
         // The endpoint moves into the in-flight entry; the Go event takes a second reference only
         // when there is one (reference counts are atomic: a clone and its drop cost ~15 ns).
         let go_endpoint = announce.then(|| admission.endpoint.clone());
+        let slot = Router::slot_of(&admission.endpoint);
         self.in_flight.insert(
             id,
             InFlight {
@@ -540,6 +558,7 @@ impl TrafficControl {
             },
         );
         let permit = Permit { request: id, reservations, at: now };
+        self.counters.went(slot, admission.priority, queued_at.map(|q| now - q));
         if let Some(endpoint) = go_endpoint {
             let waited = now - queued_at.unwrap_or(now);
             // Built field by field: most permits reserve nothing, and an empty Vec is made, not cloned.
@@ -551,6 +570,15 @@ impl TrafficControl {
     }
 
     fn emit(&mut self, at: Timestamp, request: RequestId, endpoint: &EndpointRef, priority: Priority, kind: EventKind) {
+        match &kind {
+            EventKind::Rejected { error } => self.counters.rejected(Router::slot_of(endpoint), priority, error.code()),
+            EventKind::Expired { .. } => self.counters.count(Router::slot_of(endpoint), priority, Counted::Expired),
+            EventKind::Cancelled => self.counters.count(Router::slot_of(endpoint), priority, Counted::Cancelled),
+            EventKind::RateLimited { .. } => {
+                self.counters.count(Router::slot_of(endpoint), priority, Counted::RateLimited)
+            }
+            _ => {}
+        }
         if self.log || matches!(kind, EventKind::Go { .. } | EventKind::Rejected { .. } | EventKind::Expired { .. }) {
             let endpoint = self.router.endpoint_of(endpoint);
             self.events.push_back(Event { at, request, endpoint, priority, kind });
@@ -596,7 +624,11 @@ impl TrafficControl {
     fn push_rejected(&mut self, now: Timestamp, id: RequestId, request: &Request, error: RequestError) {
         let endpoint = match self.router.resolve(&request.target, &[], None, &self.limits) {
             Ok(r) => r.endpoint,
-            Err(_) => EndpointRef::Own(Arc::new(Endpoint { name: describe_target(request).into(), route: None })),
+            Err(_) => EndpointRef::Own(Arc::new(Endpoint {
+                name: describe_target(request).into(),
+                route: None,
+                route_slot: 0,
+            })),
         };
         self.emit(now, id, &endpoint, request.priority, EventKind::Rejected { error });
     }

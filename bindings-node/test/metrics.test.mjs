@@ -1,0 +1,39 @@
+// Metrics through prom-client: a real /metrics endpoint on 127.0.0.1 serving a prom-client
+// registry with the controller's families registered; what it serves is what the core writes.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { Registry } from 'prom-client';
+import { test } from '../../js/test/harness.mjs';
+import { TrafficControl, Priority, registerMetrics } from '../index.mjs';
+
+/** Families whose value moves with the clock between two readings. */
+const MOVING = /^traffic_control_limit_(next_free|pause_remaining)_seconds/;
+
+test('prom-client: a scrape of a real endpoint serves the core families and values', async () => {
+  const tc = new TrafficControl({
+    limits: { global: { kind: 'window', max: 2, per: 100 } },
+    global: ['global'],
+    routes: [{ name: 'catalog', path: '^/catalog' }],
+  });
+  await Promise.all([1, 2, 3].map((i) => tc.schedule({ url: `https://api.example.com/catalog/${i}`, priority: Priority.HIGH }, () => i)));
+  await assert.rejects(tc.schedule({ url: 'https://api.example.com/catalog/x', cost: 3 }, () => 0), { code: 'COST_EXCEEDS_CAPACITY' });
+
+  const registry = new Registry();
+  registerMetrics(tc, registry);
+  const server = http.createServer(async (_req, res) => {
+    res.setHeader('content-type', registry.contentType);
+    res.end(await registry.metrics());
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const res = await fetch(`http://127.0.0.1:${server.address().port}/metrics`);
+    assert.match(res.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+    const served = (await res.text()).split('\n').filter((l) => l && !MOVING.test(l));
+    const core = tc.metricsText().split('\n').filter((l) => l && !MOVING.test(l));
+    assert.deepEqual(new Set(served), new Set(core));
+    assert.ok(served.includes('traffic_control_requests_total{route="catalog",priority="high",result="went_after_wait"} 1'));
+    assert.ok(served.includes('traffic_control_rejected_total{route="catalog",priority="normal",code="COST_EXCEEDS_CAPACITY"} 1'));
+  } finally {
+    server.close();
+  }
+});
