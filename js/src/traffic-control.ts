@@ -412,7 +412,7 @@ export class TrafficControl {
         name: f.name,
         help: f.help,
         type: f.type,
-        samples: f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: x.value ?? Infinity })),
+        samples: f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: x.value })),
       })),
     };
   }
@@ -885,7 +885,7 @@ function snapshotOf(raw: RawSnapshot): Snapshot {
 
 /** The core's metrics JSON (an infinite bucket bound comes as null). */
 interface RawMetrics extends Omit<Metrics, 'wait' | 'snapshot' | 'families'> {
-  families: Array<Omit<MetricFamily, 'samples'> & { samples: Array<{ name: string; labels: Array<[string, string]>; value: number | null }> }>;
+  families: Array<Omit<MetricFamily, 'samples'> & { samples: Array<{ name: string; labels: Array<[string, string]>; value: number }> }>;
   wait: Array<{ priority: Metrics['wait'][number]['priority']; buckets: Array<[number | null, number]>; count: number; sum_seconds: number }>;
   snapshot: RawSnapshot;
 }

@@ -322,13 +322,17 @@ class TrafficControl(_native.Driver):
         """Every limit's state and the queue depths, now: ``{"at", "limits": {name: {"kind",
         "capacity", "used", "reserved", "available", "next_free", "balance"}}, "waiting":
         {"critical", "high", "normal", "low"}, "in_flight", "reservations"}``."""
+        return self._read(self._core.snapshot)
+
+    def _read(self, read: Callable[[float], T]) -> T:
+        """Calls ``read(now)`` on the core under the lock, then delivers what it woke."""
         now = self.now()
         with self._lock:
-            snapshot = self._core.snapshot(now)
+            out = read(now)
             if self._keep:
                 self._drain_locked(now)
         self._after()
-        return snapshot
+        return out
 
     def metrics(self) -> dict[str, Any]:
         """The metrics, now: ``{"requests": [{"route", "priority", "result", "count"}], "rejected":
@@ -337,32 +341,19 @@ class TrafficControl(_native.Driver):
         "count"}], "families": [...], "snapshot": {...}}``. ``metrics_text()`` gives them in
         Prometheus's text format; ``traffic_control.prometheus.TrafficControlCollector`` hands them
         to prometheus_client."""
-        now = self.now()
-        with self._lock:
-            raw = self._core.metrics_json(now)
-            if self._keep:
-                self._drain_locked(now)
-        self._after()
-        metrics: dict[str, Any] = json.loads(raw)
+        metrics: dict[str, Any] = json.loads(self._read(self._core.metrics_json))
+        # JSON has no infinity: the last bucket's bound comes as null.
         for h in metrics["wait"]:
             h["buckets"] = [(math.inf if le is None else le, n) for le, n in h["buckets"]]
         for f in metrics["families"]:
             for sample in f["samples"]:
                 sample["labels"] = dict(sample["labels"])
-                if sample["value"] is None:
-                    sample["value"] = math.inf
         return metrics
 
     def metrics_text(self) -> str:
         """The metrics in Prometheus's text exposition format (version 0.0.4), for a ``/metrics``
         endpoint."""
-        now = self.now()
-        with self._lock:
-            text: str = self._core.metrics_text(now)
-            if self._keep:
-                self._drain_locked(now)
-        self._after()
-        return text
+        return self._read(self._core.metrics_text)
 
     def close(self) -> None:
         """Fails every waiting request with :class:`RequestCancelledError` and stops the timer.
