@@ -10,14 +10,18 @@ step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-step "redis-server (the shared store's tests start their own)"
-if ! command -v redis-server >/dev/null 2>&1; then
+step "redis-server (the shared store's tests start their own), chromium (the simulator's page is checked in it)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
-# The Redis tests fail instead of skipping when redis-server is missing.
-export TC_REQUIRE_REDIS=1
+chromium --version
+# The Redis and Chromium tests fail instead of skipping when the server or the browser is missing.
+export TC_REQUIRE_REDIS=1 TC_REQUIRE_CHROMIUM=1
 
 step "format"
 cargo fmt --all -- --check

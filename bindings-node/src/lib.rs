@@ -466,6 +466,13 @@ pub fn set_event_log(tc: &mut Handle, on: bool) {
     tc.set_event_log(on);
 }
 
+/// The what-if simulator: one JSON document in (configs, workload, server model), one out
+/// (reports, text, and the HTML page when asked). See `traffic_control_sim::simulate_json`.
+#[napi]
+pub fn simulate_json(input: String) -> Result<String, CodedError> {
+    traffic_control_sim::simulate_json(&input).map_err(|e| napi::Error::new(e.code().to_string(), e.to_string()))
+}
+
 /// The family of an error code (`never_succeeds` for `UNKNOWN_ROUTE`, ...), as the core defines it.
 #[napi]
 pub fn error_kind(code: String) -> Option<&'static str> {

@@ -117,6 +117,20 @@ pub(crate) fn config_error(py: Python<'_>, e: &CoreConfigError) -> PyErr {
     err
 }
 
+/// A simulator input error: `ConfigError` (code, field, reason) for a config, `ValueError` for the
+/// rest (the workload, the server model, the call).
+pub(crate) fn sim_error(py: Python<'_>, e: &traffic_control_sim::SimError) -> PyErr {
+    if e.code() != "CONFIG" {
+        return pyo3::exceptions::PyValueError::new_err(e.to_string());
+    }
+    let err = ConfigError::new_err(e.to_string());
+    let value = err.value(py);
+    let _ = value.setattr("code", "CONFIG");
+    let _ = value.setattr("field", e.field.as_str());
+    let _ = value.setattr("reason", e.reason.as_str());
+    err
+}
+
 /// A store error as `StoreUnavailableError` or `StoreReplyError`, with its `code`.
 pub(crate) fn store_error(py: Python<'_>, e: &traffic_control_core::StoreError) -> PyErr {
     let err = match e {

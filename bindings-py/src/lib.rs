@@ -43,6 +43,14 @@ mod _traffic_control {
         traffic_control_core::Outcome::wants_body(status, content_type, content_length)
     }
 
+    /// The what-if simulator: one JSON document in (configs, workload, server model), one out
+    /// (reports, text, and the HTML page when asked). A config it cannot use raises `ConfigError`
+    /// (with `field` and `reason`); a workload or server model it cannot use, `ValueError`.
+    #[pyfunction]
+    fn simulate_json(py: Python<'_>, input: &str) -> PyResult<String> {
+        py.detach(|| traffic_control_sim::simulate_json(input)).map_err(|e| crate::errors::sim_error(py, &e))
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();

@@ -26,6 +26,19 @@ export type {
   EventType,
 } from './types.js';
 export { registerMetrics } from './prometheus.js';
+export { simulate } from './simulate.js';
+export type {
+  ServerModel,
+  SimulatedConfig,
+  SimulatedWaits,
+  SimulateOptions,
+  Simulation,
+  SimulationReport,
+  Workload,
+  WorkloadBurst,
+  WorkloadStep,
+  WorkloadStream,
+} from './simulate.js';
 export type { PromClient, PromRegistry } from './prometheus.js';
 export { SharedTrafficControl, SharedPermit, SharedReservation, runScript } from './shared.js';
 export type { RedisClient, SharedOptions, SharedRequest, SharedSnapshot } from './shared.js';

@@ -267,6 +267,8 @@ export interface Native<H = unknown> {
   metricsJson?(h: H, now: number): string;
   /** The metrics in Prometheus's text format (absent from the wasm browser build). */
   metricsText?(h: H, now: number): string;
+  /** The what-if simulator (absent from the wasm package): JSON in, JSON out. */
+  simulateJson?(input: string): string;
   waiting(h: H): number;
   /** The free status request that reports the budgets' balance (Keepa's `/token`), made from a request's URL. */
   statusUrl(h: H, url: string): string | null | undefined;

@@ -47,6 +47,16 @@ pub struct SimError {
 }
 
 impl SimError {
+    /// The stable code the packages give it: `CONFIG` for a config, `INVALID_ARGUMENT` for a
+    /// workload, a server model or the call itself.
+    pub fn code(&self) -> &'static str {
+        if self.field.starts_with("config") {
+            "CONFIG"
+        } else {
+            "INVALID_ARGUMENT"
+        }
+    }
+
     pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> SimError {
         SimError { field: field.into(), reason: reason.into() }
     }

@@ -60,6 +60,7 @@ from ._traffic_control import (
     Wait,
 )
 
+from ._simulate import Simulation, SimulationReport, simulate
 from ._types import LimitState, LogRow, Pause, Snapshot, Waiting
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ __all__ = [
     "RouteConfig",
     "RouteCost",
     "RouteLimit",
+    "Simulation",
+    "SimulationReport",
     "Snapshot",
     "StatusRequest",
     "StoreError",
@@ -110,6 +113,7 @@ __all__ = [
     "Wait",
     "Waiting",
     "WindowLimit",
+    "simulate",
 ]
 
 

@@ -32,11 +32,15 @@ __all__ = [
     "Wait",
     "PRESETS",
     "wants_body",
+    "simulate_json",
     "SharedDriver",
     "StoreError",
     "StoreReplyError",
     "StoreUnavailableError",
 ]
+
+def simulate_json(input: str) -> str:
+    """The what-if simulator: JSON in (configs, workload, server model), JSON out (reports, text, html)."""
 
 def wants_body(status: int, content_type: str | None = None, content_length: int | None = None) -> bool:
     """Whether a host must read a response's body for the core to see what it says about limits."""
