@@ -74,6 +74,7 @@ export async function runBackMarketScenario({ scale = 10, probes = 60, scans = 1
     const elapsedMs = performance.now() - t0;
     clearInterval(progress);
     status = await fetch(`${base}/backmarket/status`).then((r) => r.json());
+    const metrics = await fetch(`${base}/metrics`).then((r) => r.text());
     const catalogWindow = PRESET.catalog.per / scale;
     // Each probe takes catalog three times (the read, the Dip, the Peak: every method on
     // /ws/listings counts): the ceiling is max/3 probes per window.
@@ -97,6 +98,7 @@ export async function runBackMarketScenario({ scale = 10, probes = 60, scans = 1
       catalogWindowMs: catalogWindow,
       serverRequests: mock.stats.requests,
       status,
+      metrics,
     };
   } finally {
     child.kill();

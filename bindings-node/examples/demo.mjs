@@ -3,6 +3,10 @@
 // package, 60 price probes, LOW scans of GET /ws/listings (catalog, like every method there) and
 // CRITICAL reverts; the mock counts each request after 10-150 ms of latency. Time runs 5x faster
 // than the real API's windows (2 s instead of 10 s) so the demo takes about 40 s.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { simulate } from '../index.mjs';
 import { runBackMarketScenario } from './backmarket-load.mjs';
 
 const scale = Number(process.env.DEMO_SCALE ?? 5);
@@ -53,6 +57,25 @@ console.log(`  scans     ${r.counts.scans} ok (LOW, on catalog: they filled the 
 console.log(`  reverts   ${r.counts.reverts} ok (CRITICAL), longest ${r.revertMaxMs.toFixed(0)} ms`);
 console.log(`  listings at the probe price now: ${r.atProbePrice.length}; longest time one spent there: ${r.probeMaxMs.toFixed(0)} ms`);
 console.log(`  requests the API saw: ${r.serverRequests}, answered 429: ${r.tooMany}`);
-const ok = r.tooMany === 0 && r.atProbePrice.length === 0 && r.counts.probes === r.probes && r.counts.scans === 100;
+
+// What the app exposes on GET /metrics (Prometheus text); the histograms' buckets are left out here.
+console.log(`\n== Metrics (GET /metrics on the app: ${r.metrics.split('\n').filter((l) => l.startsWith('# TYPE')).length} families; buckets left out here) ==`);
+for (const line of r.metrics.split('\n')) {
+  if (line && !line.startsWith('#') && !line.includes('_bucket{')) console.log(`  ${line}`);
+}
+
+// The same workload in the simulator, on a virtual clock at the real API's time scale (the
+// `demo` workload preset), against a model of Back Market counting at arrival.
+const sim = simulate({ config: 'backmarket', workload: 'demo', server: 'backmarket', html: true, title: 'traffic-control demo: what the simulator predicts' });
+const [predicted] = sim.reports;
+const page = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target', 'demo', 'simulation.html');
+mkdirSync(dirname(page), { recursive: true });
+writeFileSync(page, sim.html);
+console.log(`\n== The simulator on the same workload (real time scale, virtual clock) ==`);
+console.log(`  predicted 429s: ${predicted.server.refused}; admissions ${predicted.went}; refusals ${JSON.stringify(predicted.rejections)}`);
+for (const p of predicted.priorities) console.log(`  ${pad(p.name, 9)} wait p50 ${p.p50_ms.toFixed(0)} ms, p95 ${p.p95_ms.toFixed(0)} ms, max ${p.max_ms.toFixed(0)} ms`);
+console.log(`  charts: ${page}`);
+
+const ok = r.tooMany === 0 && r.atProbePrice.length === 0 && r.counts.probes === r.probes && r.counts.scans === 100 && predicted.server.refused === 0;
 console.log(`\nverdict: ${ok ? 'OK' : 'FAILED'}`);
 process.exit(ok ? 0 : 1);

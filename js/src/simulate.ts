@@ -21,8 +21,8 @@ export interface WorkloadStep {
   cost?: number;
   /** The longest it may wait (`"30s"`). */
   max_wait?: string;
-  /** Reserve the sequence's next step when this one goes (the next step spends it). */
-  reserve_next?: boolean;
+  /** Reserve a later step of the sequence (its index from 0) when this one goes; that step spends it. */
+  reserve?: number;
   /** What the server's token model charges for it. */
   server_cost?: number;
 }

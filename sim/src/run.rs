@@ -28,7 +28,8 @@ struct Job {
     source: u32,
     n: u64,
     step: usize,
-    reservation: Option<ReservationId>,
+    /// A reservation made by an earlier step, and the step that spends it.
+    reservation: Option<(ReservationId, usize)>,
     /// Asked the status endpoint once already for a budget nobody had reported.
     learned: bool,
 }
@@ -203,8 +204,8 @@ impl Engine {
         let step = &source.steps[j.step];
         let (request, method, url) = request_of(step, j.n, self.now);
         let mut request = request;
-        if step.reserve_next {
-            let next = &source.steps[j.step + 1];
+        if let Some(k) = step.reserve {
+            let next = &source.steps[k];
             let (_, m, u) = request_of(next, j.n, self.now);
             let follow_up = match (&u, &next.route) {
                 (Some(u), _) => FollowUp::http(m.clone(), u.clone()),
@@ -212,7 +213,8 @@ impl Engine {
                 (None, None) => unreachable!("checked: a step has a url or a route"),
             };
             request = request.reserve(follow_up);
-        } else if let Some(r) = j.reservation {
+        }
+        if let Some((r, _)) = j.reservation.filter(|&(_, k)| k == j.step) {
             request = request.spend(r);
         }
         match self.tc.submit(self.at(), &request) {
@@ -298,7 +300,7 @@ impl Engine {
 
     fn job_ended(&mut self, job: u32, ok: bool) {
         let j = &mut self.jobs[job as usize];
-        if let Some(r) = j.reservation.take() {
+        if let Some((r, _)) = j.reservation.take() {
             if !ok {
                 self.tc.release(Timestamp::from_nanos(self.now), r);
             }
@@ -327,9 +329,9 @@ impl Engine {
                         self.series.waits[event.priority as usize].push(waited_ms);
                         let j = &mut self.jobs[job as usize];
                         let source = &self.sources[j.source as usize];
-                        if source.steps[j.step].reserve_next {
-                            j.reservation = permit.reservations.first().copied();
-                        } else if j.step > 0 && source.steps[j.step - 1].reserve_next {
+                        if let Some(k) = source.steps[j.step].reserve {
+                            j.reservation = permit.reservations.first().map(|&r| (r, k));
+                        } else if j.reservation.is_some_and(|(_, k)| k == j.step) {
                             j.reservation = None;
                         }
                         let tenant = source.tenant.clone();

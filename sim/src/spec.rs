@@ -134,9 +134,10 @@ pub struct Step {
     /// The longest it may wait before it is refused (`expired`).
     #[serde(default, deserialize_with = "some_duration")]
     pub max_wait: Option<Duration>,
-    /// Reserve the sequence's next step when this one goes (the next step spends it).
+    /// Reserve a later step of the sequence (its index, from 0) when this one goes: that step
+    /// spends the reservation (a Dip reserving its Peak).
     #[serde(default)]
-    pub reserve_next: bool,
+    pub reserve: Option<usize>,
     /// What the server's token model charges for it (its own rules when absent).
     #[serde(default)]
     pub server_cost: Option<i64>,
@@ -308,8 +309,13 @@ fn check_steps(at: &str, sequence: Option<&[Step]>, request: Option<&Step>) -> R
         if s.url.is_none() && s.route.is_none() {
             return Err(SimError::new(format!("{at}.sequence[{i}]"), "needs a url or a route"));
         }
-        if s.reserve_next && i + 1 == steps.len() {
-            return Err(SimError::new(format!("{at}.sequence[{i}].reserve_next"), "the last step has no next step"));
+        if let Some(k) = s.reserve {
+            if k <= i || k >= steps.len() {
+                return Err(SimError::new(
+                    format!("{at}.sequence[{i}].reserve"),
+                    format!("{k} is not the index of a later step (0 to {})", steps.len() - 1),
+                ));
+            }
         }
         if let Some(p) = &s.priority {
             if traffic_control_core::Priority::parse(p).is_none() {
@@ -368,7 +374,7 @@ fn recorded_workload(text: &str) -> Result<Workload, SimError> {
             priority,
             cost: None,
             max_wait: None,
-            reserve_next: false,
+            reserve: None,
             server_cost: None,
         };
         match endpoint.split_once(' ') {
@@ -434,7 +440,7 @@ pub fn server_from(name_or_text: &str, file_name: Option<&str>) -> Result<Server
 }
 
 /// The workload presets.
-pub const WORKLOADS: &[&str] = &["backmarket", "keepa", "baselinker"];
+pub const WORKLOADS: &[&str] = &["backmarket", "keepa", "baselinker", "demo"];
 /// The server model presets.
 pub const SERVERS: &[&str] = &["backmarket", "keepa", "baselinker"];
 
@@ -443,6 +449,7 @@ fn preset_workload(name: &str) -> Option<&'static str> {
         "backmarket" => include_str!("../workloads/backmarket.json"),
         "keepa" => include_str!("../workloads/keepa.json"),
         "baselinker" => include_str!("../workloads/baselinker.json"),
+        "demo" => include_str!("../workloads/demo.json"),
         _ => return None,
     })
 }

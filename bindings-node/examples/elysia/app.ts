@@ -80,6 +80,11 @@ const app = new Elysia()
     }
   })
   .get('/backmarket/status', () => tc.snapshot())
+  // Prometheus scrapes this: the core's counters and gauges in the text format.
+  .get('/metrics', ({ set }) => {
+    set.headers['content-type'] = 'text/plain; version=0.0.4; charset=utf-8';
+    return tc.metricsText();
+  })
   // LOW scans may wait behind the probes for up to their maxWait (60 s): keep idle connections open.
   .listen({ port: Number(process.env.PORT ?? 3000), hostname: '127.0.0.1', idleTimeout: 255 });
 
