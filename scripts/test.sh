@@ -10,18 +10,25 @@ step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-step "redis-server (the shared store's tests start their own), chromium (the simulator's page is checked in it)"
+step "redis-server (the shared store's tests start their own), chromium (the simulator's page is checked in it), promtool (Debian's prometheus)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
 chromium --version
+# The prometheus package starts a server as a service; the tests need only its promtool.
+{ command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus 2>/dev/null; } || true
 # The Redis and Chromium tests fail instead of skipping when the server or the browser is missing.
 export TC_REQUIRE_REDIS=1 TC_REQUIRE_CHROMIUM=1
+
+step "the example Prometheus alerting rules: promtool check rules, promtool test rules"
+promtool check rules examples/prometheus/alerts.yml
+(cd examples/prometheus && promtool test rules alerts.test.yml)
 
 step "format"
 cargo fmt --all -- --check
@@ -34,6 +41,7 @@ cargo test --locked --workspace --release
 
 step "core: benchmarks compile and run once (figures come from 'cargo bench')"
 cargo bench --locked -p traffic-control-core --bench admission -- --test
+cargo bench --locked -p traffic-control-sim --bench simulate -- --test
 
 step "core: the simulated Back Market demo runs"
 cargo run --locked --release -q -p traffic-control-core --example demo > /dev/null

@@ -51,7 +51,7 @@ fn id(id: f64) -> RequestId {
 #[napi(object)]
 pub struct NativeEvent {
     /// `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`,
-    /// `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`.
+    /// `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low`.
     #[napi(js_name = "type")]
     pub kind: String,
     /// The same as `type` (its former name).
@@ -90,6 +90,12 @@ pub struct NativeEvent {
     pub max: Option<f64>,
     /// Limit lowered: the max it had.
     pub previous: Option<f64>,
+    /// Budget low: the balance left after the request's estimated cost.
+    pub balance: Option<f64>,
+    /// Budget low: the request's estimated cost.
+    pub cost: Option<f64>,
+    /// Budget low: `cost_over_half` or `below_warning`.
+    pub reason: Option<String>,
 }
 
 fn native_event(e: &Event) -> NativeEvent {
@@ -114,6 +120,9 @@ fn native_event(e: &Event) -> NativeEvent {
         limit: None,
         max: None,
         previous: None,
+        balance: None,
+        cost: None,
+        reason: None,
     };
     match &e.kind {
         EventKind::Go { permit, .. } => {
@@ -132,6 +141,12 @@ fn native_event(e: &Event) -> NativeEvent {
             out.limit = Some(limit.clone());
             out.max = Some(*to as f64);
             out.previous = Some(*from as f64);
+        }
+        EventKind::BudgetLow { limit, balance, cost, reason } => {
+            out.limit = Some(limit.clone());
+            out.balance = Some(*balance as f64);
+            out.cost = Some(*cost as f64);
+            out.reason = Some((*reason).to_string());
         }
         _ => {}
     }

@@ -294,11 +294,38 @@ impl PyEvent {
         }
     }
 
-    /// For `limit_lowered`: the window.
+    /// For `limit_lowered`: the window; for `budget_low`: the budget.
     #[getter]
     fn limit(&self) -> Option<&str> {
         match &self.inner.kind {
-            EventKind::LimitLowered { limit, .. } => Some(limit),
+            EventKind::LimitLowered { limit, .. } | EventKind::BudgetLow { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// For `budget_low`: the balance left after the request's estimated cost.
+    #[getter]
+    fn balance(&self) -> Option<i64> {
+        match &self.inner.kind {
+            EventKind::BudgetLow { balance, .. } => Some(*balance),
+            _ => None,
+        }
+    }
+
+    /// For `budget_low`: the request's estimated cost.
+    #[getter]
+    fn cost(&self) -> Option<u64> {
+        match &self.inner.kind {
+            EventKind::BudgetLow { cost, .. } => Some(*cost),
+            _ => None,
+        }
+    }
+
+    /// For `budget_low`: `cost_over_half` or `below_warning`.
+    #[getter]
+    fn reason(&self) -> Option<&'static str> {
+        match &self.inner.kind {
+            EventKind::BudgetLow { reason, .. } => Some(reason),
             _ => None,
         }
     }

@@ -245,6 +245,12 @@ fn event_json(e: &Event) -> Value {
             put("max", (*to as f64).into());
             put("previous", (*from as f64).into());
         }
+        EventKind::BudgetLow { limit, balance, cost, reason } => {
+            put("limit", limit.as_str().into());
+            put("balance", (*balance as f64).into());
+            put("cost", (*cost as f64).into());
+            put("reason", (*reason).into());
+        }
         _ => {}
     }
     out

@@ -142,6 +142,11 @@ pub enum LimitConfig {
         /// costs nothing) with [`TrafficControl::sync_budget`](crate::TrafficControl::sync_budget).
         #[serde(skip_serializing_if = "Option::is_none")]
         initial: Option<u64>,
+        /// Warn (a `budget_low` event, `traffic_control_budget_warnings_total`) when an admission
+        /// takes the balance below this, before the guard refuses anything. A request costing more
+        /// than half the balance it finds is warned about whatever this says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warn_below: Option<u64>,
     },
 }
 
@@ -506,7 +511,7 @@ impl Config {
                         return invalid(field("max"), "must be at least 1");
                     }
                 }
-                LimitConfig::Budget { refill, per, max, floor, initial } => {
+                LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
                     if refill == 0 {
                         return invalid(field("refill"), "must be at least 1");
                     }
@@ -518,6 +523,9 @@ impl Config {
                     }
                     if initial.is_some_and(|i| i > max) {
                         return invalid(field("initial"), "must not be above max");
+                    }
+                    if warn_below.is_some_and(|w| w <= floor || w > max) {
+                        return invalid(field("warn_below"), "must be above the floor and not above max");
                     }
                 }
             }
@@ -633,7 +641,7 @@ const LIMIT_KINDS: [(&str, &[&str]); 4] = [
     ("window", &["max", "per", "per_ms", "hold"]),
     ("token_bucket", &["capacity", "refill", "per", "per_ms"]),
     ("concurrency", &["max"]),
-    ("budget", &["refill", "per", "per_ms", "max", "floor", "initial"]),
+    ("budget", &["refill", "per", "per_ms", "max", "floor", "initial", "warn_below"]),
 ];
 
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
@@ -643,7 +651,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         at,
         v,
         "a limit",
-        &["kind", "max", "per", "per_ms", "capacity", "refill", "floor", "initial", "hold"],
+        &["kind", "max", "per", "per_ms", "capacity", "refill", "floor", "initial", "warn_below", "hold"],
     )?;
     let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
@@ -652,6 +660,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
     let initial = f.opt("initial", read::u64_at)?;
+    let warn_below = f.opt("warn_below", read::u64_at)?;
     let hold = f.opt("hold", |at, v| read::variant_at(at, v, &["completion", "go"], "a window hold"))?;
     let (name, allowed) = LIMIT_KINDS[kind];
     let present = [
@@ -661,6 +670,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         ("refill", refill.is_some()),
         ("floor", floor.is_some()),
         ("initial", initial.is_some()),
+        ("warn_below", warn_below.is_some()),
         ("hold", hold.is_some()),
     ];
     if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
@@ -688,6 +698,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
             max: need("max", max)?,
             floor: floor.unwrap_or(0),
             initial,
+            warn_below,
         },
     })
 }
@@ -915,7 +926,7 @@ impl Serialize for WrittenLimit {
                 st.serialize_field("kind", "concurrency")?;
                 st.serialize_field("max", &max)?;
             }
-            LimitConfig::Budget { refill, per, max, floor, initial } => {
+            LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
                 st.serialize_field("kind", "budget")?;
                 st.serialize_field("refill", &refill)?;
                 st.serialize_field("per", &Text(per))?;
@@ -924,6 +935,9 @@ impl Serialize for WrittenLimit {
                 st.serialize_field("floor", &floor)?;
                 if let Some(initial) = initial {
                     st.serialize_field("initial", &initial)?;
+                }
+                if let Some(warn_below) = warn_below {
+                    st.serialize_field("warn_below", &warn_below)?;
                 }
             }
         }

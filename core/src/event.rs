@@ -100,6 +100,18 @@ pub enum EventKind {
         /// The max the server reported, in force from now on.
         to: u64,
     },
+    /// The budget guard warns before it refuses: this admission took more than half the balance
+    /// it found (`cost_over_half`), or took it below the limit's `warn_below` (`below_warning`).
+    BudgetLow {
+        /// The budget's name.
+        limit: String,
+        /// The balance left after this request's estimated cost.
+        balance: i64,
+        /// The request's estimated cost on it.
+        cost: u64,
+        /// `cost_over_half` or `below_warning`.
+        reason: &'static str,
+    },
 }
 
 /// Whom an event's request was for. A route's name is copied into each event (inline up to 23
@@ -154,7 +166,7 @@ impl Event {
 
     /// The `status` column of a log row: `queued`, `go`, `completed`, `rate_limited`, `retried`,
     /// `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`,
-    /// `reservation_released`, `limit_lowered`.
+    /// `reservation_released`, `limit_lowered`, `budget_low`.
     pub fn status(&self) -> &'static str {
         match self.kind {
             EventKind::Queued => "queued",
@@ -169,6 +181,7 @@ impl Event {
             EventKind::RateLimited { .. } => "rate_limited",
             EventKind::Retried { .. } => "retried",
             EventKind::LimitLowered { .. } => "limit_lowered",
+            EventKind::BudgetLow { .. } => "budget_low",
         }
     }
 

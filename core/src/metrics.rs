@@ -67,6 +67,8 @@ impl Counters {
     pub(crate) fn rejected(&mut self, _slot: u16, _priority: Priority, _code: &'static str) {}
     #[inline(always)]
     pub(crate) fn paused(&mut self, _limit: u16, _reason: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn budget_warned(&mut self, _limit: u16, _reason: &'static str) {}
 }
 
 #[cfg(feature = "metrics")]
@@ -94,6 +96,7 @@ mod counted {
         rejected: Vec<((u16, Priority, &'static str), u64)>,
         wait: [Histogram; 4],
         pauses: Vec<((u16, &'static str), u64)>,
+        budget_warnings: Vec<((u16, &'static str), u64)>,
     }
 
     impl Counters {
@@ -133,6 +136,10 @@ mod counted {
             bump(&mut self.pauses, (limit, reason));
         }
 
+        pub(crate) fn budget_warned(&mut self, limit: u16, reason: &'static str) {
+            bump(&mut self.budget_warnings, (limit, reason));
+        }
+
         /// The counters by name, for [`Metrics`]: `routes[i]` names slot `i + 1`, `limits[i]` limit `i`.
         pub(crate) fn report(&self, routes: &[&str], limits: &[&str], snapshot: Snapshot) -> Metrics {
             let route =
@@ -149,22 +156,26 @@ mod counted {
             }
             let mut rejected_cells = self.rejected.clone();
             rejected_cells.sort_unstable_by_key(|&(k, _)| k);
-            let mut pause_cells = self.pauses.clone();
-            pause_cells.sort_unstable_by_key(|&(k, _)| k);
+            let by_limit = |cells: &[((u16, &'static str), u64)]| {
+                let mut cells = cells.to_vec();
+                cells.sort_unstable_by_key(|&(k, _)| k);
+                cells
+                    .iter()
+                    .map(|&((limit, reason), count)| PauseCount {
+                        limit: limits[usize::from(limit)].to_string(),
+                        reason,
+                        count,
+                    })
+                    .collect::<Vec<_>>()
+            };
             let rejected = rejected_cells
                 .iter()
                 .map(|&((slot, priority, code), count)| RejectedCount { route: route(slot), priority, code, count })
                 .collect();
-            let pauses = pause_cells
-                .iter()
-                .map(|&((limit, reason), count)| PauseCount {
-                    limit: limits[usize::from(limit)].to_string(),
-                    reason,
-                    count,
-                })
-                .collect();
+            let pauses = by_limit(&self.pauses);
+            let budget_warnings = by_limit(&self.budget_warnings);
             let wait = Priority::ALL.map(|p| self.wait[p as usize].report(p));
-            Metrics { requests, rejected, wait, pauses, snapshot }
+            Metrics { requests, rejected, wait, pauses, budget_warnings, snapshot }
         }
     }
 
@@ -225,6 +236,8 @@ mod counted {
         pub wait: [WaitHistogram; 4],
         /// Pauses after a 429 or a block, by limit and reason.
         pub pauses: Vec<PauseCount>,
+        /// The budget guard's warnings, by limit and reason (`cost_over_half`, `below_warning`).
+        pub budget_warnings: Vec<PauseCount>,
         /// The state the gauges come from: every limit, the queue depths, requests in flight.
         pub snapshot: Snapshot,
     }
@@ -257,7 +270,7 @@ mod counted {
         pub count: u64,
     }
 
-    /// One cell of `traffic_control_pauses_total`.
+    /// One cell of `traffic_control_pauses_total` (or of `traffic_control_budget_warnings_total`).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
     #[non_exhaustive]
     pub struct PauseCount {
@@ -322,6 +335,15 @@ mod counted {
             out.push(f);
             let mut f = Family::new("pauses_total", "counter", "Pauses after a 429 or a block, by limit and reason.");
             for p in &self.pauses {
+                f.sample("", &[("limit", &p.limit), ("reason", p.reason)], p.count as f64);
+            }
+            out.push(f);
+            let mut f = Family::new(
+                "budget_warnings_total",
+                "counter",
+                "Budget warnings before any refusal: a request costing more than half the balance, or a balance taken below warn_below.",
+            );
+            for p in &self.budget_warnings {
                 f.sample("", &[("limit", &p.limit), ("reason", p.reason)], p.count as f64);
             }
             out.push(f);

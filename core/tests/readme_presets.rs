@@ -57,7 +57,7 @@ fn render() -> String {
                     format!("`{k}_CAPACITY`, `{k}_REFILL`, `{k}_PER` (`_PER_MS`, `_INTERVAL_MS`)"),
                 ),
                 LimitConfig::Concurrency { max } => ("concurrency", format!("{max} in flight"), format!("`{k}_MAX`")),
-                LimitConfig::Budget { refill, per, max, floor, initial } => (
+                LimitConfig::Budget { refill, per, max, floor, initial, .. } => (
                     "budget",
                     format!(
                         "{refill} per {}, at most {max}, floor {floor}, at start {}",

@@ -18,7 +18,7 @@ export type LimitConfig =
     }
   | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration; per_ms?: number }
   | { kind: 'concurrency'; max: number }
-  | { kind: 'budget'; max: number; refill: number; per: Duration; per_ms?: number; floor?: number; initial?: number };
+  | { kind: 'budget'; max: number; refill: number; per: Duration; per_ms?: number; floor?: number; initial?: number; /** Warn (`budget_low`) when an admission takes the balance below this. */ warn_below?: number };
 
 /** A per-item extra cost switched on by a query parameter (Keepa's `offers`, `buybox`). */
 export interface CostExtra {
@@ -94,7 +94,7 @@ export type Priority = (typeof Priority)[keyof typeof Priority];
 
 /** One event: a row of the `rate_limit_logs` table plus what its kind carries. Endpoints never hold secrets. */
 export interface TrafficEvent {
-  /** The event's kind: `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered` (Python's `Event.type`). */
+  /** The event's kind: `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low` (Python's `Event.type`). */
   type: EventType;
   /** @deprecated The same as `type` (its former name; the HTTP status is `responseStatus`). */
   status: string;
@@ -132,6 +132,12 @@ export interface TrafficEvent {
   max?: number;
   /** Limit lowered: the max it had. */
   previous?: number;
+  /** Budget low: the balance left after the request's estimated cost. */
+  balance?: number;
+  /** Budget low: the request's estimated cost. */
+  cost?: number;
+  /** Budget low: `cost_over_half` (it takes more than half the balance it found) or `below_warning` (it took the balance below `warn_below`). */
+  reason?: 'cost_over_half' | 'below_warning';
 }
 
 /** The kinds of events. */
@@ -147,7 +153,8 @@ export type EventType =
   | 'lease_expired'
   | 'reservation_expired'
   | 'reservation_released'
-  | 'limit_lowered';
+  | 'limit_lowered'
+  | 'budget_low';
 
 /** One limit's state. */
 export interface LimitSnapshot {

@@ -104,6 +104,8 @@ class BudgetLimit(_BudgetLimitRequired, total=False):
     """The balance is never spent below this (default 0)."""
     initial: Optional[int]
     """The balance at start; absent: unknown until reported (``sync_budget`` or the status request)."""
+    warn_below: Optional[int]
+    """Warn (a ``budget_low`` event) when an admission takes the balance below this."""
 
 
 LimitConfig = Union[WindowLimit, TokenBucketLimit, ConcurrencyLimit, BudgetLimit]

@@ -13,6 +13,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::config::Config;
 use crate::error::{ConfigError, RequestError};
@@ -508,11 +509,16 @@ impl TrafficControl {
                 self.dirty = true;
             }
         }
+        let mut warnings: SmallVec<[(u16, &'static str, u64); 1]> = SmallVec::new();
         for n in &admission.needs {
             let l = &mut self.limits[usize::from(n.limit)];
-            l.take(now, n.cost);
+            if let Some(reason) = l.take(now, n.cost) {
+                warnings.push((n.limit, reason, n.cost));
+            }
             l.in_flight_cost += n.cost;
         }
+        // Warned after the Go (rare: only budgets warn, and the endpoint is cloned only then).
+        let warned = (!warnings.is_empty()).then(|| (warnings, admission.endpoint.clone()));
         let follow_ups = admission.reserve.map_or_else(Vec::new, |r| r.follow_ups);
         let mut reservations = Vec::with_capacity(follow_ups.len());
         for f in follow_ups {
@@ -565,6 +571,19 @@ impl TrafficControl {
             let reservations = if permit.reservations.is_empty() { Vec::new() } else { permit.reservations.clone() };
             let go = Permit { request: id, reservations, at: now };
             self.emit(now, id, &endpoint, admission.priority, EventKind::Go { permit: go, waited });
+        }
+        if let Some((warnings, endpoint)) = warned {
+            for (limit, reason, cost) in warnings {
+                let l = &self.limits[usize::from(limit)];
+                let kind = EventKind::BudgetLow {
+                    limit: l.name.to_string(),
+                    balance: l.budget().and_then(|b| b.balance()).unwrap_or(0),
+                    cost,
+                    reason,
+                };
+                self.counters.budget_warned(limit, reason);
+                self.emit(now, id, &endpoint, admission.priority, kind);
+            }
         }
         permit
     }

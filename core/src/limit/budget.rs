@@ -11,6 +11,8 @@ pub(crate) struct Budget {
     per: u64,
     max: u64,
     floor: u64,
+    /// Warn when an admission takes the balance below this.
+    warn_below: Option<u64>,
     /// Tokens left; negative when the server says so (a client that did not check went below zero).
     balance: Option<i64>,
     /// The next refill boundary, in nanoseconds.
@@ -20,8 +22,36 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub(crate) fn new(refill: u64, per: u64, max: u64, floor: u64, initial: Option<u64>) -> Self {
-        Budget { refill, per, max, floor, balance: initial.map(to_i64), next_refill: per, newest_report: None }
+    pub(crate) fn new(
+        refill: u64,
+        per: u64,
+        max: u64,
+        floor: u64,
+        initial: Option<u64>,
+        warn_below: Option<u64>,
+    ) -> Self {
+        Budget {
+            refill,
+            per,
+            max,
+            floor,
+            warn_below,
+            balance: initial.map(to_i64),
+            next_refill: per,
+            newest_report: None,
+        }
+    }
+
+    /// The warning an admission of `cost` deserves, taken from the balance `before` it
+    /// (the budget guard warns before it refuses): `cost_over_half` when the request takes more
+    /// than half of what it found, `below_warning` when it takes the balance below `warn_below`.
+    pub(crate) fn warning(&self, before: i64, cost: u64) -> Option<&'static str> {
+        let cost = to_i64(cost);
+        if cost > 0 && cost.saturating_mul(2) > before {
+            return Some("cost_over_half");
+        }
+        let warn = to_i64(self.warn_below?);
+        (before >= warn && before.saturating_sub(cost) < warn).then_some("below_warning")
     }
 
     /// What may be spent at most: the part above the floor.
@@ -135,7 +165,7 @@ mod tests {
     #[test]
     fn refills_in_steps_up_to_max_and_keeps_the_floor() {
         // Keepa-like: 20 per minute, at most 1200, keep 10.
-        let mut b = Budget::new(20, MIN, 1200, 10, Some(30));
+        let mut b = Budget::new(20, MIN, 1200, 10, Some(30), None);
         assert_eq!(b.capacity(), 1190);
         assert_eq!(b.used(), 1170, "30 left of 1200");
         b.take(20);
@@ -152,7 +182,7 @@ mod tests {
 
     #[test]
     fn unknown_until_synced_and_negative_balances() {
-        let mut b = Budget::new(20, MIN, 1200, 0, None);
+        let mut b = Budget::new(20, MIN, 1200, 0, None, None);
         assert!(!b.is_known());
         assert_eq!(b.when_used_at_most(Timestamp::ZERO, 1200), None);
         b.sync(Timestamp::from_nanos(5), -31, Some(1_000));

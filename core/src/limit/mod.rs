@@ -110,8 +110,8 @@ impl Limit {
                 LimitState::Bucket(TokenBucket::new(capacity, refill, duration_nanos(per)))
             }
             LimitConfig::Concurrency { max } => LimitState::Concurrency(Concurrency::new(max)),
-            LimitConfig::Budget { refill, per, max, floor, initial } => {
-                LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial))
+            LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
+                LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial, warn_below))
             }
         };
         Limit {
@@ -201,13 +201,20 @@ impl Limit {
         }
     }
 
-    pub(crate) fn take(&mut self, now: Timestamp, cost: u64) {
+    /// Takes `cost`; a budget answers the warning the admission deserves, if any (see
+    /// [`Budget::warning`]).
+    pub(crate) fn take(&mut self, now: Timestamp, cost: u64) -> Option<&'static str> {
         match &mut self.state {
             LimitState::Window(w) => w.take(now, cost),
             LimitState::Bucket(b) => b.take(cost),
             LimitState::Concurrency(c) => c.take(cost),
-            LimitState::Budget(b) => b.take(cost),
+            LimitState::Budget(b) => {
+                let warning = b.balance().and_then(|before| b.warning(before, cost));
+                b.take(cost);
+                return warning;
+            }
         }
+        None
     }
 
     /// A request holding `cost` finished at `at` (completed, cancelled, or its lease lapsed): a

@@ -123,7 +123,14 @@ fn keepa_has_a_budget_and_route_costs_as_data() {
     let c = preset("keepa").unwrap();
     assert_eq!(
         c.limits["tokens"],
-        LimitConfig::Budget { refill: 20, per: Duration::from_secs(60), max: 1200, floor: 0, initial: None }
+        LimitConfig::Budget {
+            refill: 20,
+            per: Duration::from_secs(60),
+            max: 1200,
+            floor: 0,
+            initial: None,
+            warn_below: None
+        }
     );
     assert!(c.global.is_empty());
     let route = |name: &str| c.routes.iter().find(|r| r.name == name).unwrap();
@@ -361,7 +368,14 @@ fn every_kind_and_field_can_be_overridden() {
         .unwrap();
     assert_eq!(
         c.limits["tokens"],
-        LimitConfig::Budget { refill: 60, per: Duration::from_secs(120), max: 3600, floor: 50, initial: Some(600) }
+        LimitConfig::Budget {
+            refill: 60,
+            per: Duration::from_secs(120),
+            max: 3600,
+            floor: 50,
+            initial: Some(600),
+            warn_below: None
+        }
     );
 
     let custom = Config::from_json(

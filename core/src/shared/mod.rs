@@ -393,7 +393,7 @@ impl SharedStore {
                 ("b", [capacity.into(), refill.into(), micros_up(per).into(), 0, 0])
             }
             LimitConfig::Concurrency { max } => ("c", [max.into(), 0, 0, 0, 0]),
-            LimitConfig::Budget { refill, per, max, floor, initial } => {
+            LimitConfig::Budget { refill, per, max, floor, initial, .. } => {
                 ("g", [max.into(), refill.into(), micros_up(per).into(), floor.into(), initial.map_or(-1, i128::from)])
             }
         };
