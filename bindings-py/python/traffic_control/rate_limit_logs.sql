@@ -12,6 +12,6 @@ CREATE TABLE IF NOT EXISTS `rate_limit_logs` (
   `response_status` int,                                              -- HTTP status, NULL without one
   `duration` int,                                                     -- milliseconds
   `timestamp` datetime(3) NOT NULL,                                   -- UTC
-  CONSTRAINT `rate_limit_logs_id` PRIMARY KEY(`id`),
+  PRIMARY KEY (`id`),
   INDEX `rate_limit_logs_timestamp` (`timestamp`)
 );
