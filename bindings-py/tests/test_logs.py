@@ -381,9 +381,10 @@ async def test_a_locked_table_never_delays_admissions_and_the_rows_arrive_after(
     async with locker.cursor() as cur:
         await cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE LIKE '%metadata lock%'")
         assert (await cur.fetchone()) == (1,)
+    await asyncio.sleep(0.15)  # the first wave's window ends: the same free limits as the baseline's
 
     locked = await workload(tc, 600, threads=2)   # asyncio and threads
-    assert locked < baseline + 0.5, f"{locked:.3f} s with the table locked, {baseline:.3f} s without a sink"
+    assert locked < baseline + 0.3, f"{locked:.3f} s with the table locked, {baseline:.3f} s without a sink"
     assert sink.stats["written"] == 0 and sink.stats["in_flight"] == 100 and sink.stats["dropped"] == 0
 
     async with locker.cursor() as cur:
@@ -412,7 +413,7 @@ async def test_a_dead_database_never_blocks_or_loses_an_admission(mariadb: Maria
     mariadb.kill()
     baseline = await workload(TrafficControl(WINDOW), 600, threads=2)
     dead = await workload(tc, 600, threads=2)
-    assert dead < baseline + 0.5, f"{dead:.3f} s with the database dead, {baseline:.3f} s without a sink"
+    assert dead < baseline + 0.3, f"{dead:.3f} s with the database dead, {baseline:.3f} s without a sink"
     await until(lambda: sink.stats["failed_batches"] >= 3, "failed writes")
     assert len(errors) == 1, errors  # one report for the streak
     s = sink.stats
