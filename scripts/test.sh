@@ -10,14 +10,20 @@ step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-step "redis-server (the shared store's tests start their own)"
-if ! command -v redis-server >/dev/null 2>&1; then
+step "redis-server (the shared store's tests start their own) and mariadb-server (so do the rate_limit_logs tests)"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Debian puts mariadbd in /usr/sbin, which a user's PATH may lack (the tests look there too).
+PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+if [ ${#missing[@]} -gt 0 ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
-# The Redis tests fail instead of skipping when redis-server is missing.
+PATH="$PATH:/usr/sbin:/usr/local/sbin" mariadbd --version
+# The Redis and MariaDB tests fail instead of skipping when their server is missing.
 export TC_REQUIRE_REDIS=1
+export TC_REQUIRE_MARIADB=1
 
 step "format"
 cargo fmt --all -- --check
