@@ -10,9 +10,11 @@ step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
-step "redis-server (the shared store's tests start their own), chromium (the simulator's page is checked in it), promtool (Debian's prometheus)"
+step "servers and tools the tests start or call: redis-server and mariadb-server (the shared store's and the rate_limit_logs tests start their own), chromium (the simulator's page), promtool (Debian's prometheus)"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# Debian puts mariadbd in /usr/sbin, which a user's PATH may lack (the tests look there too).
+PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,11 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis-server --version
+PATH="$PATH:/usr/sbin:/usr/local/sbin" mariadbd --version
 chromium --version
 # The prometheus package starts a server as a service; the tests need only its promtool.
 { command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus 2>/dev/null; } || true
-# The Redis and Chromium tests fail instead of skipping when the server or the browser is missing.
-export TC_REQUIRE_REDIS=1 TC_REQUIRE_CHROMIUM=1
+# The Redis, MariaDB and Chromium tests fail instead of skipping when what they need is missing.
+export TC_REQUIRE_REDIS=1 TC_REQUIRE_MARIADB=1 TC_REQUIRE_CHROMIUM=1
 
 step "the example Prometheus alerting rules: promtool check rules, promtool test rules"
 promtool check rules examples/prometheus/alerts.yml

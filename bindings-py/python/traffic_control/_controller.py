@@ -209,7 +209,9 @@ class TrafficControl(_native.Driver):
 
     def _init_host(self, listener: Callable[[Event], object] | None) -> None:
         self._core = self.core
-        self._listener = listener
+        # Every listener: the constructor's, then those `on()` added (a new tuple on each change,
+        # so `_flush` reads one without the lock).
+        self._listeners: tuple[Callable[[Event], object], ...] = () if listener is None else (listener,)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._waiters: dict[int, _Waiter] = {}
@@ -354,6 +356,28 @@ class TrafficControl(_native.Driver):
         """The metrics in Prometheus's text exposition format (version 0.0.4), for a ``/metrics``
         endpoint."""
         return self._read(self._core.metrics_text)
+
+    def on(self, listener: Callable[[Event], object]) -> Callable[[], bool]:
+        """Calls ``listener`` with every event from now on, as ``listener=`` does (both may be
+        used, and any number of each); returns the function that stops it (``True`` when it was
+        listening). Listeners run outside the controller's lock, in the thread that drained the
+        events (a caller's or the timer's): keep them short, as :class:`traffic_control.logs.LogSink`'s is."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+            if not self._keep:
+                self._core.keep_events = self._keep = True
+
+        def off() -> bool:
+            with self._lock:
+                listeners = list(self._listeners)
+                if listener not in listeners:
+                    return False
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
+                # Events stay on while requests wait; the next drain turns them off otherwise.
+            return True
+
+        return off
 
     def close(self) -> None:
         """Fails every waiting request with :class:`RequestCancelledError` and stops the timer.
@@ -501,7 +525,7 @@ class TrafficControl(_native.Driver):
         the listener (called later, outside the lock)."""
         core = self._core
         waiters = self._waiters
-        listening = self._listener is not None
+        listening = bool(self._listeners)
         while True:
             event = core.poll(now)
             if event is None:
@@ -574,7 +598,6 @@ class TrafficControl(_native.Driver):
 
     def _flush(self) -> None:
         """Calls the listener with the events drained so far, in order, outside the driver's lock."""
-        listener = self._listener
         pending = self._pending
         with self._listener_lock:
             while pending:
@@ -582,12 +605,11 @@ class TrafficControl(_native.Driver):
                     event = pending.popleft()
                 except IndexError:
                     break
-                if listener is None:
-                    continue
-                try:
-                    listener(event)
-                except Exception:
-                    _log.exception("traffic_control listener failed on %r", event)
+                for listener in self._listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        _log.exception("traffic_control listener failed on %r", event)
 
 
 def _response_outcome(result: object) -> tuple[int | None, Headers | None]:
