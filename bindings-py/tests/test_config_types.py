@@ -40,7 +40,7 @@ FULL: Config = {
         "api": {"kind": "window", "max": 150, "per": "10s", "per_ms": 10_000, "hold": "go"},
         "bucket": {"kind": "token_bucket", "capacity": 10, "refill": 1, "per": 250, "per_ms": 250},
         "slots": {"kind": "concurrency", "max": 4},
-        "tokens": {"kind": "budget", "refill": 20, "per": "1m", "per_ms": 60_000, "max": 1200, "floor": 5, "initial": 100},
+        "tokens": {"kind": "budget", "refill": 20, "per": "1m", "per_ms": 60_000, "max": 1200, "floor": 5, "initial": 100, "warn_below": 50},
     },
     "global": ["api"],
     "routes": [
