@@ -57,6 +57,8 @@ mod queue;
 mod read;
 mod request;
 mod route;
+#[cfg(feature = "shadow")]
+mod shadow;
 mod shared;
 mod snapshot;
 mod time;
@@ -77,6 +79,8 @@ pub use preset::{apply_env, preset, Preset, PRESETS};
 pub use request::{
     Completion, Decision, FollowUp, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target,
 };
+#[cfg(feature = "shadow")]
+pub use shadow::{ShadowReport, SideReport};
 pub use shared::{script_sha1, AdmitOptions, Admitted, ReplyValue, SharedStore, StoreCall, StoreOptions, SCRIPT};
 pub use snapshot::{LimitKind, LimitSnapshot, PauseSnapshot, Snapshot};
 pub use time::Timestamp;

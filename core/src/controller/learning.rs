@@ -56,6 +56,10 @@ impl TrafficControl {
                 EventKind::Completed { status: outcome.status, duration: now - flight.started },
             );
         }
+        #[cfg(feature = "shadow")]
+        let shadowed = self.shadow.is_some().then(|| outcome.clone());
+        #[cfg(not(feature = "shadow"))]
+        let shadowed: Option<Outcome> = None;
         let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
             self.clear_strikes(&flight.needs);
@@ -64,6 +68,7 @@ impl TrafficControl {
             let feedback = Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time);
             self.learn(now, request, flight, outcome.status, &feedback)
         };
+        self.shadow_completed(now, request, shadowed.as_ref(), !matches!(completion, Completion::Retry { .. }));
         self.advance(now);
         completion
     }
@@ -234,6 +239,7 @@ impl TrafficControl {
         refill_in: Option<std::time::Duration>,
     ) -> Result<(), RequestError> {
         let now = self.advance(now);
+        self.shadow_sync_budget(now, limit, tokens_left, refill_in);
         let idx = self.router.limit_index(limit).ok_or_else(|| RequestError::UnknownLimit { limit: limit.into() })?;
         let budget = self.limits[usize::from(idx)]
             .budget_mut()

@@ -3,6 +3,7 @@
 //! scheduling pass's triggers, `poll`) in `timers`.
 
 mod learning;
+mod shadowing;
 mod timers;
 
 pub(crate) use learning::{pause_targets, quota_target};
@@ -99,6 +100,9 @@ pub struct TrafficControl {
     rng: Jitter,
     /// What [`metrics`](Self::metrics) reports besides the state.
     counters: Counters,
+    /// A config run beside this one on the same traffic ([`set_shadow`](Self::set_shadow)).
+    #[cfg(feature = "shadow")]
+    shadow: Option<Box<crate::shadow::Shadow>>,
 }
 
 /// Room for events kept by a drained log.
@@ -165,6 +169,8 @@ impl TrafficControl {
             scratch: Scratch::default(),
             rng: Jitter::new(seed),
             counters: Counters::new(router_routes),
+            #[cfg(feature = "shadow")]
+            shadow: None,
         })
     }
 
@@ -182,17 +188,23 @@ impl TrafficControl {
         let id = self.new_request_id();
         let admission = match self.admission(now, request) {
             Ok(a) => a,
-            Err(error) => return self.reject(now, id, request, error),
+            Err(error) => {
+                self.shadow_arrive(now, id, request);
+                return self.reject(now, id, request, error);
+            }
         };
         let lane = admission.lane;
         let ahead = |limit| self.queue.claims_through(limit, lane);
         if self.fits(&admission, ahead) {
+            // The direct path's shadow sees the final answers only (a wait comes back as a new call).
+            self.shadow_arrive(now, id, request);
             return Decision::Go(self.admit(now, id, admission, None));
         }
         // The earliest instant it fits by time alone, or sooner if a timer (a reservation or lease
         // expiring, a waiter ahead going) may change the picture.
         let until = earliest(self.when_fits(now, &admission, ahead), self.next_timer()).filter(|&t| t > now);
         if let Err(error) = self.check_deadline(now, &admission) {
+            self.shadow_arrive(now, id, request);
             self.reject_admission(now, id, admission, error.clone());
             return Decision::Reject(error);
         }
@@ -206,6 +218,7 @@ impl TrafficControl {
         let request = request.borrow();
         let now = self.advance(now);
         let id = self.new_request_id();
+        self.shadow_arrive(now, id, request);
         let admission = match self.admission(now, request) {
             Ok(a) => a,
             Err(error) => {
@@ -275,6 +288,7 @@ impl TrafficControl {
         let r = self.reservations.remove(&reservation).expect("checked");
         self.stale_timers = true;
         self.drop_reservation(now, reservation, r, false);
+        self.shadow_release(now, reservation);
         self.advance(now);
         true
     }
@@ -565,6 +579,7 @@ impl TrafficControl {
         );
         let permit = Permit { request: id, reservations, at: now };
         self.counters.went(slot, admission.priority, queued_at.map(|q| now - q));
+        self.shadow_went(now, id, &permit.reservations);
         if let Some(endpoint) = go_endpoint {
             let waited = now - queued_at.unwrap_or(now);
             // Built field by field: most permits reserve nothing, and an empty Vec is made, not cloned.
@@ -598,6 +613,7 @@ impl TrafficControl {
             }
             _ => {}
         }
+        self.shadow_event(at, request, &kind);
         if self.log || matches!(kind, EventKind::Go { .. } | EventKind::Rejected { .. } | EventKind::Expired { .. }) {
             let endpoint = self.router.endpoint_of(endpoint);
             self.events.push_back(Event { at, request, endpoint, priority, kind });
