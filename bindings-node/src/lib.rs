@@ -461,6 +461,38 @@ pub fn metrics_text(tc: &mut Handle, now: f64) -> String {
     tc.metrics(Timestamp::from_millis_f64(now)).to_prometheus()
 }
 
+/// Runs a config beside this controller as a shadow (JSON text in the core's serde shape), or
+/// stops it (`null`): it sees the same traffic and decides on it, but nothing it decides is acted
+/// on. An invalid config throws `CONFIG` naming the field and leaves the running shadow.
+#[napi]
+pub fn set_shadow(tc: &mut Handle, now: f64, config_json: Option<String>) -> Result<(), CodedError> {
+    let config = match config_json {
+        Some(json) => Some(tc::Config::from_json(&json).map_err(|e| config_error(&e))?),
+        None => None,
+    };
+    tc.set_shadow(Timestamp::from_millis_f64(now), config).map_err(|e| config_error(&e))
+}
+
+/// The same with a shipped preset and overrides read from `env` under its prefix.
+#[napi]
+pub fn set_shadow_preset(
+    tc: &mut Handle,
+    now: f64,
+    name: String,
+    env: HashMap<String, String>,
+) -> Result<(), CodedError> {
+    let preset = tc::Preset::named(&name).map_err(|e| config_error(&e))?;
+    let config = preset.config_with_env(env).map_err(|e| config_error(&e))?;
+    tc.set_shadow(Timestamp::from_millis_f64(now), Some(config)).map_err(|e| config_error(&e))
+}
+
+/// What the shadow would have decided beside what this controller decided, as JSON text (the
+/// core's `ShadowReport`: waits in seconds); none without a shadow.
+#[napi]
+pub fn shadow_report_json(tc: &mut Handle, now: f64) -> Option<String> {
+    tc.shadow_report(Timestamp::from_millis_f64(now)).map(|r| r.to_json())
+}
+
 /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made
 /// from a request to the same API; none when the config has no status request.
 #[napi]

@@ -376,6 +376,34 @@ pub fn metrics_text(h: &mut Controller, now: f64) -> String {
     h.core.metrics(at(now)).to_prometheus()
 }
 
+/// Runs a config beside this controller as a shadow (JSON text), or stops it (`null`). Not in
+/// the browser build (its size is budgeted).
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = setShadow)]
+pub fn set_shadow(h: &mut Controller, now: f64, config_json: Option<String>) -> Result<(), JsValue> {
+    let config = match config_json {
+        Some(json) => Some(tc::Config::from_json(&json).map_err(|e| config_error(&e))?),
+        None => None,
+    };
+    h.core.set_shadow(at(now), config).map_err(|e| config_error(&e))
+}
+
+/// The same with a shipped preset and overrides read from `env` under its prefix.
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = setShadowPreset)]
+pub fn set_shadow_preset(h: &mut Controller, now: f64, name: &str, env: &Object) -> Result<(), JsValue> {
+    let preset = tc::Preset::named(name).map_err(|e| config_error(&e))?;
+    let config = preset.config_with_env(env_vars(env)).map_err(|e| config_error(&e))?;
+    h.core.set_shadow(at(now), Some(config)).map_err(|e| config_error(&e))
+}
+
+/// The shadow's report as JSON text (the core's `ShadowReport`); none without a shadow.
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = shadowReportJson)]
+pub fn shadow_report_json(h: &mut Controller, now: f64) -> Option<String> {
+    h.core.shadow_report(at(now)).map(|r| r.to_json())
+}
+
 /// The URL of the free status request that reports the budgets' balance (Keepa's `/token`), made
 /// from a request to the same API; none when the config has no status request.
 #[wasm_bindgen(js_name = statusUrl)]

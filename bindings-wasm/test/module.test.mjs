@@ -22,8 +22,9 @@ const builds = ['native', 'native-browser'].map((dir) => {
 // catches growth (179 KB with the windows' completion hold, wake-ups and pause reasons in Redis;
 // 195 KB once the shared store's host driver, the waiter classes, backoff, budget learning and
 // wake-up subscriptions, moved from the JavaScript scheduler into the core; 207 KB with metrics:
-// the counters, their families and the Prometheus text, which the browser build leaves out).
-const bounds = { native: 212, 'native-browser': 150 };
+// the counters, their families and the Prometheus text, which the browser build leaves out; 212 KB
+// with shadow mode: a second controller's replay and report, also left out of the browser build).
+const bounds = { native: 220, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
   test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;

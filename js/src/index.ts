@@ -21,6 +21,8 @@ export type {
   PriorityName,
   PresetName,
   RouteConfig,
+  ShadowReport,
+  ShadowSide,
   Snapshot,
   TrafficEvent,
   EventType,

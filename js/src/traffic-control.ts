@@ -14,6 +14,8 @@ import type {
   NativeEvent,
   PresetName,
   Priority,
+  ShadowReport,
+  ShadowSide,
   Snapshot,
   TrafficEvent,
 } from './types.js';
@@ -429,6 +431,45 @@ export class TrafficControl {
     const out = f.call(this.#native, this.#h, this.#now());
     this.#queuePump();
     return out;
+  }
+
+  /**
+   * Runs `config` (a config object, JSON text or a preset name, with overrides from `options.env`
+   * or the environment) beside this controller as a shadow: it sees the same requests, outcomes and
+   * cancellations and decides on them, but nothing it decides is acted on; `shadowReport()` compares
+   * the two. `null` stops it; a new config starts a fresh one. An invalid config throws `CONFIG`
+   * naming the field and leaves the running shadow. Only on the in-memory controller.
+   */
+  setShadow(config: Config | PresetName | string | null, options: { env?: Record<string, string | undefined> } = {}): void {
+    const set = this.#native.setShadow;
+    const preset = this.#native.setShadowPreset;
+    if (!set || !preset) throw new TrafficControlError('CONFIG', 'shadow mode is not in this build (the wasm browser build leaves it out)');
+    this.#sync();
+    try {
+      if (typeof config === 'string' && !config.trimStart().startsWith('{')) {
+        const env: Record<string, string> = {};
+        for (const [k, v] of Object.entries(options.env ?? theHost().env())) if (typeof v === 'string') env[k] = v;
+        preset.call(this.#native, this.#h, this.#now(), config, env);
+      } else {
+        set.call(this.#native, this.#h, this.#now(), config === null ? null : typeof config === 'string' ? config : JSON.stringify(config));
+      }
+    } catch (e) {
+      throw fromNative(e);
+    } finally {
+      this.#queuePump();
+    }
+  }
+
+  /** What the shadow config would have decided beside what this one decided; `null` without a shadow. */
+  shadowReport(): ShadowReport | null {
+    const f = this.#native.shadowReportJson;
+    if (!f) return null;
+    this.#sync();
+    const json = f.call(this.#native, this.#h, this.#now());
+    this.#queuePump();
+    if (json == null) return null;
+    const raw = JSON.parse(json) as RawShadowReport;
+    return { since: raw.since / 1e6, at: raw.at / 1e6, tracked: raw.tracked, enforced: sideOf(raw.enforced), shadow: sideOf(raw.shadow) };
   }
 
   /** Sets a budget's balance to what the server reported (tokens left, ms until the next refill). */
@@ -880,6 +921,42 @@ function snapshotOf(raw: RawSnapshot): Snapshot {
     waiting: { critical: raw.waiting[0], high: raw.waiting[1], normal: raw.waiting[2], low: raw.waiting[3] },
     inFlight: raw.in_flight,
     reservations: raw.reservations,
+  };
+}
+
+/** The core's `ShadowReport` JSON (instants in ns, waits in seconds). */
+interface RawShadowSide {
+  requests: number;
+  went_at_once: number;
+  went_after_wait: number;
+  refused: Array<[string, number]>;
+  cancelled: number;
+  retried: number;
+  waiting: number;
+  wait_p50: number;
+  wait_p95: number;
+  wait_p99: number;
+  wait_max: number;
+  wait_total: number;
+}
+interface RawShadowReport {
+  since: number;
+  at: number;
+  tracked: number;
+  enforced: RawShadowSide;
+  shadow: RawShadowSide;
+}
+
+function sideOf(r: RawShadowSide): ShadowSide {
+  return {
+    requests: r.requests,
+    wentAtOnce: r.went_at_once,
+    wentAfterWait: r.went_after_wait,
+    refused: Object.fromEntries(r.refused),
+    cancelled: r.cancelled,
+    retried: r.retried,
+    waiting: r.waiting,
+    waitSeconds: { p50: r.wait_p50, p95: r.wait_p95, p99: r.wait_p99, max: r.wait_max, total: r.wait_total },
   };
 }
 

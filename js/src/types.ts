@@ -215,6 +215,39 @@ export interface Metrics {
   families: MetricFamily[];
 }
 
+/**
+ * What a shadow config would have decided beside what the enforced one decided (`tc.shadowReport()`),
+ * over the requests seen since the shadow started.
+ */
+export interface ShadowReport {
+  /** When the shadow started, and the report's instant (the controller's clock, ms). */
+  since: number;
+  at: number;
+  /** Requests the shadow still follows (waiting or in flight on either side). */
+  tracked: number;
+  /** What the enforced config did. */
+  enforced: ShadowSide;
+  /** What the shadow config would have done. */
+  shadow: ShadowSide;
+}
+
+/** One config's decisions in a `ShadowReport`. */
+export interface ShadowSide {
+  requests: number;
+  wentAtOnce: number;
+  wentAfterWait: number;
+  /** Refused, by error code (`QUEUE_FULL`, `DEADLINE_UNREACHABLE`, ...). */
+  refused: Record<string, number>;
+  /** Cancelled by their caller while waiting. */
+  cancelled: number;
+  /** Queued again after a 429 (the shadow's own retries). */
+  retried: number;
+  /** Waiting at the report's instant. */
+  waiting: number;
+  /** Wait before going over the requests that went (zero for those that went at once), in seconds. */
+  waitSeconds: { p50: number; p95: number; p99: number; max: number; total: number };
+}
+
 /** One Prometheus metric family: full name (`traffic_control_…`), help, type and samples. */
 export interface MetricFamily {
   name: string;
@@ -274,6 +307,10 @@ export interface Native<H = unknown> {
   metricsJson?(h: H, now: number): string;
   /** The metrics in Prometheus's text format (absent from the wasm browser build). */
   metricsText?(h: H, now: number): string;
+  /** Shadow mode (absent from the wasm browser build): a config beside the enforced one, or none. */
+  setShadow?(h: H, now: number, configJson: string | null): void;
+  setShadowPreset?(h: H, now: number, name: string, env: Record<string, string>): void;
+  shadowReportJson?(h: H, now: number): string | null | undefined;
   /** The what-if simulator (absent from the wasm package): JSON in, JSON out. */
   simulateJson?(input: string): string;
   waiting(h: H): number;

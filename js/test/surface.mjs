@@ -35,8 +35,9 @@ function thrown(f) {
  * @param options.readsProcessEnv false for an entry that has no process.env to read (browsers, Workers)
  * @param options.envOverrides false for a build without environment overrides (the wasm browser build)
  * @param options.metrics false for a build without metrics (the wasm browser build)
+ * @param options.shadow false for a build without shadow mode (the wasm browser build)
  */
-export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true, metrics = true } = {}) {
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true, metrics = true, shadow = metrics } = {}) {
   describe('config', () => {
     test('an invalid config names the field and the reason, code CONFIG', () => {
       const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
@@ -210,6 +211,50 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
     if (!metrics) test('a build without metrics says so', () => {
       const tc = new TrafficControl({ limits: { global: window(2, 100) }, global: ['global'] });
       assert.equal(thrown(() => tc.metrics()).code, 'CONFIG');
+    });
+  });
+
+  describe('shadow mode', () => {
+    if (shadow) test('a stricter shadow reports the waits it would have made; nothing it decides is acted on', async () => {
+      const tc = new TrafficControl({ limits: { api: window(3, 100) }, global: ['api'] });
+      assert.equal(tc.shadowReport(), null);
+      tc.setShadow({ limits: { api: window(1, 100) }, global: ['api'] });
+      const t0 = tc.now();
+      const went = await Promise.all([1, 2, 3].map((i) => tc.schedule({ url: `https://api.example.com/items/${i}` }, () => tc.now() - t0)));
+      assert.ok(went.every((ms) => ms < 90), `the enforced config let all three go at once: ${went}`);
+      await sleep(260);
+      const r = tc.shadowReport();
+      assert.equal(r.tracked, 0);
+      assert.deepEqual([r.enforced.requests, r.enforced.wentAtOnce, r.enforced.wentAfterWait], [3, 3, 0]);
+      assert.deepEqual([r.shadow.requests, r.shadow.wentAtOnce, r.shadow.wentAfterWait, r.shadow.waiting], [3, 1, 2, 0]);
+      assert.equal(r.enforced.waitSeconds.max, 0);
+      assert.ok(r.shadow.waitSeconds.max >= 0.19 && r.shadow.waitSeconds.max < 0.3, String(r.shadow.waitSeconds.max));
+      assert.ok(r.at >= r.since + 250);
+    });
+
+    if (shadow) test('a looser shadow takes what the enforced config refused; a bad shadow config names its field and keeps the running one', async () => {
+      const tc = new TrafficControl({ limits: { api: window(2, 1000) }, global: ['api'] });
+      tc.setShadow(JSON.stringify({ limits: { api: window(5, 1000) }, global: ['api'] }));
+      const e = await rejection(tc.schedule({ url: 'https://api.example.com/bulk', cost: 3 }, () => 0));
+      assert.equal(e.code, 'COST_EXCEEDS_CAPACITY');
+      const bad = thrown(() => tc.setShadow({ limits: { api: window(0, '1s') } }));
+      assert.ok(bad instanceof TrafficControlError);
+      assert.equal(bad.code, 'CONFIG');
+      assert.match(bad.message, /limits\.api\.max/);
+      const r = tc.shadowReport();
+      assert.deepEqual(r.enforced.refused, { COST_EXCEEDS_CAPACITY: 1 });
+      assert.deepEqual(r.shadow.refused, {});
+      assert.equal(r.shadow.wentAtOnce, 1);
+      tc.setShadow('backmarket');
+      assert.equal(tc.shadowReport().shadow.requests, 0);
+      tc.setShadow(null);
+      assert.equal(tc.shadowReport(), null);
+    });
+
+    if (!shadow) test('a build without shadow mode says so', () => {
+      const tc = new TrafficControl({ limits: { global: window(2, 100) }, global: ['global'] });
+      assert.equal(thrown(() => tc.setShadow({ limits: { global: window(1, 100) }, global: ['global'] })).code, 'CONFIG');
+      assert.equal(tc.shadowReport(), null);
     });
   });
 
