@@ -358,6 +358,57 @@ impl PyTrafficControl {
         result.map_err(|e| request_error(py, &e))
     }
 
+    /// Runs a config beside this controller as a shadow from `now` on: a dict (the JSON shape),
+    /// JSON text, or with `preset` a shipped preset's name; `env` overrides it as in the
+    /// constructors. `None` stops the shadow. An invalid config raises `ConfigError` naming the
+    /// field and leaves the running shadow.
+    #[pyo3(signature = (now, config=None, *, preset=None, env=None, env_prefix=None))]
+    fn set_shadow(
+        &self,
+        py: Python<'_>,
+        now: f64,
+        config: Option<&Bound<'_, PyAny>>,
+        preset: Option<&str>,
+        env: Option<&Bound<'_, PyAny>>,
+        env_prefix: Option<String>,
+    ) -> PyResult<()> {
+        let config = match (config, preset) {
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("set_shadow: a config or a preset, not both")),
+            (None, None) => None,
+            (None, Some(name)) => {
+                let preset = Preset::named(name).map_err(|e| config_error(py, &e))?;
+                let config = preset.config().map_err(|e| config_error(py, &e))?;
+                let prefix = env_prefix.as_deref().unwrap_or(preset.env_prefix);
+                Some(with_env(py, config, env, Some(prefix))?)
+            }
+            (Some(config), None) => {
+                let config = if let Ok(text) = config.cast::<PyString>() {
+                    Config::from_json(&text.extract::<String>()?)
+                } else if config.cast::<PyMapping>().is_ok() {
+                    Config::from_value(to_value(config, &mut String::new())?)
+                } else {
+                    return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
+                }
+                .map_err(|e| config_error(py, &e))?;
+                Some(with_env(py, config, env, env_prefix.as_deref())?)
+            }
+        };
+        let mut state = self.lock(py);
+        let r = state.core.set_shadow(ts(now), config);
+        state.discard(now);
+        r.map_err(|e| config_error(py, &e))
+    }
+
+    /// What the shadow would have decided beside what this controller decided, as JSON text
+    /// (the core's `ShadowReport`: instants in nanoseconds, waits in seconds); `None` without a
+    /// shadow.
+    fn shadow_report_json(&self, py: Python<'_>, now: f64) -> Option<String> {
+        let mut state = self.lock(py);
+        let r = state.core.shadow_report(ts(now));
+        state.discard(now);
+        r.map(|r| r.to_json())
+    }
+
     /// The metrics as of `now`, as JSON text (the core's `Metrics` with its `families`; the
     /// snapshot's times in nanoseconds).
     fn metrics_json(&self, py: Python<'_>, now: f64) -> String {

@@ -61,7 +61,7 @@ from ._traffic_control import (
 )
 
 from ._simulate import Simulation, SimulationReport, simulate
-from ._types import LimitState, LogRow, Pause, Snapshot, Waiting
+from ._types import LimitState, LogRow, Pause, ShadowReport, ShadowSide, ShadowWaits, Snapshot, Waiting
 
 if TYPE_CHECKING:
     from .transport import AsyncTrafficControlTransport, TrafficControlTransport
@@ -99,6 +99,9 @@ __all__ = [
     "RouteCost",
     "RouteLimit",
     "Simulation",
+    "ShadowReport",
+    "ShadowSide",
+    "ShadowWaits",
     "SimulationReport",
     "Snapshot",
     "StatusRequest",

@@ -26,7 +26,7 @@ from ._traffic_control import AsyncPermit, Completion, Event, RequestCancelledEr
 from ._traffic_control import Permit as _NativePermit
 
 if TYPE_CHECKING:
-    from ._types import Snapshot
+    from ._types import ShadowReport, ShadowSide, Snapshot
 
 __all__ = ["Priority", "TrafficControl"]
 
@@ -357,6 +357,51 @@ class TrafficControl(_native.Driver):
         endpoint."""
         return self._read(self._core.metrics_text)
 
+    def set_shadow(
+        self,
+        config: Config | str | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+    ) -> None:
+        """Runs ``config`` beside this controller as a shadow: it sees the same requests, outcomes
+        and cancellations and decides on them, but nothing it decides is acted on;
+        :meth:`shadow_report` compares the two. ``config`` is read as the constructor reads it (a
+        dict, or a preset name with overrides from ``env``, default ``os.environ``). ``None``
+        stops the shadow; a new config starts a fresh one. An invalid config raises
+        :class:`ConfigError` naming the field and leaves the running shadow."""
+        core = self._core
+        if config is None:
+            self._read(lambda now: core.set_shadow(now, None))
+        elif isinstance(config, str):
+            self._read(
+                lambda now: core.set_shadow(
+                    now, preset=config, env=os.environ if env is None else env, env_prefix=env_prefix
+                )
+            )
+        elif env_prefix is not None:
+            self._read(
+                lambda now: core.set_shadow(now, config, env=os.environ if env is None else env, env_prefix=env_prefix)
+            )
+        else:
+            self._read(lambda now: core.set_shadow(now, config))
+
+    def shadow_report(self) -> ShadowReport | None:
+        """What the shadow config would have decided beside what this one decided (requests, went
+        at once or after a wait, refused by code, cancelled, retried, waiting, and the waits'
+        p50/p95/p99/max/total in seconds); ``None`` without a shadow."""
+        text = self._read(self._core.shadow_report_json)
+        if text is None:
+            return None
+        raw = json.loads(text)
+        return {
+            "since": raw["since"] / 1e6,
+            "at": raw["at"] / 1e6,
+            "tracked": raw["tracked"],
+            "enforced": _shadow_side(raw["enforced"]),
+            "shadow": _shadow_side(raw["shadow"]),
+        }
+
     def on(self, listener: Callable[[Event], object]) -> Callable[[], bool]:
         """Calls ``listener`` with every event from now on, as ``listener=`` does (both may be
         used, and any number of each); returns the function that stops it (``True`` when it was
@@ -636,3 +681,22 @@ def _handed_permit(waiter: _Waiter) -> _NativePermit | None:
     if future.done() and not future.cancelled() and future.exception() is None:
         return future.result()
     return None
+
+
+def _shadow_side(raw: dict[str, Any]) -> ShadowSide:
+    return {
+        "requests": raw["requests"],
+        "went_at_once": raw["went_at_once"],
+        "went_after_wait": raw["went_after_wait"],
+        "refused": dict(raw["refused"]),
+        "cancelled": raw["cancelled"],
+        "retried": raw["retried"],
+        "waiting": raw["waiting"],
+        "wait_seconds": {
+            "p50": raw["wait_p50"],
+            "p95": raw["wait_p95"],
+            "p99": raw["wait_p99"],
+            "max": raw["wait_max"],
+            "total": raw["wait_total"],
+        },
+    }

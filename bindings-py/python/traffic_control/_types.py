@@ -1,10 +1,10 @@
-"""Shapes of the plain data the native module returns (snapshots, log rows)."""
+"""Shapes of the plain data the native module returns (snapshots, log rows, shadow reports)."""
 
 from __future__ import annotations
 
 from typing import Dict, Optional, TypedDict
 
-__all__ = ["LimitState", "LogRow", "Pause", "Snapshot", "Waiting"]
+__all__ = ["LimitState", "LogRow", "Pause", "ShadowReport", "ShadowSide", "ShadowWaits", "Snapshot", "Waiting"]
 
 
 class Pause(TypedDict):
@@ -65,3 +65,43 @@ class LogRow(TypedDict):
     response_status: Optional[int]
     duration_ms: Optional[float]
     error: Optional[str]
+
+
+class ShadowWaits(TypedDict):
+    """Waits before going over the requests that went (zero for those that went at once), in
+    seconds."""
+
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    total: float
+
+
+class ShadowSide(TypedDict):
+    """One config's decisions in a :class:`ShadowReport`."""
+
+    requests: int
+    went_at_once: int
+    went_after_wait: int
+    refused: Dict[str, int]
+    """Refused, by error code (``QUEUE_FULL``, ``DEADLINE_UNREACHABLE``, ...)."""
+    cancelled: int
+    """Cancelled by their caller while waiting."""
+    retried: int
+    """Queued again after a 429 (the shadow's own retries)."""
+    waiting: int
+    """Waiting at the report's instant."""
+    wait_seconds: ShadowWaits
+
+
+class ShadowReport(TypedDict):
+    """``TrafficControl.shadow_report()``: what the shadow config would have decided beside what
+    the enforced one decided, over the requests seen since ``since`` (ms, the controller's clock)."""
+
+    since: float
+    at: float
+    tracked: int
+    """Requests the shadow still follows (waiting or in flight on either side)."""
+    enforced: ShadowSide
+    shadow: ShadowSide
