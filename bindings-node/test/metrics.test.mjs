@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { Registry } from 'prom-client';
 import { test } from '../../js/test/harness.mjs';
-import { TrafficControl, Priority, registerMetrics } from '../index.mjs';
+import Redis from 'ioredis';
+import { startRedis } from '../../js/test/redis-server.mjs';
+import { SharedTrafficControl, TrafficControl, Priority, registerMetrics } from '../index.mjs';
 
 /** Families whose value moves with the clock between two readings. */
 const MOVING = /^traffic_control_limit_(next_free|pause_remaining)_seconds/;
@@ -35,5 +37,30 @@ test('prom-client: a scrape of a real endpoint serves the core families and valu
     assert.ok(served.includes('traffic_control_rejected_total{route="catalog",priority="normal",code="COST_EXCEEDS_CAPACITY"} 1'));
   } finally {
     server.close();
+  }
+});
+
+test('prom-client: a shared controller registers with a promise and each scrape reads Redis once', async () => {
+  const redisServer = await startRedis();
+  const redis = new Redis({ port: redisServer.port, host: '127.0.0.1' });
+  let trips = 0;
+  try {
+    const tc = new SharedTrafficControl(
+      { limits: { global: { kind: 'window', max: 5, per: '1s', hold: 'go' } }, global: ['global'], routes: [{ name: 'catalog', path: '^/catalog' }] },
+      { redis, account: 'prom', onRoundTrip: () => trips++ },
+    );
+    await Promise.all([1, 2, 3].map((i) => tc.schedule({ url: `/catalog/${i}` }, () => i)));
+    const registry = new Registry();
+    await registerMetrics(tc, registry);
+    const before = trips;
+    const served = (await registry.metrics()).split('\n');
+    assert.equal(trips, before + 1, 'one round trip for the whole scrape');
+    assert.ok(served.includes('traffic_control_requests_total{route="catalog",priority="normal",result="went_at_once"} 3'), served.join('\n'));
+    assert.ok(served.includes('traffic_control_limit_used{limit="global"} 3'));
+    assert.ok(served.includes('traffic_control_queue_depth{priority="normal"} 0'));
+    await tc.close();
+  } finally {
+    redis.disconnect();
+    await redisServer.stop();
   }
 });

@@ -73,6 +73,9 @@ fn output(py: Python<'_>, o: Output) -> PyResult<Py<PyAny>> {
                 .collect();
             ("snapshot", handle.0, limits).into_py_any(py)?
         }
+        Output::Metrics { handle, metrics } => {
+            ("metrics", handle.0, (metrics.to_json(), metrics.to_prometheus())).into_py_any(py)?
+        }
         Output::Status { handle, url } => ("status", handle.0, url).into_py_any(py)?,
         Output::Subscribe { channel } => ("subscribe", channel).into_py_any(py)?,
         Output::Unsubscribe => PyTuple::new(py, ["unsubscribe"])?.into_py_any(py)?,

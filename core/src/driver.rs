@@ -32,6 +32,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{ConfigError, RequestError, StoreError};
+use crate::metrics::Counted;
 use crate::request::{Decision, Outcome, Priority, Request, RequestId, ReservationId, Target};
 use crate::shared::{AdmitOptions, ReplyValue, SharedStore, StoreCall, StoreOptions};
 use crate::snapshot::Snapshot;
@@ -156,6 +157,14 @@ pub enum Output {
         /// For a release: whether the reservation was live.
         live: bool,
     },
+    /// The metrics asked for by [`SharedDriver::metrics`].
+    #[cfg(feature = "metrics")]
+    Metrics {
+        /// The operation.
+        handle: Handle,
+        /// This process's counters and queue, the account's limits.
+        metrics: Box<crate::Metrics>,
+    },
     /// The snapshot asked for.
     Snapshot {
         /// The operation.
@@ -205,6 +214,12 @@ enum WaiterState {
 #[derive(Debug)]
 struct Waiter {
     request: Request,
+    /// When it was acquired, and whether it has had to wait (a wait decision, a store outage, a
+    /// budget being learnt) since: what the metrics count it as when it goes.
+    started: Timestamp,
+    waited: bool,
+    /// Its route's metrics slot.
+    slot: u16,
     id: String,
     class: String,
     max_wait_at: Option<Timestamp>,
@@ -230,10 +245,25 @@ enum ReportKind {
 
 #[derive(Debug)]
 enum CallState {
-    Admit { handle: Handle, store_call: StoreCall },
-    Report { handle: Handle, kind: ReportKind, store_call: StoreCall, started: Timestamp, backoff: Duration },
+    Admit {
+        handle: Handle,
+        store_call: StoreCall,
+    },
+    Report {
+        handle: Handle,
+        kind: ReportKind,
+        store_call: StoreCall,
+        started: Timestamp,
+        backoff: Duration,
+    },
     Withdraw,
-    Snapshot { handle: Handle },
+    Snapshot {
+        handle: Handle,
+    },
+    #[cfg(feature = "metrics")]
+    Metrics {
+        handle: Handle,
+    },
 }
 
 #[derive(Debug)]
@@ -355,6 +385,7 @@ impl SharedDriver {
         max_wait: Option<Duration>,
     ) -> Result<Handle, DriverError> {
         let call = self.store.admit(now, &request, &AdmitOptions::default()).map_err(DriverError::Request)?;
+        let slot = call.route_slot();
         let handle = self.handle();
         self.seq += 1;
         let id = format!("{}-{}", self.options.process_tag, self.seq);
@@ -369,6 +400,9 @@ impl SharedDriver {
             handle,
             Waiter {
                 request,
+                started: now,
+                waited: false,
+                slot,
                 id,
                 class: class.clone(),
                 max_wait_at: max_wait.map(|d| now.saturating_add(d)),
@@ -447,6 +481,18 @@ impl SharedDriver {
         handle
     }
 
+    /// Reads the metrics: [`Output::Metrics`] (or a failure; never retried). The counters are this
+    /// process's (its requests by route, priority and result, its refusals by code, its waits, the
+    /// pauses its answers caused); `queue_depth` is this process's waiters by priority; the limits'
+    /// gauges are the account's, as every process sees them (aggregate them with `max`, not `sum`).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&mut self, now: Timestamp) -> Handle {
+        let handle = self.handle();
+        let call = self.store.snapshot_call(now);
+        self.run(CallState::Metrics { handle }, call);
+        handle
+    }
+
     fn report(&mut self, now: Timestamp, handle: Handle, kind: ReportKind, store_call: StoreCall) {
         let state =
             CallState::Report { handle, kind, store_call: store_call.clone(), started: now, backoff: BACKOFF_MIN };
@@ -477,6 +523,14 @@ impl SharedDriver {
                 };
                 self.outputs.push_back(out);
             }
+            #[cfg(feature = "metrics")]
+            CallState::Metrics { handle } => {
+                let out = match self.store.snapshot(now, reply) {
+                    Ok(snapshot) => Output::Metrics { handle, metrics: Box::new(self.report_metrics(snapshot)) },
+                    Err(e) => Output::Fail { handle, error: DriverError::Store(e) },
+                };
+                self.outputs.push_back(out);
+            }
         }
     }
 
@@ -488,6 +542,10 @@ impl SharedDriver {
                 self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(error) });
             }
             Some(CallState::Snapshot { handle }) => {
+                self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(error) });
+            }
+            #[cfg(feature = "metrics")]
+            Some(CallState::Metrics { handle }) => {
                 self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(error) });
             }
             _ => {}
@@ -515,6 +573,8 @@ impl SharedDriver {
             }
             CallState::Withdraw => {}
             CallState::Snapshot { handle } => self.outputs.push_back(Output::Fail { handle, error: unavailable() }),
+            #[cfg(feature = "metrics")]
+            CallState::Metrics { handle } => self.outputs.push_back(Output::Fail { handle, error: unavailable() }),
         }
     }
 
@@ -729,6 +789,7 @@ impl SharedDriver {
             }
             Decision::Reject(e) => self.finish(now, handle, Err(DriverError::Request(e)), true),
             Decision::Wait { until } => {
+                w.waited = true;
                 if admitted.since.is_some() {
                     w.since = admitted.since;
                 }
@@ -761,6 +822,7 @@ impl SharedDriver {
             return;
         }
         w.backoff = (backoff * 2).min(BACKOFF_MAX);
+        w.waited = true;
         w.state = WaiterState::Sleeping { until: now.saturating_add(backoff) };
     }
 
@@ -801,6 +863,9 @@ impl SharedDriver {
         withdraw: bool,
     ) {
         let Some(w) = self.waiters.remove(&handle) else { return };
+        if w.status_of.is_none() {
+            self.count(now, &w, &result);
+        }
         if let WaiterState::Asking { call, .. } = w.state {
             self.calls.remove(&call);
         }
@@ -847,6 +912,32 @@ impl SharedDriver {
         self.idle_check(now);
     }
 
+    // ---- metrics ----------------------------------------------------------------------------------
+
+    /// Counts how an acquire ended, as the in-memory controller counts its requests.
+    fn count(&mut self, now: Timestamp, w: &Waiter, result: &Result<(RequestId, Vec<ReservationId>), DriverError>) {
+        let (slot, priority) = (w.slot, w.request.priority);
+        let counters = &mut self.store.counters;
+        match result {
+            Ok(_) => counters.went(slot, priority, w.waited.then(|| now.saturating_since(w.started))),
+            Err(DriverError::Request(RequestError::Cancelled)) => counters.count(slot, priority, Counted::Cancelled),
+            Err(DriverError::Request(RequestError::DeadlineExceeded { .. })) => {
+                counters.count(slot, priority, Counted::Expired)
+            }
+            Err(e) => counters.rejected(slot, priority, e.code()),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn report_metrics(&self, mut snapshot: Snapshot) -> crate::Metrics {
+        let mut waiting = [0usize; 4];
+        for w in self.waiters.values().filter(|w| w.status_of.is_none()) {
+            waiting[w.request.priority as usize] += 1;
+        }
+        snapshot.waiting = waiting;
+        self.store.metrics(snapshot)
+    }
+
     // ---- budgets learnt on first use --------------------------------------------------------------
 
     fn can_learn(&self, handle: Handle) -> bool {
@@ -869,6 +960,7 @@ impl SharedDriver {
         let Target::Http { url, .. } = &w.request.target else { return };
         let Some(status) = self.store.config().status_url(url) else { return };
         w.learnt = true;
+        w.waited = true;
         // Out of its class while it waits for the balance (the next of its class asks meanwhile).
         let class = w.class.clone();
         w.state = WaiterState::Learning { url: status.clone() };

@@ -429,3 +429,87 @@ fn a_lost_subscription_falls_back_to_polling_and_subscribes_again_later() {
     d.on_reply(t(11_004), call, &wait(11_004, Some(60_000)));
     assert!(matches!(&outputs(&mut d)[..], [Output::Subscribe { .. }]), "subscribes again");
 }
+
+/// The reply to a snapshot call for the three limits of `CONFIG`: used `api` 1 of 1, the rest idle.
+fn snapshot_reply() -> Vec<ReplyValue> {
+    let mut r = vec![ReplyValue::Int(1), ReplyValue::Int(5_000_000), ReplyValue::Text("e".into()), ReplyValue::Int(0)];
+    for (used, max) in [(1, 1), (0, 1), (-1, 100)] {
+        // used, max, reserved, pause until, waiters, next free, reason, server until, strikes
+        r.extend([used, max, 0, 0, 2, -1].map(ReplyValue::Int));
+        r.push(ReplyValue::Text(String::new()));
+        r.extend([0, 0].map(ReplyValue::Int));
+    }
+    r
+}
+
+#[test]
+fn the_driver_counts_what_became_of_each_acquire_and_reads_the_gauges_from_the_store() {
+    let mut d = driver(|o| {
+        o.wake = false;
+        o.on_unavailable = Unavailable::Fail;
+    });
+    // Went at once, on the route "slow".
+    let a = d.acquire(t(0), Request::http("GET", "/slow"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(1));
+    assert!(went(&outputs(&mut d), a).is_some());
+    // Went after a 300 ms wait (no route), HIGH.
+    let b = d.acquire(t(0), Request::http("GET", "/x").priority(Priority::High), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &wait(0, Some(300)));
+    d.handle_timeout(t(300));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(300), call, &go(2));
+    assert!(went(&outputs(&mut d), b).is_some());
+    // Cancelled, expired, refused by the store being away.
+    let c = d.acquire(t(300), Request::http("GET", "/x"), None).unwrap();
+    d.cancel(t(301), c);
+    let _ = outputs(&mut d);
+    let e = d.acquire(t(400), Request::http("GET", "/x"), Some(Duration::from_millis(100))).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(400), call, &wait(0, Some(1_000)));
+    let at = d.poll_timeout().unwrap();
+    d.handle_timeout(at);
+    let f = d.acquire(t(600), Request::http("GET", "/x"), None).unwrap();
+    let out = outputs(&mut d);
+    d.on_store_error(t(600), runs(&out).last().unwrap().0, "connection refused");
+    let out = outputs(&mut d);
+    assert_eq!(failed(&out, f).as_deref(), Some("STORE_UNAVAILABLE"));
+    // A 429 on the route: counted as rate limited, and the pause it causes (on the route's own limit).
+    let mut outcome = Outcome::status(429);
+    outcome.headers.push(("retry-after".into(), "2".into()));
+    let _ = d.complete(t(700), RequestId(1), &outcome);
+    let _ = (c, e);
+    // Still waiting: one NORMAL request of this process.
+    let _w = d.acquire(t(800), Request::http("GET", "/x"), None).unwrap();
+    let out = outputs(&mut d);
+    d.on_reply(t(800), runs(&out).last().unwrap().0, &wait(0, None));
+    let _ = outputs(&mut d);
+
+    let h = d.metrics(t(900));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(900), call, &snapshot_reply());
+    let m = match outputs(&mut d).pop() {
+        Some(Output::Metrics { handle, metrics }) if handle == h => metrics,
+        other => panic!("{other:?}"),
+    };
+    let text = m.to_prometheus();
+    for line in [
+        r#"traffic_control_requests_total{route="slow",priority="normal",result="went_at_once"} 1"#,
+        r#"traffic_control_requests_total{route="slow",priority="normal",result="rate_limited"} 1"#,
+        r#"traffic_control_requests_total{route="none",priority="high",result="went_after_wait"} 1"#,
+        r#"traffic_control_requests_total{route="none",priority="normal",result="cancelled"} 1"#,
+        r#"traffic_control_requests_total{route="none",priority="normal",result="expired"} 1"#,
+        r#"traffic_control_requests_total{route="none",priority="normal",result="rejected"} 1"#,
+        r#"traffic_control_rejected_total{route="none",priority="normal",code="STORE_UNAVAILABLE"} 1"#,
+        r#"traffic_control_wait_seconds_bucket{priority="high",le="0.25"} 0"#,
+        r#"traffic_control_wait_seconds_bucket{priority="high",le="0.5"} 1"#,
+        r#"traffic_control_wait_seconds_sum{priority="high"} 0.3"#,
+        r#"traffic_control_pauses_total{limit="slots",reason="retry_after"} 1"#,
+        r#"traffic_control_limit_utilisation_ratio{limit="api"} 1"#,
+        r#"traffic_control_queue_depth{priority="normal"} 1"#,
+        r#"traffic_control_queue_depth{priority="high"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+}

@@ -17,45 +17,55 @@ export interface PromMetric {
   reset(): void;
 }
 
-/** A controller, in-memory or shared, whose metrics can be read. */
+/** A controller whose metrics can be read: in memory (at once) or shared (one Redis round trip). */
 export interface PromClient {
-  metrics(): Metrics;
+  metrics(): Metrics | Promise<Metrics>;
 }
 
 /**
  * Registers `tc`'s metric families (the names of `metricsText()`) in a prom-client registry. Each
- * scrape reads the controller once, whatever the number of families.
+ * scrape reads the controller once, whatever the number of families. For a shared controller it
+ * returns a promise (its first reading names the families), and each scrape is one round trip.
  *
  * ```ts
  * import { Registry } from 'prom-client';
  * const registry = new Registry();
- * registerMetrics(tc, registry);
+ * registerMetrics(tc, registry);            // await registerMetrics(shared, registry) for a SharedTrafficControl
  * app.get('/metrics', async () => new Response(await registry.metrics(), { headers: { 'content-type': registry.contentType } }));
  * ```
  */
-export function registerMetrics(tc: PromClient, registry: PromRegistry): void {
-  let cached: Metrics | undefined;
-  const read = (): Metrics => {
+export function registerMetrics(tc: { metrics(): Metrics }, registry: PromRegistry): void;
+export function registerMetrics(tc: { metrics(): Promise<Metrics> }, registry: PromRegistry): Promise<void>;
+export function registerMetrics(tc: PromClient, registry: PromRegistry): void | Promise<void> {
+  let cached: Promise<Metrics> | undefined;
+  const read = (): Promise<Metrics> => {
     if (!cached) {
-      cached = tc.metrics();
-      // One reading per scrape: the registry asks each family in the same turn.
-      queueMicrotask(() => (cached = undefined));
+      cached = Promise.resolve(tc.metrics());
+      // One reading per scrape: the registry asks each family in the same turn (a shared
+      // controller's reading is dropped once it has landed).
+      const drop = () => queueMicrotask(() => (cached = undefined));
+      cached.then(drop, drop);
     }
     return cached;
   };
-  for (const family of tc.metrics().families) {
-    const { name, help, type } = family;
-    registry.registerMetric({
-      name,
-      help,
-      type,
-      aggregator: 'sum',
-      async get() {
-        const f = read().families.find((x) => x.name === name);
-        const values = (f?.samples ?? []).map((s) => ({ metricName: s.name, labels: s.labels, value: s.value }));
-        return { name, help, type, aggregator: 'sum', values };
-      },
-      reset() {},
-    });
-  }
+  const register = (families: MetricFamily[]): void => {
+    for (const family of families) {
+      const { name, help, type } = family;
+      registry.registerMetric({
+        name,
+        help,
+        type,
+        aggregator: 'sum',
+        async get() {
+          const f = (await read()).families.find((x) => x.name === name);
+          const values = (f?.samples ?? []).map((s) => ({ metricName: s.name, labels: s.labels, value: s.value }));
+          return { name, help, type, aggregator: 'sum', values };
+        },
+        reset() {},
+      });
+    }
+  };
+  const first = tc.metrics();
+  if (first instanceof Promise) return first.then((m) => register(m.families));
+  register(first.families);
 }

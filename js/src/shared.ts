@@ -4,8 +4,8 @@
 // the process's own waiters in priority order.
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
-import { coreRequest, headerList, outcomeOf, type FollowUp } from './traffic-control.js';
-import type { Config, LimitPause, PresetName, Priority } from './types.js';
+import { coreRequest, headerList, metricsOf, outcomeOf, type FollowUp, type RawMetrics } from './traffic-control.js';
+import type { Config, LimitPause, Metrics, PresetName, Priority } from './types.js';
 
 /**
  * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
@@ -23,6 +23,7 @@ type DriverOutput =
   | { output: 'fail'; handle: number; code: string; message: string }
   | { output: 'done'; handle: number; live: boolean }
   | { output: 'snapshot'; handle: number; snapshot: SharedSnapshot }
+  | { output: 'metrics'; handle: number; metrics: RawMetrics; text: string }
   | { output: 'status'; handle: number; url: string }
   | { output: 'subscribe'; channel: string }
   | { output: 'unsubscribe' };
@@ -289,6 +290,32 @@ export class SharedTrafficControl {
     return this.#operation({ input: 'snapshot' });
   }
 
+  /**
+   * The metrics: this process's counters (requests by route, priority and result, refusals by code,
+   * time waited, the pauses its answers caused) and queue (`snapshot.waiting`), with the account's
+   * limits as Redis holds them (every process reports the same gauges: aggregate them with `max`,
+   * the counters with `sum`). One round trip. `registerMetrics` hands them to prom-client.
+   */
+  async metrics(): Promise<Metrics> {
+    return (await this.#metricsRead()).metrics;
+  }
+
+  /** The metrics in Prometheus's text exposition format (version 0.0.4). One round trip. */
+  async metricsText(): Promise<string> {
+    return (await this.#metricsRead()).text;
+  }
+
+  async #metricsRead(): Promise<{ metrics: Metrics; text: string }> {
+    try {
+      return await this.#operation({ input: 'metrics' });
+    } catch (e) {
+      if ((e as TrafficControlError)?.code === 'INVALID_ARGUMENT' && /unknown input/.test(String((e as Error).message))) {
+        throw new TrafficControlError('CONFIG', 'metrics are not in this build (the wasm browser build leaves them out): use snapshot()');
+      }
+      throw e;
+    }
+  }
+
   /** Requests of this process waiting. */
   get waiting(): number {
     return this.#waiting;
@@ -357,6 +384,9 @@ export class SharedTrafficControl {
         return;
       case 'snapshot':
         this.#settle(o.handle)?.resolve(o.snapshot as never);
+        return;
+      case 'metrics':
+        this.#settle(o.handle)?.resolve({ metrics: metricsOf(o.metrics), text: o.text } as never);
         return;
       case 'status':
         void this.#status(o.handle, o.url);

@@ -398,25 +398,7 @@ export class TrafficControl {
    * Prometheus's text format; `registerMetrics` (the `prometheus` export) hands them to prom-client.
    */
   metrics(): Metrics {
-    const raw = JSON.parse(this.#metricsCall('metricsJson')) as RawMetrics;
-    return {
-      requests: raw.requests,
-      rejected: raw.rejected,
-      wait: raw.wait.map((h) => ({
-        priority: h.priority,
-        buckets: h.buckets.map(([le, n]) => [le ?? Infinity, n] as [number, number]),
-        count: h.count,
-        sumSeconds: h.sum_seconds,
-      })),
-      pauses: raw.pauses,
-      snapshot: snapshotOf(raw.snapshot),
-      families: raw.families.map((f) => ({
-        name: f.name,
-        help: f.help,
-        type: f.type,
-        samples: f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: x.value })),
-      })),
-    };
+    return metricsOf(JSON.parse(this.#metricsCall('metricsJson')) as RawMetrics);
   }
 
   /** The metrics in Prometheus's text exposition format (version 0.0.4), for a `/metrics` endpoint. */
@@ -960,8 +942,30 @@ function sideOf(r: RawShadowSide): ShadowSide {
   };
 }
 
+/** The core's metrics JSON as the package's `Metrics` (in-memory and shared controllers). */
+export function metricsOf(raw: RawMetrics): Metrics {
+  return {
+    requests: raw.requests,
+    rejected: raw.rejected,
+    wait: raw.wait.map((h) => ({
+      priority: h.priority,
+      buckets: h.buckets.map(([le, n]) => [le ?? Infinity, n] as [number, number]),
+      count: h.count,
+      sumSeconds: h.sum_seconds,
+    })),
+    pauses: raw.pauses,
+    snapshot: snapshotOf(raw.snapshot),
+    families: raw.families.map((f) => ({
+      name: f.name,
+      help: f.help,
+      type: f.type,
+      samples: f.samples.map((x) => ({ name: x.name, labels: Object.fromEntries(x.labels), value: x.value })),
+    })),
+  };
+}
+
 /** The core's metrics JSON (an infinite bucket bound comes as null). */
-interface RawMetrics extends Omit<Metrics, 'wait' | 'snapshot' | 'families'> {
+export interface RawMetrics extends Omit<Metrics, 'wait' | 'snapshot' | 'families'> {
   families: Array<Omit<MetricFamily, 'samples'> & { samples: Array<{ name: string; labels: Array<[string, string]>; value: number }> }>;
   wait: Array<{ priority: Metrics['wait'][number]['priority']; buckets: Array<[number | null, number]>; count: number; sum_seconds: number }>;
   snapshot: RawSnapshot;

@@ -159,6 +159,40 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       assert.ok(performance.now() - t0 >= 280, 'B waited for the pause');
     });
 
+    test('metrics: this process counts what became of its requests; the limits are the account\'s', async () => {
+      const account = `metrics-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { routes: [{ name: 'catalog', path: '^/catalog' }] });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      await a.acquire({ url: '/catalog/1' });
+      await b.acquire({ url: '/catalog/2' });
+      const t0 = performance.now();
+      const late = await a.acquire({ url: 'https://api.example.com/catalog/3?key=secret', priority: 'high' });
+      const waited = (performance.now() - t0) / 1000;
+      await late.complete({ status: 429, headers: { 'retry-after': '0.05' } });
+      const e = await a.acquire({ url: '/catalog/4', cost: 3 }).catch((x) => x);
+      assert.equal(e.code, 'COST_EXCEEDS_CAPACITY');
+      const m = await a.metrics();
+      const count = (route, priority, result) => m.requests.find((r) => r.route === route && r.priority === priority && r.result === result)?.count ?? 0;
+      assert.equal(count('catalog', 'normal', 'went_at_once'), 1, 'only A\'s own request');
+      assert.equal(count('catalog', 'high', 'went_after_wait'), 1);
+      assert.equal(count('catalog', 'high', 'rate_limited'), 1);
+      const high = m.wait.find((h) => h.priority === 'high');
+      assert.equal(high.count, 1);
+      assert.ok(Math.abs(high.sumSeconds - waited) < 0.1, `waited ${high.sumSeconds} s, measured ${waited} s`);
+      assert.ok(m.pauses.some((p) => p.limit === 'api' && p.reason === 'retry_after'));
+      const api = m.snapshot.limits.find((l) => l.name === 'api');
+      assert.equal(api.capacity, 2);
+      assert.ok(api.used >= 1 && api.used <= 2, `the account's window holds the late request (and maybe B's): ${api.used}`);
+      const text = await a.metricsText();
+      assert.match(text, /^traffic_control_requests_total\{route="catalog",priority="high",result="went_after_wait"\} 1$/m);
+      assert.match(text, /^traffic_control_limit_capacity\{limit="api"\} 2$/m);
+      assert.ok(!text.includes('secret') && !text.includes('example.com'), 'never a URL, never a key');
+      const other = await b.metrics();
+      assert.equal(other.requests.reduce((s, r) => s + r.count, 0), 1, 'B counted its one request');
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('unreachable Redis: fail closed, at once or after the maximum wait', async () => {
       const dead = client(1, false); // nothing listens on port 1
       const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });

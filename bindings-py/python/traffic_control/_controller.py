@@ -343,14 +343,7 @@ class TrafficControl(_native.Driver):
         "count"}], "families": [...], "snapshot": {...}}``. ``metrics_text()`` gives them in
         Prometheus's text format; ``traffic_control.prometheus.TrafficControlCollector`` hands them
         to prometheus_client."""
-        metrics: dict[str, Any] = json.loads(self._read(self._core.metrics_json))
-        # JSON has no infinity: the last bucket's bound comes as null.
-        for h in metrics["wait"]:
-            h["buckets"] = [(math.inf if le is None else le, n) for le, n in h["buckets"]]
-        for f in metrics["families"]:
-            for sample in f["samples"]:
-                sample["labels"] = dict(sample["labels"])
-        return metrics
+        return metrics_of(self._read(self._core.metrics_json))
 
     def metrics_text(self) -> str:
         """The metrics in Prometheus's text exposition format (version 0.0.4), for a ``/metrics``
@@ -700,3 +693,15 @@ def _shadow_side(raw: dict[str, Any]) -> ShadowSide:
             "total": raw["wait_total"],
         },
     }
+
+
+def metrics_of(text: str) -> dict[str, Any]:
+    """The core's metrics JSON as the dict ``metrics()`` returns (in-memory and shared controllers)."""
+    metrics: dict[str, Any] = json.loads(text)
+    # JSON has no infinity: the last bucket's bound comes as null.
+    for h in metrics["wait"]:
+        h["buckets"] = [(math.inf if le is None else le, n) for le, n in h["buckets"]]
+    for f in metrics["families"]:
+        for sample in f["samples"]:
+            sample["labels"] = dict(sample["labels"])
+    return metrics

@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from ._config_types import Config
+from ._controller import metrics_of
 from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
@@ -277,6 +278,8 @@ class _SharedBase(abc.ABC):
             self._settled(o, o[3])
         elif kind in ("fail", "done", "snapshot"):
             self._settled(o, o[2])
+        elif kind == "metrics":
+            self._settled(o, (metrics_of(o[2][0]), o[2][1]))
         elif kind == "run":
             self._run(o[1], o[2], o[3])
         elif kind == "status":
@@ -373,6 +376,20 @@ class SharedTrafficControl(_SharedBase):
         """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
         ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
         return await self._operation({"input": "snapshot"})  # type: ignore[no-any-return]
+
+    async def metrics(self) -> dict[str, Any]:
+        """The metrics: this process's counters (requests by route, priority and result, refusals
+        by code, time waited, the pauses its answers caused) and queue (``snapshot.waiting``), with
+        the account's limits as Redis holds them (every process reports the same gauges: aggregate
+        them with ``max``, the counters with ``sum``). The same dict as ``TrafficControl.metrics()``;
+        one round trip."""
+        metrics, _ = await self._operation({"input": "metrics"})
+        return metrics  # type: ignore[no-any-return]
+
+    async def metrics_text(self) -> str:
+        """The metrics in Prometheus's text exposition format (version 0.0.4); one round trip."""
+        _, text = await self._operation({"input": "metrics"})
+        return text  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         """Stops listening for wake-ups now (waiting requests fall back to polling)."""
@@ -542,6 +559,22 @@ class SyncSharedTrafficControl(_SharedBase):
         """Every limit's shared state: ``(name, used, capacity, reserved, pause)``; ``pause`` is
         ``(until_ms, reason)`` in Redis server time while a 429 or a block pauses the limit."""
         return self._operation({"input": "snapshot"})  # type: ignore[no-any-return]
+
+    def metrics(self) -> dict[str, Any]:
+        """The metrics: this process's counters (requests by route, priority and result, refusals
+        by code, time waited, the pauses its answers caused) and queue (``snapshot.waiting``), with
+        the account's limits as Redis holds them (every process reports the same gauges: aggregate
+        them with ``max``, the counters with ``sum``). The same dict as ``TrafficControl.metrics()``;
+        one round trip.
+        ``traffic_control.prometheus.TrafficControlCollector`` and ``MultiProcessPublisher`` take
+        this controller as they take ``TrafficControl``."""
+        metrics, _ = self._operation({"input": "metrics"})
+        return metrics  # type: ignore[no-any-return]
+
+    def metrics_text(self) -> str:
+        """The metrics in Prometheus's text exposition format (version 0.0.4); one round trip."""
+        _, text = self._operation({"input": "metrics"})
+        return text  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stops listening for wake-ups now (waiting requests fall back to polling)."""

@@ -6,13 +6,15 @@
 //!
 //! Inputs (`{"input": ...}`): `acquire {request, maxWait?}` → handle; `cancel {handle}`;
 //! `complete {request, status?, headers?, body?}` → handle; `release {reservation}` → handle;
-//! `syncBudget {limit, tokensLeft, refillIn?}` → handle; `snapshot` → handle; `reply {call, reply}`;
+//! `syncBudget {limit, tokensLeft, refillIn?}` → handle; `snapshot` → handle; `metrics` → handle
+//! (the `metrics` feature); `reply {call, reply}`;
 //! `storeError {call, reason}`; `woken`; `subscribed {ok}`; `statusDone {handle, status?, headers?,
 //! body?}` (no status: no response came); `timeout`; `close`; `processTag {tag}` (a host that may not draw random
 //! values when it builds the driver, as a Worker at load, names its process at first use).
 //!
 //! Outputs (`{"output": ...}`): `run {call, keys, args}`; `go {handle, request, reservations}`;
-//! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `status
+//! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `metrics {handle, metrics, text}` (the
+//! metrics as JSON and as Prometheus text); `status
 //! {handle, url}`; `subscribe {channel}`; `unsubscribe`.
 
 use serde_json::{json, Value};
@@ -173,6 +175,8 @@ impl DriverHost {
                 Some(d.sync_budget(now, &limit, tokens as i64, refill.map(ms)).map_err(host_error)?.0)
             }
             "snapshot" => Some(d.snapshot(now).0),
+            #[cfg(feature = "metrics")]
+            "metrics" => Some(d.metrics(now).0),
             "reply" => {
                 let call = call(&v)?;
                 let reply = match v.get_mut("reply").map(Value::take) {
@@ -269,6 +273,12 @@ fn output_json(o: Output) -> Value {
         Output::Snapshot { handle, snapshot } => {
             json!({ "output": "snapshot", "handle": handle.0, "snapshot": snapshot_json(&snapshot) })
         }
+        #[cfg(feature = "metrics")]
+        Output::Metrics { handle, metrics } => json!({
+            "output": "metrics", "handle": handle.0,
+            "metrics": serde_json::from_str::<Value>(&metrics.to_json()).unwrap_or(Value::Null),
+            "text": metrics.to_prometheus(),
+        }),
         Output::Status { handle, url } => json!({ "output": "status", "handle": handle.0, "url": url }),
         Output::Subscribe { channel } => json!({ "output": "subscribe", "channel": channel }),
         Output::Unsubscribe => json!({ "output": "unsubscribe" }),

@@ -73,8 +73,9 @@ use crate::error::{ConfigError, RequestError, StoreError};
 use crate::feedback::Feedback;
 use crate::limit::pause::{Jitter, Told};
 use crate::limit::{Limit, PauseReason};
+use crate::metrics::{Counted, Counters};
 use crate::queue::merge_needs;
-use crate::request::{Decision, Outcome, Permit, Request, RequestId, ReservationId};
+use crate::request::{Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{Need, Needs, Router};
 use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
 use crate::time::Timestamp;
@@ -145,11 +146,19 @@ pub struct StoreCall {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CallKind {
-    Admit { needs: Needs, budgets: Vec<u16>, follow_ups: usize, limits: Vec<u16> },
+    Admit { needs: Needs, budgets: Vec<u16>, follow_ups: usize, limits: Vec<u16>, slot: u16, priority: Priority },
     Other,
 }
 
 impl StoreCall {
+    /// An admission's route slot for the metrics (0 for any other call).
+    pub(crate) fn route_slot(&self) -> u16 {
+        match &self.what {
+            CallKind::Admit { slot, .. } => *slot,
+            CallKind::Other => 0,
+        }
+    }
+
     /// The whole `EVALSHA` command as strings, for clients that take a command array.
     pub fn evalsha_command(&self) -> Vec<String> {
         let mut c = Vec::with_capacity(3 + self.keys.len() + self.args.len());
@@ -238,6 +247,9 @@ pub struct SharedStore {
     /// Per limit: strikes may be held in Redis as far as this process knows (it reported a
     /// rate-limited answer on it, or an admission on it said so, and it has not cleared them since).
     struck: Vec<bool>,
+    /// What this process counted: the shared driver's admissions, refusals and waits, the store's
+    /// rate-limited answers and pauses (see [`SharedDriver::metrics`](crate::driver::SharedDriver::metrics)).
+    pub(crate) counters: Counters,
 }
 
 /// How long a quota learnt from the server lowers a window in Redis after it was last reported.
@@ -254,6 +266,9 @@ struct Flight {
     sent: Timestamp,
     /// One of its limits had strikes when it went: an answer that is not rate limited clears them.
     strikes: bool,
+    /// Its route's metrics slot and its priority (a rate-limited answer is counted on them).
+    slot: u16,
+    priority: Priority,
 }
 
 fn micros_up(d: Duration) -> u64 {
@@ -306,7 +321,9 @@ impl SharedStore {
         let keep_us = micros_up(config.lease_ttl).saturating_add(micros_up(longest_pause));
         let rng = Jitter::new(f.seed);
         let n_limits = limits.len();
+        let counters = Counters::new(router.route_names_len());
         Ok(SharedStore {
+            counters,
             rng,
             keep_us,
             prefix: format!("tc:{{{}}}:", options.account),
@@ -461,6 +478,8 @@ impl SharedStore {
                 budgets: resolved.budgets.as_slice().to_vec(),
                 follow_ups: follow_ups.len(),
                 limits: total.iter().map(|n| n.limit).collect(),
+                slot: Router::slot_of(&resolved.endpoint),
+                priority: request.priority,
             },
         })
     }
@@ -483,7 +502,7 @@ impl SharedStore {
 
     /// Interprets the reply to an [`admit`](Self::admit) call.
     pub fn decide(&mut self, now: Timestamp, call: &StoreCall, reply: &[ReplyValue]) -> Result<Admitted, StoreError> {
-        let CallKind::Admit { needs, budgets, follow_ups, .. } = &call.what else {
+        let CallKind::Admit { needs, budgets, follow_ups, slot, priority, .. } = &call.what else {
             return Err(StoreError::Reply { reason: "decide() takes the call made by admit()".into() });
         };
         let (status, server_now) = self.reply_head(now, reply)?;
@@ -509,8 +528,15 @@ impl SharedStore {
                         self.struck[usize::from(n.limit)] = true;
                     }
                 }
-                let flight =
-                    Flight { needs: needs.clone(), budgets: budgets.clone(), since: now, sent: server_now, strikes };
+                let flight = Flight {
+                    needs: needs.clone(),
+                    budgets: budgets.clone(),
+                    since: now,
+                    sent: server_now,
+                    strikes,
+                    slot: *slot,
+                    priority: *priority,
+                };
                 self.in_flight.insert(request, flight);
                 Decision::Go(Permit { request, reservations, at: server_now })
             }
@@ -598,6 +624,9 @@ impl SharedStore {
         } else {
             Feedback::from_outcome(outcome, outcome.body.as_deref(), outcome.unix_time)
         };
+        if answered && feedback.rate_limited {
+            self.counters.count(flight.slot, flight.priority, Counted::RateLimited);
+        }
         let clears = answered
             && !feedback.rate_limited
             && (flight.strikes || flight.needs.iter().any(|n| self.struck[usize::from(n.limit)]));
@@ -643,6 +672,16 @@ impl SharedStore {
             // What the answer does to the limit's pause: the script keeps the strikes and picks the
             // pause for their count from the ladder worked out here (see `Told`).
             let told = targets.contains(&l).then(|| Told::of(&self.config.feedback, &limit.name, &feedback)).flatten();
+            let reason = match told {
+                Some(Told::Block { cooldown: true, .. }) => Some("cooldown"),
+                Some(Told::Block { .. }) => Some("block"),
+                Some(Told::Server(_)) => Some("retry_after"),
+                Some(Told::Exhausted(_)) => Some("exhausted"),
+                None => None,
+            };
+            if let Some(reason) = reason {
+                self.counters.paused(l, reason);
+            }
             let (mode, server, ladder) = match told {
                 Some(t @ Told::Block { base, cooldown, .. }) => {
                     self.struck[usize::from(l)] = true;
@@ -737,6 +776,13 @@ impl SharedStore {
         args.extend([max.to_string(), micros_up(per).to_string(), String::new(), String::new()]);
         args.push(micros_up(LEARNT_TTL).to_string());
         Ok(StoreCall { keys, args, what: CallKind::Other })
+    }
+
+    /// This process's counters by name, with the gauges of `snapshot`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn metrics(&self, snapshot: Snapshot) -> crate::Metrics {
+        let limits: Vec<&str> = self.limits.iter().map(|l| &*l.name).collect();
+        self.counters.report(&self.router.route_names(), &limits, snapshot)
     }
 
     /// The call that reads every limit's shared state; [`snapshot`](Self::snapshot) reads its reply.
