@@ -44,3 +44,33 @@ pub fn driver_create_from_preset(
 pub fn driver_step(h: &mut DriverHandle, now: f64, input_json: String) -> Result<String, CodedError> {
     h.step(now, &input_json).map_err(|e| host_error(&e))
 }
+
+/// Runs a config in memory beside this driver's traffic as a shadow (JSON text), or stops it
+/// (none). An invalid config throws `CONFIG` naming the field and leaves the running shadow.
+#[napi]
+pub fn driver_set_shadow(h: &mut DriverHandle, now: f64, config_json: Option<String>) -> Result<(), CodedError> {
+    let config = match config_json {
+        Some(json) => Some(tc::Config::from_json(&json).map_err(|e| config_error(&e))?),
+        None => None,
+    };
+    h.driver().set_shadow(tc::Timestamp::from_millis_f64(now), config).map_err(|e| config_error(&e))
+}
+
+/// The same with a shipped preset and overrides read from `env` under its prefix.
+#[napi]
+pub fn driver_set_shadow_preset(
+    h: &mut DriverHandle,
+    now: f64,
+    name: String,
+    env: HashMap<String, String>,
+) -> Result<(), CodedError> {
+    let config = tc::Preset::named(&name).and_then(|p| p.config_with_env(env)).map_err(|e| config_error(&e))?;
+    h.driver().set_shadow(tc::Timestamp::from_millis_f64(now), Some(config)).map_err(|e| config_error(&e))
+}
+
+/// What the shadow would have decided beside what the store decided for this driver's requests,
+/// as JSON text (the core's `ShadowReport`); none without a shadow.
+#[napi]
+pub fn driver_shadow_report_json(h: &mut DriverHandle, now: f64) -> Option<String> {
+    h.driver().shadow_report(tc::Timestamp::from_millis_f64(now)).map(|r| r.to_json())
+}

@@ -97,6 +97,38 @@ impl PyTrafficControl {
 }
 
 /// A config with the environment's overrides applied, when asked for.
+/// A shadow's config as `set_shadow` reads it (in-memory and shared controllers): a dict or JSON
+/// text, or with `preset` a shipped preset's name; `env` overrides it as in the constructors.
+pub(crate) fn shadow_config(
+    py: Python<'_>,
+    config: Option<&Bound<'_, PyAny>>,
+    preset: Option<&str>,
+    env: Option<&Bound<'_, PyAny>>,
+    env_prefix: Option<String>,
+) -> PyResult<Option<Config>> {
+    Ok(match (config, preset) {
+        (Some(_), Some(_)) => return Err(PyValueError::new_err("set_shadow: a config or a preset, not both")),
+        (None, None) => None,
+        (None, Some(name)) => {
+            let preset = Preset::named(name).map_err(|e| config_error(py, &e))?;
+            let config = preset.config().map_err(|e| config_error(py, &e))?;
+            let prefix = env_prefix.as_deref().unwrap_or(preset.env_prefix);
+            Some(with_env(py, config, env, Some(prefix))?)
+        }
+        (Some(config), None) => {
+            let config = if let Ok(text) = config.cast::<PyString>() {
+                Config::from_json(&text.extract::<String>()?)
+            } else if config.cast::<PyMapping>().is_ok() {
+                Config::from_value(to_value(config, &mut String::new())?)
+            } else {
+                return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
+            }
+            .map_err(|e| config_error(py, &e))?;
+            Some(with_env(py, config, env, env_prefix.as_deref())?)
+        }
+    })
+}
+
 fn with_env(py: Python<'_>, config: Config, env: Option<&Bound<'_, PyAny>>, prefix: Option<&str>) -> PyResult<Config> {
     match (env, prefix) {
         (Some(env), Some(prefix)) => apply_env(config, prefix, env_pairs(env)?).map_err(|e| config_error(py, &e)),
@@ -372,27 +404,7 @@ impl PyTrafficControl {
         env: Option<&Bound<'_, PyAny>>,
         env_prefix: Option<String>,
     ) -> PyResult<()> {
-        let config = match (config, preset) {
-            (Some(_), Some(_)) => return Err(PyValueError::new_err("set_shadow: a config or a preset, not both")),
-            (None, None) => None,
-            (None, Some(name)) => {
-                let preset = Preset::named(name).map_err(|e| config_error(py, &e))?;
-                let config = preset.config().map_err(|e| config_error(py, &e))?;
-                let prefix = env_prefix.as_deref().unwrap_or(preset.env_prefix);
-                Some(with_env(py, config, env, Some(prefix))?)
-            }
-            (Some(config), None) => {
-                let config = if let Ok(text) = config.cast::<PyString>() {
-                    Config::from_json(&text.extract::<String>()?)
-                } else if config.cast::<PyMapping>().is_ok() {
-                    Config::from_value(to_value(config, &mut String::new())?)
-                } else {
-                    return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
-                }
-                .map_err(|e| config_error(py, &e))?;
-                Some(with_env(py, config, env, env_prefix.as_deref())?)
-            }
-        };
+        let config = shadow_config(py, config, preset, env, env_prefix)?;
         let mut state = self.lock(py);
         let r = state.core.set_shadow(ts(now), config);
         state.discard(now);

@@ -12,6 +12,7 @@ use traffic_control_core::driver::{DriverError, Output};
 use traffic_control_core::host::{self, DriverHost, HostError, Stepped};
 use traffic_control_core::{self as tc, Preset, ReplyValue};
 
+use crate::controller::shadow_config;
 use crate::convert::env_pairs;
 use crate::errors::{config_error, request_error, store_error};
 
@@ -122,6 +123,28 @@ impl PySharedDriver {
     fn step(&self, py: Python<'_>, now: f64, input_json: &str) -> PyResult<Answer> {
         let s = self.lock().step_outputs(now, input_json).map_err(|e| host_error(py, &e))?;
         answer(py, s)
+    }
+
+    /// Runs a config in memory beside this driver's traffic as a shadow (read as
+    /// `TrafficControl.set_shadow` reads it); `None` stops it. An invalid config raises
+    /// `ConfigError` naming the field and leaves the running shadow.
+    #[pyo3(signature = (now, config=None, *, preset=None, env=None, env_prefix=None))]
+    fn set_shadow(
+        &self,
+        py: Python<'_>,
+        now: f64,
+        config: Option<&Bound<'_, PyAny>>,
+        preset: Option<&str>,
+        env: Option<&Bound<'_, PyAny>>,
+        env_prefix: Option<String>,
+    ) -> PyResult<()> {
+        let config = shadow_config(py, config, preset, env, env_prefix)?;
+        self.lock().driver().set_shadow(tc::Timestamp::from_millis_f64(now), config).map_err(|e| config_error(py, &e))
+    }
+
+    /// The shadow's report as JSON text (the core's `ShadowReport`); `None` without a shadow.
+    fn shadow_report_json(&self, now: f64) -> Option<String> {
+        self.lock().driver().shadow_report(tc::Timestamp::from_millis_f64(now)).map(|r| r.to_json())
     }
 
     /// A script call's reply, as the Redis client returned it.

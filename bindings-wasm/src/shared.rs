@@ -41,3 +41,31 @@ pub fn driver_create_from_preset(name: &str, env: &Object, options_json: &str) -
 pub fn driver_step(h: &mut SharedDriver, now: f64, input_json: &str) -> Result<String, JsValue> {
     h.0.step(now, input_json).map_err(|e| host_error(&e))
 }
+
+/// Runs a config in memory beside this driver's traffic as a shadow (JSON text), or stops it
+/// (`null`). Not in the browser build (its size is budgeted).
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = driverSetShadow)]
+pub fn driver_set_shadow(h: &mut SharedDriver, now: f64, config_json: Option<String>) -> Result<(), JsValue> {
+    let config = match config_json {
+        Some(json) => Some(tc::Config::from_json(&json).map_err(|e| config_error(&e))?),
+        None => None,
+    };
+    h.0.driver().set_shadow(tc::Timestamp::from_millis_f64(now), config).map_err(|e| config_error(&e))
+}
+
+/// The same with a shipped preset and overrides read from `env` under its prefix.
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = driverSetShadowPreset)]
+pub fn driver_set_shadow_preset(h: &mut SharedDriver, now: f64, name: &str, env: &Object) -> Result<(), JsValue> {
+    let config =
+        tc::Preset::named(name).and_then(|p| p.config_with_env(env_vars(env))).map_err(|e| config_error(&e))?;
+    h.0.driver().set_shadow(tc::Timestamp::from_millis_f64(now), Some(config)).map_err(|e| config_error(&e))
+}
+
+/// The shadow's report as JSON text (the core's `ShadowReport`); none without a shadow.
+#[cfg(feature = "shadow")]
+#[wasm_bindgen(js_name = driverShadowReportJson)]
+pub fn driver_shadow_report_json(h: &mut SharedDriver, now: f64) -> Option<String> {
+    h.0.driver().shadow_report(tc::Timestamp::from_millis_f64(now)).map(|r| r.to_json())
+}

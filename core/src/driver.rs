@@ -305,6 +305,21 @@ pub struct SharedDriver {
     sub: Sub,
     sub_retry_at: Option<Timestamp>,
     linger_at: Option<Timestamp>,
+    /// Shadow mode: a config run in memory beside this process's traffic (see [`Self::set_shadow`]).
+    #[cfg(feature = "shadow")]
+    shadow: Option<ShadowRun>,
+}
+
+/// A shadow beside the shared driver: its requests are keyed by the acquire's handle; a permitted
+/// request is found again by its store id when it completes.
+#[cfg(feature = "shadow")]
+#[derive(Debug)]
+struct ShadowRun {
+    shadow: Box<crate::shadow::Shadow>,
+    /// Store request id → the handle's id, for requests in flight.
+    flights: HashMap<RequestId, RequestId>,
+    /// Requests in flight in go order: a permit never completed ends with its lease.
+    order: VecDeque<(Timestamp, RequestId)>,
 }
 
 impl SharedDriver {
@@ -331,6 +346,8 @@ impl SharedDriver {
             sub: Sub::Off,
             sub_retry_at: None,
             linger_at: None,
+            #[cfg(feature = "shadow")]
+            shadow: None,
         })
     }
 
@@ -415,6 +432,7 @@ impl SharedDriver {
                 state: WaiterState::Queued,
             },
         );
+        self.shadow_arrive(now, handle);
         self.enqueue(now, handle);
         Ok(handle)
     }
@@ -440,6 +458,7 @@ impl SharedDriver {
     /// Reports a permitted request's outcome: [`Output::Done`] names the handle once the store
     /// knows (at once when there is nothing to tell). Waiters of this process ask again.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Handle {
+        self.shadow_completed(now, request, outcome);
         let handle = self.handle();
         match self.store.complete(now, request, outcome) {
             Some(call) => self.report(now, handle, ReportKind::Done, call),
@@ -453,6 +472,11 @@ impl SharedDriver {
 
     /// Gives a reservation back: [`Output::Done`] says whether it was live.
     pub fn release(&mut self, now: Timestamp, reservation: ReservationId) -> Handle {
+        #[cfg(feature = "shadow")]
+        if let Some(run) = self.shadow.as_mut() {
+            run.sweep(now, self.store.config().lease_ttl);
+            run.shadow.release(now, reservation);
+        }
         let handle = self.handle();
         let call = self.store.release(now, reservation);
         self.report(now, handle, ReportKind::Release, call);
@@ -468,6 +492,11 @@ impl SharedDriver {
         refill_in: Option<Duration>,
     ) -> Result<Handle, DriverError> {
         let call = self.store.sync_budget(now, limit, tokens_left, refill_in).map_err(DriverError::Request)?;
+        #[cfg(feature = "shadow")]
+        if let Some(run) = self.shadow.as_mut() {
+            run.sweep(now, self.store.config().lease_ttl);
+            run.shadow.sync_budget(now, limit, tokens_left, refill_in);
+        }
         let handle = self.handle();
         self.report(now, handle, ReportKind::Done, call);
         Ok(handle)
@@ -479,6 +508,36 @@ impl SharedDriver {
         let call = self.store.snapshot_call(now);
         self.run(CallState::Snapshot { handle }, call);
         handle
+    }
+
+    /// Runs `config` in memory beside this process's traffic as a shadow, from `now` on: it sees
+    /// every acquire, go, refusal, cancel, completion (with its response), release and budget sync
+    /// of this driver and decides on them, and nothing it decides is acted on.
+    /// [`shadow_report`](Self::shadow_report) compares the two. The shadow sees this process only:
+    /// on an account shared by several processes, its limits stand for this process's share (or
+    /// run it in the process that carries the traffic to try). `None` stops it; an invalid config
+    /// is refused with the field and the reason and leaves the running shadow.
+    #[cfg(feature = "shadow")]
+    pub fn set_shadow(&mut self, now: Timestamp, config: Option<Config>) -> Result<(), ConfigError> {
+        self.shadow = match config {
+            Some(config) => Some(ShadowRun {
+                shadow: Box::new(crate::shadow::Shadow::new(now, config)?),
+                flights: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// What the shadow config would have decided beside what the store decided, for this
+    /// process's requests since the shadow started; `None` without a shadow.
+    #[cfg(feature = "shadow")]
+    pub fn shadow_report(&mut self, now: Timestamp) -> Option<crate::ShadowReport> {
+        let lease = self.store.config().lease_ttl;
+        let run = self.shadow.as_mut()?;
+        run.sweep(now, lease);
+        Some(run.shadow.report(now))
     }
 
     /// Reads the metrics: [`Output::Metrics`] (or a failure; never retried). The counters are this
@@ -628,6 +687,7 @@ impl SharedDriver {
         if let Some(l) = self.learning.get_mut(&url) {
             l.ok = outcome.status.is_some_and(|s| s < 400);
         }
+        self.shadow_completed(now, request, outcome);
         if let Some(call) = self.store.complete(now, request, outcome) {
             self.report(now, handle, ReportKind::StatusComplete, call);
         }
@@ -866,6 +926,7 @@ impl SharedDriver {
         if w.status_of.is_none() {
             self.count(now, &w, &result);
         }
+        self.shadow_finished(now, handle, &result, !w.waited);
         if let WaiterState::Asking { call, .. } = w.state {
             self.calls.remove(&call);
         }
@@ -936,6 +997,52 @@ impl SharedDriver {
         }
         snapshot.waiting = waiting;
         self.store.metrics(snapshot)
+    }
+
+    // ---- shadow mode --------------------------------------------------------------------------------
+
+    #[inline]
+    fn shadow_arrive(&mut self, _now: Timestamp, _handle: Handle) {
+        #[cfg(feature = "shadow")]
+        if let (Some(run), Some(w)) = (self.shadow.as_mut(), self.waiters.get(&_handle)) {
+            run.sweep(_now, self.store.config().lease_ttl);
+            run.shadow.arrive(_now, RequestId(_handle.0), &w.request);
+        }
+    }
+
+    #[inline]
+    fn shadow_finished(
+        &mut self,
+        _now: Timestamp,
+        _handle: Handle,
+        _result: &Result<(RequestId, Vec<ReservationId>), DriverError>,
+        _at_once: bool,
+    ) {
+        #[cfg(feature = "shadow")]
+        if let Some(run) = self.shadow.as_mut() {
+            run.sweep(_now, self.store.config().lease_ttl);
+            let sid = RequestId(_handle.0);
+            match _result {
+                Ok((request, reservations)) => {
+                    run.shadow.went(_now, sid, reservations, _at_once);
+                    run.flights.insert(*request, sid);
+                    run.order.push_back((_now, *request));
+                }
+                Err(DriverError::Request(RequestError::Cancelled)) => run.shadow.ended_by(_now, sid, None),
+                Err(e) => run.shadow.ended_by(_now, sid, Some(e.code())),
+            }
+        }
+    }
+
+    #[inline]
+    fn shadow_completed(&mut self, _now: Timestamp, _request: RequestId, _outcome: &Outcome) {
+        #[cfg(feature = "shadow")]
+        if let Some(run) = self.shadow.as_mut() {
+            run.sweep(_now, self.store.config().lease_ttl);
+            if let Some(sid) = run.flights.remove(&_request) {
+                run.shadow.completed(_now, sid, _outcome, true);
+            }
+        }
     }
 
     // ---- budgets learnt on first use --------------------------------------------------------------
@@ -1013,3 +1120,20 @@ impl SharedDriver {
 }
 
 const NANO: Duration = Duration::from_nanos(1);
+
+#[cfg(feature = "shadow")]
+impl ShadowRun {
+    /// Requests permitted a lease ago and never completed: their response never came back, so as
+    /// far as the shadow knows they went through (as the in-memory shadow takes a lost lease).
+    fn sweep(&mut self, now: Timestamp, lease: Duration) {
+        while let Some(&(went, request)) = self.order.front() {
+            if went.saturating_add(lease) > now {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(sid) = self.flights.remove(&request) {
+                self.shadow.completed(went.saturating_add(lease), sid, &Outcome::status(200), true);
+            }
+        }
+    }
+}

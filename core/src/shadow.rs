@@ -159,12 +159,13 @@ impl Shadow {
         self.drain(now);
     }
 
-    /// The enforced controller let request `id` go (first attempt or a retry).
-    pub(crate) fn went(&mut self, now: Timestamp, id: RequestId, reservations: &[ReservationId]) {
+    /// The enforced controller let request `id` go (first attempt or a retry). `at_once`: it never
+    /// had to wait (a shared store's round trip is not a wait), though time passed since it arrived.
+    pub(crate) fn went(&mut self, now: Timestamp, id: RequestId, reservations: &[ReservationId], at_once: bool) {
         let Some(e) = self.entries.get_mut(&id) else { return };
         if !e.real_counted {
             e.real_counted = true;
-            self.enforced.went(now.saturating_since(e.arrived));
+            self.enforced.went(if at_once { Duration::ZERO } else { now.saturating_since(e.arrived) });
         }
         e.real_went = Some(now);
         if !reservations.is_empty() {
@@ -192,16 +193,25 @@ impl Shadow {
     /// The enforced controller ended request `id` without a response: refused, expired or
     /// cancelled by its caller.
     pub(crate) fn ended(&mut self, now: Timestamp, id: RequestId, kind: &EventKind) {
+        match kind {
+            EventKind::Rejected { error } => self.ended_by(now, id, Some(error.code())),
+            EventKind::Expired { .. } => self.ended_by(now, id, Some("DEADLINE_EXCEEDED")),
+            _ => self.ended_by(now, id, None),
+        }
+    }
+
+    /// [`ended`](Self::ended) by what the enforced side said: refused with a code, or cancelled
+    /// by its caller (`None`).
+    pub(crate) fn ended_by(&mut self, now: Timestamp, id: RequestId, refused: Option<&'static str>) {
         let Some(e) = self.entries.get_mut(&id) else { return };
         let was_waiting = e.real_went.is_none() && e.attempts.is_empty();
         e.real_done = true;
-        match kind {
-            EventKind::Rejected { error } => self.enforced.refused(error.code()),
-            EventKind::Expired { .. } => self.enforced.refused("DEADLINE_EXCEEDED"),
-            _ => self.enforced.cancelled += u64::from(was_waiting),
+        match refused {
+            Some(code) => self.enforced.refused(code),
+            None => self.enforced.cancelled += u64::from(was_waiting),
         }
         let shadow = e.shadow;
-        if matches!(kind, EventKind::Cancelled) {
+        if refused.is_none() {
             // The caller gave up: the shadow's caller would have too.
             match shadow {
                 Side::Waiting(sid) => {

@@ -513,3 +513,59 @@ fn the_driver_counts_what_became_of_each_acquire_and_reads_the_gauges_from_the_s
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
 }
+
+#[test]
+fn a_shadow_beside_the_shared_driver_decides_on_this_process_traffic_without_acting() {
+    let mut d = driver(|o| o.wake = false);
+    let looser = CONFIG.replace(r#""max": 1, "per": "1s""#, r#""max": 3, "per": "1s""#);
+    let stricter = CONFIG.replace(
+        r#""api": { "kind": "window", "max": 1, "per": "1s" }"#,
+        r#""api": { "kind": "window", "max": 1, "per": "5s" }"#,
+    );
+    d.set_shadow(t(0), Some(Config::from_json(&looser).unwrap())).unwrap();
+    // Enforced: a goes at once, b waits 1 s, c is cancelled while it waits.
+    let a = d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(1));
+    assert!(went(&outputs(&mut d), a).is_some());
+    let b = d.acquire(t(10), Request::http("GET", "/y"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(10), call, &wait(10, Some(1_000)));
+    let _ = outputs(&mut d);
+    let c = d.acquire(t(20), Request::http("GET", "/z").priority(Priority::Low), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(20), call, &wait(20, Some(1_000)));
+    d.cancel(t(500), c);
+    let _ = outputs(&mut d);
+    let at = d.poll_timeout().unwrap();
+    d.handle_timeout(at);
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(at, call, &go(2));
+    assert!(went(&outputs(&mut d), b).is_some());
+    let _ = d.complete(t(1_100), RequestId(1), &Outcome::status(200));
+    let _ = d.complete(t(1_100), RequestId(2), &Outcome::status(200));
+    let _ = outputs(&mut d);
+    let r = d.shadow_report(t(1_200)).unwrap();
+    assert_eq!((r.enforced.requests, r.enforced.went_at_once, r.enforced.went_after_wait), (3, 1, 1));
+    assert_eq!(r.enforced.cancelled, 1);
+    assert_eq!((r.shadow.went_at_once, r.shadow.went_after_wait), (3, 0), "3 per second: every request went at once");
+    assert_eq!(r.tracked, 0, "every request ended on both sides");
+
+    // A stricter shadow: the second request would have waited for the first's completion plus 5 s;
+    // a permit never completed ends with its lease (60 s) as far as the shadow knows.
+    d.set_shadow(t(2_000), Some(Config::from_json(&stricter).unwrap())).unwrap();
+    for (i, at) in [(3, 2_000), (4, 2_100)] {
+        let h = d.acquire(t(at), Request::http("GET", "/x"), None).unwrap();
+        let call = one_run(&outputs(&mut d));
+        d.on_reply(t(at), call, &go(i));
+        assert!(went(&outputs(&mut d), h).is_some());
+    }
+    let _ = d.complete(t(2_150), RequestId(3), &Outcome::status(200));
+    let r = d.shadow_report(t(2_200)).unwrap();
+    assert_eq!((r.enforced.went_at_once, r.shadow.went_at_once, r.shadow.waiting), (2, 1, 1));
+    let r = d.shadow_report(t(70_000)).unwrap();
+    assert_eq!((r.shadow.went_after_wait, r.tracked), (1, 0), "{r:?}");
+    assert_eq!(r.shadow.wait_max, Duration::from_millis(5_050), "went at 2.15 s + 5 s, arrived at 2.1 s");
+    d.set_shadow(t(70_000), None).unwrap();
+    assert!(d.shadow_report(t(70_000)).is_none());
+}

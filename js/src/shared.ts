@@ -4,8 +4,8 @@
 // the process's own waiters in priority order.
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
-import { coreRequest, headerList, metricsOf, outcomeOf, type FollowUp, type RawMetrics } from './traffic-control.js';
-import type { Config, LimitPause, Metrics, PresetName, Priority } from './types.js';
+import { coreRequest, headerList, metricsOf, outcomeOf, shadowReportOf, type FollowUp, type RawMetrics } from './traffic-control.js';
+import type { Config, LimitPause, Metrics, PresetName, Priority, ShadowReport } from './types.js';
 
 /**
  * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
@@ -34,6 +34,10 @@ interface SharedNative {
   driverCreate(configJson: string, optionsJson: string): unknown;
   driverCreateFromPreset(name: string, env: Record<string, string>, optionsJson: string): unknown;
   driverStep(h: unknown, now: number, inputJson: string): string;
+  /** Shadow mode (absent from the wasm browser build). */
+  driverSetShadow?(h: unknown, now: number, configJson: string | null): void;
+  driverSetShadowPreset?(h: unknown, now: number, name: string, env: Record<string, string>): void;
+  driverShadowReportJson?(h: unknown, now: number): string | null | undefined;
 }
 
 /** Every limit's shared state (times in Redis server milliseconds). */
@@ -314,6 +318,37 @@ export class SharedTrafficControl {
       }
       throw e;
     }
+  }
+
+  /**
+   * Runs `config` (a config object, JSON text or a preset name, with overrides from `options.env`
+   * or the environment) in memory beside this process's traffic as a shadow: it sees every
+   * acquire, go, refusal, cancel, completion (with its response), release and budget sync of this
+   * controller and decides on them, and nothing it decides is acted on; `shadowReport()` compares
+   * the two. It sees this process only: on an account shared by several processes its limits
+   * stand for this process's share (or try it in the process that carries the traffic). `null`
+   * stops it; an invalid config throws `CONFIG` naming the field and leaves the running shadow.
+   */
+  setShadow(config: Config | PresetName | string | null, options: { env?: Record<string, string | undefined> } = {}): void {
+    const n = this.#native;
+    if (!n.driverSetShadow || !n.driverSetShadowPreset) throw new TrafficControlError('CONFIG', 'shadow mode is not in this build (the wasm browser build leaves it out)');
+    try {
+      if (typeof config === 'string' && !config.trimStart().startsWith('{')) {
+        const env: Record<string, string> = {};
+        for (const [k, v] of Object.entries(options.env ?? theHost().env())) if (typeof v === 'string') env[k] = v;
+        n.driverSetShadowPreset(this.#h, theHost().now(), config, env);
+      } else {
+        n.driverSetShadow(this.#h, theHost().now(), config === null ? null : typeof config === 'string' ? config : JSON.stringify(config));
+      }
+    } catch (e) {
+      throw coded(e);
+    }
+  }
+
+  /** What the shadow config would have decided beside what the store decided, for this process's requests; `null` without a shadow. */
+  shadowReport(): ShadowReport | null {
+    const json = this.#native.driverShadowReportJson?.(this.#h, theHost().now());
+    return json == null ? null : shadowReportOf(json);
   }
 
   /** Requests of this process waiting. */

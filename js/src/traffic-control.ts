@@ -450,8 +450,7 @@ export class TrafficControl {
     const json = f.call(this.#native, this.#h, this.#now());
     this.#queuePump();
     if (json == null) return null;
-    const raw = JSON.parse(json) as RawShadowReport;
-    return { since: raw.since / 1e6, at: raw.at / 1e6, tracked: raw.tracked, enforced: sideOf(raw.enforced), shadow: sideOf(raw.shadow) };
+    return shadowReportOf(json);
   }
 
   /** Sets a budget's balance to what the server reported (tokens left, ms until the next refill). */
@@ -927,6 +926,12 @@ interface RawShadowReport {
   tracked: number;
   enforced: RawShadowSide;
   shadow: RawShadowSide;
+}
+
+/** The core's `ShadowReport` JSON as the package's `ShadowReport` (in-memory and shared controllers). */
+export function shadowReportOf(json: string): ShadowReport {
+  const raw = JSON.parse(json) as RawShadowReport;
+  return { since: raw.since / 1e6, at: raw.at / 1e6, tracked: raw.tracked, enforced: sideOf(raw.enforced), shadow: sideOf(raw.shadow) };
 }
 
 function sideOf(r: RawShadowSide): ShadowSide {

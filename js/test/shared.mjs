@@ -193,6 +193,25 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       await Promise.all([a.close(), b.close()]);
     });
 
+    test('shadow mode: a stricter config beside the shared store reports the waits it would have imposed', async () => {
+      const account = `shadow-${++n}`;
+      const tc = new SharedTrafficControl(config({ api: { kind: 'window', max: 10, per: '1s', hold: 'go' } }), { redis: client(), account });
+      assert.equal(tc.shadowReport(), null);
+      assert.throws(() => tc.setShadow({ limits: { api: { kind: 'window', max: 0, per: '1s' } } }), (e) => e.code === 'CONFIG' && /limits\.api\.max/.test(e.message));
+      tc.setShadow(config({ api: { kind: 'window', max: 2, per: 200, hold: 'go' } }));
+      for (let i = 0; i < 4; i++) (await tc.acquire({ url: `/x/${i}` })).complete({ status: 200 });
+      await sleep(450);
+      const r = tc.shadowReport();
+      assert.equal(r.enforced.requests, 4, JSON.stringify(r));
+      assert.equal(r.enforced.wentAtOnce, 4, 'the store let all four go');
+      assert.equal(r.shadow.wentAtOnce, 2);
+      assert.equal(r.shadow.wentAfterWait, 2, '2 per 200 ms: two would have waited');
+      assert.ok(r.shadow.waitSeconds.max >= 0.15 && r.shadow.waitSeconds.max <= 0.45, JSON.stringify(r.shadow));
+      tc.setShadow(null);
+      assert.equal(tc.shadowReport(), null);
+      await tc.close();
+    });
+
     test('unreachable Redis: fail closed, at once or after the maximum wait', async () => {
       const dead = client(1, false); // nothing listens on port 1
       const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });

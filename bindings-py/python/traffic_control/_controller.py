@@ -384,16 +384,7 @@ class TrafficControl(_native.Driver):
         at once or after a wait, refused by code, cancelled, retried, waiting, and the waits'
         p50/p95/p99/max/total in seconds); ``None`` without a shadow."""
         text = self._read(self._core.shadow_report_json)
-        if text is None:
-            return None
-        raw = json.loads(text)
-        return {
-            "since": raw["since"] / 1e6,
-            "at": raw["at"] / 1e6,
-            "tracked": raw["tracked"],
-            "enforced": _shadow_side(raw["enforced"]),
-            "shadow": _shadow_side(raw["shadow"]),
-        }
+        return None if text is None else shadow_report_of(text)
 
     def on(self, listener: Callable[[Event], object]) -> Callable[[], bool]:
         """Calls ``listener`` with every event from now on, as ``listener=`` does (both may be
@@ -705,3 +696,16 @@ def metrics_of(text: str) -> dict[str, Any]:
         for sample in f["samples"]:
             sample["labels"] = dict(sample["labels"])
     return metrics
+
+
+def shadow_report_of(text: str) -> ShadowReport:
+    """The core's ``ShadowReport`` JSON as the dict ``shadow_report()`` returns (in-memory and
+    shared controllers)."""
+    raw = json.loads(text)
+    return {
+        "since": raw["since"] / 1e6,
+        "at": raw["at"] / 1e6,
+        "tracked": raw["tracked"],
+        "enforced": _shadow_side(raw["enforced"]),
+        "shadow": _shadow_side(raw["shadow"]),
+    }

@@ -232,13 +232,23 @@ class SharedDriver:
     """The core's sans-IO driver of the shared store: every input answers ``(result, outputs,
     timeout_ms, waiting)``. Outputs: ``("run", call, keys, args)``, ``("go", handle, request,
     reservations)``, ``("fail", handle, error)``, ``("done", handle, live)``, ``("snapshot", handle,
-    limits)``, ``("status", handle, url)``, ``("subscribe", channel)``, ``("unsubscribe",)``."""
+    limits)``, ``("metrics", handle, (json, text))``, ``("status", handle, url)``, ``("subscribe", channel)``, ``("unsubscribe",)``."""
 
     def __new__(cls, config: str, options_json: str, env: Mapping[str, str] | None = None) -> Self: ...
     @staticmethod
     def script() -> tuple[str, str]: ...
     def step(self, now: float, input_json: str) -> tuple[int | None, list[tuple[Any, ...]], float | None, int]: ...
     def reply(self, now: float, call: int, reply: Any) -> tuple[int | None, list[tuple[Any, ...]], float | None, int]: ...
+    def set_shadow(
+        self,
+        now: float,
+        config: Config | str | None = None,
+        *,
+        preset: str | None = None,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+    ) -> None: ...
+    def shadow_report_json(self, now: float) -> str | None: ...
 
 # ---- the sans-IO controller --------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from ._config_types import Config
-from ._controller import metrics_of
+from ._types import ShadowReport
+from ._controller import metrics_of, shadow_report_of
 from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
@@ -232,6 +233,41 @@ class _SharedBase(abc.ABC):
     def waiting(self) -> int:
         """Requests of this process waiting."""
         return self._waiting
+
+    def set_shadow(
+        self,
+        config: Config | str | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        env_prefix: str | None = None,
+    ) -> None:
+        """Runs ``config`` in memory beside this process's traffic as a shadow: it sees every
+        acquire, go, refusal, cancel, completion (with its response), release and budget sync of
+        this controller and decides on them, and nothing it decides is acted on;
+        :meth:`shadow_report` compares the two. ``config`` is read as ``TrafficControl.set_shadow``
+        reads it (a dict, or a preset name with overrides from ``env``, default ``os.environ``).
+        The shadow sees this process only: on an account shared by several processes its limits
+        stand for this process's share (or try it in the process that carries the traffic).
+        ``None`` stops it; an invalid config raises :class:`ConfigError` naming the field and
+        leaves the running shadow."""
+        with self._lock:
+            if config is None:
+                self._driver.set_shadow(_now(), None)
+            elif isinstance(config, str):
+                self._driver.set_shadow(
+                    _now(), preset=config, env=os.environ if env is None else env, env_prefix=env_prefix
+                )
+            elif env_prefix is not None:
+                self._driver.set_shadow(_now(), config, env=os.environ if env is None else env, env_prefix=env_prefix)
+            else:
+                self._driver.set_shadow(_now(), config)
+
+    def shadow_report(self) -> ShadowReport | None:
+        """What the shadow config would have decided beside what the store decided, for this
+        process's requests since the shadow started; ``None`` without a shadow."""
+        with self._lock:
+            text = self._driver.shadow_report_json(_now())
+        return None if text is None else shadow_report_of(text)
 
     def _follow_up(self, url: str | None, method: str | None, route: str | None, cost: int | None, ttl: float | None) -> dict[str, Any]:
         return {"target": _target(url, method, route), "limits": [], "cost": cost, "ttl": None if ttl is None else ttl * 1000}

@@ -51,7 +51,7 @@ impl TrafficControl {
     pub(super) fn shadow_went(&mut self, _now: Timestamp, _id: RequestId, _reservations: &[ReservationId]) {
         #[cfg(feature = "shadow")]
         if let Some(s) = self.shadow.as_deref_mut() {
-            s.went(_now, _id, _reservations);
+            s.went(_now, _id, _reservations, false);
         }
     }
 

@@ -1,8 +1,9 @@
-"""Metrics of the shared controllers, against a real redis-server started for this module: each
-process counts its own requests (by route, priority and result; waits; refusals; the pauses its
-answers caused) and reads the account's limits from Redis in one round trip. The threaded
-controller is scraped over HTTP through prometheus_client's exposition server and parsed with
-prometheus_client's own parser."""
+"""Metrics and shadow mode of the shared controllers, against a real redis-server started for this
+module. Metrics: each process counts its own requests (by route, priority and result; waits;
+refusals; the pauses its answers caused) and reads the account's limits from Redis in one round
+trip; the threaded controller is scraped over HTTP through prometheus_client's exposition server
+and parsed with prometheus_client's own parser. Shadow: a config run in memory beside the
+process's traffic reports what it would have decided."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from traffic_control import Config, TrafficControlError
+import asyncio
+
+from traffic_control import Config, ConfigError, TrafficControlError
 from traffic_control.prometheus import TrafficControlCollector
 from traffic_control.shared import SharedTrafficControl, SyncSharedTrafficControl
 from redis_server import RedisServer
@@ -94,4 +97,35 @@ def test_the_threaded_controller_is_scraped_through_prometheus_client(server: Re
     assert values[("traffic_control_limit_used", (("limit", "api"),))] == 2
     assert values[("traffic_control_limit_capacity", (("limit", "api"),))] == 2
     assert values[("traffic_control_queue_depth", (("priority", "normal"),))] == 0
+    tc.close()
+
+
+async def test_a_stricter_shadow_beside_the_shared_store_reports_the_waits_it_would_have_imposed(server: RedisServer) -> None:
+    loose: Config = {"limits": {"api": {"kind": "window", "max": 10, "per": "1s", "hold": "go"}}, "global": ["api"]}
+    strict: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 200, "hold": "go"}}, "global": ["api"]}
+    tc = SharedTrafficControl(loose, redis=aioredis.Redis(port=server.port), account="shadow-async")
+    assert tc.shadow_report() is None
+    with pytest.raises(ConfigError) as e:
+        tc.set_shadow({"limits": {"api": {"kind": "window", "max": 0, "per": "1s"}}})
+    assert "limits.api.max" in str(e.value)
+    tc.set_shadow(strict)
+    for i in range(4):
+        await (await tc.acquire(f"/x/{i}")).complete(200)
+    await asyncio.sleep(0.45)
+    r = tc.shadow_report()
+    assert r is not None
+    assert (r["enforced"]["requests"], r["enforced"]["went_at_once"]) == (4, 4)
+    assert (r["shadow"]["went_at_once"], r["shadow"]["went_after_wait"]) == (2, 2)
+    assert 0.15 <= r["shadow"]["wait_seconds"]["max"] <= 0.45
+    tc.set_shadow(None)
+    assert tc.shadow_report() is None
+    await tc.aclose()
+
+
+def test_the_threaded_shared_controller_takes_a_preset_as_its_shadow(server: RedisServer) -> None:
+    tc = SyncSharedTrafficControl(CONFIG, redis=redis.Redis(port=server.port), account="shadow-sync")
+    tc.set_shadow("backmarket", env={})
+    tc.acquire("/catalog/1").complete(200)
+    r = tc.shadow_report()
+    assert r is not None and r["enforced"]["requests"] == 1 and r["shadow"]["requests"] == 1
     tc.close()
