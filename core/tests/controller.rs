@@ -722,3 +722,28 @@ fn waiters_that_a_lowered_window_can_no_longer_hold_are_refused() {
     };
     assert_eq!(error, RequestError::CostExceedsCapacity { limit: "catalog".into(), cost: 6, capacity: 5 });
 }
+
+#[test]
+fn a_host_back_late_expires_a_waiter_whose_deadline_passed_before_room_freed() {
+    // One slot; a permit never completed gives it back when its lease lapses, at 1 s.
+    let json = r#"{"limits":{"slots":{"kind":"concurrency","max":1}},"global":["slots"],"lease_ttl":"1s"}"#;
+    let mut c = tc(json);
+    let a = c.submit(ms(0), Request::http("GET", "/a")).unwrap();
+    assert_eq!(gone(&mut c, ms(0)), vec![a]);
+    // b may wait until 500 ms, d until 2 s.
+    let b = c.submit(ms(0), Request::http("GET", "/b").deadline(ms(500))).unwrap();
+    let d = c.submit(ms(0), Request::http("GET", "/d").deadline(ms(2_000))).unwrap();
+    let _ = gone(&mut c, ms(0));
+    // The host sleeps through b's deadline and the lease's end, and polls at 1.5 s.
+    let mut went = Vec::new();
+    let mut expired = Vec::new();
+    while let Some(e) = c.poll(ms(1_500)) {
+        match e.kind {
+            EventKind::Go { permit, .. } => went.push(permit.request),
+            EventKind::Expired { .. } => expired.push(e.request),
+            _ => {}
+        }
+    }
+    assert_eq!(expired, vec![b], "b could never go before its deadline: the slot freed only at 1 s");
+    assert_eq!(went, vec![d], "d could go at 1 s, within its deadline: it goes now, late but as on time");
+}

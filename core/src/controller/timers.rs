@@ -62,14 +62,24 @@ impl TrafficControl {
             self.drop_stale_timers();
             return self.now;
         }
+        let before = self.now;
         self.now = now;
+        // A host that comes back late must not admit a waiter whose deadline passed before any
+        // room could free for it: deadlines before the first instant something could change
+        // (room foreseen, a lease or a reservation lapsing, a change made at the last call)
+        // expire first, as they would have on time.
+        let mut changed = if self.dirty { before } else { now };
+        changed = changed.min(self.next_wake.unwrap_or(now));
+        changed = changed.min(self.leases.front().map_or(now, |(at, _)| *at));
+        changed = changed.min(self.reservation_expiry.peek().map_or(now, |Reverse((at, _))| *at));
+        let expired_early = self.expire_deadlines(changed);
         // Lapsed leases first: a window counts their cost from the lease's end, not from now.
         self.expire_leases(now);
         for l in &mut self.limits {
             l.advance(now);
         }
         self.expire_reservations(now);
-        if self.dirty || self.next_wake.is_some_and(|t| t <= now) {
+        if expired_early || self.dirty || self.next_wake.is_some_and(|t| t <= now) {
             self.settle(now);
         }
         if self.expire_deadlines(now) {
