@@ -28,6 +28,7 @@ echo "--- bench (quick; the figures come from 'npm run bench')"
 node --expose-gc bench/bench.mjs --quick
 $BUN bench/bench.mjs --quick
 node bench/shared-bench.mjs --quick
+node bench/shared-growth.mjs --quick
 
 passed=$(( ${node_pass:-0} + ${bun_pass:-0} ))
 failed=$(( ${node_fail:-0} + ${bun_fail:-0} ))
