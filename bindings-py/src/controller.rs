@@ -115,18 +115,20 @@ pub(crate) fn shadow_config(
             let prefix = env_prefix.as_deref().unwrap_or(preset.env_prefix);
             Some(with_env(py, config, env, Some(prefix))?)
         }
-        (Some(config), None) => {
-            let config = if let Ok(text) = config.cast::<PyString>() {
-                Config::from_json(&text.extract::<String>()?)
-            } else if config.cast::<PyMapping>().is_ok() {
-                Config::from_value(to_value(config, &mut String::new())?)
-            } else {
-                return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
-            }
-            .map_err(|e| config_error(py, &e))?;
-            Some(with_env(py, config, env, env_prefix.as_deref())?)
-        }
+        (Some(config), None) => Some(with_env(py, read_config(py, config)?, env, env_prefix.as_deref())?),
     })
+}
+
+/// A config from a dict (the JSON shape) or JSON text.
+fn read_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<Config> {
+    if let Ok(text) = config.cast::<PyString>() {
+        Config::from_json(&text.extract::<String>()?)
+    } else if config.cast::<PyMapping>().is_ok() {
+        Config::from_value(to_value(config, &mut String::new())?)
+    } else {
+        return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
+    }
+    .map_err(|e| config_error(py, &e))
 }
 
 fn with_env(py: Python<'_>, config: Config, env: Option<&Bound<'_, PyAny>>, prefix: Option<&str>) -> PyResult<Config> {
@@ -175,15 +177,7 @@ impl PyTrafficControl {
         env_prefix: Option<String>,
         keep_events: bool,
     ) -> PyResult<Self> {
-        let config = if let Ok(text) = config.cast::<PyString>() {
-            Config::from_json(&text.extract::<String>()?)
-        } else if config.cast::<PyMapping>().is_ok() {
-            Config::from_value(to_value(config, &mut String::new())?)
-        } else {
-            return Err(PyTypeError::new_err("config: a dict (the JSON shape) or JSON text"));
-        }
-        .map_err(|e| config_error(py, &e))?;
-        Self::build(py, with_env(py, config, env, env_prefix.as_deref())?, keep_events)
+        Self::build(py, with_env(py, read_config(py, config)?, env, env_prefix.as_deref())?, keep_events)
     }
 
     /// A controller from a preset (`"backmarket"`, `"keepa"`, `"baselinker"`); `env` overrides it

@@ -364,20 +364,8 @@ class TrafficControl(_native.Driver):
         stops the shadow; a new config starts a fresh one. An invalid config raises
         :class:`ConfigError` naming the field and leaves the running shadow."""
         core = self._core
-        if config is None:
-            self._read(lambda now: core.set_shadow(now, None))
-        elif isinstance(config, str):
-            self._read(
-                lambda now: core.set_shadow(
-                    now, preset=config, env=os.environ if env is None else env, env_prefix=env_prefix
-                )
-            )
-        elif env_prefix is not None:
-            self._read(
-                lambda now: core.set_shadow(now, config, env=os.environ if env is None else env, env_prefix=env_prefix)
-            )
-        else:
-            self._read(lambda now: core.set_shadow(now, config))
+        args, kwargs = shadow_arguments(config, env, env_prefix)
+        self._read(lambda now: core.set_shadow(now, *args, **kwargs))
 
     def shadow_report(self) -> ShadowReport | None:
         """What the shadow config would have decided beside what this one decided (requests, went
@@ -709,3 +697,19 @@ def shadow_report_of(text: str) -> ShadowReport:
         "enforced": _shadow_side(raw["enforced"]),
         "shadow": _shadow_side(raw["shadow"]),
     }
+
+
+def shadow_arguments(
+    config: Config | str | None, env: Mapping[str, str] | None, env_prefix: str | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """How ``set_shadow`` hands its config to the native call after ``now`` (in-memory and shared
+    controllers): a preset name with the environment's overrides, a config (with them only when a
+    prefix is named), or ``None``."""
+    if config is None:
+        return (None,), {}
+    environ = os.environ if env is None else env
+    if isinstance(config, str):
+        return (), {"preset": config, "env": environ, "env_prefix": env_prefix}
+    if env_prefix is not None:
+        return (config,), {"env": environ, "env_prefix": env_prefix}
+    return (config,), {}

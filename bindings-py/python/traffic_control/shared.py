@@ -52,7 +52,7 @@ from typing import Any, Literal, Protocol
 
 from ._config_types import Config
 from ._types import ShadowReport
-from ._controller import metrics_of, shadow_report_of
+from ._controller import metrics_of, shadow_arguments, shadow_report_of
 from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
@@ -250,17 +250,9 @@ class _SharedBase(abc.ABC):
         stand for this process's share (or try it in the process that carries the traffic).
         ``None`` stops it; an invalid config raises :class:`ConfigError` naming the field and
         leaves the running shadow."""
+        args, kwargs = shadow_arguments(config, env, env_prefix)
         with self._lock:
-            if config is None:
-                self._driver.set_shadow(_now(), None)
-            elif isinstance(config, str):
-                self._driver.set_shadow(
-                    _now(), preset=config, env=os.environ if env is None else env, env_prefix=env_prefix
-                )
-            elif env_prefix is not None:
-                self._driver.set_shadow(_now(), config, env=os.environ if env is None else env, env_prefix=env_prefix)
-            else:
-                self._driver.set_shadow(_now(), config)
+            self._driver.set_shadow(_now(), *args, **kwargs)
 
     def shadow_report(self) -> ShadowReport | None:
         """What the shadow config would have decided beside what the store decided, for this
