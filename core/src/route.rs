@@ -188,11 +188,6 @@ impl Router {
         }
     }
 
-    /// How many routes (slots `1..=n`).
-    pub(crate) fn route_names_len(&self) -> usize {
-        self.routes.len()
-    }
-
     /// The routes' names, in slot order (slot `i + 1` is `names()[i]`).
     #[cfg(feature = "metrics")]
     pub(crate) fn route_names(&self) -> Vec<&str> {

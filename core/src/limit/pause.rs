@@ -80,19 +80,24 @@ impl Told {
     /// cut to whole microseconds, the store's unit, so both reach the same instant.
     pub(crate) fn pause(&self, strikes: u32, jitter: f64) -> Pause {
         match *self {
-            Told::Server(d) => Pause { server: d, total: d, reason: PauseReason::RetryAfter },
-            Told::Exhausted(d) => Pause { server: d, total: d, reason: PauseReason::Exhausted },
-            Told::Block { base, cap, cooldown } => {
+            Told::Server(d) | Told::Exhausted(d) => Pause { server: d, total: d, reason: self.reason(strikes) },
+            Told::Block { base, cap, .. } => {
                 let strikes = strikes.max(1);
                 let backoff = base.saturating_mul(1u32 << (strikes - 1).min(MAX_DOUBLINGS)).min(cap);
                 let extra = Duration::from_micros(u64::try_from(backoff.mul_f64(jitter).as_micros()).unwrap_or(0));
-                let reason = match (cooldown, strikes) {
-                    (true, _) => PauseReason::Cooldown,
-                    (false, 1) => PauseReason::Block,
-                    _ => PauseReason::Backoff,
-                };
-                Pause { server: base, total: (backoff + extra).min(cap), reason }
+                Pause { server: base, total: (backoff + extra).min(cap), reason: self.reason(strikes) }
             }
+        }
+    }
+
+    /// Why the limit pauses when `strikes` repeats count for it (at least 1).
+    pub(crate) fn reason(&self, strikes: u32) -> PauseReason {
+        match *self {
+            Told::Server(_) => PauseReason::RetryAfter,
+            Told::Exhausted(_) => PauseReason::Exhausted,
+            Told::Block { cooldown: true, .. } => PauseReason::Cooldown,
+            Told::Block { .. } if strikes <= 1 => PauseReason::Block,
+            Told::Block { .. } => PauseReason::Backoff,
         }
     }
 

@@ -321,7 +321,7 @@ impl SharedStore {
         let keep_us = micros_up(config.lease_ttl).saturating_add(micros_up(longest_pause));
         let rng = Jitter::new(f.seed);
         let n_limits = limits.len();
-        let counters = Counters::new(router.route_names_len());
+        let counters = Counters::new(config.routes.len());
         Ok(SharedStore {
             counters,
             rng,
@@ -672,15 +672,10 @@ impl SharedStore {
             // What the answer does to the limit's pause: the script keeps the strikes and picks the
             // pause for their count from the ladder worked out here (see `Told`).
             let told = targets.contains(&l).then(|| Told::of(&self.config.feedback, &limit.name, &feedback)).flatten();
-            let reason = match told {
-                Some(Told::Block { cooldown: true, .. }) => Some("cooldown"),
-                Some(Told::Block { .. }) => Some("block"),
-                Some(Told::Server(_)) => Some("retry_after"),
-                Some(Told::Exhausted(_)) => Some("exhausted"),
-                None => None,
-            };
-            if let Some(reason) = reason {
-                self.counters.paused(l, reason);
+            // Counted by the first strike's reason: the strikes are counted in Redis, so a repeat
+            // shows as `block`, not `backoff`, in this process's counters.
+            if let Some(t) = &told {
+                self.counters.paused(l, t.reason(1).as_str());
             }
             let (mode, server, ladder) = match told {
                 Some(t @ Told::Block { base, cooldown, .. }) => {
