@@ -143,6 +143,9 @@ pub(crate) fn store_error(py: Python<'_>, e: &traffic_control_core::StoreError) 
 
 /// A request error as the exception of its kind, with `code` and the error's details.
 pub(crate) fn request_error(py: Python<'_>, e: &RequestError) -> PyErr {
+    if let RequestError::Store { error } = e {
+        return store_error(py, error);
+    }
     let message = e.to_string();
     let err = match e.kind() {
         ErrorKind::NeverSucceeds => NeverSucceedsError::new_err(message),

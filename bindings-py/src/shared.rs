@@ -15,6 +15,7 @@ use traffic_control_core::{self as tc, Preset, ReplyValue};
 use crate::controller::shadow_config;
 use crate::convert::env_pairs;
 use crate::errors::{config_error, request_error, store_error};
+use crate::types::PyEvent;
 
 /// `(result, outputs, timeout_ms, waiting)`.
 type Answer = (Option<u64>, Vec<Py<PyAny>>, Option<f64>, usize);
@@ -80,6 +81,7 @@ fn output(py: Python<'_>, o: Output) -> PyResult<Py<PyAny>> {
         Output::Status { handle, url } => ("status", handle.0, url).into_py_any(py)?,
         Output::Subscribe { channel } => ("subscribe", channel).into_py_any(py)?,
         Output::Unsubscribe => PyTuple::new(py, ["unsubscribe"])?.into_py_any(py)?,
+        Output::Event(e) => ("event", PyEvent::new(*e)).into_py_any(py)?,
         _ => return Err(PyValueError::new_err("unknown output")),
     };
     Ok(t)

@@ -15,8 +15,7 @@ use std::time::Duration;
 use js_sys::{Array, JsString, Object, JSON};
 use serde_json::{json, Value};
 use traffic_control_core::{
-    self as tc, host, ConfigError, Decision, Event, EventKind, Request, RequestError, RequestId, ReservationId,
-    Timestamp,
+    self as tc, host, ConfigError, Decision, Event, Request, RequestError, RequestId, ReservationId, Timestamp,
 };
 use wasm_bindgen::prelude::*;
 
@@ -206,69 +205,12 @@ fn decide(h: &mut Controller, now: f64, request: &Request) -> Result<JsValue, Js
     Ok(parse(&out))
 }
 
-/// One event, flattened: the `rate_limit_logs` fields plus what its kind carries (the scheduler's
-/// `NativeEvent`; absent fields are left out).
-fn event_json(e: &Event) -> Value {
-    let log = e.log();
-    let mut out = json!({
-        "type": log.status,
-        "status": log.status,
-        "timestampMs": log.timestamp_ms,
-        "requestId": log.request_id as f64,
-        "endpoint": log.endpoint,
-        "priority": log.priority,
-    });
-    let fields = out.as_object_mut().expect("an object");
-    let mut put = |k: &str, v: Value| {
-        fields.insert(k.to_string(), v);
-    };
-    if let Some(route) = log.route {
-        put("route", route.into());
-    }
-    if let Some(s) = log.response_status {
-        put("responseStatus", s.into());
-    }
-    if let Some(d) = log.duration_ms {
-        put("durationMs", d.into());
-    }
-    if let Some(code) = log.error {
-        put("error", code.into());
-    }
-    match &e.kind {
-        EventKind::Go { permit, .. } => {
-            put("reservations", permit.reservations.iter().map(|r| r.0 as f64).collect::<Vec<_>>().into());
-        }
-        EventKind::Rejected { error } | EventKind::Expired { error } => put("message", error.to_string().into()),
-        EventKind::RateLimited { until, .. } => put("until", millis(*until).into()),
-        EventKind::Retried { attempt, at } => {
-            put("attempt", (*attempt).into());
-            put("retryAt", millis(*at).into());
-        }
-        EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
-            put("reservation", (reservation.0 as f64).into());
-        }
-        EventKind::LimitLowered { limit, from, to } => {
-            put("limit", limit.as_str().into());
-            put("max", (*to as f64).into());
-            put("previous", (*from as f64).into());
-        }
-        EventKind::BudgetLow { limit, balance, cost, reason } => {
-            put("limit", limit.as_str().into());
-            put("balance", (*balance as f64).into());
-            put("cost", (*cost as f64).into());
-            put("reason", (*reason).into());
-        }
-        _ => {}
-    }
-    out
-}
-
 /// Drains every event ready at `now`, as objects (for event listeners and scenario replays).
 #[wasm_bindgen]
 pub fn drain(h: &mut Controller, now: f64) -> JsValue {
     let mut events = Vec::new();
     while let Some(e) = h.core.poll(at(now)) {
-        events.push(event_json(&e));
+        events.push(host::event_json(&e));
     }
     parse(&Value::Array(events))
 }
@@ -285,7 +227,7 @@ pub fn drain_actionable(h: &mut Controller, now: f64) -> Vec<f64> {
 /// The rejections and expiries [`drain_actionable`] kept, as objects.
 #[wasm_bindgen(js_name = takeFailures)]
 pub fn take_failures(h: &mut Controller) -> JsValue {
-    let events: Vec<Value> = h.failures.drain(..).map(|e| event_json(&e)).collect();
+    let events: Vec<Value> = h.failures.drain(..).map(|e| host::event_json(&e)).collect();
     parse(&Value::Array(events))
 }
 

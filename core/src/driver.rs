@@ -32,8 +32,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{ConfigError, RequestError, StoreError};
+use crate::event::{Event, EventEndpoint, EventKind};
 use crate::metrics::Counted;
-use crate::request::{Decision, Outcome, Priority, Request, RequestId, ReservationId, Target};
+use crate::request::{Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId, Target};
 use crate::shared::{AdmitOptions, ReplyValue, SharedStore, StoreCall, StoreOptions};
 use crate::snapshot::Snapshot;
 use crate::time::Timestamp;
@@ -188,6 +189,9 @@ pub enum Output {
     },
     /// Stop listening for wake-ups.
     Unsubscribe,
+    /// Something that happened to one of this process's requests (only while events are on, see
+    /// [`SharedDriver::set_events`]): the rows of the `rate_limit_logs` table.
+    Event(Box<Event>),
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -220,6 +224,12 @@ struct Waiter {
     waited: bool,
     /// Its route's metrics slot.
     slot: u16,
+    /// Whom it is for, as its events name it.
+    endpoint: EventEndpoint,
+    /// Its id, once the store drew one (at its first wait or refusal, or its go).
+    request_id: Option<RequestId>,
+    /// Its `queued` event went out.
+    queued: bool,
     id: String,
     class: String,
     max_wait_at: Option<Timestamp>,
@@ -255,6 +265,9 @@ enum CallState {
         store_call: StoreCall,
         started: Timestamp,
         backoff: Duration,
+        /// A completion reported while events are on: its `rate_limited` event, if the store says
+        /// the answer paused its limits.
+        about: Option<Box<About>>,
     },
     Withdraw,
     Snapshot {
@@ -264,6 +277,15 @@ enum CallState {
     Metrics {
         handle: Handle,
     },
+}
+
+/// The request a completion reported on, for its `rate_limited` event.
+#[derive(Debug)]
+struct About {
+    request: RequestId,
+    endpoint: EventEndpoint,
+    priority: Priority,
+    status: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -305,6 +327,8 @@ pub struct SharedDriver {
     sub: Sub,
     sub_retry_at: Option<Timestamp>,
     linger_at: Option<Timestamp>,
+    /// Events are drained as [`Output::Event`].
+    events: bool,
     /// Shadow mode: a config run in memory beside this process's traffic (see [`Self::set_shadow`]).
     #[cfg(feature = "shadow")]
     shadow: Option<ShadowRun>,
@@ -346,6 +370,7 @@ impl SharedDriver {
             sub: Sub::Off,
             sub_retry_at: None,
             linger_at: None,
+            events: false,
             #[cfg(feature = "shadow")]
             shadow: None,
         })
@@ -369,6 +394,39 @@ impl SharedDriver {
     /// Names this process's waiters from now on (a host that could not draw a random tag earlier).
     pub fn set_process_tag(&mut self, tag: String) {
         self.options.process_tag = tag;
+    }
+
+    /// Turns events on or off: while on, every step of this process's requests (queued, go,
+    /// completed, rate limited, rejected, expired, cancelled) comes out as an [`Output::Event`].
+    /// A request's events carry the id the store drew for it (unique across processes); a request
+    /// that never reached the store (it was unreachable) has id 0.
+    pub fn set_events(&mut self, on: bool) {
+        self.events = on;
+    }
+
+    fn emit(
+        &mut self,
+        at: Timestamp,
+        request: RequestId,
+        endpoint: EventEndpoint,
+        priority: Priority,
+        kind: EventKind,
+    ) {
+        let event = Event { at, request, endpoint, priority, kind };
+        self.outputs.push_back(Output::Event(Box::new(event)));
+    }
+
+    /// The `completed` event of a request this store admitted, and what its `rate_limited` event
+    /// will need (events on only).
+    fn completed_event(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<Box<About>> {
+        if !self.events {
+            return None;
+        }
+        let (endpoint, priority, went) = self.store.in_flight(request)?;
+        let (endpoint, status) = (endpoint.clone(), outcome.status);
+        let kind = EventKind::Completed { status, duration: now.saturating_since(went) };
+        self.emit(now, request, endpoint.clone(), priority, kind);
+        Some(Box::new(About { request, endpoint, priority, status }))
     }
 
     /// Wake-up messages received.
@@ -403,6 +461,7 @@ impl SharedDriver {
     ) -> Result<Handle, DriverError> {
         let call = self.store.admit(now, &request, &AdmitOptions::default()).map_err(DriverError::Request)?;
         let slot = call.route_slot();
+        let endpoint = call.endpoint();
         let handle = self.handle();
         self.seq += 1;
         let id = format!("{}-{}", self.options.process_tag, self.seq);
@@ -420,6 +479,9 @@ impl SharedDriver {
                 started: now,
                 waited: false,
                 slot,
+                endpoint,
+                request_id: None,
+                queued: false,
                 id,
                 class: class.clone(),
                 max_wait_at: max_wait.map(|d| now.saturating_add(d)),
@@ -460,8 +522,9 @@ impl SharedDriver {
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Handle {
         self.shadow_completed(now, request, outcome);
         let handle = self.handle();
+        let about = self.completed_event(now, request, outcome);
         match self.store.complete(now, request, outcome) {
-            Some(call) => self.report(now, handle, ReportKind::Done, call),
+            Some(call) => self.report(now, handle, ReportKind::Done, call, about),
             None => {
                 self.outputs.push_back(Output::Done { handle, live: false });
                 self.kick(now);
@@ -479,7 +542,7 @@ impl SharedDriver {
         }
         let handle = self.handle();
         let call = self.store.release(now, reservation);
-        self.report(now, handle, ReportKind::Release, call);
+        self.report(now, handle, ReportKind::Release, call, None);
         handle
     }
 
@@ -498,7 +561,7 @@ impl SharedDriver {
             run.shadow.sync_budget(now, limit, tokens_left, refill_in);
         }
         let handle = self.handle();
-        self.report(now, handle, ReportKind::Done, call);
+        self.report(now, handle, ReportKind::Done, call, None);
         Ok(handle)
     }
 
@@ -552,9 +615,22 @@ impl SharedDriver {
         handle
     }
 
-    fn report(&mut self, now: Timestamp, handle: Handle, kind: ReportKind, store_call: StoreCall) {
-        let state =
-            CallState::Report { handle, kind, store_call: store_call.clone(), started: now, backoff: BACKOFF_MIN };
+    fn report(
+        &mut self,
+        now: Timestamp,
+        handle: Handle,
+        kind: ReportKind,
+        store_call: StoreCall,
+        about: Option<Box<About>>,
+    ) {
+        let state = CallState::Report {
+            handle,
+            kind,
+            store_call: store_call.clone(),
+            started: now,
+            backoff: BACKOFF_MIN,
+            about,
+        };
         self.run(state, store_call);
     }
 
@@ -563,7 +639,13 @@ impl SharedDriver {
         let Some(state) = self.calls.remove(&call) else { return };
         match state {
             CallState::Admit { handle, store_call } => self.decided(now, handle, call, &store_call, reply),
-            CallState::Report { handle, kind, .. } => {
+            CallState::Report { handle, kind, about, .. } => {
+                if let Some(a) = about {
+                    if let Some(until) = self.store.paused_until(now, reply) {
+                        let kind = EventKind::RateLimited { status: a.status, until };
+                        self.emit(now, a.request, a.endpoint, a.priority, kind);
+                    }
+                }
                 let result = self.store.observe(now, reply);
                 match (kind, result) {
                     (ReportKind::StatusComplete, _) => {}
@@ -617,7 +699,7 @@ impl SharedDriver {
         let unavailable = || DriverError::Store(StoreError::Unavailable { reason: reason.to_string() });
         match state {
             CallState::Admit { handle, .. } => self.unreachable(now, handle, unavailable()),
-            CallState::Report { handle, kind, store_call, started, backoff } => {
+            CallState::Report { handle, kind, store_call, started, backoff, about } => {
                 let limit = started.saturating_add(self.options.unavailable_max_wait);
                 if self.options.on_unavailable == Unavailable::Fail || now.saturating_add(backoff) > limit {
                     if kind != ReportKind::StatusComplete {
@@ -625,8 +707,14 @@ impl SharedDriver {
                     }
                     return;
                 }
-                let retry =
-                    CallState::Report { handle, kind, store_call, started, backoff: (backoff * 2).min(BACKOFF_MAX) };
+                let retry = CallState::Report {
+                    handle,
+                    kind,
+                    store_call,
+                    started,
+                    backoff: (backoff * 2).min(BACKOFF_MAX),
+                    about,
+                };
                 self.calls.insert(call, retry);
                 self.retries.push((now.saturating_add(backoff), call));
             }
@@ -689,7 +777,7 @@ impl SharedDriver {
         }
         self.shadow_completed(now, request, outcome);
         if let Some(call) = self.store.complete(now, request, outcome) {
-            self.report(now, handle, ReportKind::StatusComplete, call);
+            self.report(now, handle, ReportKind::StatusComplete, call, None);
         }
         self.learnt(now, &url);
     }
@@ -794,7 +882,7 @@ impl SharedDriver {
             waiter: Some(w.id.clone()),
             since: w.since,
             max_wait: left.map(|(_, d)| d),
-            ..AdmitOptions::default()
+            request: w.request_id,
         };
         let store_call = match self.store.admit(now, &w.request, &options) {
             Ok(c) => c,
@@ -836,6 +924,17 @@ impl SharedDriver {
             }
         };
         let can_learn = self.can_learn(handle);
+        let events = self.events;
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        if admitted.request.is_some() {
+            w.request_id = admitted.request;
+        }
+        if events && !w.queued && w.status_of.is_none() && matches!(admitted.decision, Decision::Wait { .. }) {
+            w.queued = true;
+            let (at, request, endpoint, priority) =
+                (w.started, w.request_id.unwrap_or(RequestId(0)), w.endpoint.clone(), w.request.priority);
+            self.emit(at, request, endpoint, priority, EventKind::Queued);
+        }
         let Some(w) = self.waiters.get_mut(&handle) else { return };
         match admitted.decision {
             Decision::Go(permit) => self.finish(now, handle, Ok((permit.request, permit.reservations)), false),
@@ -925,6 +1024,9 @@ impl SharedDriver {
         let Some(w) = self.waiters.remove(&handle) else { return };
         if w.status_of.is_none() {
             self.count(now, &w, &result);
+            if self.events {
+                self.event_of(now, &w, &result);
+            }
         }
         self.shadow_finished(now, handle, &result, !w.waited);
         if let WaiterState::Asking { call, .. } = w.state {
@@ -971,6 +1073,25 @@ impl SharedDriver {
             self.ask(now, next);
         }
         self.idle_check(now);
+    }
+
+    /// The event that ends an acquire: go, rejected, expired or cancelled.
+    fn event_of(&mut self, now: Timestamp, w: &Waiter, result: &Result<(RequestId, Vec<ReservationId>), DriverError>) {
+        let request = w.request_id.unwrap_or(RequestId(0));
+        let kind = match result {
+            Ok((request, reservations)) => EventKind::Go {
+                permit: Permit { request: *request, reservations: reservations.clone(), at: now },
+                waited: now.saturating_since(w.started),
+            },
+            Err(DriverError::Request(RequestError::Cancelled)) => EventKind::Cancelled,
+            Err(DriverError::Request(e @ RequestError::DeadlineExceeded { .. })) => {
+                EventKind::Expired { error: e.clone() }
+            }
+            Err(DriverError::Request(e)) => EventKind::Rejected { error: e.clone() },
+            Err(DriverError::Store(e)) => EventKind::Rejected { error: RequestError::Store { error: e.clone() } },
+        };
+        let request = if let EventKind::Go { permit, .. } = &kind { permit.request } else { request };
+        self.emit(now, request, w.endpoint.clone(), w.request.priority, kind);
     }
 
     // ---- metrics ----------------------------------------------------------------------------------

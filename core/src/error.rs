@@ -120,6 +120,16 @@ pub enum RequestError {
     /// The host cancelled the request.
     #[error("the request was cancelled")]
     Cancelled,
+    /// The shared store could not answer for longer than the request could wait: how a shared
+    /// controller's events name the refusal (its code is the store error's, `STORE_UNAVAILABLE` or
+    /// `STORE_REPLY`).
+    #[error("{error}")]
+    #[serde(rename = "STORE_UNAVAILABLE")]
+    Store {
+        /// What failed.
+        #[serde(skip)]
+        error: StoreError,
+    },
 }
 
 /// The shared store (Redis) could not answer: the host's client failed, or the reply was not the
@@ -218,6 +228,7 @@ impl RequestError {
             RequestError::InsufficientBudget { .. } => "INSUFFICIENT_BUDGET",
             RequestError::BudgetUnknown { .. } => "BUDGET_UNKNOWN",
             RequestError::Cancelled => "CANCELLED",
+            RequestError::Store { error } => error.code(),
         }
     }
 
@@ -231,6 +242,7 @@ impl RequestError {
             RequestError::QueueFull { .. } => ErrorKind::QueueFull,
             RequestError::InsufficientBudget { .. } | RequestError::BudgetUnknown { .. } => ErrorKind::Budget,
             RequestError::Cancelled => ErrorKind::Cancelled,
+            RequestError::Store { .. } => ErrorKind::Store,
         }
     }
 }

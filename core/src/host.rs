@@ -200,6 +200,63 @@ pub fn drain_actionable(tc: &mut TrafficControl, now_ms: f64, failures: &mut Vec
     out
 }
 
+/// One event, flattened: the `rate_limit_logs` fields plus what its kind carries (the scheduler's
+/// `NativeEvent`; absent fields are left out).
+pub fn event_json(e: &Event) -> serde_json::Value {
+    let log = e.log();
+    let mut out = serde_json::json!({
+        "type": log.status,
+        "status": log.status,
+        "timestampMs": log.timestamp_ms,
+        "requestId": log.request_id as f64,
+        "endpoint": log.endpoint,
+        "priority": log.priority,
+    });
+    let fields = out.as_object_mut().expect("an object");
+    let mut put = |k: &str, v: serde_json::Value| {
+        fields.insert(k.to_string(), v);
+    };
+    if let Some(route) = log.route {
+        put("route", route.into());
+    }
+    if let Some(s) = log.response_status {
+        put("responseStatus", s.into());
+    }
+    if let Some(d) = log.duration_ms {
+        put("durationMs", d.into());
+    }
+    if let Some(code) = log.error {
+        put("error", code.into());
+    }
+    match &e.kind {
+        EventKind::Go { permit, .. } => {
+            put("reservations", permit.reservations.iter().map(|r| r.0 as f64).collect::<Vec<_>>().into());
+        }
+        EventKind::Rejected { error } | EventKind::Expired { error } => put("message", error.to_string().into()),
+        EventKind::RateLimited { until, .. } => put("until", until.as_millis_f64().into()),
+        EventKind::Retried { attempt, at } => {
+            put("attempt", (*attempt).into());
+            put("retryAt", at.as_millis_f64().into());
+        }
+        EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
+            put("reservation", (reservation.0 as f64).into());
+        }
+        EventKind::LimitLowered { limit, from, to } => {
+            put("limit", limit.as_str().into());
+            put("max", (*to as f64).into());
+            put("previous", (*from as f64).into());
+        }
+        EventKind::BudgetLow { limit, balance, cost, reason } => {
+            put("limit", limit.as_str().into());
+            put("balance", (*balance as f64).into());
+            put("cost", (*cost as f64).into());
+            put("reason", (*reason).into());
+        }
+        _ => {}
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

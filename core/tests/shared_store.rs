@@ -18,9 +18,10 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use redis_support::{Client, RedisServer, Resp};
+use traffic_control_core::driver::{DriverOptions, Output, SharedDriver, Unavailable};
 use traffic_control_core::{
-    AdmitOptions, Config, Decision, FollowUp, Outcome, Priority, Request, RequestId, ReservationId, SharedStore,
-    StoreOptions, Timestamp, TrafficControl,
+    AdmitOptions, Config, Decision, Event, EventKind, FollowUp, Outcome, Priority, Request, RequestId, ReservationId,
+    SharedStore, StoreOptions, Timestamp, TrafficControl,
 };
 
 static ACCOUNT: AtomicU64 = AtomicU64::new(1);
@@ -877,4 +878,124 @@ fn a_smaller_quota_lowers_the_window_for_every_process_until_the_config_changes(
     let call = new.snapshot_call(ms(30_000));
     let snap = new.snapshot(ms(30_000), &twin.client.run(&call)).unwrap();
     assert_eq!(snap.limits.iter().find(|l| l.name == "catalog").unwrap().capacity, 12);
+}
+
+// ---- the shared driver's events ------------------------------------------------------------------
+
+/// Runs every store call the driver asks for against Redis until it asks for none; returns the
+/// events and the goes and failures (by handle) it put out meanwhile.
+fn pump(c: &mut Client, d: &mut SharedDriver, now: Timestamp) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(o) = d.poll_output() {
+        match o {
+            Output::Run { call, store_call } => d.on_reply(now, call, &c.run(&store_call)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn shared_driver(acct: &str, tag: &str) -> SharedDriver {
+    let mut options = DriverOptions::new(tag);
+    options.wake = false;
+    let mut d = SharedDriver::new(Config::from_json(BM).unwrap(), StoreOptions::new(acct), options).unwrap();
+    d.set_events(true);
+    d
+}
+
+fn events(out: &[Output]) -> Vec<Event> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some((**e).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn shared_events_name_one_id_per_request_across_processes_from_queued_to_completed() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("events");
+    let (mut a, mut b) = (shared_driver(&acct, "a"), shared_driver(&acct, "b"));
+    for d in [&mut a, &mut b] {
+        d.store_mut().set_test_clock(Some(ms(0)));
+    }
+    // A takes the catalog window (2 per second): two goes.
+    let h1 = a.acquire(ms(0), Request::http("POST", "/ws/listings/1?key=secret"), None).unwrap();
+    let h2 = a.acquire(ms(0), Request::http("POST", "/ws/listings/2"), None).unwrap();
+    let ev = events(&pump(&mut c, &mut a, ms(0)));
+    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["go", "go"], "{ev:?}");
+    let (r1, r2) = (ev[0].request, ev[1].request);
+    assert_ne!(r1, r2);
+    assert_eq!((ev[0].endpoint(), ev[0].route()), ("POST /ws/listings/1", Some("catalog")), "no secret");
+    assert!(h1 != h2);
+
+    // B's catalog request waits: queued, under an id the store drew for it.
+    b.acquire(ms(100), Request::http("POST", "/ws/listings/3"), None).unwrap();
+    let ev = events(&pump(&mut c, &mut b, ms(100)));
+    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["queued"], "{ev:?}");
+    let queued = ev[0].request;
+    assert!(queued.0 != 0 && queued != r1 && queued != r2, "{queued:?}");
+
+    // A's first answer is a 429 with Retry-After: completed, then rate limited until 2.2 s.
+    a.complete(ms(200), r1, &Outcome::status(429).header("Retry-After", "2"));
+    let ev = events(&pump(&mut c, &mut a, ms(200)));
+    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["completed", "rate_limited"], "{ev:?}");
+    assert_eq!(ev[0].log().response_status, Some(429));
+    assert_eq!(ev[0].log().duration_ms, Some(200.0));
+    assert!(matches!(ev[1].kind, EventKind::RateLimited { status: Some(429), until } if until == ms(2200)), "{ev:?}");
+    a.complete(ms(250), r2, &Outcome::status(200));
+    let ev = events(&pump(&mut c, &mut a, ms(250)));
+    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["completed"], "a success pauses nothing");
+
+    // B goes when the pause ends, under the id of its queued event, having waited 2.1 s.
+    for t in [1000, 2200] {
+        b.store_mut().set_test_clock(Some(ms(t)));
+        b.handle_timeout(ms(t));
+        let ev = events(&pump(&mut c, &mut b, ms(t)));
+        if t == 2200 {
+            assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["go"], "{ev:?}");
+            assert_eq!(ev[0].request, queued);
+            assert_eq!(ev[0].log().duration_ms, Some(2100.0));
+        } else {
+            assert!(ev.is_empty(), "{ev:?}");
+        }
+    }
+
+    // A request that cannot go in time is rejected under an id of its own; a cancelled one says so.
+    for d in [&mut a, &mut b] {
+        d.store_mut().set_test_clock(Some(ms(2300)));
+    }
+    a.acquire(ms(2300), Request::http("POST", "/ws/listings/4"), None).unwrap();
+    a.acquire(ms(2300), Request::http("POST", "/ws/listings/5"), Some(Duration::from_millis(10))).unwrap();
+    let h = a.acquire(ms(2300), Request::http("POST", "/ws/listings/6"), None).unwrap();
+    let ev = events(&pump(&mut c, &mut a, ms(2300)));
+    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["go", "rejected", "queued"], "{ev:?}");
+    assert_eq!(ev[1].log().error, Some("DEADLINE_UNREACHABLE"));
+    assert!(ev[1].request.0 != 0 && ev[1].request != ev[0].request);
+    a.cancel(ms(2400), h);
+    let cancelled = events(&pump(&mut c, &mut a, ms(2400)));
+    assert_eq!(cancelled.iter().map(Event::status).collect::<Vec<_>>(), ["cancelled"]);
+    assert_eq!(cancelled[0].request, ev[2].request, "cancelled under its queued id");
+
+    // Events off: none.
+    a.set_events(false);
+    a.acquire(ms(2400), Request::http("GET", "/orders"), None).unwrap();
+    assert!(events(&pump(&mut c, &mut a, ms(2400))).is_empty());
+}
+
+#[test]
+fn a_request_refused_because_the_store_is_gone_is_logged_with_its_code() {
+    let mut options = DriverOptions::new("gone");
+    options.on_unavailable = Unavailable::Fail;
+    let mut d = SharedDriver::new(Config::from_json(BM).unwrap(), StoreOptions::new("gone"), options).unwrap();
+    d.set_events(true);
+    d.acquire(ms(0), Request::http("GET", "/orders"), None).unwrap();
+    let Some(Output::Run { call, .. }) = d.poll_output() else { panic!("a call") };
+    d.on_store_error(ms(5), call, "connection refused");
+    let ev = events(&std::iter::from_fn(|| d.poll_output()).collect::<Vec<_>>());
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let log = ev[0].log();
+    assert_eq!((log.status, log.error, log.request_id), ("rejected", Some("STORE_UNAVAILABLE"), 0));
 }

@@ -9,13 +9,15 @@
 //! `syncBudget {limit, tokensLeft, refillIn?}` → handle; `snapshot` → handle; `metrics` → handle
 //! (the `metrics` feature); `reply {call, reply}`;
 //! `storeError {call, reason}`; `woken`; `subscribed {ok}`; `statusDone {handle, status?, headers?,
-//! body?}` (no status: no response came); `timeout`; `close`; `processTag {tag}` (a host that may not draw random
+//! body?}` (no status: no response came); `timeout`; `close`; `events {on}` (events as outputs, or
+//! not); `processTag {tag}` (a host that may not draw random
 //! values when it builds the driver, as a Worker at load, names its process at first use).
 //!
 //! Outputs (`{"output": ...}`): `run {call, keys, args}`; `go {handle, request, reservations}`;
 //! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `metrics {handle, metrics, text}` (the
 //! metrics as JSON and as Prometheus text); `status
-//! {handle, url}`; `subscribe {channel}`; `unsubscribe`.
+//! {handle, url}`; `subscribe {channel}`; `unsubscribe`; `event {event}` (one event, as the
+//! in-memory controller's listeners get it).
 
 use serde_json::{json, Value};
 
@@ -215,6 +217,10 @@ impl DriverHost {
                 d.close();
                 None
             }
+            "events" => {
+                d.set_events(flag(&v, "on")?.unwrap_or(false));
+                None
+            }
             "processTag" => {
                 d.set_process_tag(need_text(&v, "tag")?);
                 None
@@ -282,6 +288,7 @@ fn output_json(o: Output) -> Value {
         Output::Status { handle, url } => json!({ "output": "status", "handle": handle.0, "url": url }),
         Output::Subscribe { channel } => json!({ "output": "subscribe", "channel": channel }),
         Output::Unsubscribe => json!({ "output": "unsubscribe" }),
+        Output::Event(e) => json!({ "output": "event", "event": super::event_json(&e) }),
     }
 }
 

@@ -353,8 +353,14 @@ end
 
 if op == 'admit' then
   -- ARGV: 6 priority, 7 lease ttl us, 8 waiter id, 9 waiter since, 10 waiter ttl us, 11 spent
-  -- reservation, 12 max wait us, 13 limits, 14 follow-ups; then the limits (9 fields each), then per
-  -- follow-up: ttl us, n, n x (limit, cost).
+  -- reservation, 12 max wait us, 13 limits, 14 follow-ups, 15 the request's id if it has one (given
+  -- by an earlier wait or refusal) or ""; then the limits (9 fields each), then per follow-up: ttl
+  -- us, n, n x (limit, cost).
+  --
+  -- Replies: go { 1, now, epoch, request id, reservation ids..., strikes }; wait { 2, now, epoch,
+  -- wake or -1, since, request id }; refuse { 3, now, epoch, code, fields..., request id }. The
+  -- request id is drawn once (from `seq`, unique across processes) and kept by the host through its
+  -- waits, so every event of one request names the same id.
   local priority = tonumber(ARGV[6])
   local lease_ttl = tonumber(ARGV[7])
   local wid, since = ARGV[8], tonumber(ARGV[9] ~= '' and ARGV[9] or fmt(now))
@@ -362,12 +368,17 @@ if op == 'admit' then
   local spend = ARGV[11]
   local max_wait = tonumber(ARGV[12] ~= '' and ARGV[12] or '-1')
   local nl, nf = tonumber(ARGV[13]), tonumber(ARGV[14])
-  local request_id = nil
+  local request_id = ARGV[15] ~= '' and tonumber(ARGV[15]) or nil
   local function id()
     if request_id == nil then request_id = redis.call('HINCRBY', meta, 'seq', 1) end
     return request_id
   end
-  local limits = read_limits(15, nl, lease_ttl, id)
+  local limits = read_limits(16, nl, lease_ttl, id)
+  local function refuse(...)
+    local fields = { ... }
+    fields[#fields + 1] = id()
+    return reply(3, unpack(fields))
+  end
   local strikes = 0
   for _, l in ipairs(limits) do
     -- CRITICAL waits only for the part of a pause the server imposed, never for our backoff.
@@ -375,9 +386,9 @@ if op == 'admit' then
     if l.need > 0 then strikes = math.max(strikes, l.strikes) end
   end
   for _, l in ipairs(limits) do
-    if l.kind == 'g' and not l.known and l.total > 0 then return reply(3, 'BUDGET_UNKNOWN', l.name) end
+    if l.kind == 'g' and not l.known and l.total > 0 then return refuse('BUDGET_UNKNOWN', l.name) end
     -- A window lowered by a quota the server reported may no longer hold the request at all.
-    if l.kind == 'w' and l.total > l.cap then return reply(3, 'COST_EXCEEDS_CAPACITY', l.name, l.total, l.cap) end
+    if l.kind == 'w' and l.total > l.cap then return refuse('COST_EXCEEDS_CAPACITY', l.name, l.total, l.cap) end
   end
   local reserved, own, own_live, first_res_expiry, own_exp, own_rest = scan_reservations(spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
@@ -445,10 +456,10 @@ if op == 'admit' then
       end
       if earliest ~= nil and earliest > deadline then
         if budget_late ~= nil then
-          return reply(3, 'INSUFFICIENT_BUDGET', budget_late.name, budget_late.total,
+          return refuse('INSUFFICIENT_BUDGET', budget_late.name, budget_late.total,
             budget_late.bal - budget_late.d, t_late, budget_late.ahead)
         end
-        return reply(3, 'DEADLINE_UNREACHABLE', earliest, deadline)
+        return refuse('DEADLINE_UNREACHABLE', earliest, deadline)
       end
     end
     if wid ~= '' then
@@ -474,7 +485,7 @@ if op == 'admit' then
         if redis.call('PTTL', resv) < ttl_ms(expiry - now) then redis.call('PEXPIRE', resv, ttl_ms(expiry - now)) end
       end
     end
-    return reply(2, wake ~= nil and wake or ABSENT, since)
+    return reply(2, wake ~= nil and wake or ABSENT, since, id())
   end
 
   -- Go: the spent reservation turns into admissions, every limit takes its cost at this instant,
@@ -496,7 +507,7 @@ if op == 'admit' then
   -- Its claims are gone: a waiter that was behind them may fit now.
   if left_claims then wake_waiters(qkeys) end
   local out = { id() }
-  local at = 15 + nl * 9
+  local at = 16 + nl * 9
   local longest = 0
   for _ = 1, nf do
     local ttl, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
@@ -525,7 +536,8 @@ elseif op == 'complete' then
   -- judged by) or "", 8 how long strikes outlive their pause (us), 9 limits; then per limit: name,
   -- kind, pause mode, server us, ladder, reported balance or "", refill in us or "", max (budgets,
   -- windows), per (budgets, windows), cost held (windows) or "", quota learnt (windows) or ""; then
-  -- how long a learnt quota lives (us).
+  -- how long a learnt quota lives (us). Reply: { 0, now, epoch, 0, the end of the longest pause
+  -- it imposed as rate limited or -1 }.
   --
   -- The pause mode says what the answer does to the limit's pause (the policy is core's `Told`;
   -- the script keeps the state): "" nothing; "clear" the strikes are cleared (an answer that is not
@@ -537,6 +549,8 @@ elseif op == 'complete' then
   -- burst count once, and pause from their own arrival).
   local rid, sent, keep, n = ARGV[6], tonumber(ARGV[7] ~= '' and ARGV[7] or '0'), tonumber(ARGV[8]), tonumber(ARGV[9])
   local freed, qkeys, grown = false, {}, {}
+  -- The end of the longest pause this answer imposed as rate limited (the reply's field 5).
+  local paused_until = ABSENT
   for i = 1, n do
     local b = 10 + (i - 1) * 11
     local k = 3 + (i - 1) * 5
@@ -579,6 +593,7 @@ elseif op == 'complete' then
         if now + total > untl or reason == nil then reason = why end
         untl = math.max(untl, now + total, server)
         if untl > before then grown[ARGV[b]] = untl - before end
+        if mode ~= 'exhausted' and untl > paused_until then paused_until = untl end
       end
       if mode ~= 'clear' or had > 0 then
         -- Kept `keep` past the pause: the strikes, and the server's part that tells a repeat from
@@ -635,7 +650,7 @@ elseif op == 'complete' then
     end
   end
   if freed then wake_waiters(qkeys) end
-  return reply(0)
+  return reply(0, 0, paused_until)
 
 elseif op == 'release' then
   -- ARGV: 6 reservation id. Reply: 1 if it was live.

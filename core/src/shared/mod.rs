@@ -70,6 +70,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{Config, LimitConfig, WindowHold};
 use crate::error::{ConfigError, RequestError, StoreError};
+use crate::event::EventEndpoint;
 use crate::feedback::Feedback;
 use crate::limit::pause::{Jitter, Told};
 use crate::limit::{Limit, PauseReason};
@@ -123,6 +124,9 @@ pub struct AdmitOptions {
     /// The longest it may still wait: when even empty limits could not take it in time, the reply is
     /// a reject (`DEADLINE_UNREACHABLE`, `INSUFFICIENT_BUDGET`) instead of a wait.
     pub max_wait: Option<Duration>,
+    /// The request's id, given by an earlier reply ([`Admitted::request`]): the request keeps it
+    /// through its waits and goes under it. `None`: the store draws one when it first answers.
+    pub request: Option<RequestId>,
 }
 
 impl AdmitOptions {
@@ -146,7 +150,15 @@ pub struct StoreCall {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CallKind {
-    Admit { needs: Needs, budgets: Vec<u16>, follow_ups: usize, limits: Vec<u16>, slot: u16, priority: Priority },
+    Admit {
+        needs: Needs,
+        budgets: Vec<u16>,
+        follow_ups: usize,
+        limits: Vec<u16>,
+        slot: u16,
+        priority: Priority,
+        endpoint: EventEndpoint,
+    },
     Other,
 }
 
@@ -156,6 +168,14 @@ impl StoreCall {
         match &self.what {
             CallKind::Admit { slot, .. } => *slot,
             CallKind::Other => 0,
+        }
+    }
+
+    /// An admission's endpoint, as its events name it.
+    pub(crate) fn endpoint(&self) -> EventEndpoint {
+        match &self.what {
+            CallKind::Admit { endpoint, .. } => endpoint.clone(),
+            CallKind::Other => EventEndpoint::NoTarget,
         }
     }
 
@@ -209,6 +229,9 @@ pub struct Admitted {
     pub server_now: Timestamp,
     /// For a registered waiter: its registration instant, to pass back in [`AdmitOptions::since`].
     pub since: Option<u64>,
+    /// The request's id, drawn by the store (unique across processes), for a wait or a refusal as
+    /// for a go: pass it back in [`AdmitOptions::request`] so that it goes under the same id.
+    pub request: Option<RequestId>,
 }
 
 /// A sans-IO view of one account's limits held in Redis. Built from the same [`Config`] as the
@@ -269,6 +292,8 @@ struct Flight {
     /// Its route's metrics slot and its priority (a rate-limited answer is counted on them).
     slot: u16,
     priority: Priority,
+    /// Whom it was for, as its events name it.
+    endpoint: EventEndpoint,
 }
 
 fn micros_up(d: Duration) -> u64 {
@@ -457,6 +482,7 @@ impl SharedStore {
         args.push(options.max_wait.map_or_else(String::new, |d| micros_up(d).to_string()));
         args.push(total.len().to_string());
         args.push(follow_ups.len().to_string());
+        args.push(options.request.map_or_else(String::new, |r| r.0.to_string()));
         for n in &total {
             let need = resolved.needs.iter().find(|m| m.limit == n.limit).map_or(0, |m| m.cost);
             self.push_limit_keys(&mut keys, n.limit);
@@ -480,6 +506,7 @@ impl SharedStore {
                 limits: total.iter().map(|n| n.limit).collect(),
                 slot: Router::slot_of(&resolved.endpoint),
                 priority: request.priority,
+                endpoint: self.router.endpoint_of(&resolved.endpoint),
             },
         })
     }
@@ -500,9 +527,24 @@ impl SharedStore {
         Ok(reply.get(3).and_then(ReplyValue::int) == Some(1))
     }
 
+    /// For the reply to a [`complete`](Self::complete) call: until when the answer paused its
+    /// limits as rate limited, in the host's time (`None`: it paused none).
+    pub fn paused_until(&self, now: Timestamp, reply: &[ReplyValue]) -> Option<Timestamp> {
+        let server_now = reply.get(1).and_then(ReplyValue::int)?;
+        let until = reply.get(4).and_then(ReplyValue::int).filter(|u| *u >= 0)?;
+        let left = u64::try_from(until.saturating_sub(server_now)).unwrap_or(0);
+        Some(now.saturating_add(Duration::from_micros(left)))
+    }
+
+    /// A request admitted by this store and not yet completed: whom it was for, its priority and
+    /// when it went (host time).
+    pub(crate) fn in_flight(&self, request: RequestId) -> Option<(&EventEndpoint, Priority, Timestamp)> {
+        self.in_flight.get(&request).map(|f| (&f.endpoint, f.priority, f.since))
+    }
+
     /// Interprets the reply to an [`admit`](Self::admit) call.
     pub fn decide(&mut self, now: Timestamp, call: &StoreCall, reply: &[ReplyValue]) -> Result<Admitted, StoreError> {
-        let CallKind::Admit { needs, budgets, follow_ups, slot, priority, .. } = &call.what else {
+        let CallKind::Admit { needs, budgets, follow_ups, slot, priority, endpoint, .. } = &call.what else {
             return Err(StoreError::Reply { reason: "decide() takes the call made by admit()".into() });
         };
         let (status, server_now) = self.reply_head(now, reply)?;
@@ -536,6 +578,7 @@ impl SharedStore {
                     strikes,
                     slot: *slot,
                     priority: *priority,
+                    endpoint: endpoint.clone(),
                 };
                 self.in_flight.insert(request, flight);
                 Decision::Go(Permit { request, reservations, at: server_now })
@@ -547,6 +590,7 @@ impl SharedStore {
                     decision: Decision::Wait { until: (until >= 0).then(|| micros_ts(until)) },
                     server_now,
                     since,
+                    request: reply.get(5).and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok()).map(RequestId),
                 });
             }
             3 => Decision::Reject(match text(3)?.as_str() {
@@ -571,7 +615,12 @@ impl SharedStore {
             }),
             other => return Err(bad(format!("unexpected status {other} for an admission"))),
         };
-        Ok(Admitted { decision, server_now, since: None })
+        let request = match &decision {
+            Decision::Go(permit) => Some(permit.request),
+            // A refusal's last field.
+            _ => reply.last().and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok()).map(RequestId),
+        };
+        Ok(Admitted { decision, server_now, since: None, request })
     }
 
     /// The call that drops a waiter's claims when it gives up (deadline, cancel) before going.
