@@ -9,11 +9,12 @@ import { drizzle } from 'drizzle-orm/mysql2';
 import { asc } from 'drizzle-orm';
 import { getTableConfig } from 'drizzle-orm/mysql-core';
 import mysql from 'mysql2/promise';
-import { TrafficControl } from 'traffic-control';
+import Redis from 'ioredis';
+import { SharedTrafficControl, TrafficControl } from 'traffic-control';
 import { LogSink, toLogRow } from 'traffic-control/logs';
 import { drizzleWriter, rateLimitLogs } from 'traffic-control/drizzle';
 import { after, before, slowTest, test } from '../../js/test/harness.mjs';
-import { freePort } from '../../js/test/redis-server.mjs';
+import { freePort, startRedis } from '../../js/test/redis-server.mjs';
 import { mariadbMissing, mariadbRequired, startMariaDB } from './support/mariadb.mjs';
 
 const table = JSON.parse(readFileSync(new URL('../../tests/log_rows.json', import.meta.url), 'utf8'));
@@ -128,7 +129,7 @@ test('LogSink: the listener only buffers; the oldest rows are dropped when full;
   assert.equal(sink.stats.pending, 0, 'closed: no more rows');
 });
 
-test('LogSink: a controller without events is refused with a clear error', () => {
+test('LogSink: a source without events is refused with a clear error', () => {
   assert.throws(() => new LogSink({ acquire() {} }, async () => {}), /no events/);
 });
 
@@ -231,6 +232,79 @@ dbTest('rows arrive: a workload through fetch and schedule is in rate_limit_logs
   assert.ok(ago >= 0 && ago < 30, `UTC: ${ago} s ago`);
   await web.close();
   await pool.end();
+});
+
+dbTest('rows arrive from every process of a shared account: two shared controllers, one table', async () => {
+  const { pool, db } = await database('tc_shared');
+  const redis = await startRedis();
+  const clients = [];
+  const client = () => {
+    const c = new Redis({ port: redis.port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+    clients.push(c);
+    return c;
+  };
+  try {
+    const web = await api();
+    const cfg = {
+      limits: { api: { kind: 'window', max: 2, per: 200, hold: 'go' } },
+      global: ['api'],
+      routes: [{ name: 'listings', path: '^/ws/listings' }],
+      feedback: { block: 20, cooldown: 20 },
+    };
+    // Two processes of one account, as two workers would be: each its own sink, one table.
+    const procs = ['a', 'b'].map(() => new SharedTrafficControl(cfg, { redis: client(), account: 'logs' }));
+    const events = [];
+    for (const tc of procs) tc.on((e) => events.push(e));
+    const sinks = procs.map((tc) => new LogSink(tc, drizzleWriter(db), { batchSize: 3, flushIntervalMs: 30 }));
+    const call = async (tc, path, priority = 'normal') => {
+      const permit = await tc.acquire({ method: 'GET', url: `${web.url}${path}`, priority });
+      const res = await fetch(`${web.url}${path}`);
+      await permit.complete({ status: res.status, headers: res.headers });
+      return res.status;
+    };
+    // Six calls over a window of 2 per 200 ms: four wait (QUEUED), one meets a 429.
+    const statuses = await Promise.all([
+      call(procs[0], '/ws/listings/1?key=SECRET'),
+      call(procs[1], '/ws/listings/2'),
+      call(procs[0], '/ws/listings/limited', 'high'),
+      call(procs[1], '/ws/listings/4', 'low'),
+      call(procs[0], '/ws/listings/5'),
+      call(procs[1], '/ws/listings/6'),
+    ]);
+    assert.deepEqual(statuses.sort(), [200, 200, 200, 200, 200, 429]);
+    // Once the window is empty, two fill it at once; one that cannot wait ~200 ms for it is
+    // refused: an ERROR row.
+    await sleep(250);
+    const held = await Promise.all([8, 9].map((i) => procs[1].acquire({ url: `/ws/listings/${i}` })));
+    await assert.rejects(procs[1].acquire({ url: '/ws/listings/10', maxWait: 1 }));
+    await Promise.all(held.map((p) => p.complete({ status: 200 })));
+    const stats = await Promise.all(sinks.map((s) => s.close()));
+    const expected = events.map((e) => toLogRow(e, 0)).filter((r) => r !== null);
+    assert.equal(stats[0].written + stats[1].written, expected.length);
+    assert.ok(stats.every((s) => s.lost === 0 && s.dropped === 0));
+    const rows = await db.select().from(rateLimitLogs).orderBy(asc(rateLimitLogs.id));
+    const key = ({ priority, status, endpoint, responseStatus, duration }) => JSON.stringify([status, endpoint, priority, responseStatus, duration]);
+    assert.deepEqual(rows.map(key).sort(), expected.map(key).sort(), 'every event row, from both processes');
+    const count = (status, code) => rows.filter((r) => r.status === status && (code === undefined || r.responseStatus === code)).length;
+    assert.ok(count('QUEUED') >= 2, `${count('QUEUED')} QUEUED rows`);
+    assert.equal(count('EXECUTED', 200), 7);
+    assert.equal(count('429_HIT', 429), 1);
+    assert.ok(count('ERROR') >= 1);
+    assert.ok(!rows.some((r) => r.endpoint.includes('SECRET')), 'no secret in the table');
+    // One id per request from its queued row to its completion, distinct across the processes.
+    const byId = new Map();
+    for (const e of events) byId.set(e.requestId, [...(byId.get(e.requestId) ?? []), e.type]);
+    assert.equal([...byId.keys()].filter((id) => byId.get(id).includes('go')).length, 8, JSON.stringify([...byId]));
+    for (const [id, types] of byId) {
+      if (types.includes('queued')) assert.deepEqual(types.slice(0, 2), ['queued', 'go'], `request ${id}: ${types}`);
+    }
+    await Promise.all(procs.map((tc) => tc.close()));
+    await web.close();
+  } finally {
+    for (const c of clients) c.disconnect();
+    await redis.stop();
+    await pool.end();
+  }
 });
 
 /** `n` jobs through `tc.schedule`, each answering 200; resolves with how long they all took (ms). */

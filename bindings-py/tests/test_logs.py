@@ -18,7 +18,7 @@ from typing import Any, Callable
 import aiomysql
 import pytest
 
-from traffic_control import Config, Event, NeverSucceedsError, TrafficControl
+from traffic_control import Config, Event, NeverSucceedsError, TrafficControl, TrafficControlError
 from traffic_control.logs import LogSink, RateLimitLogRow, create_table, log_row, mysql_writer, table_sql
 from mariadb_server import MARIADB_REQUIRED, MariaDBServer, mariadb_missing
 
@@ -334,6 +334,78 @@ async def test_rows_arrive_as_the_events_say(pool: aiomysql.Pool) -> None:
         assert t0 * 1000 - 5 <= epoch_ms(r[5]) <= t1 * 1000 + 5
     [(ago,)] = await query(pool, "SELECT TIMESTAMPDIFF(SECOND, MAX(`timestamp`), UTC_TIMESTAMP(3)) FROM rate_limit_logs")
     assert 0 <= ago < 30
+
+
+async def test_rows_arrive_from_every_process_of_a_shared_account(pool: aiomysql.Pool) -> None:
+    """Three processes of one account (two asyncio controllers, one threaded), a sink each, one
+    table: every event row arrives, and one request's events name one id across them."""
+    import redis
+    import redis.asyncio as aioredis
+    from redis_server import RedisServer
+    from traffic_control.shared import SharedTrafficControl, SyncSharedTrafficControl
+
+    server = RedisServer.start()
+    try:
+        config: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 200, "hold": "go"}}, "global": ["api"],
+                          "routes": [{"name": "listings", "path": "^/ws/listings"}], "feedback": {"block": 20, "cooldown": 20}}
+        events: list[Event] = []
+        procs = [SharedTrafficControl(config, redis=aioredis.Redis(host="127.0.0.1", port=server.port), account="logs",
+                                      listener=events.append) for _ in range(2)]
+        threaded = SyncSharedTrafficControl(config, redis=redis.Redis(host="127.0.0.1", port=server.port), account="logs")
+        threaded.on(events.append)
+        sinks = [LogSink(tc, mysql_writer(pool), batch_size=3, flush_interval=0.03) for tc in (*procs, threaded)]
+
+        async def call(tc: SharedTrafficControl, path: str, status: int, priority: str = "normal") -> None:
+            permit = await tc.acquire(f"https://api.example.com{path}", priority=priority)
+            await asyncio.sleep(0.005)
+            await permit.complete(status, [("retry-after", "0")] if status == 429 else None)
+
+        def call_sync(path: str) -> None:
+            permit = threaded.acquire(f"https://api.example.com{path}")
+            permit.complete(200)
+
+        # Seven calls over a window of 2 per 200 ms: most wait (QUEUED); one meets a 429.
+        await asyncio.gather(
+            call(procs[0], "/ws/listings/1?key=SECRET", 200),
+            call(procs[1], "/ws/listings/2", 200),
+            call(procs[0], "/ws/listings/limited", 429, "high"),
+            call(procs[1], "/ws/listings/4", 200, "low"),
+            call(procs[0], "/ws/listings/5", 204),
+            asyncio.to_thread(call_sync, "/ws/listings/6"),
+            asyncio.to_thread(call_sync, "/ws/listings/7"),
+        )
+        # Once the window is empty, two fill it at once; one that cannot wait ~200 ms for it is
+        # refused: an ERROR row.
+        await asyncio.sleep(0.25)
+        held = await asyncio.gather(*(procs[1].acquire(f"https://api.example.com/ws/listings/{i}") for i in (8, 9)))
+        with pytest.raises(TrafficControlError):
+            await procs[1].acquire("https://api.example.com/ws/listings/10", max_wait=0.001)
+        for p in held:
+            await p.complete(200)
+        stats = [await s.aclose() for s in sinks]
+        expected = [r for r in (log_row(e, 0) for e in events) if r is not None]
+        assert sum(s["written"] for s in stats) == len(expected)
+        assert all(s["lost"] == 0 and s["dropped"] == 0 for s in stats)
+        rows = await query(pool, "SELECT priority, status, endpoint, response_status, duration FROM rate_limit_logs ORDER BY id")
+        assert sorted(rows, key=repr) == sorted(((e["priority"], e["status"], e["endpoint"], e["response_status"], e["duration"])
+                                                 for e in expected), key=repr)
+        count = lambda status, code=-1: sum(1 for r in rows if r[1] == status and (code == -1 or r[3] == code))  # noqa: E731
+        assert count("QUEUED") >= 2
+        assert count("EXECUTED", 200) == 7 and count("EXECUTED", 204) == 1 and count("429_HIT", 429) == 1
+        assert count("ERROR") >= 1
+        assert not any("SECRET" in r[2] for r in rows)
+        by_id: dict[int, list[str]] = {}
+        for e in events:
+            by_id.setdefault(e.request, []).append(e.type)
+        assert sum(1 for kinds in by_id.values() if "go" in kinds) == 9, by_id
+        for rid, kinds in by_id.items():
+            if "queued" in kinds:
+                assert kinds[:2] == ["queued", "go"], (rid, kinds)
+        for tc in procs:
+            await tc.aclose()
+        threaded.close()
+    finally:
+        server.stop()
 
 
 async def workload(tc: TrafficControl, n: int, threads: int = 0) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from traffic_control import Config, TrafficControlError
+from traffic_control import Config, Event, TrafficControlError
 from traffic_control.shared import SharedTrafficControl, StoreUnavailableError
 from redis_server import RedisServer
 
@@ -106,10 +106,13 @@ async def test_a_reservation_of_one_controller_holds_against_another(server: Red
 
 async def test_unreachable_redis_fails_closed(server: RedisServer) -> None:
     dead = client(1)
-    fail = SharedTrafficControl(WINDOW, redis=dead, account=account("dead"), on_unavailable="fail")
+    events: list[Event] = []
+    fail = SharedTrafficControl(WINDOW, redis=dead, account=account("dead"), on_unavailable="fail", listener=events.append)
     with pytest.raises(StoreUnavailableError) as e:
         await fail.acquire("/x")
     assert e.value.code == "STORE_UNAVAILABLE"
+    # Its event says why, under id 0: the store never drew one.
+    assert [(ev.type, ev.request, ev.log()["error"]) for ev in events] == [("rejected", 0, "STORE_UNAVAILABLE")]
     wait = SharedTrafficControl(WINDOW, redis=dead, account=account("dead"))
     t0 = time.monotonic()
     with pytest.raises(StoreUnavailableError):
@@ -150,6 +153,32 @@ async def test_a_completion_while_redis_is_unreachable_waits_under_the_policy(se
         await p2.complete(200)
     flaky.down = False
     assert e.value.code == "STORE_UNAVAILABLE"
+
+
+async def test_events_name_one_id_per_request_from_queued_to_completed(server: RedisServer) -> None:
+    acct = account("events")
+    seen_a: list[Event] = []
+    seen_b: list[Event] = []
+    a = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct, listener=seen_a.append)
+    b = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    off = b.on(seen_b.append)
+    first = [await a.acquire("/x") for _ in range(4)]
+    late = await b.acquire("https://api.example.com/x?key=SECRET", priority="low")  # waits for the window
+    await late.complete(429, [("retry-after", "0")])
+    for p in first:
+        await p.complete(200)
+    assert [e.type for e in seen_a] == ["go"] * 4 + ["completed"] * 4
+    assert [e.type for e in seen_b] == ["queued", "go", "completed", "rate_limited"], seen_b
+    assert len({e.request for e in seen_b}) == 1 and seen_b[0].request == late.request
+    assert seen_b[0].endpoint == "GET /x" and seen_b[0].priority == "low"
+    assert seen_b[2].status == 429 and (seen_b[1].waited or 0) > 100
+    assert len({e.request for e in seen_a} | {late.request}) == 5, "ids unique across the two controllers"
+    assert off() is True and off() is False
+    await (await b.acquire("/y")).complete(200)
+    assert len(seen_b) == 4, "no listener: no events"
+    assert 0 <= a.now() - seen_a[-1].at < 5_000
+    await a.aclose()
+    await b.aclose()
 
 
 async def test_requests_that_can_never_go_raise_their_kind(server: RedisServer) -> None:

@@ -188,7 +188,7 @@ export class LogSink {
 
   constructor(source: LogSource, writer: LogWriter, options: LogSinkOptions = {}) {
     if (typeof source?.on !== 'function' || typeof source.now !== 'function') {
-      throw new TypeError('LogSink: the controller gives no events (SharedTrafficControl has none yet: use a TrafficControl)');
+      throw new TypeError('LogSink: the source gives no events (it needs on() and now(), as TrafficControl and SharedTrafficControl have)');
     }
     this.#source = source;
     this.#writer = writer;

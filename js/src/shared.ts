@@ -5,7 +5,7 @@
 import { TrafficControlError, type ErrorCode } from './errors.js';
 import { theHost } from './host.js';
 import { coreRequest, headerList, metricsOf, outcomeOf, shadowReportOf, type FollowUp, type RawMetrics } from './traffic-control.js';
-import type { Config, LimitPause, Metrics, PresetName, Priority, ShadowReport } from './types.js';
+import type { Config, LimitPause, Metrics, PresetName, Priority, ShadowReport, TrafficEvent } from './types.js';
 
 /**
  * A Redis client: ioredis (`evalsha(sha, n, ...keysAndArgs)`) or node-redis (`evalSha(sha, { keys, arguments })`).
@@ -26,7 +26,8 @@ type DriverOutput =
   | { output: 'metrics'; handle: number; metrics: RawMetrics; text: string }
   | { output: 'status'; handle: number; url: string }
   | { output: 'subscribe'; channel: string }
-  | { output: 'unsubscribe' };
+  | { output: 'unsubscribe' }
+  | { output: 'event'; event: TrafficEvent };
 
 /** What the native side (napi or wasm) provides for the shared store: the core's driver behind one call. */
 interface SharedNative {
@@ -79,6 +80,8 @@ export interface SharedOptions {
    * poll. Closed a second after the last waiter, or by `close()`.
    */
   wake?: boolean;
+  /** A listener for every event of this process's requests (the `rate_limit_logs` fields); see `on()`. */
+  onEvent?: (event: TrafficEvent) => void;
 }
 
 /** How a request asks for admission through the shared store. */
@@ -183,6 +186,7 @@ export class SharedTrafficControl {
   readonly #sha: string;
   readonly #options: SharedOptions;
   readonly #pending = new Map<number, Pending>();
+  readonly #listeners = new Set<(event: TrafficEvent) => void>();
   #tagged = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | null = null;
@@ -222,6 +226,29 @@ export class SharedTrafficControl {
     } catch (e) {
       throw coded(e);
     }
+    if (options.onEvent) this.on(options.onEvent);
+  }
+
+  /** The clock of this process's events (ms): the host's, as `TrafficControl.now()`. */
+  now(): number {
+    return theHost().now();
+  }
+
+  /**
+   * Listens to every event of this process's requests from now on (queued, go, completed,
+   * rate_limited, rejected, expired, cancelled), as `TrafficControl.on` does: a `LogSink` fed by
+   * every process fills one `rate_limit_logs` table. A request's events carry the id the store drew
+   * for it, unique across the processes of the account (0 when the store was never reached).
+   * Returns the function that stops listening.
+   */
+  on(listener: (event: TrafficEvent) => void): () => boolean {
+    if (this.#listeners.size === 0) this.#step({ input: 'events', on: true });
+    this.#listeners.add(listener);
+    return () => {
+      const removed = this.#listeners.delete(listener);
+      if (removed && this.#listeners.size === 0) this.#step({ input: 'events', on: false });
+      return removed;
+    };
   }
 
   /** A reservation to name in a request's `reserve` and a follow-up's `spend`. */
@@ -431,6 +458,17 @@ export class SharedTrafficControl {
         return;
       case 'unsubscribe':
         void this.#unsubscribe();
+        return;
+      case 'event':
+        for (const listener of this.#listeners) {
+          try {
+            listener(o.event);
+          } catch (err) {
+            queueMicrotask(() => {
+              throw err;
+            });
+          }
+        }
     }
   }
 

@@ -212,6 +212,49 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
       await tc.close();
     });
 
+    test('events: every process tells its listeners what became of its requests, one id per request across processes', async () => {
+      const account = `events-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { feedback: { block: 20, cooldown: 20 } });
+      const seenA = [];
+      const a = new SharedTrafficControl(cfg, { redis: client(), account, onEvent: (e) => seenA.push(e) });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      const seenB = [];
+      const off = b.on((e) => seenB.push(e));
+      assert.equal(typeof a.now(), 'number');
+      const first = await Promise.all([a.acquire({ method: 'POST', url: '/ws/listings/1?key=SECRET' }), a.acquire({ url: '/x/2', priority: 'high' })]);
+      // B's request waits for the window: queued, then go under the same id.
+      const late = await b.acquire({ url: '/x/3', priority: 'low' });
+      await first[0].complete({ status: 429, headers: { 'retry-after': '0' } });
+      await first[1].complete({ status: 200 });
+      await late.complete({ status: 204 });
+      // B fills the window: a request that cannot wait for it is refused under an id of its own.
+      const extra = await b.acquire({ url: '/x/4' });
+      await assert.rejects(b.acquire({ url: '/x/5', maxWait: 5 }), (e) => e.code === 'DEADLINE_UNREACHABLE' || e.code === 'DEADLINE_EXCEEDED');
+      await extra.complete({ status: 200 });
+      await sleep(20);
+      const kinds = (list) => list.map((e) => e.type);
+      assert.deepEqual(kinds(seenA), ['go', 'go', 'completed', 'rate_limited', 'completed'], JSON.stringify(seenA));
+      assert.equal(seenA[0].endpoint, 'POST /ws/listings/1', 'no secret');
+      assert.deepEqual([seenA[2].responseStatus, seenA[4].responseStatus], [429, 200]);
+      assert.equal(seenA[1].priority, 'high');
+      assert.deepEqual(kinds(seenB), ['queued', 'go', 'completed', 'go', kinds(seenB)[4], 'completed'], JSON.stringify(seenB));
+      assert.equal(seenB[0].requestId, seenB[1].requestId, 'queued and go name one request');
+      assert.equal(seenB[1].requestId, late.request);
+      assert.ok(seenB[1].durationMs > 100, `waited ${seenB[1].durationMs} ms`);
+      const ids = new Set([...seenA, ...seenB.slice(0, 3)].map((e) => e.requestId));
+      assert.equal(ids.size, 3, 'three requests, three ids, across the two processes');
+      const last = seenB[4];
+      assert.ok(last.type === 'rejected' || last.type === 'expired', JSON.stringify(last));
+      assert.ok(last.requestId > 0 && !ids.has(last.requestId));
+      assert.ok(seenA.every((e) => e.timestampMs <= a.now()));
+      assert.equal(off(), true);
+      const before = seenB.length;
+      await sleep(300);
+      await (await b.acquire({ url: '/x/6' })).complete({ status: 200 });
+      assert.equal(seenB.length, before, 'no listener: no events');
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('unreachable Redis: fail closed, at once or after the maximum wait', async () => {
       const dead = client(1, false); // nothing listens on port 1
       const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });

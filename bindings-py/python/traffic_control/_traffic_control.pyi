@@ -232,7 +232,8 @@ class SharedDriver:
     """The core's sans-IO driver of the shared store: every input answers ``(result, outputs,
     timeout_ms, waiting)``. Outputs: ``("run", call, keys, args)``, ``("go", handle, request,
     reservations)``, ``("fail", handle, error)``, ``("done", handle, live)``, ``("snapshot", handle,
-    limits)``, ``("metrics", handle, (json, text))``, ``("status", handle, url)``, ``("subscribe", channel)``, ``("unsubscribe",)``."""
+    limits)``, ``("metrics", handle, (json, text))``, ``("status", handle, url)``, ``("subscribe", channel)``, ``("unsubscribe",)``,
+    ``("event", event)`` (while the ``events`` input turned them on)."""
 
     def __new__(cls, config: str, options_json: str, env: Mapping[str, str] | None = None) -> Self: ...
     @staticmethod

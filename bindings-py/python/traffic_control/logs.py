@@ -169,7 +169,7 @@ class LogSink:
 
     Create it inside the running event loop (it starts a task there): ``LogSink(tc, writer)``, or
     ``async with LogSink(tc, writer) as sink:``. ``tc`` is a :class:`~traffic_control.TrafficControl`
-    (the shared-store controllers give no events yet). The controller may run requests from any
+    or a shared-store controller (each process runs its own sink into the one table). The controller may run requests from any
     thread: the listener only maps the event and appends the row under a lock (no I/O, no await).
     The task writes every ``flush_interval`` seconds (and at once when ``batch_size`` rows are
     waiting), one batch of at most ``batch_size`` rows at a time. Past ``max_buffered`` rows, the
@@ -191,7 +191,7 @@ class LogSink:
         on_error: Optional[Callable[[BaseException], object]] = None,
     ) -> None:
         if not callable(getattr(tc, "on", None)) or not callable(getattr(tc, "now", None)):
-            raise TypeError("LogSink: the controller gives no events (the shared-store controllers have none yet)")
+            raise TypeError("LogSink: the controller gives no events (it needs on() and now(), as every controller has)")
         for name, value in (("batch_size", batch_size), ("max_buffered", max_buffered)):
             if value < 1:
                 raise ValueError(f"LogSink: {name} must be at least 1 (got {value})")

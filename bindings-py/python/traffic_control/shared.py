@@ -43,6 +43,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import json
+import logging
 import os
 import threading
 import time
@@ -53,7 +54,7 @@ from typing import Any, Literal, Protocol
 from ._config_types import Config
 from ._types import ShadowReport
 from ._controller import metrics_of, shadow_arguments, shadow_report_of
-from ._traffic_control import SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
+from ._traffic_control import Event, SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
     "RedisClient",
@@ -84,6 +85,9 @@ class SyncRedisClient(Protocol):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
 
     def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any: ...
+
+
+_log = logging.getLogger("traffic_control")
 
 
 def _now() -> float:
@@ -228,6 +232,40 @@ class _SharedBase(abc.ABC):
         """Wake-up messages received (for tests and benchmarks)."""
         #: Round trips to Redis so far (for benchmarks).
         self.round_trips = [0]
+        self._listeners: tuple[Callable[[Event], object], ...] = ()
+
+    def now(self) -> float:
+        """The clock of this process's events, in milliseconds (monotonic): what
+        :class:`traffic_control.logs.LogSink` converts their times from."""
+        return _now()
+
+    def on(self, listener: Callable[[Event], object]) -> Callable[[], bool]:
+        """Calls ``listener`` with every event of this process's requests from now on (``queued``,
+        ``go``, ``completed``, ``rate_limited``, ``rejected``, ``expired``, ``cancelled``), as
+        ``TrafficControl.on`` does; returns the function that stops it (``True`` when it was
+        listening). A request's events carry the id the store drew for it, unique across the
+        account's processes (0 when the store was never reached), so a
+        :class:`traffic_control.logs.LogSink` in every process fills one ``rate_limit_logs`` table.
+        Listeners run in the thread or task that stepped the driver: keep them short."""
+        with self._lock:
+            first = not self._listeners
+            self._listeners = (*self._listeners, listener)
+        if first:
+            self._feed({"input": "events", "on": True})
+
+        def off() -> bool:
+            with self._lock:
+                listeners = list(self._listeners)
+                if listener not in listeners:
+                    return False
+                listeners.remove(listener)
+                self._listeners = tuple(listeners)
+                last = not listeners
+            if last:
+                self._feed({"input": "events", "on": False})
+            return True
+
+        return off
 
     @property
     def waiting(self) -> int:
@@ -316,6 +354,12 @@ class _SharedBase(abc.ABC):
             self._subscribe(o[1])
         elif kind == "unsubscribe":
             self._unsubscribe()
+        elif kind == "event":
+            for listener in self._listeners:
+                try:
+                    listener(o[1])
+                except Exception:
+                    _log.exception("traffic_control listener failed on %r", o[1])
 
     @abc.abstractmethod
     def _run(self, call: int, keys: list[str], args: list[str]) -> None:
@@ -363,6 +407,7 @@ class SharedTrafficControl(_SharedBase):
         self, config: Config | str, *, redis: RedisClient, account: str,
         on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
+        listener: Callable[[Event], object] | None = None,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env,
                          wake and getattr(redis, "pubsub", None) is not None)
@@ -373,6 +418,8 @@ class SharedTrafficControl(_SharedBase):
         self._timer_at: float | None = None
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        if listener is not None:
+            self.on(listener)
 
     def reservation(self, url: str | None = None, *, method: str | None = None, route: str | None = None,
                     cost: int | None = None, ttl: float | None = None) -> SharedReservation:
@@ -543,6 +590,7 @@ class SyncSharedTrafficControl(_SharedBase):
         self, config: Config | str, *, redis: SyncRedisClient, account: str,
         on_unavailable: Literal["wait", "fail"] = "wait", unavailable_max_wait: float = 30.0, waiter_ttl: float = 2.0,
         env: Mapping[str, str] | None = None, wake: bool = True, http: Any = None,
+        listener: Callable[[Event], object] | None = None,
     ) -> None:
         super().__init__(config, account, on_unavailable, unavailable_max_wait, waiter_ttl, env,
                          wake and getattr(redis, "pubsub", None) is not None)
@@ -557,6 +605,8 @@ class SyncSharedTrafficControl(_SharedBase):
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pubsub: Any = None
         self._wake_thread: Any = None
+        if listener is not None:
+            self.on(listener)
 
     def reservation(self, url: str | None = None, *, method: str | None = None, route: str | None = None,
                     cost: int | None = None, ttl: float | None = None) -> SyncSharedReservation:
