@@ -61,3 +61,63 @@ export async function startRedis({ port } = {}) {
     },
   };
 }
+
+/**
+ * Starts a Redis Cluster of `masters` masters with `replicas` replicas each (redis-server in
+ * cluster mode, joined by `redis-cli --cluster create`), all on 127.0.0.1. `nodes` lists every
+ * node's port; `cli(port, ...)` runs a command on one; `failover(slot)` promotes the replica of the
+ * master serving `slot` (`CLUSTER FAILOVER` on the replica: the handover waits for the replica to
+ * catch up, as an operator's planned failover does) and resolves when the cluster is ok again.
+ */
+export async function startRedisCluster({ masters = 3, replicas = 1 } = {}) {
+  if (spawnSync('redis-server', ['--version']).error) throw new Error('redis-server not found (apt-get install -y redis-server)');
+  const dir = mkdtempSync(path.join(tmpdir(), 'tc-cluster-'));
+  const ports = [];
+  for (let i = 0; i < masters * (1 + replicas); i++) ports.push(await freePort());
+  for (const port of ports) {
+    execFileSync('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'yes', '--save', '', '--appendonly', 'no',
+      '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
+      '--dir', dir, '--pidfile', path.join(dir, `${port}.pid`), '--logfile', path.join(dir, `${port}.log`)]);
+  }
+  for (const port of ports) await waitUntil(() => cli(port, 'ping').stdout?.trim() === 'PONG', `node ${port} did not start`);
+  const created = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { encoding: 'utf8' });
+  if (created.status !== 0) throw new Error(`redis-cli --cluster create: ${created.stdout}${created.stderr}`);
+  const ok = () => ports.every((p) => /cluster_state:ok/.test(cli(p, 'cluster', 'info').stdout ?? ''));
+  await waitUntil(ok, 'the cluster did not become ok', 30_000);
+  // Replicas show in CLUSTER SLOTS once their replication link is up.
+  const linked = () => {
+    const shards = parseSlots(cli(ports[0], '--json', 'cluster', 'slots').stdout || '[]');
+    return shards.length > 0 && shards.every((s) => s.replicas.length >= replicas);
+  };
+  await waitUntil(linked, 'the replicas did not link', 30_000);
+  const role = (port) => (cli(port, 'role').stdout ?? '').split('\n')[0].trim();
+  /** The master serving `slot` now, and its replicas. */
+  const owners = (slot) => {
+    const shards = parseSlots(cli(ports[0], '--json', 'cluster', 'slots').stdout);
+    return shards.find((s) => slot >= s.from && slot <= s.to);
+  };
+  return {
+    nodes: ports.map((port) => ({ host: '127.0.0.1', port })),
+    cli: (port, ...args) => cli(port, ...args).stdout.trim(),
+    keySlot: (key) => Number(cli(ports[0], 'cluster', 'keyslot', key).stdout.trim()),
+    owners,
+    async failover(slot) {
+      const { replicas: [replica] } = owners(slot);
+      const out = cli(replica, 'cluster', 'failover').stdout.trim();
+      if (out !== 'OK') throw new Error(`CLUSTER FAILOVER: ${out}`);
+      await waitUntil(() => role(replica) === 'master', 'the replica was not promoted', 30_000);
+      await waitUntil(ok, 'the cluster did not become ok after the failover', 30_000);
+      return replica;
+    },
+    stop: async () => {
+      for (const port of ports) cli(port, 'shutdown', 'nosave');
+      await waitUntil(() => ports.every((p) => cli(p, 'ping').stdout?.trim() !== 'PONG'), 'the cluster did not stop');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `CLUSTER SLOTS` as redis-cli --json prints it: [[from, to, [host, port, id], [host, port, id]...]...]. */
+function parseSlots(json) {
+  return JSON.parse(json).map(([from, to, master, ...reps]) => ({ from, to, master: master[1], replicas: reps.map((r) => r[1]) }));
+}
