@@ -18,6 +18,14 @@ export function freePort() {
   });
 }
 
+function canBind(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
 function cli(port, ...args) {
   return spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' });
 }
@@ -72,24 +80,39 @@ export async function startRedis({ port } = {}) {
 export async function startRedisCluster({ masters = 3, replicas = 1 } = {}) {
   if (spawnSync('redis-server', ['--version']).error) throw new Error('redis-server not found (apt-get install -y redis-server)');
   const dir = mkdtempSync(path.join(tmpdir(), 'tc-cluster-'));
+  // Distinct free ports whose cluster bus port (the port + 10,000) is free too: a cluster node
+  // refuses a port above 55,535.
   const ports = [];
-  for (let i = 0; i < masters * (1 + replicas); i++) ports.push(await freePort());
+  while (ports.length < masters * (1 + replicas)) {
+    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    if (!ports.includes(port) && (await canBind(port)) && (await canBind(port + 10_000))) ports.push(port);
+  }
   for (const port of ports) {
     execFileSync('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'yes', '--save', '', '--appendonly', 'no',
       '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`), '--cluster-node-timeout', '2000',
       '--dir', dir, '--pidfile', path.join(dir, `${port}.pid`), '--logfile', path.join(dir, `${port}.log`)]);
   }
-  for (const port of ports) await waitUntil(() => cli(port, 'ping').stdout?.trim() === 'PONG', `node ${port} did not start`);
-  const created = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { encoding: 'utf8' });
-  if (created.status !== 0) throw new Error(`redis-cli --cluster create: ${created.stdout}${created.stderr}`);
+  const stop = async () => {
+    for (const port of ports) cli(port, 'shutdown', 'nosave');
+    await waitUntil(() => ports.every((p) => cli(p, 'ping').stdout?.trim() !== 'PONG'), 'the cluster did not stop');
+    rmSync(dir, { recursive: true, force: true });
+  };
   const ok = () => ports.every((p) => /cluster_state:ok/.test(cli(p, 'cluster', 'info').stdout ?? ''));
-  await waitUntil(ok, 'the cluster did not become ok', 30_000);
   // Replicas show in CLUSTER SLOTS once their replication link is up.
   const linked = () => {
     const shards = parseSlots(cli(ports[0], '--json', 'cluster', 'slots').stdout || '[]');
     return shards.length > 0 && shards.every((s) => s.replicas.length >= replicas);
   };
-  await waitUntil(linked, 'the replicas did not link', 30_000);
+  try {
+    for (const port of ports) await waitUntil(() => cli(port, 'ping').stdout?.trim() === 'PONG', `node ${port} did not start`);
+    const created = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { encoding: 'utf8' });
+    if (created.status !== 0) throw new Error(`redis-cli --cluster create: ${created.stdout}${created.stderr}`);
+    await waitUntil(ok, 'the cluster did not become ok', 30_000);
+    await waitUntil(linked, 'the replicas did not link', 30_000);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
   const role = (port) => (cli(port, 'role').stdout ?? '').split('\n')[0].trim();
   /** The master serving `slot` now, and its replicas. */
   const owners = (slot) => {
@@ -109,11 +132,7 @@ export async function startRedisCluster({ masters = 3, replicas = 1 } = {}) {
       await waitUntil(ok, 'the cluster did not become ok after the failover', 30_000);
       return replica;
     },
-    stop: async () => {
-      for (const port of ports) cli(port, 'shutdown', 'nosave');
-      await waitUntil(() => ports.every((p) => cli(p, 'ping').stdout?.trim() !== 'PONG'), 'the cluster did not stop');
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
 
