@@ -22,7 +22,8 @@
 --                                        another config), living an hour after the last report
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
--- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch or ""
+-- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
+--                                        it got under it) or ""
 -- ARGV[4] quarantine (us)                ARGV[5] the meta key's minimum time to live (ms)
 --
 -- Replies: { status, now, epoch, ... } with status 1 = go, 2 = wait, 3 = reject, 0 = done.
@@ -47,8 +48,11 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local m = redis.call('HMGET', meta, 'epoch', 'last', 'quarantine')
+local m = redis.call('HMGET', meta, 'epoch', 'last', 'quarantine', 'seq')
 local epoch = m[1]
+-- ARGV[3]: "<epoch>:<the highest id this host got from it>" (or "<epoch>", or "").
+local seen_epoch, seen_seq = string.match(ARGV[3], '^([^:]*):?(%d*)$')
+seen_epoch = seen_epoch or ''
 local quarantine = tonumber(m[3] or '0') or 0
 local q = tonumber(ARGV[4])
 if not epoch then
@@ -58,17 +62,25 @@ if not epoch then
   -- forgotten everything this store forgot.
   epoch = fmt(now)
   quarantine = 0
-  if ARGV[3] ~= '' then quarantine = now + q end
+  if seen_epoch ~= '' then quarantine = now + q end
   redis.call('HSET', meta, 'epoch', epoch, 'quarantine', fmt(quarantine))
 else
   if m[2] then now = math.max(now, tonumber(m[2])) end
-  if ARGV[3] ~= '' and ARGV[3] ~= epoch then
+  if seen_epoch ~= '' and seen_epoch ~= epoch then
     -- Recreated after this host last saw it, by a host that did not know: quarantine from then on.
     local from_creation = tonumber(epoch) + q
     if from_creation > quarantine then
       quarantine = from_creation
       redis.call('HSET', meta, 'quarantine', fmt(quarantine))
     end
+  elseif seen_epoch == epoch and seen_seq ~= '' and tonumber(seen_seq) > (tonumber(m[4] or '0') or 0) then
+    -- The same state, but older than what this host saw: writes were lost (a replica promoted
+    -- before it had them). The admissions they held are forgotten: quarantine from now on.
+    if now + q > quarantine then
+      quarantine = now + q
+      redis.call('HSET', meta, 'quarantine', fmt(quarantine))
+    end
+    redis.call('HSET', meta, 'seq', seen_seq)
   end
 end
 redis.call('HSET', meta, 'last', fmt(now))

@@ -258,6 +258,9 @@ pub struct SharedStore {
     quarantine_us: u64,
     meta_ttl_ms: u64,
     epoch: Option<(String, Timestamp)>,
+    /// The highest id (request or reservation) this host got under the current epoch: a state
+    /// whose `seq` is below it lost writes (a failover to a replica that lacked them).
+    seen_seq: u64,
     clock: Option<Timestamp>,
     in_flight: FxHashMap<RequestId, Flight>,
     /// The jitter of backoff pauses: one draw per rate-limited answer, as in memory.
@@ -359,6 +362,7 @@ impl SharedStore {
             limits,
             router,
             epoch: None,
+            seen_seq: 0,
             clock: None,
             in_flight: FxHashMap::default(),
             learnt: vec![None; n_limits],
@@ -392,6 +396,9 @@ impl SharedStore {
         // longer would otherwise take an expired (idle) account for a lost one.
         let window = Duration::from_millis(self.meta_ttl_ms.saturating_sub(10_000));
         let epoch = match &self.epoch {
+            Some((e, seen)) if now.saturating_since(*seen) < window && self.seen_seq > 0 => {
+                format!("{e}:{}", self.seen_seq)
+            }
             Some((e, seen)) if now.saturating_since(*seen) < window => e.clone(),
             _ => String::new(),
         };
@@ -516,6 +523,9 @@ impl SharedStore {
         let status = reply.first().and_then(ReplyValue::int).ok_or_else(|| bad("no status"))?;
         let server = reply.get(1).and_then(ReplyValue::int).ok_or_else(|| bad("no server time"))?;
         let epoch = reply.get(2).ok_or_else(|| bad("no epoch"))?.text();
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.seen_seq = 0;
+        }
         self.epoch = Some((epoch, now));
         Ok((status, micros_ts(server)))
     }
@@ -590,7 +600,12 @@ impl SharedStore {
                     decision: Decision::Wait { until: (until >= 0).then(|| micros_ts(until)) },
                     server_now,
                     since,
-                    request: reply.get(5).and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok()).map(RequestId),
+                    request: reply
+                        .get(5)
+                        .and_then(ReplyValue::int)
+                        .and_then(|r| u64::try_from(r).ok())
+                        .map(RequestId)
+                        .inspect(|r| self.seen_seq = self.seen_seq.max(r.0)),
                 });
             }
             3 => Decision::Reject(match text(3)?.as_str() {
@@ -616,10 +631,17 @@ impl SharedStore {
             other => return Err(bad(format!("unexpected status {other} for an admission"))),
         };
         let request = match &decision {
-            Decision::Go(permit) => Some(permit.request),
+            Decision::Go(permit) => {
+                let last = permit.reservations.iter().map(|r| r.0).max().unwrap_or(0);
+                self.seen_seq = self.seen_seq.max(permit.request.0).max(last);
+                Some(permit.request)
+            }
             // A refusal's last field.
             _ => reply.last().and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok()).map(RequestId),
         };
+        if let Some(r) = request {
+            self.seen_seq = self.seen_seq.max(r.0);
+        }
         Ok(Admitted { decision, server_now, since: None, request })
     }
 
