@@ -580,7 +580,7 @@ fn a_pause_keeps_the_reservations_on_its_limits_alive_as_long_as_it_grew() {
 }
 
 #[test]
-fn a_lost_state_closes_the_account_for_the_longest_window() {
+fn a_lost_state_closes_each_limit_for_its_own_window() {
     let Some(server) = RedisServer::start() else { return };
     let mut c = server.client();
     let acct = account("lost");
@@ -592,15 +592,21 @@ fn a_lost_state_closes_the_account_for_the_longest_window() {
     // This host saw the state 1 ms ago: the empty account is a lost one, not an idle one.
     s.set_test_clock(Some(ms(10_001)));
     let d = ask(&mut c, &mut s, ms(1), &req, &AdmitOptions::default());
-    let quarantine = s.quarantine();
-    assert_eq!(quarantine, Duration::from_secs(3), "the bucket's full refill is the longest");
-    assert_eq!(d, Decision::Wait { until: Some(ms(10_001) + quarantine) });
+    assert_eq!(s.quarantine(), Duration::from_secs(3), "the bucket's full refill is the longest");
+    // /orders needs only the global window (1 s per): closed 1 s, not the account's longest.
+    assert_eq!(d, Decision::Wait { until: Some(ms(11_001)) });
+    // /slow needs the concurrency limit too, whose leases (2 s) the store forgot.
+    let slow = Request::http("GET", "/slow");
+    assert_eq!(ask(&mut c, &mut s, ms(1), &slow, &AdmitOptions::default()), Decision::Wait { until: Some(ms(12_001)) });
     // A process that never saw the old state is held too: the quarantine lives in Redis.
     let mut fresh = store(&acct);
-    fresh.set_test_clock(Some(ms(12_000)));
+    fresh.set_test_clock(Some(ms(10_500)));
     assert_eq!(ask(&mut c, &mut fresh, ms(0), &req, &AdmitOptions::default()), d);
-    s.set_test_clock(Some(ms(13_001)));
-    go(ask(&mut c, &mut s, ms(3001), &req, &AdmitOptions::default()));
+    s.set_test_clock(Some(ms(11_001)));
+    go(ask(&mut c, &mut s, ms(1001), &req, &AdmitOptions::default()));
+    assert!(matches!(ask(&mut c, &mut s, ms(1001), &slow, &AdmitOptions::default()), Decision::Wait { .. }));
+    s.set_test_clock(Some(ms(12_001)));
+    go(ask(&mut c, &mut s, ms(2001), &slow, &AdmitOptions::default()));
 }
 
 #[test]
@@ -633,13 +639,13 @@ fn writes_lost_in_a_failover_close_the_account_when_a_host_that_saw_them_asks() 
     go(ask(&mut c, &mut b, ms(1), &req, &AdmitOptions::default()));
     // A got ids the state no longer knows: the account closes for the longest window, for everyone.
     let d = ask(&mut c, &mut a, ms(1), &req, &AdmitOptions::default());
-    assert_eq!(d, Decision::Wait { until: Some(ms(10_001) + a.quarantine()) });
+    assert_eq!(d, Decision::Wait { until: Some(ms(11_001)) }, "the global window's per");
     assert_eq!(ask(&mut c, &mut b, ms(1), &req, &AdmitOptions::default()), d, "the quarantine lives in Redis");
     // Once: A asking again does not push it further, and the ids it drew are never drawn again.
     s_clock(&mut a, &mut b, 10_500);
     assert_eq!(ask(&mut c, &mut a, ms(500), &req, &AdmitOptions::default()), d);
-    s_clock(&mut a, &mut b, 10_001 + 3_000);
-    let p = go(ask(&mut c, &mut b, ms(3001), &req, &AdmitOptions::default()));
+    s_clock(&mut a, &mut b, 11_001);
+    let p = go(ask(&mut c, &mut b, ms(1001), &req, &AdmitOptions::default()));
     assert!(p.request.0 > 4, "{p:?}: ids above every id handed out before the failover");
 }
 

@@ -5,7 +5,7 @@
 -- clock override (microseconds) for deterministic tests only; hosts leave it empty.
 --
 -- KEYS[1]  tc:{account}:meta   hash: epoch (state creation instant), last (newest time seen: time
---                              never runs backwards), quarantine (no admission before it), seq (ids)
+--                              never runs backwards), lost (when the state was found lost: each limit closed for its own quarantine from then), seq (ids)
 -- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
 -- then five keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
@@ -24,7 +24,9 @@
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
 --                                        it got under it) or ""
--- ARGV[4] quarantine (us)                ARGV[5] the meta key's minimum time to live (ms)
+-- ARGV[4] the longest quarantine (us): not read (each limit's is among its arguments), kept so that
+--         every operation's own arguments start at 6
+-- ARGV[5] the meta key's minimum time to live (ms)
 --
 -- Replies: { status, now, epoch, ... } with status 1 = go, 2 = wait, 3 = reject, 0 = done.
 --
@@ -48,37 +50,37 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local m = redis.call('HMGET', meta, 'epoch', 'last', 'quarantine', 'seq')
+local m = redis.call('HMGET', meta, 'epoch', 'last', 'lost', 'seq')
 local epoch = m[1]
 -- ARGV[3]: "<epoch>:<the highest id this host got from it>" (or "<epoch>", or "").
 local seen_epoch, seen_seq = string.match(ARGV[3], '^([^:]*):?(%d*)$')
 seen_epoch = seen_epoch or ''
-local quarantine = tonumber(m[3] or '0') or 0
-local q = tonumber(ARGV[4])
+-- The instant from which the state is known to have lost writes (0: never): each limit stays closed
+-- for its own quarantine (`q`) from then, so a request waits for the longest of its limits only.
+local lost = tonumber(m[3] or '0') or 0
 if not epoch then
   -- State is empty: either nothing ran for longer than the meta key lives (then nothing the server
   -- still counts is forgotten), or it was lost (restart, flush) while a host was using it. A host
   -- that saw state recently says so (ARGV[3]): then nobody admits until the server's windows have
   -- forgotten everything this store forgot.
   epoch = fmt(now)
-  quarantine = 0
-  if seen_epoch ~= '' then quarantine = now + q end
-  redis.call('HSET', meta, 'epoch', epoch, 'quarantine', fmt(quarantine))
+  lost = 0
+  if seen_epoch ~= '' then lost = now end
+  redis.call('HSET', meta, 'epoch', epoch, 'lost', fmt(lost))
 else
   if m[2] then now = math.max(now, tonumber(m[2])) end
   if seen_epoch ~= '' and seen_epoch ~= epoch then
     -- Recreated after this host last saw it, by a host that did not know: quarantine from then on.
-    local from_creation = tonumber(epoch) + q
-    if from_creation > quarantine then
-      quarantine = from_creation
-      redis.call('HSET', meta, 'quarantine', fmt(quarantine))
+    if tonumber(epoch) > lost then
+      lost = tonumber(epoch)
+      redis.call('HSET', meta, 'lost', fmt(lost))
     end
   elseif seen_epoch == epoch and seen_seq ~= '' and tonumber(seen_seq) > (tonumber(m[4] or '0') or 0) then
     -- The same state, but older than what this host saw: writes were lost (a replica promoted
     -- before it had them). The admissions they held are forgotten: quarantine from now on.
-    if now + q > quarantine then
-      quarantine = now + q
-      redis.call('HSET', meta, 'quarantine', fmt(quarantine))
+    if now > lost then
+      lost = now
+      redis.call('HSET', meta, 'lost', fmt(lost))
     end
     redis.call('HSET', meta, 'seq', seen_seq)
   end
@@ -299,16 +301,19 @@ local function learnt_max(mkey, max)
   return tonumber(quota)
 end
 
--- Reads the limit arguments starting at ARGV[at]: n limits of 9 fields, keys from KEYS[3].
+-- Reads the limit arguments starting at ARGV[at]: n limits of 10 fields, keys from KEYS[3].
 local function read_limits(at, n, lease_ttl, id)
   local limits = {}
   for i = 1, n do
-    local b = at + (i - 1) * 9
+    local b = at + (i - 1) * 10
     local k = 3 + (i - 1) * 5
     local l = {
       name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
       a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
       d = tonumber(ARGV[b + 7]), e = tonumber(ARGV[b + 8]),
+      -- How long after a loss of state this limit stays closed: until the server forgot what the
+      -- store forgot on it (a window's per, a bucket's full refill, a lease).
+      q = tonumber(ARGV[b + 9]),
       key = KEYS[k], skey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3], mkey = KEYS[k + 4],
     }
     if l.kind == 'w' then
@@ -366,7 +371,7 @@ end
 if op == 'admit' then
   -- ARGV: 6 priority, 7 lease ttl us, 8 waiter id, 9 waiter since, 10 waiter ttl us, 11 spent
   -- reservation, 12 max wait us, 13 limits, 14 follow-ups, 15 the request's id if it has one (given
-  -- by an earlier wait or refusal) or ""; then the limits (9 fields each), then per follow-up: ttl
+  -- by an earlier wait or refusal) or ""; then the limits (10 fields each), then per follow-up: ttl
   -- us, n, n x (limit, cost).
   --
   -- Replies: go { 1, now, epoch, request id, reservation ids..., strikes }; wait { 2, now, epoch,
@@ -442,6 +447,10 @@ if op == 'admit' then
       if t == nil and ceiling ~= nil then t = l.hint end
       if t == nil then wake = nil else wake = math.max(wake, t, l.paused) end
     end
+  end
+  local quarantine = 0
+  if lost > 0 then
+    for _, l in ipairs(limits) do quarantine = math.max(quarantine, lost + l.q) end
   end
   if quarantine > now then
     fits = false
@@ -519,7 +528,7 @@ if op == 'admit' then
   -- Its claims are gone: a waiter that was behind them may fit now.
   if left_claims then wake_waiters(qkeys) end
   local out = { id() }
-  local at = 16 + nl * 9
+  local at = 16 + nl * 10
   local longest = 0
   for _ = 1, nf do
     local ttl, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
@@ -696,6 +705,10 @@ elseif op == 'snapshot' then
   -- pause, strikes.
   local limits = read_limits(7, tonumber(ARGV[6]), 0, function() return 0 end)
   local reserved = scan_reservations('')
+  local quarantine = 0
+  if lost > 0 then
+    for _, l in ipairs(limits) do quarantine = math.max(quarantine, lost + l.q) end
+  end
   local out = { quarantine }
   for _, l in ipairs(limits) do
     local used = l.used == math.huge and ABSENT or l.used

@@ -34,9 +34,10 @@
 //!   from another needs. FIFO within a level holds between registered waiters (hosts register the
 //!   head of each of their local queues); a newcomer goes behind every registered waiter of its lane.
 //! - **State loss is detected**: a host that saw the account's state within the meta key's lifetime
-//!   and finds it gone (Redis restarted or flushed) puts the account in quarantine: nothing is
-//!   admitted until the longest window (bucket refill, lease) has passed, because the API still
-//!   counts what the store forgot.
+//!   and finds it gone (Redis restarted or flushed), or finds it older than the ids it got from it
+//!   (a replica promoted before it had the last writes), puts the account in quarantine: each limit
+//!   admits nothing until its own window (a bucket's refill, a lease) has passed since, because the
+//!   API still counts what the store forgot; a request waits for the longest of its limits.
 //!
 //! - **A reservation being spent is kept**: while a follow-up waits to spend it (a pause, or a
 //!   CRITICAL request took the room first), the reservation lives as long as the follow-up's claim,
@@ -375,7 +376,8 @@ impl SharedStore {
         &self.config
     }
 
-    /// How long the account stays closed after its state was found lost.
+    /// The longest any limit stays closed after the account's state was found lost (each limit is
+    /// closed for its own: a window's `per`, a bucket's full refill, a lease).
     pub fn quarantine(&self) -> Duration {
         Duration::from_micros(self.quarantine_us)
     }
@@ -451,6 +453,21 @@ impl SharedStore {
         args.push(need.to_string());
         args.push(total.to_string());
         args.extend(p.iter().map(i128::to_string));
+        args.push(self.quarantine_of(limit).to_string());
+    }
+
+    /// How long `limit` stays closed after the account's state was found lost (us): until the
+    /// server has forgotten what the store forgot on it: a window's `per`, a bucket's full refill,
+    /// a concurrency limit's lease. A budget's balance is learnt again instead (0).
+    fn quarantine_of(&self, limit: u16) -> u64 {
+        match self.config.limits[&*self.limits[usize::from(limit)].name] {
+            LimitConfig::Window { per, .. } => micros_up(per),
+            LimitConfig::TokenBucket { capacity, refill, per } => {
+                capacity.div_ceil(refill).saturating_mul(micros_up(per))
+            }
+            LimitConfig::Concurrency { .. } => micros_up(self.config.lease_ttl),
+            LimitConfig::Budget { .. } => 0,
+        }
     }
 
     /// The call that admits `request` now (or says how long to wait). Requests that can never go
