@@ -3,9 +3,11 @@
 // so each script call runs on the one node serving the account's slot. Two controllers never
 // exceed the window together, wake-ups reach them across nodes (PUBLISH is cluster-wide), and a
 // planned failover of the account's master in the middle of the run loses no admission and
-// admits nothing over the limit: the promoted replica had every write.
+// admits nothing over the limit: the promoted replica had every write. node-redis's `createCluster`
+// client works the same (its `evalSha`, `duplicate` and `subscribe`).
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
+import { createCluster } from 'redis';
 import { SharedTrafficControl } from 'traffic-control';
 import { slowTest } from '../../js/test/harness.mjs';
 import { startRedisCluster } from '../../js/test/redis-server.mjs';
@@ -39,6 +41,7 @@ slowTest('a Redis Cluster: two controllers share one window, wake each other, an
   cluster = await startRedisCluster({ masters: 3, replicas: 1 });
   try {
     await run();
+    await nodeRedis();
   } finally {
     for (const c of clients) c.disconnect();
     await cluster.stop();
@@ -74,5 +77,29 @@ async function run() {
   assert.ok(a.wakeups + b.wakeups > 0, 'wake-ups crossed the cluster');
   const snap = await a.snapshot();
   assert.equal(snap.limits[0].name, 'api');
+  await Promise.all([a.close(), b.close()]);
+}
+
+async function nodeRedis() {
+  const connect = async () => {
+    const c = createCluster({ rootNodes: cluster.nodes.map((n) => ({ url: `redis://${n.host}:${n.port}` })) });
+    c.on('error', () => {});
+    await c.connect();
+    clients.push({ disconnect: () => c.close().catch(() => {}) });
+    return c;
+  };
+  const cfg = { limits: { api: { kind: 'window', max: 2, per: 200 } }, global: ['api'] };
+  const [a, b] = [await connect(), await connect()].map((redis) => new SharedTrafficControl(cfg, { redis, account: 'cluster-node-redis' }));
+  const goes = [];
+  await Promise.all(
+    Array.from({ length: 10 }, async (_, i) => {
+      const permit = await (i % 2 ? a : b).acquire({ url: `/y/${i}` });
+      goes.push(performance.now());
+      await permit.complete({ status: 200 });
+    }),
+  );
+  assert.equal(goes.length, 10);
+  assert.ok(peak(goes, 200) <= 2, `node-redis: at most 2 in any window, saw ${peak(goes, 200)}`);
+  assert.ok(a.wakeups + b.wakeups > 0, 'node-redis: wake-ups crossed the cluster');
   await Promise.all([a.close(), b.close()]);
 }
