@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # CI's fuzz step (scripts/test.sh): builds every cargo-fuzz target once, then runs each for
-# FUZZ_SECONDS (30 by default) from its seeds. The corpus and any crash go to a temporary
+# FUZZ_SECONDS (15 by default) from its seeds. The corpus and any crash go to a temporary
 # directory, so nothing is written into the work tree (the build goes to fuzz/target/, ignored).
 # Fails if a target crashes (the others still run), printing the input's path and how to replay and shrink it.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-seconds=${FUZZ_SECONDS:-30}
+seconds=${FUZZ_SECONDS:-15}
 # The newest cargo-fuzz; builds with the stable toolchain (checked with Rust 1.95).
 cargo_fuzz_version=0.13.2
 

@@ -49,7 +49,7 @@ cargo bench --locked -p traffic-control-sim --bench simulate -- --test
 step "core: the simulated Back Market demo runs"
 cargo run --locked --release -q -p traffic-control-core --example demo > /dev/null
 
-step "fuzz: the cargo-fuzz targets built once on stable (RUSTC_BOOTSTRAP=1), then 30 s each; a crash fails (fuzz/README.md)"
+step "fuzz: the cargo-fuzz targets built once on stable (RUSTC_BOOTSTRAP=1), then 15 s each; a crash fails (fuzz/README.md)"
 bash fuzz/ci.sh
 
 step "node and bun package: build, node --test, bun test, install from the tarball, bench once"
