@@ -578,7 +578,9 @@ impl SharedStore {
         let bad = |reason: String| StoreError::Reply { reason };
         let int = |i: usize| reply.get(i).and_then(ReplyValue::int).ok_or_else(|| bad(format!("field {i} missing")));
         let text = |i: usize| reply.get(i).map(ReplyValue::text).ok_or_else(|| bad(format!("field {i} missing")));
-        let decision = match status {
+        // Where each reply carries the request's id: a go's field 3, a wait's field 5, a refusal's last.
+        let id_at = |v: Option<&ReplyValue>| v.and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok());
+        let (decision, since, request) = match status {
             1 => {
                 let request = RequestId(u64::try_from(int(3)?).unwrap_or(0));
                 let mut reservations = Vec::with_capacity(*follow_ups);
@@ -608,58 +610,43 @@ impl SharedStore {
                     endpoint: endpoint.clone(),
                 };
                 self.in_flight.insert(request, flight);
-                Decision::Go(Permit { request, reservations, at: server_now })
+                // Reservation ids are drawn after the request's: the highest id of the reply.
+                self.seen_seq = self.seen_seq.max(reservations.iter().map(|r| r.0).max().unwrap_or(0));
+                (Decision::Go(Permit { request, reservations, at: server_now }), None, Some(request.0))
             }
             2 => {
                 let until = int(3)?;
-                let since = u64::try_from(int(4)?).ok();
-                return Ok(Admitted {
-                    decision: Decision::Wait { until: (until >= 0).then(|| micros_ts(until)) },
-                    server_now,
-                    since,
-                    request: reply
-                        .get(5)
-                        .and_then(ReplyValue::int)
-                        .and_then(|r| u64::try_from(r).ok())
-                        .map(RequestId)
-                        .inspect(|r| self.seen_seq = self.seen_seq.max(r.0)),
-                });
+                let wait = Decision::Wait { until: (until >= 0).then(|| micros_ts(until)) };
+                (wait, u64::try_from(int(4)?).ok(), id_at(reply.get(5)))
             }
-            3 => Decision::Reject(match text(3)?.as_str() {
-                "BUDGET_UNKNOWN" => RequestError::BudgetUnknown { limit: text(4)? },
-                // A window lowered by a quota the server reported (in any process).
-                "COST_EXCEEDS_CAPACITY" => RequestError::CostExceedsCapacity {
-                    limit: text(4)?,
-                    cost: u64::try_from(int(5)?).unwrap_or(0),
-                    capacity: u64::try_from(int(6)?).unwrap_or(0),
-                },
-                "INSUFFICIENT_BUDGET" => RequestError::InsufficientBudget {
-                    limit: text(4)?,
-                    needed: u64::try_from(int(5)?).unwrap_or(0),
-                    available: int(6)?,
-                    ahead: reply.get(8).and_then(ReplyValue::int).map_or(0, |a| u64::try_from(a).unwrap_or(0)),
-                    enough_at: Some(micros_ts(int(7)?)),
-                },
-                "DEADLINE_UNREACHABLE" => {
-                    RequestError::DeadlineUnreachable { earliest: micros_ts(int(4)?), deadline: micros_ts(int(5)?) }
-                }
-                other => return Err(bad(format!("unknown reject code {other:?}"))),
-            }),
+            3 => (
+                Decision::Reject(match text(3)?.as_str() {
+                    "BUDGET_UNKNOWN" => RequestError::BudgetUnknown { limit: text(4)? },
+                    // A window lowered by a quota the server reported (in any process).
+                    "COST_EXCEEDS_CAPACITY" => RequestError::CostExceedsCapacity {
+                        limit: text(4)?,
+                        cost: u64::try_from(int(5)?).unwrap_or(0),
+                        capacity: u64::try_from(int(6)?).unwrap_or(0),
+                    },
+                    "INSUFFICIENT_BUDGET" => RequestError::InsufficientBudget {
+                        limit: text(4)?,
+                        needed: u64::try_from(int(5)?).unwrap_or(0),
+                        available: int(6)?,
+                        ahead: reply.get(8).and_then(ReplyValue::int).map_or(0, |a| u64::try_from(a).unwrap_or(0)),
+                        enough_at: Some(micros_ts(int(7)?)),
+                    },
+                    "DEADLINE_UNREACHABLE" => {
+                        RequestError::DeadlineUnreachable { earliest: micros_ts(int(4)?), deadline: micros_ts(int(5)?) }
+                    }
+                    other => return Err(bad(format!("unknown reject code {other:?}"))),
+                }),
+                None,
+                id_at(reply.last()),
+            ),
             other => return Err(bad(format!("unexpected status {other} for an admission"))),
         };
-        let request = match &decision {
-            Decision::Go(permit) => {
-                let last = permit.reservations.iter().map(|r| r.0).max().unwrap_or(0);
-                self.seen_seq = self.seen_seq.max(permit.request.0).max(last);
-                Some(permit.request)
-            }
-            // A refusal's last field.
-            _ => reply.last().and_then(ReplyValue::int).and_then(|r| u64::try_from(r).ok()).map(RequestId),
-        };
-        if let Some(r) = request {
-            self.seen_seq = self.seen_seq.max(r.0);
-        }
-        Ok(Admitted { decision, server_now, since: None, request })
+        self.seen_seq = self.seen_seq.max(request.unwrap_or(0));
+        Ok(Admitted { decision, server_now, since, request: request.map(RequestId) })
     }
 
     /// The call that drops a waiter's claims when it gives up (deadline, cancel) before going.
