@@ -924,16 +924,24 @@ impl SharedDriver {
             }
         };
         let can_learn = self.can_learn(handle);
-        let events = self.events;
         let Some(w) = self.waiters.get_mut(&handle) else { return };
         if admitted.request.is_some() {
             w.request_id = admitted.request;
         }
-        if events && !w.queued && w.status_of.is_none() && matches!(admitted.decision, Decision::Wait { .. }) {
-            w.queued = true;
-            let (at, request, endpoint, priority) =
-                (w.started, w.request_id.unwrap_or(RequestId(0)), w.endpoint.clone(), w.request.priority);
-            self.emit(at, request, endpoint, priority, EventKind::Queued);
+        if matches!(admitted.decision, Decision::Wait { .. }) {
+            // It waits, and so does every request queued behind it in its class: each of them
+            // went after a wait, whenever its own turn comes.
+            w.waited = true;
+            let class = w.class.clone();
+            for h in self.classes.get(&class).into_iter().flatten() {
+                if let Some(peer) = self.waiters.get_mut(h) {
+                    peer.waited = true;
+                }
+            }
+        }
+        let Some(w) = self.waiters.get_mut(&handle) else { return };
+        if let Some(event) = Self::queued_of(self.events, w) {
+            self.outputs.push_back(Output::Event(event));
         }
         let Some(w) = self.waiters.get_mut(&handle) else { return };
         match admitted.decision {
@@ -948,7 +956,6 @@ impl SharedDriver {
             }
             Decision::Reject(e) => self.finish(now, handle, Err(DriverError::Request(e)), true),
             Decision::Wait { until } => {
-                w.waited = true;
                 if admitted.since.is_some() {
                     w.since = admitted.since;
                 }
@@ -1021,10 +1028,16 @@ impl SharedDriver {
         result: Result<(RequestId, Vec<ReservationId>), DriverError>,
         withdraw: bool,
     ) {
-        let Some(w) = self.waiters.remove(&handle) else { return };
+        let Some(mut w) = self.waiters.remove(&handle) else { return };
         if w.status_of.is_none() {
             self.count(now, &w, &result);
             if self.events {
+                if let Ok((request, _)) = &result {
+                    w.request_id = Some(*request);
+                }
+                if let Some(event) = Self::queued_of(true, &mut w) {
+                    self.outputs.push_back(Output::Event(event));
+                }
                 self.event_of(now, &w, &result);
             }
         }
@@ -1075,7 +1088,26 @@ impl SharedDriver {
         self.idle_check(now);
     }
 
-    /// The event that ends an acquire: go, rejected, expired or cancelled.
+    /// The `queued` event of a waiter that has waited (a wait decision, for it or for the head of
+    /// its class, or a store outage), once: as soon as it has its id, or when it ends without one.
+    /// Dated at its acquire, as in memory.
+    fn queued_of(events: bool, w: &mut Waiter) -> Option<Box<Event>> {
+        if !events || w.queued || !w.waited || w.status_of.is_some() {
+            return None;
+        }
+        w.queued = true;
+        let request = w.request_id.unwrap_or(RequestId(0));
+        Some(Box::new(Event {
+            at: w.started,
+            request,
+            endpoint: w.endpoint.clone(),
+            priority: w.request.priority,
+            kind: EventKind::Queued,
+        }))
+    }
+
+    /// The event that ends an acquire: go, rejected, expired or cancelled (after its `queued`
+    /// event, if it waited and that did not go out yet).
     fn event_of(&mut self, now: Timestamp, w: &Waiter, result: &Result<(RequestId, Vec<ReservationId>), DriverError>) {
         let request = w.request_id.unwrap_or(RequestId(0));
         let kind = match result {

@@ -1037,6 +1037,39 @@ fn shared_events_name_one_id_per_request_across_processes_from_queued_to_complet
 }
 
 #[test]
+fn requests_queued_behind_a_waiting_head_of_their_class_are_logged_as_queued_under_their_own_ids() {
+    // Only the head of a local class asks the store; the requests behind it wait without a reply
+    // of their own. Each is still `queued` (dated at its acquire) under the id it goes with.
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("classq");
+    let (mut a, mut b) = (shared_driver(&acct, "a"), shared_driver(&acct, "b"));
+    s_clock(a.store_mut(), b.store_mut(), 0);
+    for i in 0..2 {
+        a.acquire(ms(0), Request::http("POST", format!("/ws/listings/{i}")), None).unwrap();
+    }
+    pump(&mut c, &mut a, ms(0));
+    for i in 0..3 {
+        b.acquire(ms(100 + i), Request::http("POST", format!("/ws/listings/b{i}")), None).unwrap();
+    }
+    let mut seen = events(&pump(&mut c, &mut b, ms(102)));
+    for t in (200..=2_200).step_by(100) {
+        b.store_mut().set_test_clock(Some(ms(t)));
+        b.handle_timeout(ms(t));
+        seen.extend(events(&pump(&mut c, &mut b, ms(t))));
+    }
+    let kinds: Vec<&str> = seen.iter().map(Event::status).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "queued").count(), 3, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "go").count(), 3, "{kinds:?}");
+    for go in seen.iter().filter(|e| e.status() == "go") {
+        let queued: Vec<&Event> = seen.iter().filter(|e| e.status() == "queued" && e.request == go.request).collect();
+        assert_eq!(queued.len(), 1, "one queued event under the id {:?} goes with: {seen:?}", go.request);
+        assert!(go.request.0 != 0 && queued[0].at <= ms(102), "{queued:?}");
+        assert!(go.log().duration_ms.unwrap() >= 800.0, "each waited for the window: {go:?}");
+    }
+}
+
+#[test]
 fn a_request_refused_because_the_store_is_gone_is_logged_with_its_code() {
     let mut options = DriverOptions::new("gone");
     options.on_unavailable = Unavailable::Fail;
