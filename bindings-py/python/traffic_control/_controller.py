@@ -386,11 +386,10 @@ class TrafficControl(_native.Driver):
 
         def off() -> bool:
             with self._lock:
-                listeners = list(self._listeners)
-                if listener not in listeners:
+                rest = without(self._listeners, listener)
+                if rest is None:
                     return False
-                listeners.remove(listener)
-                self._listeners = tuple(listeners)
+                self._listeners = rest
                 # Events stay on while requests wait; the next drain turns them off otherwise.
             return True
 
@@ -622,11 +621,27 @@ class TrafficControl(_native.Driver):
                     event = pending.popleft()
                 except IndexError:
                     break
-                for listener in self._listeners:
-                    try:
-                        listener(event)
-                    except Exception:
-                        _log.exception("traffic_control listener failed on %r", event)
+                tell(self._listeners, event)
+
+
+Listener = Callable[[Event], object]
+
+
+def without(listeners: tuple[Listener, ...], listener: Listener) -> tuple[Listener, ...] | None:
+    """``listeners`` without (one registration of) ``listener``; ``None`` when it is not there."""
+    if listener not in listeners:
+        return None
+    i = listeners.index(listener)
+    return listeners[:i] + listeners[i + 1:]
+
+
+def tell(listeners: tuple[Listener, ...], event: Event) -> None:
+    """Calls every listener with ``event``; one that raises is logged and the others still run."""
+    for listener in listeners:
+        try:
+            listener(event)
+        except Exception:
+            _log.exception("traffic_control listener failed on %r", event)
 
 
 def _response_outcome(result: object) -> tuple[int | None, Headers | None]:

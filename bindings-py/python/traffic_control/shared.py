@@ -43,7 +43,6 @@ import asyncio
 import concurrent.futures
 import inspect
 import json
-import logging
 import os
 import threading
 import time
@@ -53,7 +52,7 @@ from typing import Any, Literal, Protocol
 
 from ._config_types import Config
 from ._types import ShadowReport
-from ._controller import metrics_of, shadow_arguments, shadow_report_of
+from ._controller import metrics_of, shadow_arguments, shadow_report_of, tell, without
 from ._traffic_control import Event, SharedDriver, StoreError, StoreReplyError, StoreUnavailableError
 
 __all__ = [
@@ -85,9 +84,6 @@ class SyncRedisClient(Protocol):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: str) -> Any: ...
 
     def eval(self, script: str, numkeys: int, *keys_and_args: str) -> Any: ...
-
-
-_log = logging.getLogger("traffic_control")
 
 
 def _now() -> float:
@@ -255,13 +251,11 @@ class _SharedBase(abc.ABC):
 
         def off() -> bool:
             with self._lock:
-                listeners = list(self._listeners)
-                if listener not in listeners:
+                rest = without(self._listeners, listener)
+                if rest is None:
                     return False
-                listeners.remove(listener)
-                self._listeners = tuple(listeners)
-                last = not listeners
-            if last:
+                self._listeners = rest
+            if not rest:
                 self._feed({"input": "events", "on": False})
             return True
 
@@ -355,11 +349,7 @@ class _SharedBase(abc.ABC):
         elif kind == "unsubscribe":
             self._unsubscribe()
         elif kind == "event":
-            for listener in self._listeners:
-                try:
-                    listener(o[1])
-                except Exception:
-                    _log.exception("traffic_control listener failed on %r", o[1])
+            tell(self._listeners, o[1])
 
     @abc.abstractmethod
     def _run(self, call: int, keys: list[str], args: list[str]) -> None:
