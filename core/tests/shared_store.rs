@@ -297,6 +297,220 @@ fn the_store_admits_exactly_like_the_in_memory_controller() {
     }
 }
 
+// ---- thousands of waiters and reservations ------------------------------------------------------
+
+const CROWD: &str = r#"{
+  "limits": {
+    "big":   { "kind": "window", "max": 1000000000, "per": "1h", "hold": "go" },
+    "slots": { "kind": "window", "max": MAX, "per": "10s", "hold": "go" }
+  },
+  "global": ["big"],
+  "routes": [{ "name": "slots", "path": "^/slots", "limits": ["slots"] }],
+  "lease_ttl": "1h",
+  "reservation_ttl": "1h"
+}"#;
+
+#[derive(Debug, Clone)]
+struct Crowd {
+    max: u64,
+    /// Per waiter: priority, cost, a random id (so that id order differs from arrival order).
+    waiters: Vec<(u8, u64, u32)>,
+    /// How many arrive within one millisecond (equal registration instants: the id decides).
+    together: u64,
+    freed: u64,
+    /// Steps: which waiter asks again (modulo those still registered, or among the first six in
+    /// the rule's order for odd actions), or (action 0) withdraws it.
+    steps: Vec<(usize, u8)>,
+}
+
+fn crowd() -> impl Strategy<Value = Crowd> {
+    // Few CRITICAL and HIGH waiters, many NORMAL and LOW: the lanes ahead are sometimes small enough
+    // that the totals decide, sometimes not.
+    let priority = prop_oneof![1 => Just(0u8), 3 => Just(1u8), 30 => Just(2u8), 60 => Just(3u8)];
+    (4u64..60, proptest::collection::vec((priority, 1u64..5, any::<u32>()), 500..2500), 1u64..8, 1u64..60)
+        .prop_flat_map(|(max, waiters, together, freed)| {
+            let n = waiters.len();
+            (
+                Just(max),
+                Just(waiters),
+                Just(together),
+                Just(freed.min(max)),
+                proptest::collection::vec((0..n, 0u8..8), 200..400),
+            )
+        })
+        .prop_map(|(max, waiters, together, freed, steps)| Crowd { max, waiters, together, freed, steps })
+}
+
+/// Cross-process priority with thousands of registered waiters follows the rule stated by a full
+/// scan: a request goes on a limit only if the claims of every live waiter ahead of it (a lower
+/// lane, or its lane and registered earlier, equal instants by id) still fit beside it. The store
+/// keeps lane totals and walks only as far as the room; this model adds up every claim.
+fn run_crowd(client: &mut Client, w: &Crowd) -> Result<(), TestCaseError> {
+    let config = Config::from_json(&CROWD.replace("MAX", &w.max.to_string())).unwrap();
+    let store_account = account("crowd");
+    let mut options = StoreOptions::new(store_account.clone());
+    options.waiter_ttl = Duration::from_secs(3600);
+    let mut store = SharedStore::new(config, options).unwrap();
+    let ask = |store: &mut SharedStore, client: &mut Client, at: u64, req: &Request, o: &AdmitOptions| {
+        store.set_test_clock(Some(ms(at)));
+        let call = store.admit(ms(at), req, o).unwrap();
+        store.decide(ms(at), &call, &client.run(&call)).unwrap()
+    };
+    let slot = |priority: u8, cost: u64| {
+        Request::http("GET", "/slots").cost(cost).priority(Priority::ALL[usize::from(priority)])
+    };
+    // The limit full: `freed` admissions at 0 ms, the others at 1 ms (a 10 s window).
+    for i in 0..w.max {
+        let at = u64::from(i >= w.freed);
+        let d = ask(&mut store, client, at, &slot(2, 1), &AdmitOptions::default());
+        prop_assert!(matches!(d.decision, Decision::Go(_)), "{:?}", d.decision);
+    }
+    // Every waiter registers from 2 ms on: (lane, since, id, cost, its options).
+    let mut registered: Vec<(u8, u64, String, u64, AdmitOptions)> = Vec::new();
+    for (i, (priority, cost, id)) in w.waiters.iter().enumerate() {
+        let at = 2 + i as u64 / w.together;
+        let wid = format!("{id:08x}-{i}");
+        let mut o = AdmitOptions::waiter(wid.clone());
+        let d = ask(&mut store, client, at, &slot(*priority, *cost), &o);
+        prop_assert!(matches!(d.decision, Decision::Wait { .. }), "waiter {} on a full limit: {:?}", i, d.decision);
+        o.since = d.since;
+        o.request = d.request;
+        registered.push((priority + 1, d.since.unwrap(), wid, *cost, o));
+    }
+    // At 10 s the admissions of 0 ms leave the window: `freed` units of room.
+    let at = 10_000;
+    let mut used = w.max - w.freed;
+    let ahead = |registered: &[(u8, u64, String, u64, AdmitOptions)], me: usize| -> u64 {
+        let (lane, since, id, _, _) = &registered[me];
+        registered
+            .iter()
+            .enumerate()
+            .filter(|(j, (l, s, i, _, _))| {
+                *j != me && (l < lane || (l == lane && (s < since || (s == since && i < id))))
+            })
+            .map(|(_, (_, _, _, c, _))| c)
+            .sum()
+    };
+    for (step, &(pick, action)) in w.steps.iter().enumerate() {
+        if registered.is_empty() {
+            break;
+        }
+        // Half the steps ask one of the first few in the rule's order: those are the ones that may go.
+        let me = if action % 2 == 1 {
+            let mut order: Vec<usize> = (0..registered.len()).collect();
+            order.sort_by(|&a, &b| {
+                let (x, y) = (&registered[a], &registered[b]);
+                (x.0, x.1, &x.2).cmp(&(y.0, y.1, &y.2))
+            });
+            order[pick % order.len().min(6)]
+        } else {
+            pick % registered.len()
+        };
+        match action {
+            0 => {
+                // It gives up: its claims leave at once.
+                let (_, _, wid, _, _) = registered.remove(me);
+                let probe = store.admit(ms(at), &slot(2, 1), &AdmitOptions::waiter(wid.clone())).unwrap();
+                let call = store.withdraw(ms(at), &wid, &probe);
+                store.observe(ms(at), &client.run(&call)).unwrap();
+            }
+            _ => {
+                let expected_go = used + ahead(&registered, me) + registered[me].3 <= w.max;
+                let (lane, _, _, cost, o) = registered[me].clone();
+                let d = ask(&mut store, client, at, &slot(lane - 1, cost), &o);
+                match d.decision {
+                    Decision::Go(_) => {
+                        if !expected_go {
+                            let mut lanes = [0u64; 5];
+                            for r in &registered {
+                                lanes[usize::from(r.0)] += r.3;
+                            }
+                            let h = client.cmd(&["HGETALL", &format!("tc:{{{}}}:h:slots", store_account)]);
+                            let h: Vec<String> = match h {
+                                Resp::Array(v) => v
+                                    .into_iter()
+                                    .filter_map(|x| if let Resp::Bulk(Some(s)) = x { Some(s) } else { None })
+                                    .collect(),
+                                _ => vec![],
+                            };
+                            let lfields: Vec<_> = h
+                                .chunks(2)
+                                .filter(|c| c[0].starts_with('L'))
+                                .map(|c| format!("{}={}", c[0], c[1]))
+                                .collect();
+                            let mine: Vec<_> = h
+                                .chunks(2)
+                                .filter(|c| c[0] == format!("w{}", registered[me].2))
+                                .map(|c| c[1].clone())
+                                .collect();
+                            prop_assert!(false, "step {}: waiter {} {:?} went with {} claims ahead, {} used; model lanes {:?} store {:?} mine {:?} n {}", step, me, (&registered[me].0, &registered[me].1, &registered[me].3), ahead(&registered, me), used, lanes, lfields, mine, registered.len());
+                        }
+                        used += cost;
+                        registered.remove(me);
+                    }
+                    Decision::Wait { .. } => {
+                        prop_assert!(!expected_go, "step {}: waiter {} waited though the rule lets it go", step, me)
+                    }
+                    other => prop_assert!(false, "step {}: {:?}", step, other),
+                }
+            }
+        }
+    }
+    // The store counts the waiters still registered.
+    store.set_test_clock(Some(ms(at)));
+    let call = store.snapshot_call(ms(at));
+    let snap = store.snapshot(ms(at), &client.run(&call)).unwrap();
+    let slots = snap.limits.iter().find(|l| l.name == "slots").unwrap();
+    prop_assert_eq!(slots.used, used);
+    Ok(())
+}
+
+#[test]
+fn cross_process_priority_with_thousands_of_waiters_follows_the_full_scan_rule() {
+    let Some(server) = RedisServer::start() else { return };
+    let client = std::cell::RefCell::new(server.client());
+    let cases = std::env::var("TC_CROWD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
+    if let Err(e) = runner.run(&crowd(), |w| run_crowd(&mut client.borrow_mut(), &w)) {
+        panic!("{e}");
+    }
+}
+
+/// Thousands of live reservations: counted on their limit as they come, released one by one, and
+/// gone through their expiry index when their time is up (the hash and the index empty after).
+#[test]
+fn thousands_of_reservations_are_counted_released_and_expired_without_a_scan() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let config = Config::from_json(&CROWD.replace("MAX", "5")).unwrap();
+    let acct = account("reservations");
+    let mut store = SharedStore::new(config, StoreOptions::new(acct.clone())).unwrap();
+    let n = 3000u64;
+    let mut ids = Vec::new();
+    let req = Request::http("GET", "/other").reserve(FollowUp::http("GET", "/other").cost(2));
+    for i in 0..n {
+        store.set_test_clock(Some(ms(i / 10)));
+        ids.extend(go(ask(&mut c, &mut store, ms(i / 10), &req, &AdmitOptions::default())).reservations);
+    }
+    let reserved = |store: &mut SharedStore, c: &mut Client, at: u64| {
+        store.set_test_clock(Some(ms(at)));
+        let call = store.snapshot_call(ms(at));
+        store.snapshot(ms(at), &c.run(&call)).unwrap().limits.iter().find(|l| l.name == "big").unwrap().reserved
+    };
+    assert_eq!(reserved(&mut store, &mut c, 300), 2 * n);
+    for id in ids.iter().take(100) {
+        let call = store.release(ms(300), *id);
+        assert!(store.observe(ms(300), &c.run(&call)).unwrap());
+    }
+    assert_eq!(reserved(&mut store, &mut c, 300), 2 * (n - 100));
+    // The first 1,000 were made by 99 ms: at 1 h + 99 ms they are gone, the rest not.
+    assert_eq!(reserved(&mut store, &mut c, 3_600_000 + 99), 2 * (n - 1000));
+    assert_eq!(reserved(&mut store, &mut c, 3_600_000 + 300), 0);
+    for key in ["rv", "rx", "rt"] {
+        assert_eq!(c.cmd(&["EXISTS", &format!("tc:{{{acct}}}:{key}")]), Resp::Int(0), "{key} left behind");
+    }
+}
+
 // ---- behaviours ---------------------------------------------------------------------------------
 
 const BM: &str = r#"{

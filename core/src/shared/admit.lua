@@ -6,20 +6,35 @@
 --
 -- KEYS[1]  tc:{account}:meta   hash: epoch (state creation instant), last (newest time seen: time
 --                              never runs backwards), lost (when the state was found lost: each limit closed for its own quarantine from then), seq (ids)
--- KEYS[2]  tc:{account}:resv   hash: reservation id -> "expiry;limit;cost;limit;cost..."
--- then five keys per limit, in the order of the limit arguments:
+-- KEYS[2]  tc:{account}:rv     hash: reservation id -> "expiry;limit;cost;limit;cost..."
+-- KEYS[3]  tc:{account}:rx     zset: reservation id, score = its expiry (expired ones leave in
+--                              O(log n) each, never by a scan)
+-- KEYS[4]  tc:{account}:rt     hash: limit -> the total the live reservations hold on it
+--                              (the three reservation keys always carry one time to live)
+-- then seven keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
 --          tc:{account}:s:<limit>        the pause and the strikes (hash: until, server (the part
 --                                        the server imposed: CRITICAL waits only for it), reason,
 --                                        strikes (rate-limited answers counted for the backoff)).
 --                                        Lives `keep` (ARGV of complete) past the pause's end
---          tc:{account}:q:<limit>        registered waiters (zset: member "lane|since|cost|waiter",
---                                        score = expiry)
+--          tc:{account}:o:<limit>        registered waiters in their order (zset: member
+--                                        "since|waiter|cost" with since zero-padded, score = lane:
+--                                        by lane, then first registration, then waiter id)
 --          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
 --                                        score = the lease's end)
 --          tc:{account}:m:<limit>        a window's max lowered by a quota the server reported
 --                                        (string "<quota>:<the config's max then>": ignored under
 --                                        another config), living an hour after the last report
+--          tc:{account}:h:<limit>        the waiters' index (hash: "w<waiter>" -> "lane;member of
+--                                        o", "L<lane>" -> the claims registered in that lane)
+--          tc:{account}:x:<limit>        the waiters' expiries (zset: waiter id, score = expiry)
+--                                        (o, h and x always carry one time to live)
+--
+-- Cost: no operation reads a whole set on the hot path. Per limit, an admission reads the lane
+-- totals (one HMGET); only when those totals would refuse it does it walk the claims of its own
+-- lane that are ahead of it, and it stops as soon as they pass the limit's room (each claim is at
+-- least 1): at most capacity + 1 entries, whatever the number of waiters. Expired waiters and
+-- reservations are removed through their expiry index, O(log n) each.
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
@@ -35,7 +50,7 @@
 -- waiting asks again at once instead of at its next poll.
 
 local op = ARGV[1]
-local meta, resv = KEYS[1], KEYS[2]
+local meta, resv, rx, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ABSENT = -1
 
 local function fmt(n) return string.format('%.0f', n) end
@@ -93,29 +108,69 @@ local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
 
 -- ---- reservations --------------------------------------------------------------------------------
 
--- reserved[limit] and, for the reservation `spend`, own[limit], its expiry and the rest of its
--- value (limit;cost...); expired reservations are deleted.
-local function scan_reservations(spend)
+-- The three reservation keys carry one time to live, at least `ms`.
+local function keep_reservations(ms)
+  if redis.call('PTTL', rx) < ms then
+    redis.call('PEXPIRE', resv, ms)
+    redis.call('PEXPIRE', rx, ms)
+    redis.call('PEXPIRE', rt, ms)
+  end
+end
+
+-- Adds (sign 1) or removes (sign -1) a reservation's "...;limit;cost" part to the totals.
+local function count_reservation(rest, sign)
+  for name, c in string.gmatch(rest, ';([^;]+);(%d+)') do
+    if redis.call('HINCRBY', rt, name, sign * tonumber(c)) <= 0 then redis.call('HDEL', rt, name) end
+  end
+end
+
+local function add_reservation(rid, exp, rest)
+  redis.call('HSET', resv, rid, fmt(exp) .. rest)
+  redis.call('ZADD', rx, fmt(exp), rid)
+  count_reservation(rest, 1)
+end
+
+-- Ends a reservation (spent, released or expired); true if it was there.
+local function drop_reservation(rid)
+  local v = redis.call('HGET', resv, rid)
+  redis.call('ZREM', rx, rid)
+  if not v then return false end
+  redis.call('HDEL', resv, rid)
+  count_reservation(string.sub(v, #string.match(v, '^(%d+)') + 1), -1)
+  return true
+end
+
+-- Expired reservations leave through their expiry index: O(log n) each, never a scan.
+local function expire_reservations()
+  for _, rid in ipairs(redis.call('ZRANGEBYSCORE', rx, '-inf', fmt(now))) do drop_reservation(rid) end
+end
+
+-- reserved[limit] for these limits (live reservations only) and, for the reservation `spend`,
+-- own[limit], whether it is live, its expiry and the rest of its value (;limit;cost...); and the
+-- first expiry of another reservation (its room may be what a waiter misses).
+local function read_reservations(limits, spend)
+  expire_reservations()
   local reserved, own, own_live, own_exp, own_rest = {}, {}, false, nil, nil
-  local all = redis.call('HGETALL', resv)
-  local first_expiry = nil
-  for i = 1, #all, 2 do
-    local rid, v = all[i], all[i + 1]
-    local parts = {}
-    for p in string.gmatch(v, '[^;]+') do parts[#parts + 1] = p end
-    local exp = tonumber(parts[1])
-    if exp <= now then
-      redis.call('HDEL', resv, rid)
-    else
-      -- The spent reservation's own expiry opens no room for its follow-up (it is credited to it).
-      if rid ~= spend and (first_expiry == nil or exp < first_expiry) then first_expiry = exp end
-      for j = 2, #parts, 2 do
-        local name, c = parts[j], tonumber(parts[j + 1])
-        reserved[name] = (reserved[name] or 0) + c
-        if rid == spend then own[name] = c end
-      end
-      if rid == spend then own_live, own_exp, own_rest = true, exp, string.sub(v, #parts[1] + 1) end
+  if #limits > 0 then
+    local names = {}
+    for i, l in ipairs(limits) do names[i] = l.name end
+    local t = redis.call('HMGET', rt, unpack(names))
+    for i, l in ipairs(limits) do reserved[l.name] = math.max(0, tonumber(t[i] or '0') or 0) end
+  end
+  if spend ~= '' then
+    local v = redis.call('HGET', resv, spend)
+    if v then
+      own_exp = tonumber(string.match(v, '^(%d+)'))
+      own_rest = string.sub(v, #string.match(v, '^(%d+)') + 1)
+      own_live = true
+      for name, c in string.gmatch(own_rest, ';([^;]+);(%d+)') do own[name] = (own[name] or 0) + tonumber(c) end
     end
+  end
+  local first_expiry = nil
+  local firsts = redis.call('ZRANGE', rx, 0, 1, 'WITHSCORES')
+  for i = 1, #firsts, 2 do
+    -- The spent reservation's own expiry opens no room for its follow-up (it is credited to it).
+    if firsts[i] ~= spend and first_expiry == nil then first_expiry = tonumber(firsts[i + 1]) end
   end
   return reserved, own, own_live, first_expiry, own_exp, own_rest
 end
@@ -292,6 +347,15 @@ local function load_budget(l)
   end
 end
 
+-- The index in KEYS of the i-th limit's first key (seven keys per limit after the four of the account).
+local function limit_keys(i) return 5 + (i - 1) * 7 end
+
+-- A limit's waiter keys only (for wake-ups and withdrawals).
+local function waiter_keys(i)
+  local k = limit_keys(i)
+  return { okey = KEYS[k + 2], hkey = KEYS[k + 5], xkey = KEYS[k + 6] }
+end
+
 -- A quota learnt for a window under the config max `max`, or nil.
 local function learnt_max(mkey, max)
   local v = redis.call('GET', mkey)
@@ -301,12 +365,12 @@ local function learnt_max(mkey, max)
   return tonumber(quota)
 end
 
--- Reads the limit arguments starting at ARGV[at]: n limits of 10 fields, keys from KEYS[3].
+-- Reads the limit arguments starting at ARGV[at]: n limits of 10 fields, keys from KEYS[5].
 local function read_limits(at, n, lease_ttl, id)
   local limits = {}
   for i = 1, n do
     local b = at + (i - 1) * 10
-    local k = 3 + (i - 1) * 5
+    local k = limit_keys(i)
     local l = {
       name = ARGV[b], kind = ARGV[b + 1], need = tonumber(ARGV[b + 2]), total = tonumber(ARGV[b + 3]),
       a = tonumber(ARGV[b + 4]), b = tonumber(ARGV[b + 5]), c = tonumber(ARGV[b + 6]),
@@ -314,7 +378,8 @@ local function read_limits(at, n, lease_ttl, id)
       -- How long after a loss of state this limit stays closed: until the server forgot what the
       -- store forgot on it (a window's per, a bucket's full refill, a lease).
       q = tonumber(ARGV[b + 9]),
-      key = KEYS[k], skey = KEYS[k + 1], qkey = KEYS[k + 2], fkey = KEYS[k + 3], mkey = KEYS[k + 4],
+      key = KEYS[k], skey = KEYS[k + 1], okey = KEYS[k + 2], fkey = KEYS[k + 3], mkey = KEYS[k + 4],
+      hkey = KEYS[k + 5], xkey = KEYS[k + 6],
     }
     if l.kind == 'w' then
       -- The effective max: the config's, or the smaller quota the server reported.
@@ -343,10 +408,10 @@ end
 
 local wake_channel = (string.gsub(meta, 'meta$', 'wake'))
 
--- Publishes a wake-up when any of these waiter sets holds a live waiter.
-local function wake_waiters(qkeys)
-  for _, qk in ipairs(qkeys) do
-    if redis.call('ZCOUNT', qk, '(' .. fmt(now), '+inf') > 0 then
+-- Publishes a wake-up when any of these limits holds a live waiter (O(log n) each).
+local function wake_waiters(ls)
+  for _, l in ipairs(ls) do
+    if redis.call('ZCOUNT', l.xkey, '(' .. fmt(now), '+inf') > 0 then
       redis.call('PUBLISH', wake_channel, '1')
       return
     end
@@ -354,16 +419,87 @@ local function wake_waiters(qkeys)
 end
 
 -- ---- waiters (cross-process priority) ------------------------------------------------------------
+-- Kept incrementally: the order (o), an index by waiter with the claims per lane (h) and the
+-- expiries (x). Registering, refreshing, leaving and expiring cost O(log n) each.
 
--- Live waiters registered on a limit: { lane, since, cost, waiter, member }.
-local function waiters_of(l)
-  redis.call('ZREMRANGEBYSCORE', l.qkey, '-inf', fmt(now))
-  local out = {}
-  for _, member in ipairs(redis.call('ZRANGE', l.qkey, 0, -1)) do
-    local lane, since, cost, wid = string.match(member, '^(%d+)|(%d+)|(%d+)|(.*)$')
-    out[#out + 1] = { tonumber(lane), tonumber(since), tonumber(cost), wid, member }
+-- A waiter's registration on a limit: { lane, since, cost, member } or nil.
+local function waiter_of(l, wid)
+  local v = redis.call('HGET', l.hkey, 'w' .. wid)
+  if not v then return nil end
+  local lane, member = string.match(v, '^(%d+);(.*)$')
+  local since, cost = string.match(member, '^(%d+)|.*|(%d+)$')
+  return { tonumber(lane), tonumber(since), tonumber(cost), member }
+end
+
+-- Ends a waiter's registration on a limit; true if it had one.
+local function drop_waiter(l, wid)
+  local w = waiter_of(l, wid)
+  redis.call('ZREM', l.xkey, wid)
+  if w == nil then return false end
+  redis.call('ZREM', l.okey, w[4])
+  redis.call('HDEL', l.hkey, 'w' .. wid)
+  if redis.call('HINCRBY', l.hkey, 'L' .. w[1], -w[3]) <= 0 then redis.call('HDEL', l.hkey, 'L' .. w[1]) end
+  return true
+end
+
+-- Registers a claim (lane nil: only moves the expiry of the registration the waiter has).
+local function add_waiter(l, wid, lane, since, cost, expiry)
+  if lane ~= nil then
+    local member = string.format('%016.0f|%s|%.0f', since, wid, cost)
+    redis.call('ZADD', l.okey, lane, member)
+    redis.call('HSET', l.hkey, 'w' .. wid, lane .. ';' .. member)
+    redis.call('HINCRBY', l.hkey, 'L' .. lane, cost)
   end
-  return out
+  redis.call('ZADD', l.xkey, fmt(expiry), wid)
+  -- The three keys carry one time to live: the latest expiry of their waiters.
+  local ms = ttl_ms(expiry - now)
+  if redis.call('PTTL', l.xkey) < ms then
+    redis.call('PEXPIRE', l.okey, ms)
+    redis.call('PEXPIRE', l.hkey, ms)
+    redis.call('PEXPIRE', l.xkey, ms)
+  end
+end
+
+-- Expired waiters leave through their expiry index: O(log n) each, never a scan.
+local function expire_waiters(l)
+  for _, wid in ipairs(redis.call('ZRANGEBYSCORE', l.xkey, '-inf', fmt(now))) do drop_waiter(l, wid) end
+end
+
+-- The claims of the live waiters ahead of (lane, since, wid) on l (lower lane, or same lane and
+-- registered earlier; its own registration `mine` excluded), exact as long as they stay within
+-- `room`: above it the caller's answer is the same whatever they are, so the walk stops there.
+-- `enough`: if even every claim of the lanes up to its own stays within it, the exact figure does
+-- not change the answer either, and no entry is read.
+local function claims_ahead(l, lane, since, wid, mine, room, enough)
+  local fields = {}
+  for i = 0, lane do fields[#fields + 1] = 'L' .. i end
+  local t = redis.call('HMGET', l.hkey, unpack(fields))
+  local lower, upper = 0, 0
+  for i = 0, lane do
+    local v = tonumber(t[i + 1] or '0') or 0
+    if mine ~= nil and mine[1] == i then v = v - mine[3] end
+    if i < lane then lower = lower + v end
+    upper = upper + v
+  end
+  if upper == lower or upper <= enough then return upper end
+  local sum = lower
+  local at = 0
+  while sum <= room do
+    local batch = redis.call('ZRANGEBYSCORE', l.okey, lane, lane, 'LIMIT', at, 64)
+    for _, member in ipairs(batch) do
+      local s, w, c = string.match(member, '^(%d+)|(.*)|(%d+)$')
+      s = tonumber(s)
+      -- Members sort by since (zero-padded); among equal since, the rule decides.
+      if s > since then return sum end
+      if w ~= wid and (s < since or w < wid) then
+        sum = sum + tonumber(c)
+        if sum > room then return sum end
+      end
+    end
+    if #batch < 64 then return sum end
+    at = at + 64
+  end
+  return sum
 end
 
 -- ---- operations ----------------------------------------------------------------------------------
@@ -407,7 +543,7 @@ if op == 'admit' then
     -- A window lowered by a quota the server reported may no longer hold the request at all.
     if l.kind == 'w' and l.total > l.cap then return refuse('COST_EXCEEDS_CAPACITY', l.name, l.total, l.cap) end
   end
-  local reserved, own, own_live, first_res_expiry, own_exp, own_rest = scan_reservations(spend)
+  local reserved, own, own_live, first_res_expiry, own_exp, own_rest = read_reservations(limits, spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
   local covered = own_live and nf == 0
   if covered then
@@ -420,24 +556,21 @@ if op == 'admit' then
 
   -- A waiter keeps the place of its first registration, whether or not the host passes it back.
   for _, l in ipairs(limits) do
-    l.waiters = waiters_of(l)
-    for _, w in ipairs(l.waiters) do
-      if wid ~= '' and w[4] == wid and w[2] < since then since = w[2] end
+    expire_waiters(l)
+    if wid ~= '' then
+      l.mine = waiter_of(l, wid)
+      if l.mine ~= nil and l.mine[2] < since then since = l.mine[2] end
     end
   end
   local fits, wake = true, now
   for _, l in ipairs(limits) do
-    -- Claims of live waiters ahead of this request (lower lane, or same lane and registered
-    -- earlier): the room they need is not taken by a request behind them.
-    local claims = 0
-    for _, w in ipairs(l.waiters) do
-      if w[4] ~= wid and (w[1] < lane or (w[1] == lane and (w[2] < since or (w[2] == since and w[4] < wid)))) then
-        claims = claims + w[3]
-      end
-    end
-    l.ahead = claims
     local others = math.max(0, (reserved[l.name] or 0) - (own[l.name] or 0))
     if may_use_reserved and others >= l.cap then others = 0 end
+    -- Claims of live waiters ahead of this request (lower lane, or same lane and registered
+    -- earlier): the room they need is not taken by a request behind them. Exact up to the
+    -- limit's room, which is all the answer reads.
+    local claims = claims_ahead(l, lane, since, wid, l.mine, l.cap - l.total, l.cap - l.total - others - l.used)
+    l.ahead = claims
     local soft, hard = l.cap - (others + claims + l.total), l.cap - l.total
     local ceiling = (soft >= 0 and hard >= 0) and math.min(soft, hard) or nil
     l.claim = l.total - math.min(l.total, own[l.name] or 0)
@@ -489,13 +622,13 @@ if op == 'admit' then
       local back = wake ~= nil and math.min(wake, now + 30 * waiter_ttl) or now
       local expiry = math.max(back, now) + waiter_ttl
       for _, l in ipairs(limits) do
-        for _, w in ipairs(l.waiters) do
-          if w[4] == wid then redis.call('ZREM', l.qkey, w[5]) end
-        end
-        if l.claim > 0 then
-          redis.call('ZADD', l.qkey, fmt(expiry), string.format('%d|%s|%s|%s', lane, fmt(since), fmt(l.claim), wid))
-          local pt = redis.call('PTTL', l.qkey)
-          if pt < ttl_ms(expiry - now) then redis.call('PEXPIRE', l.qkey, ttl_ms(expiry - now)) end
+        local m = l.mine
+        if m ~= nil and l.claim > 0 and m[1] == lane and m[2] == since and m[3] == l.claim then
+          -- The same claim in the same place: only its expiry moves.
+          add_waiter(l, wid, nil, nil, nil, expiry)
+        else
+          if m ~= nil then drop_waiter(l, wid) end
+          if l.claim > 0 then add_waiter(l, wid, lane, since, l.claim, expiry) end
         end
       end
       -- A follow-up waiting to spend its reservation keeps it alive as long as its claim (as in
@@ -503,7 +636,8 @@ if op == 'admit' then
       -- that took the room first does not cost it its reservation. A crashed waiter's lapses.
       if own_live and own_exp < expiry then
         redis.call('HSET', resv, spend, fmt(expiry) .. own_rest)
-        if redis.call('PTTL', resv) < ttl_ms(expiry - now) then redis.call('PEXPIRE', resv, ttl_ms(expiry - now)) end
+        redis.call('ZADD', rx, fmt(expiry), spend)
+        keep_reservations(ttl_ms(expiry - now))
       end
     end
     return reply(2, wake ~= nil and wake or ABSENT, since, id())
@@ -511,22 +645,14 @@ if op == 'admit' then
 
   -- Go: the spent reservation turns into admissions, every limit takes its cost at this instant,
   -- the follow-ups' capacity is reserved, and the waiter registration ends.
-  if own_live then redis.call('HDEL', resv, spend) end
-  local left_claims, qkeys = false, {}
+  if own_live then drop_reservation(spend) end
+  local left_claims = false
   for _, l in ipairs(limits) do
     if l.need > 0 then l.take(l.need) end
-    qkeys[#qkeys + 1] = l.qkey
-    if wid ~= '' then
-      for _, w in ipairs(l.waiters) do
-        if w[4] == wid then
-          redis.call('ZREM', l.qkey, w[5])
-          left_claims = true
-        end
-      end
-    end
+    if l.mine ~= nil and drop_waiter(l, wid) then left_claims = true end
   end
   -- Its claims are gone: a waiter that was behind them may fit now.
-  if left_claims then wake_waiters(qkeys) end
+  if left_claims then wake_waiters(limits) end
   local out = { id() }
   local at = 16 + nl * 10
   local longest = 0
@@ -541,13 +667,13 @@ if op == 'admit' then
     end
     at = at + 2 + 2 * n
     local rid = redis.call('HINCRBY', meta, 'seq', 1)
-    redis.call('HSET', resv, rid, table.concat(v, ';'))
+    add_reservation(rid, exp, n > 0 and (';' .. table.concat(v, ';', 2)) or '')
     out[#out + 1] = rid
   end
   -- Then whether a limit it took holds strikes: its answer, if not rate limited, clears them.
   out[#out + 1] = strikes > 0 and 1 or 0
   if longest > 0 then
-    if redis.call('PTTL', resv) < ttl_ms(longest) then redis.call('PEXPIRE', resv, ttl_ms(longest)) end
+    keep_reservations(ttl_ms(longest))
     if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
   end
   return reply(1, unpack(out))
@@ -574,8 +700,8 @@ elseif op == 'complete' then
   local paused_until = ABSENT
   for i = 1, n do
     local b = 10 + (i - 1) * 11
-    local k = 3 + (i - 1) * 5
-    qkeys[#qkeys + 1] = KEYS[k + 2]
+    local k = limit_keys(i)
+    qkeys[#qkeys + 1] = waiter_keys(i)
     local kind, mode = ARGV[b + 1], ARGV[b + 2]
     if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
     if kind == 'w' and rid ~= '' and ARGV[b + 9] ~= '' then
@@ -649,24 +775,24 @@ elseif op == 'complete' then
   if next(grown) ~= nil then
     -- Reservations held on a paused limit live as much longer as the pause grew: a follow-up held
     -- back by the pause still finds its room (pauses are rare: the scan is too).
+    expire_reservations()
     local all = redis.call('HGETALL', resv)
     local longest = 0
     for i = 1, #all, 2 do
       local v = all[i + 1]
       local exp = tonumber(string.match(v, '^(%d+)'))
-      if exp > now then
-        local ext = 0
-        for name in string.gmatch(string.sub(v, #string.match(v, '^(%d+)') + 1), ';([^;]+);%d+') do
-          if grown[name] ~= nil and grown[name] > ext then ext = grown[name] end
-        end
-        if ext > 0 then
-          redis.call('HSET', resv, all[i], fmt(exp + ext) .. string.sub(v, #string.match(v, '^(%d+)') + 1))
-          if exp + ext - now > longest then longest = exp + ext - now end
-        end
+      local ext = 0
+      for name in string.gmatch(string.sub(v, #string.match(v, '^(%d+)') + 1), ';([^;]+);%d+') do
+        if grown[name] ~= nil and grown[name] > ext then ext = grown[name] end
+      end
+      if ext > 0 then
+        redis.call('HSET', resv, all[i], fmt(exp + ext) .. string.sub(v, #string.match(v, '^(%d+)') + 1))
+        redis.call('ZADD', rx, fmt(exp + ext), all[i])
+        if exp + ext - now > longest then longest = exp + ext - now end
       end
     end
     if longest > 0 then
-      if redis.call('PTTL', resv) < ttl_ms(longest) then redis.call('PEXPIRE', resv, ttl_ms(longest)) end
+      keep_reservations(ttl_ms(longest))
       if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
     end
   end
@@ -678,25 +804,20 @@ elseif op == 'release' then
   local e = redis.call('HGET', resv, ARGV[6])
   local live = 0
   if e and tonumber(string.match(e, '^(%d+)')) > now then live = 1 end
-  redis.call('HDEL', resv, ARGV[6])
+  drop_reservation(ARGV[6])
   -- Its room is free for anyone: wake the waiters (released reservations are rare).
   if live == 1 then redis.call('PUBLISH', wake_channel, '1') end
   return reply(0, live)
 
 elseif op == 'withdraw' then
   -- ARGV: 6 waiter id, 7 limits (keys only): a waiter that gives up drops its claims at once.
-  local qkeys, dropped = {}, false
+  local ls, dropped = {}, false
   for i = 1, tonumber(ARGV[7]) do
-    local l = { qkey = KEYS[3 + (i - 1) * 5 + 2] }
-    qkeys[#qkeys + 1] = l.qkey
-    for _, w in ipairs(waiters_of(l)) do
-      if w[4] == ARGV[6] then
-        redis.call('ZREM', l.qkey, w[5])
-        dropped = true
-      end
-    end
+    local l = waiter_keys(i)
+    ls[#ls + 1] = l
+    if drop_waiter(l, ARGV[6]) then dropped = true end
   end
-  if dropped then wake_waiters(qkeys) end
+  if dropped then wake_waiters(ls) end
   return reply(0)
 
 elseif op == 'snapshot' then
@@ -704,7 +825,7 @@ elseif op == 'snapshot' then
   -- reserved, paused until, waiters, next free (or -1), pause reason, the server's part of the
   -- pause, strikes.
   local limits = read_limits(7, tonumber(ARGV[6]), 0, function() return 0 end)
-  local reserved = scan_reservations('')
+  local reserved = read_reservations(limits, '')
   local quarantine = 0
   if lost > 0 then
     for _, l in ipairs(limits) do quarantine = math.max(quarantine, lost + l.q) end
@@ -717,7 +838,8 @@ elseif op == 'snapshot' then
     out[#out + 1] = l.cap
     out[#out + 1] = reserved[l.name] or 0
     out[#out + 1] = l.paused
-    out[#out + 1] = #waiters_of(l)
+    expire_waiters(l)
+    out[#out + 1] = redis.call('ZCARD', l.xkey)
     out[#out + 1] = nf ~= nil and nf or ABSENT
     out[#out + 1] = l.reason
     out[#out + 1] = l.server

@@ -33,6 +33,13 @@
 //!   earlier. So a flood of LOW from one process cannot take room that a waiting CRITICAL or HIGH
 //!   from another needs. FIFO within a level holds between registered waiters (hosts register the
 //!   head of each of their local queues); a newcomer goes behind every registered waiter of its lane.
+//! - **Cost independent of the fleet**: no admission reads a whole set. Per limit the store keeps
+//!   the claims registered in each lane (`h:<limit>`) and, per account, the total the live
+//!   reservations hold on each limit (`rt`), updated as claims and reservations come and go; expired
+//!   ones leave through an expiry index (`x:<limit>`, `rx`) in O(log n) each. Only when the lane
+//!   totals would refuse a request does it walk the claims of its own lane ahead of it
+//!   (`o:<limit>`), and it stops once they pass the limit's room: at most capacity + 1 entries
+//!   however many processes wait.
 //! - **State loss is detected**: a host that saw the account's state within the meta key's lifetime
 //!   and finds it gone (Redis restarted or flushed), or finds it older than the ids it got from it
 //!   (a replica promoted before it had the last writes), puts the account in quarantine: each limit
@@ -415,7 +422,12 @@ impl SharedStore {
     }
 
     fn base_keys(&self) -> Vec<String> {
-        vec![format!("{}meta", self.prefix), format!("{}resv", self.prefix)]
+        vec![
+            format!("{}meta", self.prefix),
+            format!("{}rv", self.prefix),
+            format!("{}rx", self.prefix),
+            format!("{}rt", self.prefix),
+        ]
     }
 
     fn push_limit_keys(&self, keys: &mut Vec<String>, limit: u16) {
@@ -428,9 +440,11 @@ impl SharedStore {
         };
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
         keys.push(format!("{}s:{}", self.prefix, l.name));
-        keys.push(format!("{}q:{}", self.prefix, l.name));
+        keys.push(format!("{}o:{}", self.prefix, l.name));
         keys.push(format!("{}f:{}", self.prefix, l.name));
         keys.push(format!("{}m:{}", self.prefix, l.name));
+        keys.push(format!("{}h:{}", self.prefix, l.name));
+        keys.push(format!("{}x:{}", self.prefix, l.name));
     }
 
     /// name, kind, need, total, and five parameters.
