@@ -1,29 +1,73 @@
 // One worker process of the cross-process run (crossprocess.mjs): price probes (Dip reserving the
 // Peak, Peek, Peak spending the reservation), LOW scans and CRITICAL reverts against the mock Back
 // Market API, through the shared store. Prints one JSON line with its results.
+//
+// TC_REDIS_CLUSTER (comma-separated ports) connects through ioredis' Cluster client instead of one
+// server. TC_DEADLINE_MS: a request still unresolved then is reported (`unresolved`) and the
+// process ends. TC_MEMORY=n: instead, n requests through the in-memory controller, reporting the
+// resident memory at the start, halfway and at the end (a leak shows as growth over the second half).
 import Redis from 'ioredis';
-import { SharedTrafficControl } from '../../index.mjs';
+import { SharedTrafficControl, TrafficControl } from '../../index.mjs';
 
 const env = process.env;
 const id = Number(env.TC_WORKER);
-const redis = new Redis({ port: Number(env.TC_REDIS_PORT), host: '127.0.0.1', maxRetriesPerRequest: 1, retryStrategy: () => 100 });
+const runtime = typeof Bun !== 'undefined' ? 'bun' : 'node';
+const rss = () => process.memoryUsage().rss;
+
+if (env.TC_MEMORY) {
+  const n = Number(env.TC_MEMORY);
+  const tc = new TrafficControl({ limits: { api: { kind: 'window', max: 1_000_000_000, per: 1000 } }, global: ['api'] });
+  const start = rss();
+  let half = 0;
+  for (let i = 0; i < n; i++) {
+    const d = tc.tryAcquire({ method: 'GET', url: `/items/${i % 1000}` });
+    if (d.decision !== 'go') throw new Error(`in-memory request ${i}: ${d.decision}`);
+    await d.permit.complete({ status: 200 });
+    if (i === Math.floor(n / 2)) half = rss();
+  }
+  console.log(JSON.stringify({ worker: id, runtime, requests: n, rssStart: start, rssHalf: half, rssEnd: rss() }));
+  process.exit(0);
+}
+
+const ports = env.TC_REDIS_CLUSTER ? env.TC_REDIS_CLUSTER.split(',').map(Number) : null;
+const redis = ports
+  ? new Redis.Cluster(ports.map((port) => ({ host: '127.0.0.1', port })), { redisOptions: { maxRetriesPerRequest: 1 }, clusterRetryStrategy: () => 100 })
+  : new Redis({ port: Number(env.TC_REDIS_PORT), host: '127.0.0.1', maxRetriesPerRequest: 1, retryStrategy: () => 100 });
 redis.on('error', () => {});
 const tc = new SharedTrafficControl(JSON.parse(env.TC_CONFIG), { redis, account: env.TC_ACCOUNT, unavailableMaxWait: 60_000 });
 const base = env.TC_MOCK_URL;
-const out = { worker: id, runtime: typeof Bun !== 'undefined' ? 'bun' : 'node', probes: 0, scans: 0, reverts: 0, errors: [], probeEnds: [], status: {} };
+const out = { worker: id, runtime, probes: 0, scans: 0, reverts: 0, errors: [], probeEnds: [], status: {}, started: 0, settled: 0, rssStart: rss() };
 const t0 = performance.now();
 
 async function call(method, path, options = {}, body) {
-  const permit = await tc.acquire({ method, url: path, ...options });
-  let res;
+  out.started++;
   try {
-    res = await fetch(base + path, { method, body: body && JSON.stringify(body), headers: { 'content-type': 'application/json' } });
-    await res.arrayBuffer();
+    const permit = await tc.acquire({ method, url: path, ...options });
+    let res;
+    try {
+      res = await fetch(base + path, { method, body: body && JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+      await res.arrayBuffer();
+    } finally {
+      await permit.complete(res ? { status: res.status, headers: res.headers } : {});
+    }
+    out.status[res.status] = (out.status[res.status] ?? 0) + 1;
+    if (!res.ok) throw new Error(`${method} ${path}: ${res.status}`);
   } finally {
-    await permit.complete(res ? { status: res.status, headers: res.headers } : {});
+    out.settled++;
   }
-  out.status[res.status] = (out.status[res.status] ?? 0) + 1;
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status}`);
+}
+
+function report() {
+  out.elapsedMs = performance.now() - t0;
+  out.unresolved = out.started - out.settled;
+  out.rssEnd = rss();
+  console.log(JSON.stringify(out));
+}
+if (env.TC_DEADLINE_MS) {
+  setTimeout(() => {
+    report();
+    process.exit(0);
+  }, Number(env.TC_DEADLINE_MS)).unref();
 }
 
 async function probe(listing) {
@@ -63,7 +107,6 @@ if (hold) {
     );
   }
   await Promise.all(work);
-  out.elapsedMs = performance.now() - t0;
-  console.log(JSON.stringify(out));
+  report();
   redis.disconnect();
 }
