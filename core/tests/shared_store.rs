@@ -44,16 +44,39 @@ const SCALE: u64 = 20;
 
 #[derive(Debug, Clone)]
 enum LimitSpec {
-    Window { max: u64, per_ms: u64 },
-    Bucket { capacity: u64, refill: u64, per_ms: u64 },
-    Concurrency { max: u64 },
-    Budget { refill: u64, per_ms: u64, max: u64, floor: u64, initial: u64 },
+    Window {
+        max: u64,
+        per_ms: u64,
+    },
+    /// A window counting from the go (`hold: "go"`).
+    WindowGo {
+        max: u64,
+        per_ms: u64,
+    },
+    Bucket {
+        capacity: u64,
+        refill: u64,
+        per_ms: u64,
+    },
+    Concurrency {
+        max: u64,
+    },
+    Budget {
+        refill: u64,
+        per_ms: u64,
+        max: u64,
+        floor: u64,
+        initial: u64,
+    },
 }
 
 impl LimitSpec {
     fn json(&self) -> String {
         match *self {
             LimitSpec::Window { max, per_ms } => format!(r#"{{"kind":"window","max":{max},"per":{per_ms}}}"#),
+            LimitSpec::WindowGo { max, per_ms } => {
+                format!(r#"{{"kind":"window","max":{max},"per":{per_ms},"hold":"go"}}"#)
+            }
             LimitSpec::Bucket { capacity, refill, per_ms } => {
                 format!(r#"{{"kind":"token_bucket","capacity":{capacity},"refill":{refill},"per":{per_ms}}}"#)
             }
@@ -89,6 +112,10 @@ enum Op {
     Complete(usize, Answer),
     Release(usize),
     Advance(u64),
+    /// This many requests on the route `rbulk` (limit `lbig` only), each reserving a follow-up
+    /// there: thousands of live reservations beside the workload's. Only in workloads without
+    /// global limits (whose room would refuse them).
+    Bulk(u64),
 }
 
 /// What a completed request's response said (times in seconds, quotas in cost units).
@@ -167,6 +194,23 @@ fn workload() -> impl Strategy<Value = Workload> {
     })
 }
 
+/// Workloads without global limits in which thousands of reservations come and go beside the
+/// ordinary requests, on `lbig` (a window of 2,500: the bulk fills it, so its reservations decide
+/// admissions there), which the workload's routes may share.
+fn bulk_workload() -> impl Strategy<Value = Workload> {
+    let ops = proptest::collection::vec(prop_oneof![12 => op(), 1 => (300u64..1500).prop_map(Op::Bulk)], 1..40);
+    (proptest::collection::vec(limit_spec(), 1..4), ops).prop_flat_map(|(mut limits, ops)| {
+        limits.push(LimitSpec::WindowGo { max: 2500, per_ms: 600 * SCALE });
+        let n = limits.len();
+        (
+            Just(limits),
+            proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.5), n), 3),
+            Just(ops),
+        )
+            .prop_map(move |(limits, routes, ops)| Workload { limits, global: vec![false; n], routes, ops })
+    })
+}
+
 fn config_of(w: &Workload) -> Config {
     let limits: Vec<String> = w.limits.iter().enumerate().map(|(i, l)| format!(r#""l{i}":{}"#, l.json())).collect();
     let names = |mask: &[bool]| -> String {
@@ -178,6 +222,10 @@ fn config_of(w: &Workload) -> Config {
         .enumerate()
         .map(|(r, mask)| format!(r#"{{"name":"r{r}","path":"^/r{r}","limits":[{}]}}"#, names(mask)))
         .collect();
+    let mut routes = routes;
+    if w.global.iter().all(|g| !g) {
+        routes.push(format!(r#"{{"name":"rbulk","path":"^/bulk","limits":["l{}"]}}"#, w.limits.len() - 1));
+    }
     let json = format!(
         r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{},
             "feedback":{{"block":{},"max_block":{},"max_retries":0,"jitter":0.3,"seed":7}}}}"#,
@@ -263,6 +311,18 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
                 prop_assert_eq!(expected, got, "release at step {}", step);
             }
             Op::Advance(d) => now += d,
+            Op::Bulk(n) if w.global.iter().all(|g| !g) => {
+                let req = Request::route("rbulk").reserve(FollowUp::route("rbulk"));
+                for i in 0..*n {
+                    let expected = tc.try_acquire(t, &req);
+                    let call = store.admit(t, &req, &AdmitOptions::default()).unwrap();
+                    let got = store.decide(t, &call, &client.run(&call)).unwrap().decision;
+                    prop_assert_eq!(kind(&expected), kind(&got), "step {} bulk request {} at {} ms", step, i, now);
+                    if let (Decision::Go(a), Decision::Go(b)) = (&expected, &got) {
+                        reservations.extend(a.reservations.iter().copied().zip(b.reservations.iter().copied()));
+                    }
+                }
+            }
             _ => {}
         }
         // The same state on every limit after every step.
@@ -508,6 +568,18 @@ fn thousands_of_reservations_are_counted_released_and_expired_without_a_scan() {
     assert_eq!(reserved(&mut store, &mut c, 3_600_000 + 300), 0);
     for key in ["rv", "rx", "rt"] {
         assert_eq!(c.cmd(&["EXISTS", &format!("tc:{{{acct}}}:{key}")]), Resp::Int(0), "{key} left behind");
+    }
+}
+
+/// The differential with thousands of live reservations in the workloads (see `bulk_workload`).
+#[test]
+fn the_store_admits_like_the_in_memory_controller_with_thousands_of_reservations() {
+    let Some(server) = RedisServer::start() else { return };
+    let client = std::cell::RefCell::new(server.client());
+    let cases = std::env::var("TC_DIFF_BULK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
+    if let Err(e) = runner.run(&bulk_workload(), |w| run_differential(&mut client.borrow_mut(), &w)) {
+        panic!("{e}");
     }
 }
 
