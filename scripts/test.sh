@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (minutes:seconds into the run): where the time goes, from the log.
+step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 
 step "toolchain components"
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -65,4 +66,4 @@ step "packages (scripts/package.sh --quick): the npm packages in napi-rs's layou
 bash scripts/package.sh --quick
 
 echo
-echo "all tests passed"
+echo "all tests passed in $((SECONDS / 60)) min $((SECONDS % 60)) s"
