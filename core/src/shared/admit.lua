@@ -125,6 +125,9 @@ local function count_reservation(rest, sign)
 end
 
 local function add_reservation(rid, exp, rest)
+  -- No index, no reservation: totals left without one (keys that expired a millisecond apart on a
+  -- Redis before 7, where a script's calls do not share one clock) would hold room forever.
+  if redis.call('EXISTS', rx) == 0 then redis.call('DEL', resv, rt) end
   redis.call('HSET', resv, rid, fmt(exp) .. rest)
   redis.call('ZADD', rx, fmt(exp), rid)
   count_reservation(rest, 1)
@@ -445,6 +448,8 @@ end
 -- Registers a claim (lane nil: only moves the expiry of the registration the waiter has).
 local function add_waiter(l, wid, lane, since, cost, expiry)
   if lane ~= nil then
+    -- No expiry index, no waiter: an order or totals left without one (see add_reservation) go.
+    if redis.call('EXISTS', l.xkey) == 0 then redis.call('DEL', l.okey, l.hkey) end
     local member = string.format('%016.0f|%s|%.0f', since, wid, cost)
     redis.call('ZADD', l.okey, lane, member)
     redis.call('HSET', l.hkey, 'w' .. wid, lane .. ';' .. member)
