@@ -41,14 +41,16 @@ step "lint (warnings denied; the core's clippy.toml forbids reading a clock)"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "core: unit, behaviour, property and scenario tests; the shared store against redis-server"
-cargo test --locked --workspace --release
+cargo test --locked --workspace --profile test-release
 
+# The benches and the demo are checked here under the tests' profile (built once with them); the
+# figures come from 'cargo bench' under the bench profile, the demo from the README's command.
 step "core: benchmarks compile and run once (figures come from 'cargo bench')"
-cargo bench --locked -p traffic-control-core --bench admission -- --test
-cargo bench --locked -p traffic-control-sim --bench simulate -- --test
+cargo bench --locked --profile test-release -p traffic-control-core --bench admission -- --test
+cargo bench --locked --profile test-release -p traffic-control-sim --bench simulate -- --test
 
 step "core: the simulated Back Market demo runs"
-cargo run --locked --release -q -p traffic-control-core --example demo > /dev/null
+cargo run --locked --profile test-release -q -p traffic-control-core --example demo > /dev/null
 
 step "fuzz: the cargo-fuzz targets built once on stable (RUSTC_BOOTSTRAP=1), then 15 s each; a crash fails (fuzz/README.md)"
 bash fuzz/ci.sh
