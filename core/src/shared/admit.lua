@@ -102,7 +102,8 @@ else
 end
 redis.call('HSET', meta, 'last', fmt(now))
 local meta_ttl = tonumber(ARGV[5])
-if redis.call('PTTL', meta) < meta_ttl then redis.call('PEXPIRE', meta, meta_ttl) end
+-- Renewed once a second under load rather than on every call (its minimum carries a minute's slack).
+if redis.call('PTTL', meta) < meta_ttl - 1000 then redis.call('PEXPIRE', meta, meta_ttl) end
 
 local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
 
@@ -149,8 +150,7 @@ local function expire_reservations()
 end
 
 -- reserved[limit] for these limits (live reservations only) and, for the reservation `spend`,
--- own[limit], whether it is live, its expiry and the rest of its value (;limit;cost...); and the
--- first expiry of another reservation (its room may be what a waiter misses).
+-- own[limit], whether it is live, its expiry and the rest of its value (;limit;cost...).
 local function read_reservations(limits, spend)
   expire_reservations()
   local reserved, own, own_live, own_exp, own_rest = {}, {}, false, nil, nil
@@ -169,13 +169,17 @@ local function read_reservations(limits, spend)
       for name, c in string.gmatch(own_rest, ';([^;]+);(%d+)') do own[name] = (own[name] or 0) + tonumber(c) end
     end
   end
-  local first_expiry = nil
+  return reserved, own, own_live, own_exp, own_rest
+end
+
+-- The first expiry of a reservation other than `spend` (its room may be what a waiter misses), or nil.
+local function first_reservation_expiry(spend)
   local firsts = redis.call('ZRANGE', rx, 0, 1, 'WITHSCORES')
   for i = 1, #firsts, 2 do
     -- The spent reservation's own expiry opens no room for its follow-up (it is credited to it).
-    if firsts[i] ~= spend and first_expiry == nil then first_expiry = tonumber(firsts[i + 1]) end
+    if firsts[i] ~= spend then return tonumber(firsts[i + 1]) end
   end
-  return reserved, own, own_live, first_expiry, own_exp, own_rest
+  return nil
 end
 
 -- ---- the limit kinds -----------------------------------------------------------------------------
@@ -239,11 +243,11 @@ local function load_window(l, lease_ttl, id)
     end
   end
   redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
-  local n = redis.call('ZCARD', l.key)
   local first_cum, first_cost, last_cum = 0, 0, 0
   local logged = 0
-  if n > 0 then
-    first_cum, first_cost = entry(0)
+  local c0, k0 = entry(0)
+  if c0 ~= nil then
+    first_cum, first_cost = c0, k0
     last_cum = entry(-1)
     logged = last_cum - first_cum + first_cost
   end
@@ -254,7 +258,8 @@ local function load_window(l, lease_ttl, id)
     if inflight > target then return nil end
     -- The entry whose leaving the window leaves at most `target`: binary search on the totals.
     local must = last_cum - (target - inflight)
-    local lo, hi = 0, n - 1
+    -- (Here the window holds entries: used > target >= inflight.)
+    local lo, hi = 0, redis.call('ZCARD', l.key) - 1
     while lo < hi do
       local mid = math.floor((lo + hi) / 2)
       if entry(mid) < must then lo = mid + 1 else hi = mid end
@@ -548,7 +553,7 @@ if op == 'admit' then
     -- A window lowered by a quota the server reported may no longer hold the request at all.
     if l.kind == 'w' and l.total > l.cap then return refuse('COST_EXCEEDS_CAPACITY', l.name, l.total, l.cap) end
   end
-  local reserved, own, own_live, first_res_expiry, own_exp, own_rest = read_reservations(limits, spend)
+  local reserved, own, own_live, own_exp, own_rest = read_reservations(limits, spend)
   -- A follow-up fully covered by its live reservation waits in the lane ahead of every priority.
   local covered = own_live and nf == 0
   if covered then
@@ -598,7 +603,7 @@ if op == 'admit' then
   if not fits then
     -- Wake sooner if a reservation or a lease lapses first: its room may be what is missing.
     local function sooner(t) if t ~= nil and (wake == nil or t < wake) then wake = t end end
-    sooner(first_res_expiry)
+    sooner(first_reservation_expiry(spend))
     for _, l in ipairs(limits) do sooner(l.timer) end
     if max_wait >= 0 then
       -- Refused at once if even empty of claims and reservations the limits could not take it in time.
