@@ -332,8 +332,13 @@ dbTest('a slow database (its table locked) never delays admissions; the rows arr
   // A first wave: its rows' INSERT blocks on the lock.
   await workload(tc, 150);
   await until(() => sink.stats.inFlight === 100, 'an INSERT in flight');
-  const [blocked] = await locker.query("SELECT COUNT(*) n FROM information_schema.PROCESSLIST WHERE STATE LIKE '%metadata lock%'");
-  assert.equal(blocked[0].n, 1, 'the INSERT waits for the lock');
+  // The client has sent it; the server shows it waiting on the lock a moment later (under load,
+  // after this process saw it in flight: asked once, it was not there yet).
+  const waiting = async () => {
+    const [blocked] = await locker.query("SELECT COUNT(*) n FROM information_schema.PROCESSLIST WHERE STATE LIKE '%metadata lock%'");
+    return blocked[0].n === 1;
+  };
+  await until(waiting, 'the INSERT waits for the lock');
   await sleep(150); // the first wave's window ends: the same free limits as the baseline's
 
   const locked = await workload(tc, 1000);
