@@ -34,7 +34,10 @@
 -- totals (one HMGET); only when those totals would refuse it does it walk the claims of its own
 -- lane that are ahead of it, and it stops as soon as they pass the limit's room (each claim is at
 -- least 1): at most capacity + 1 entries, whatever the number of waiters. Expired waiters and
--- reservations are removed through their expiry index, O(log n) each.
+-- reservations are removed through their expiry index, O(log n) each. The meta hash tells which of a
+-- limit's keys can hold nothing live (see "gates" below), so an uncontended admission on a window
+-- with hold "go" runs six commands: TIME, HMGET meta, the window's newest and first entries, ZADD,
+-- HSET meta. What it costs is mostly Lua turning numbers into text and back, not the commands.
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
@@ -53,19 +56,63 @@ local op = ARGV[1]
 local meta, resv, rx, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ABSENT = -1
 
-local function fmt(n) return string.format('%.0f', n) end
+-- Whole numbers only (every time, count and level here is one): '%d' formats them twice as fast as '%.0f'.
+local function fmt(n) return string.format('%d', n) end
 
 -- ---- clock, epoch, quarantine -------------------------------------------------------------------
 
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- `real` is the server's clock as Redis keeps it (key time to live counts in it); `now` is the time
+-- the limits count in: the same, never running backwards, or the test clock override.
+local clock = redis.call('TIME')
+local real = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local now = ARGV[2] ~= '' and tonumber(ARGV[2]) or real
+
+-- Gates: the meta hash also holds, per limit the operation names, what lets the common path skip keys
+-- that hold nothing live (each field absent means "unknown: read the key"):
+--   P:<limit>  when the pause key (s:) expires, server clock: past it, no pause and no strikes
+--   Q:<limit>  when the learnt quota (m:) expires, server clock
+--   W:<limit>  the latest expiry of a waiter registered on the limit, limit time: past it, none
+--   T:<limit>  when the window's entries that left it are next removed, limit time (the window
+--              keeps at most a quarter of its per of entries that left it)
+--   K:<limit>  when the window key expires, server clock (renewed a second ahead, so once a
+--              second under load rather than on every admission)
+-- and for the account: X when the meta key expires (server clock), R the latest expiry of a live
+-- reservation (limit time). Every write to those keys goes through this script and moves the field
+-- with it, in the same atomic step.
+local names = {}
+do
+  local n, at, step = 0, 0, 10
+  if op == 'admit' then n, at = tonumber(ARGV[13]), 16
+  elseif op == 'snapshot' then n, at = tonumber(ARGV[6]), 7
+  elseif op == 'complete' then n, at, step = tonumber(ARGV[9]), 10, 11 end
+  for i = 1, n do names[i] = ARGV[at + (i - 1) * step] end
+end
+local GATES = { 'P', 'Q', 'W', 'T', 'K' }
+local fields = { 'epoch', 'last', 'lost', 'seq', 'X', 'R' }
+for _, name in ipairs(names) do
+  for _, g in ipairs(GATES) do fields[#fields + 1] = g .. ':' .. name end
+end
+local m = redis.call('HMGET', meta, unpack(fields))
+local gate = {}
+for i, name in ipairs(names) do
+  local g, b = {}, 6 + (i - 1) * #GATES
+  for j, f in ipairs(GATES) do g[f] = m[b + j] end
+  for _, f in ipairs({ 'P', 'Q', 'W', 'T', 'K' }) do g[f] = tonumber(g[f] or '') end
+  gate[name] = g
+end
+-- A deadline that has passed on its clock (an absent one has not: the key is read).
+local function passed(d, at) return d ~= nil and d <= at end
+
+-- Writes to the meta hash wait for the reply: one HSET (and a PEXPIRE about once a second).
+local mset = {}
+local function mput(f, v) mset[f] = v end
+local seq = tonumber(m[4] or '0') or 0
+local seq_read = seq
+local function next_id()
+  seq = seq + 1
+  return seq
 end
 
-local m = redis.call('HMGET', meta, 'epoch', 'last', 'lost', 'seq')
 local epoch = m[1]
 -- ARGV[3]: "<epoch>:<the highest id this host got from it>" (or "<epoch>", or "").
 local seen_epoch, seen_seq = string.match(ARGV[3], '^([^:]*):?(%d*)$')
@@ -81,29 +128,53 @@ if not epoch then
   epoch = fmt(now)
   lost = 0
   if seen_epoch ~= '' then lost = now end
-  redis.call('HSET', meta, 'epoch', epoch, 'lost', fmt(lost))
+  mput('epoch', epoch)
+  mput('lost', fmt(lost))
 else
   if m[2] then now = math.max(now, tonumber(m[2])) end
   if seen_epoch ~= '' and seen_epoch ~= epoch then
     -- Recreated after this host last saw it, by a host that did not know: quarantine from then on.
     if tonumber(epoch) > lost then
       lost = tonumber(epoch)
-      redis.call('HSET', meta, 'lost', fmt(lost))
+      mput('lost', fmt(lost))
     end
-  elseif seen_epoch == epoch and seen_seq ~= '' and tonumber(seen_seq) > (tonumber(m[4] or '0') or 0) then
+  elseif seen_epoch == epoch and seen_seq ~= '' and tonumber(seen_seq) > seq then
     -- The same state, but older than what this host saw: writes were lost (a replica promoted
     -- before it had them). The admissions they held are forgotten: quarantine from now on.
     if now > lost then
       lost = now
-      redis.call('HSET', meta, 'lost', fmt(lost))
+      mput('lost', fmt(lost))
     end
-    redis.call('HSET', meta, 'seq', seen_seq)
+    seq = tonumber(seen_seq)
   end
 end
-redis.call('HSET', meta, 'last', fmt(now))
 local meta_ttl = tonumber(ARGV[5])
--- Renewed once a second under load rather than on every call (its minimum carries a minute's slack).
-if redis.call('PTTL', meta) < meta_ttl - 1000 then redis.call('PEXPIRE', meta, meta_ttl) end
+-- How long (ms) the meta key must live at least for the reservations (it carries their ids).
+local meta_longest = 0
+
+-- Writes the meta hash once: the newest time seen, the ids drawn, the fields moved. Its time to
+-- live is renewed when less than a second of its minimum would be left (its minimum carries a
+-- minute's slack), or when a reservation needs it longer.
+local function flush_meta()
+  local args = { 'last', fmt(now) }
+  if seq ~= seq_read then
+    args[#args + 1] = 'seq'
+    args[#args + 1] = fmt(seq)
+  end
+  for f, v in pairs(mset) do
+    args[#args + 1] = f
+    args[#args + 1] = v
+  end
+  local x = tonumber(m[5] or '')
+  local ms = math.max(meta_ttl, meta_longest)
+  local renew = x == nil or x < real + (meta_ttl - 1000) * 1000 or x < real + meta_longest * 1000
+  if renew then
+    args[#args + 1] = 'X'
+    args[#args + 1] = fmt(real + ms * 1000)
+  end
+  redis.call('HSET', meta, unpack(args))
+  if renew then redis.call('PEXPIRE', meta, ms) end
+end
 
 local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
 
@@ -118,6 +189,8 @@ local function keep_reservations(ms)
   end
 end
 
+local expire_reservations
+
 -- Adds (sign 1) or removes (sign -1) a reservation's "...;limit;cost" part to the totals.
 local function count_reservation(rest, sign)
   for name, c in string.gmatch(rest, ';([^;]+);(%d+)') do
@@ -125,7 +198,22 @@ local function count_reservation(rest, sign)
   end
 end
 
+-- R: the latest expiry of a reservation (limit time); past it, none is live and the three keys are
+-- not read. `resv_clean`: whether the expired ones were removed in this call.
+local R = tonumber(m[6] or '')
+local resv_clean = false
+
+local function note_reservation_expiry(exp)
+  if R == nil or exp > R then
+    R = exp
+    mput('R', fmt(R))
+  end
+end
+
 local function add_reservation(rid, exp, rest)
+  -- Expired ones leave first: their totals must not count.
+  if not resv_clean then expire_reservations() end
+  note_reservation_expiry(exp)
   -- No index, no reservation: totals left without one (keys that expired a millisecond apart on a
   -- Redis before 7, where a script's calls do not share one clock) would hold room forever.
   if redis.call('EXISTS', rx) == 0 then redis.call('DEL', resv, rt) end
@@ -145,15 +233,28 @@ local function drop_reservation(rid)
 end
 
 -- Expired reservations leave through their expiry index: O(log n) each, never a scan.
-local function expire_reservations()
+function expire_reservations()
   for _, rid in ipairs(redis.call('ZRANGEBYSCORE', rx, '-inf', fmt(now))) do drop_reservation(rid) end
+  resv_clean = true
 end
 
 -- reserved[limit] for these limits (live reservations only) and, for the reservation `spend`,
 -- own[limit], whether it is live, its expiry and the rest of its value (;limit;cost...).
 local function read_reservations(limits, spend)
-  expire_reservations()
   local reserved, own, own_live, own_exp, own_rest = {}, {}, false, nil, nil
+  if passed(R, now) and op ~= 'snapshot' then
+    -- None is live: nothing to read (the expired ones leave when one is next added, or with their
+    -- keys; a snapshot, which reads everything, removes them).
+    for _, l in ipairs(limits) do reserved[l.name] = 0 end
+    return reserved, own, own_live, own_exp, own_rest
+  end
+  expire_reservations()
+  if R == nil then
+    -- Unknown (the meta hash is new): the latest expiry left.
+    local last = redis.call('ZRANGE', rx, -1, -1, 'WITHSCORES')
+    R = #last > 0 and tonumber(last[2]) or now
+    mput('R', fmt(R))
+  end
   if #limits > 0 then
     local names = {}
     for i, l in ipairs(limits) do names[i] = l.name end
@@ -174,6 +275,7 @@ end
 
 -- The first expiry of a reservation other than `spend` (its room may be what a waiter misses), or nil.
 local function first_reservation_expiry(spend)
+  if passed(R, now) then return nil end
   local firsts = redis.call('ZRANGE', rx, 0, 1, 'WITHSCORES')
   for i = 1, #firsts, 2 do
     -- The spent reservation's own expiry opens no room for its follow-up (it is credited to it).
@@ -195,22 +297,38 @@ local function load_window(l, lease_ttl, id)
   -- per: the server counts it on arrival, somewhere in between. With hold "go" (c = 1), from its go.
   local max, per, go = l.a, l.b, l.c == 1
   l.cap = max
+  local g = gate[l.name] or {}
   local function entry(i)
     local e = redis.call('ZRANGE', l.key, i, i, 'WITHSCORES')
     if #e == 0 then return nil end
     local cum, cost = string.match(e[1], '^(%d+):(%d+)$')
     return tonumber(cum), tonumber(cost), tonumber(e[2])
   end
-  local function append(at, cost)
-    local last = redis.call('ZRANGE', l.key, -1, -1, 'WITHSCORES')
-    local last_cum, last_at = 0, at
-    if #last > 0 then
-      last_cum = tonumber(string.match(last[1], '^(%d+):'))
-      last_at = math.max(at, tonumber(last[2]))
+  -- The newest entry's running total and instant (read from the window itself, never cached: a
+  -- process of another version on the account may have written it).
+  local last_cum, last_at = 0, nil
+  local c, _, at = entry(-1)
+  if c ~= nil then last_cum, last_at = c, at end
+  -- The key lives until its newest entry leaves the window, renewed a second ahead (K); always
+  -- when it held nothing in the window (it may have been removed, and the write just created it).
+  local known_live = false
+  local function keep(until_at)
+    if not known_live or g.K == nil or g.K < real + (until_at - now) then
+      local ms = ttl_ms(until_at - now) + 1000
+      redis.call('PEXPIRE', l.key, ms)
+      g.K = real + ms * 1000
+      mput('K:' .. l.name, fmt(g.K))
+      known_live = true
     end
-    redis.call('ZADD', l.key, fmt(last_at), string.format('%016.0f:%.0f', last_cum + cost, cost))
-    local pt = redis.call('PTTL', l.key)
-    if pt < ttl_ms(last_at + per - now) then redis.call('PEXPIRE', l.key, ttl_ms(last_at + per - now)) end
+  end
+  local function add(at, cost)
+    last_cum = last_cum + cost
+    last_at = at
+    redis.call('ZADD', l.key, fmt(at), string.format('%016d:%d', last_cum, cost))
+    keep(at + per)
+  end
+  local function append(at, cost)
+    add(math.max(at, last_at or at), cost)
   end
   l.release = function(member)
     if redis.call('ZREM', l.fkey, member) == 1 then
@@ -242,14 +360,19 @@ local function load_window(l, lease_ttl, id)
       l.hint = now + per
     end
   end
-  redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
-  local first_cum, first_cost, last_cum = 0, 0, 0
+  -- Entries that left the window are removed every quarter of per (T), not on every call: the first
+  -- entry still in it is found by its score.
+  if g.T == nil or g.T <= now then
+    redis.call('ZREMRANGEBYSCORE', l.key, '-inf', fmt(now - per))
+    g.T = now + math.max(1000, math.floor(per / 4))
+    mput('T:' .. l.name, fmt(g.T))
+  end
   local logged = 0
-  local c0, k0 = entry(0)
-  if c0 ~= nil then
-    first_cum, first_cost = c0, k0
-    last_cum = entry(-1)
-    logged = last_cum - first_cum + first_cost
+  local first = redis.call('ZRANGEBYSCORE', l.key, '(' .. fmt(now - per), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #first > 0 then
+    local first_cum, first_cost = string.match(first[1], '^(%d+):(%d+)$')
+    logged = last_cum - tonumber(first_cum) + tonumber(first_cost)
+    known_live = true
   end
   l.used = logged + inflight
   l.when = function(target)
@@ -269,10 +392,9 @@ local function load_window(l, lease_ttl, id)
   end
   l.take = function(cost)
     if go then
-      redis.call('ZADD', l.key, fmt(now), string.format('%016.0f:%.0f', last_cum + cost, cost))
-      redis.call('PEXPIRE', l.key, ttl_ms(per))
+      append(now, cost)
     else
-      redis.call('ZADD', l.fkey, fmt(now + lease_ttl), string.format('%s:%.0f', id(), cost))
+      redis.call('ZADD', l.fkey, fmt(now + lease_ttl), string.format('%s:%d', id(), cost))
       local pt = redis.call('PTTL', l.fkey)
       if pt < ttl_ms(lease_ttl + per) then redis.call('PEXPIRE', l.fkey, ttl_ms(lease_ttl + per)) end
     end
@@ -365,7 +487,30 @@ local function waiter_keys(i)
 end
 
 -- A quota learnt for a window under the config max `max`, or nil.
-local function learnt_max(mkey, max)
+-- Whether a key gated by the deadline field `f` (server clock) of limit `name` may exist: not once
+-- its deadline passed. An unknown deadline is read from the key's time to live.
+local function may_exist(name, f, key)
+  local g = gate[name]
+  if g == nil then return true end
+  if g[f] == nil then
+    local pt = redis.call('PTTL', key)
+    if pt == -2 then g[f] = real elseif pt >= 0 then g[f] = real + (pt + 1) * 1000 end
+    if g[f] ~= nil then mput(f .. ':' .. name, fmt(g[f])) end
+    return pt ~= -2
+  end
+  return g[f] > real
+end
+
+-- A key gated by `f` now lives `ms` (set by the caller): its deadline moves with it (a millisecond
+-- late rather than early: Redis expires keys on its own reading of the clock).
+local function lives(name, f, ms)
+  local d = real + (ms + 1) * 1000
+  if gate[name] ~= nil then gate[name][f] = d end
+  mput(f .. ':' .. name, fmt(d))
+end
+
+local function learnt_max(name, mkey, max)
+  if not may_exist(name, 'Q', mkey) then return nil end
   local v = redis.call('GET', mkey)
   if not v then return nil end
   local quota, under = string.match(v, '^(%d+):(%d+)$')
@@ -391,14 +536,15 @@ local function read_limits(at, n, lease_ttl, id)
     }
     if l.kind == 'w' then
       -- The effective max: the config's, or the smaller quota the server reported.
-      local quota = learnt_max(l.mkey, l.a)
+      local quota = learnt_max(l.name, l.mkey, l.a)
       if quota ~= nil and quota < l.a then l.a = quota end
       load_window(l, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
     -- The pause (reason: retry_after, block, backoff, cooldown, exhausted) and the strikes.
-    local s = redis.call('HMGET', l.skey, 'until', 'server', 'reason', 'strikes')
+    local s = {}
+    if may_exist(l.name, 'P', l.skey) then s = redis.call('HMGET', l.skey, 'until', 'server', 'reason', 'strikes') end
     l.paused = tonumber(s[1] or '0') or 0
     l.server = tonumber(s[2] or '0') or 0
     l.reason = s[3] or 'block'
@@ -409,6 +555,7 @@ local function read_limits(at, n, lease_ttl, id)
 end
 
 local function reply(status, ...)
+  flush_meta()
   return { status, now, epoch, ... }
 end
 
@@ -419,7 +566,8 @@ local wake_channel = (string.gsub(meta, 'meta$', 'wake'))
 -- Publishes a wake-up when any of these limits holds a live waiter (O(log n) each).
 local function wake_waiters(ls)
   for _, l in ipairs(ls) do
-    if redis.call('ZCOUNT', l.xkey, '(' .. fmt(now), '+inf') > 0 then
+    local g = l.name and gate[l.name]
+    if not (g and passed(g.W, now)) and redis.call('ZCOUNT', l.xkey, '(' .. fmt(now), '+inf') > 0 then
       redis.call('PUBLISH', wake_channel, '1')
       return
     end
@@ -455,12 +603,17 @@ local function add_waiter(l, wid, lane, since, cost, expiry)
   if lane ~= nil then
     -- No expiry index, no waiter: an order or totals left without one (see add_reservation) go.
     if redis.call('EXISTS', l.xkey) == 0 then redis.call('DEL', l.okey, l.hkey) end
-    local member = string.format('%016.0f|%s|%.0f', since, wid, cost)
+    local member = string.format('%016d|%s|%d', since, wid, cost)
     redis.call('ZADD', l.okey, lane, member)
     redis.call('HSET', l.hkey, 'w' .. wid, lane .. ';' .. member)
     redis.call('HINCRBY', l.hkey, 'L' .. lane, cost)
   end
   redis.call('ZADD', l.xkey, fmt(expiry), wid)
+  local g = gate[l.name]
+  if g ~= nil and (g.W == nil or expiry > g.W) then
+    g.W = expiry
+    mput('W:' .. l.name, fmt(expiry))
+  end
   -- The three keys carry one time to live: the latest expiry of their waiters.
   local ms = ttl_ms(expiry - now)
   if redis.call('PTTL', l.xkey) < ms then
@@ -533,7 +686,7 @@ if op == 'admit' then
   local nl, nf = tonumber(ARGV[13]), tonumber(ARGV[14])
   local request_id = ARGV[15] ~= '' and tonumber(ARGV[15]) or nil
   local function id()
-    if request_id == nil then request_id = redis.call('HINCRBY', meta, 'seq', 1) end
+    if request_id == nil then request_id = next_id() end
     return request_id
   end
   local limits = read_limits(16, nl, lease_ttl, id)
@@ -566,10 +719,20 @@ if op == 'admit' then
 
   -- A waiter keeps the place of its first registration, whether or not the host passes it back.
   for _, l in ipairs(limits) do
-    expire_waiters(l)
-    if wid ~= '' then
-      l.mine = waiter_of(l, wid)
-      if l.mine ~= nil and l.mine[2] < since then since = l.mine[2] end
+    -- Past the latest expiry of its waiters (W), a limit has none live: nothing to read.
+    local g = gate[l.name]
+    l.no_waiters = passed(g.W, now)
+    if not l.no_waiters then
+      expire_waiters(l)
+      if g.W == nil then
+        local last = redis.call('ZRANGE', l.xkey, -1, -1, 'WITHSCORES')
+        g.W = #last > 0 and tonumber(last[2]) or now
+        mput('W:' .. l.name, fmt(g.W))
+      end
+      if wid ~= '' then
+        l.mine = waiter_of(l, wid)
+        if l.mine ~= nil and l.mine[2] < since then since = l.mine[2] end
+      end
     end
   end
   local fits, wake = true, now
@@ -579,7 +742,10 @@ if op == 'admit' then
     -- Claims of live waiters ahead of this request (lower lane, or same lane and registered
     -- earlier): the room they need is not taken by a request behind them. Exact up to the
     -- limit's room, which is all the answer reads.
-    local claims = claims_ahead(l, lane, since, wid, l.mine, l.cap - l.total, l.cap - l.total - others - l.used)
+    local claims = 0
+    if not l.no_waiters then
+      claims = claims_ahead(l, lane, since, wid, l.mine, l.cap - l.total, l.cap - l.total - others - l.used)
+    end
     l.ahead = claims
     local soft, hard = l.cap - (others + claims + l.total), l.cap - l.total
     local ceiling = (soft >= 0 and hard >= 0) and math.min(soft, hard) or nil
@@ -632,6 +798,8 @@ if op == 'admit' then
       local back = wake ~= nil and math.min(wake, now + 30 * waiter_ttl) or now
       local expiry = math.max(back, now) + waiter_ttl
       for _, l in ipairs(limits) do
+        -- Those that expired leave first: their claims must not count.
+        if l.no_waiters then expire_waiters(l) end
         local m = l.mine
         if m ~= nil and l.claim > 0 and m[1] == lane and m[2] == since and m[3] == l.claim then
           -- The same claim in the same place: only its expiry moves.
@@ -647,6 +815,7 @@ if op == 'admit' then
       if own_live and own_exp < expiry then
         redis.call('HSET', resv, spend, fmt(expiry) .. own_rest)
         redis.call('ZADD', rx, fmt(expiry), spend)
+        note_reservation_expiry(expiry)
         keep_reservations(ttl_ms(expiry - now))
       end
     end
@@ -676,7 +845,7 @@ if op == 'admit' then
       v[#v + 1] = ARGV[at + 2 * j + 1]
     end
     at = at + 2 + 2 * n
-    local rid = redis.call('HINCRBY', meta, 'seq', 1)
+    local rid = next_id()
     add_reservation(rid, exp, n > 0 and (';' .. table.concat(v, ';', 2)) or '')
     out[#out + 1] = rid
   end
@@ -684,7 +853,7 @@ if op == 'admit' then
   out[#out + 1] = strikes > 0 and 1 or 0
   if longest > 0 then
     keep_reservations(ttl_ms(longest))
-    if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
+    meta_longest = math.max(meta_longest, ttl_ms(longest))
   end
   return reply(1, unpack(out))
 
@@ -711,18 +880,21 @@ elseif op == 'complete' then
   for i = 1, n do
     local b = 10 + (i - 1) * 11
     local k = limit_keys(i)
-    qkeys[#qkeys + 1] = waiter_keys(i)
+    local wk = waiter_keys(i)
+    wk.name = ARGV[b]
+    qkeys[#qkeys + 1] = wk
     local kind, mode = ARGV[b + 1], ARGV[b + 2]
     if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
     if kind == 'w' and rid ~= '' and ARGV[b + 9] ~= '' then
       -- The hold ends now: the window counts it for per from here (waiters learn when it frees).
-      local w = { key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 8]), c = 0 }
+      local w = { name = ARGV[b], key = KEYS[k], fkey = KEYS[k + 3], a = 0, b = tonumber(ARGV[b + 8]), c = 0 }
       load_window(w, 0, function() return 0 end)
       if w.release(rid .. ':' .. ARGV[b + 9]) then freed = true end
     end
     if mode ~= '' then
       local skey = KEYS[k + 1]
-      local st = redis.call('HMGET', skey, 'until', 'server', 'reason', 'strikes')
+      local st = {}
+      if may_exist(ARGV[b], 'P', skey) then st = redis.call('HMGET', skey, 'until', 'server', 'reason', 'strikes') end
       local untl, server = tonumber(st[1] or '0') or 0, tonumber(st[2] or '0') or 0
       local reason, strikes = st[3], tonumber(st[4] or '0') or 0
       local before, had = math.max(untl, now), strikes
@@ -757,16 +929,20 @@ elseif op == 'complete' then
         -- a late answer to a request sent before it ended.
         redis.call('HSET', skey, 'until', fmt(untl), 'server', fmt(server), 'reason', reason or 'block',
           'strikes', fmt(strikes))
-        redis.call('PEXPIRE', skey, ttl_ms(math.max(untl, server) - now + keep))
+        local ms = ttl_ms(math.max(untl, server) - now + keep)
+        redis.call('PEXPIRE', skey, ms)
+        lives(ARGV[b], 'P', ms)
       end
     end
     if kind == 'w' and ARGV[b + 10] ~= '' then
       -- The server reported a smaller quota: every process's window holds at most that (only ever
       -- lowered while the config stays the same).
       local max, quota = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 10])
-      local known = learnt_max(KEYS[k + 4], max)
+      local known = learnt_max(ARGV[b], KEYS[k + 4], max)
       if known ~= nil and known < quota then quota = known end
-      redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ttl_ms(tonumber(ARGV[10 + n * 11])))
+      local ms = ttl_ms(tonumber(ARGV[10 + n * 11]))
+      redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ms)
+      lives(ARGV[b], 'Q', ms)
     end
     if kind == 'g' and ARGV[b + 5] ~= '' then
       local max, per = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
@@ -782,7 +958,7 @@ elseif op == 'complete' then
       freed = true
     end
   end
-  if next(grown) ~= nil then
+  if next(grown) ~= nil and not passed(R, now) then
     -- Reservations held on a paused limit live as much longer as the pause grew: a follow-up held
     -- back by the pause still finds its room (pauses are rare: the scan is too).
     expire_reservations()
@@ -798,12 +974,13 @@ elseif op == 'complete' then
       if ext > 0 then
         redis.call('HSET', resv, all[i], fmt(exp + ext) .. string.sub(v, #string.match(v, '^(%d+)') + 1))
         redis.call('ZADD', rx, fmt(exp + ext), all[i])
+        note_reservation_expiry(exp + ext)
         if exp + ext - now > longest then longest = exp + ext - now end
       end
     end
     if longest > 0 then
       keep_reservations(ttl_ms(longest))
-      if redis.call('PTTL', meta) < ttl_ms(longest) then redis.call('PEXPIRE', meta, ttl_ms(longest)) end
+      meta_longest = math.max(meta_longest, ttl_ms(longest))
     end
   end
   if freed then wake_waiters(qkeys) end
