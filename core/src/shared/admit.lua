@@ -36,8 +36,8 @@
 -- least 1): at most capacity + 1 entries, whatever the number of waiters. Expired waiters and
 -- reservations are removed through their expiry index, O(log n) each. The meta hash tells which of a
 -- limit's keys can hold nothing live (see "gates" below), so an uncontended admission on a window
--- with hold "go" runs six commands: TIME, HMGET meta, the window's newest and first entries, ZADD,
--- HSET meta. What it costs is mostly Lua turning numbers into text and back, not the commands.
+-- with hold "go" runs eight commands: TIME, HMGET meta, GET quota, the window's newest and first
+-- entries, HMGET pause, ZADD, HSET meta. What it costs is mostly Lua turning numbers into text and back, not the commands.
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
@@ -69,8 +69,6 @@ local now = ARGV[2] ~= '' and tonumber(ARGV[2]) or real
 
 -- Gates: the meta hash also holds, per limit the operation names, what lets the common path skip keys
 -- that hold nothing live (each field absent means "unknown: read the key"):
---   P:<limit>  when the pause key (s:) expires, server clock: past it, no pause and no strikes
---   Q:<limit>  when the learnt quota (m:) expires, server clock
 --   W:<limit>  the latest expiry of a waiter registered on the limit, limit time: past it, none
 --   T:<limit>  when the window's entries that left it are next removed, limit time (the window
 --              keeps at most a quarter of its per of entries that left it)
@@ -78,7 +76,10 @@ local now = ARGV[2] ~= '' and tonumber(ARGV[2]) or real
 --              second under load rather than on every admission)
 -- and for the account: X when the meta key expires (server clock), R the latest expiry of a live
 -- reservation (limit time). Every write to those keys goes through this script and moves the field
--- with it, in the same atomic step.
+-- with it, in the same atomic step. None of them can let a limit admit more than it holds when a
+-- process running an older script writes the same keys (it does not move them): the window is read
+-- whole, and the pause and the learnt quota are always read; what such a process adds unseen is at
+-- most its waiters' claims and reservations, until the field's time passes.
 local names = {}
 do
   local n, at, step = 0, 0, 10
@@ -87,7 +88,7 @@ do
   elseif op == 'complete' then n, at, step = tonumber(ARGV[9]), 10, 11 end
   for i = 1, n do names[i] = ARGV[at + (i - 1) * step] end
 end
-local GATES = { 'P', 'Q', 'W', 'T', 'K' }
+local GATES = { 'W', 'T', 'K' }
 local fields = { 'epoch', 'last', 'lost', 'seq', 'X', 'R' }
 for _, name in ipairs(names) do
   for _, g in ipairs(GATES) do fields[#fields + 1] = g .. ':' .. name end
@@ -97,7 +98,7 @@ local gate = {}
 for i, name in ipairs(names) do
   local g, b = {}, 6 + (i - 1) * #GATES
   for j, f in ipairs(GATES) do g[f] = m[b + j] end
-  for _, f in ipairs({ 'P', 'Q', 'W', 'T', 'K' }) do g[f] = tonumber(g[f] or '') end
+  for _, f in ipairs(GATES) do g[f] = tonumber(g[f] or '') end
   gate[name] = g
 end
 -- A deadline that has passed on its clock (an absent one has not: the key is read).
@@ -487,30 +488,7 @@ local function waiter_keys(i)
 end
 
 -- A quota learnt for a window under the config max `max`, or nil.
--- Whether a key gated by the deadline field `f` (server clock) of limit `name` may exist: not once
--- its deadline passed. An unknown deadline is read from the key's time to live.
-local function may_exist(name, f, key)
-  local g = gate[name]
-  if g == nil then return true end
-  if g[f] == nil then
-    local pt = redis.call('PTTL', key)
-    if pt == -2 then g[f] = real elseif pt >= 0 then g[f] = real + (pt + 1) * 1000 end
-    if g[f] ~= nil then mput(f .. ':' .. name, fmt(g[f])) end
-    return pt ~= -2
-  end
-  return g[f] > real
-end
-
--- A key gated by `f` now lives `ms` (set by the caller): its deadline moves with it (a millisecond
--- late rather than early: Redis expires keys on its own reading of the clock).
-local function lives(name, f, ms)
-  local d = real + (ms + 1) * 1000
-  if gate[name] ~= nil then gate[name][f] = d end
-  mput(f .. ':' .. name, fmt(d))
-end
-
-local function learnt_max(name, mkey, max)
-  if not may_exist(name, 'Q', mkey) then return nil end
+local function learnt_max(mkey, max)
   local v = redis.call('GET', mkey)
   if not v then return nil end
   local quota, under = string.match(v, '^(%d+):(%d+)$')
@@ -536,15 +514,14 @@ local function read_limits(at, n, lease_ttl, id)
     }
     if l.kind == 'w' then
       -- The effective max: the config's, or the smaller quota the server reported.
-      local quota = learnt_max(l.name, l.mkey, l.a)
+      local quota = learnt_max(l.mkey, l.a)
       if quota ~= nil and quota < l.a then l.a = quota end
       load_window(l, lease_ttl, id)
     elseif l.kind == 'b' then load_bucket(l)
     elseif l.kind == 'c' then load_concurrency(l, lease_ttl, id)
     else load_budget(l) end
     -- The pause (reason: retry_after, block, backoff, cooldown, exhausted) and the strikes.
-    local s = {}
-    if may_exist(l.name, 'P', l.skey) then s = redis.call('HMGET', l.skey, 'until', 'server', 'reason', 'strikes') end
+    local s = redis.call('HMGET', l.skey, 'until', 'server', 'reason', 'strikes')
     l.paused = tonumber(s[1] or '0') or 0
     l.server = tonumber(s[2] or '0') or 0
     l.reason = s[3] or 'block'
@@ -893,8 +870,7 @@ elseif op == 'complete' then
     end
     if mode ~= '' then
       local skey = KEYS[k + 1]
-      local st = {}
-      if may_exist(ARGV[b], 'P', skey) then st = redis.call('HMGET', skey, 'until', 'server', 'reason', 'strikes') end
+      local st = redis.call('HMGET', skey, 'until', 'server', 'reason', 'strikes')
       local untl, server = tonumber(st[1] or '0') or 0, tonumber(st[2] or '0') or 0
       local reason, strikes = st[3], tonumber(st[4] or '0') or 0
       local before, had = math.max(untl, now), strikes
@@ -931,18 +907,16 @@ elseif op == 'complete' then
           'strikes', fmt(strikes))
         local ms = ttl_ms(math.max(untl, server) - now + keep)
         redis.call('PEXPIRE', skey, ms)
-        lives(ARGV[b], 'P', ms)
       end
     end
     if kind == 'w' and ARGV[b + 10] ~= '' then
       -- The server reported a smaller quota: every process's window holds at most that (only ever
       -- lowered while the config stays the same).
       local max, quota = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 10])
-      local known = learnt_max(ARGV[b], KEYS[k + 4], max)
+      local known = learnt_max(KEYS[k + 4], max)
       if known ~= nil and known < quota then quota = known end
       local ms = ttl_ms(tonumber(ARGV[10 + n * 11]))
       redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ms)
-      lives(ARGV[b], 'Q', ms)
     end
     if kind == 'g' and ARGV[b + 5] ~= '' then
       local max, per = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
