@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The shared store's fault campaign: Node, Bun and Python processes on one account against the mock
 # Back Market API, through a SIGKILL mid-probe, a redis-server restart, a TCP proxy that delays,
-# drops and cuts connections, and a Redis Cluster failover; then a killed process's capacity coming
-# back, and 1M in-memory requests per runtime for memory growth. The phases and what each checks:
-# bindings-node/test/support/crossprocess.mjs. Exits non-zero on any violation, 429, unresolved
+# drops and cuts connections, two bursts of 429s the limits did not cause, and a Redis Cluster
+# failover; then a killed process's capacity coming back, and 1M in-memory requests per runtime for
+# memory growth. The phases and what each checks: bindings-node/test/support/crossprocess.mjs. Exits
+# non-zero on any violation, 429 not injected, request sent into an injected pause, unresolved
 # request, capacity not returned after its TTL, worker error or memory growth.
 #
 #   bash scripts/soak.sh                       # about 2 minutes: what CI runs (through pytest)
-#   bash scripts/soak.sh --minutes 10          # the four runs repeated for about that long
+#   bash scripts/soak.sh --minutes 10          # the five runs repeated for about that long
 #   bash scripts/soak.sh --python venv/bin/python   # a Python with traffic_control, redis, httpx
 #
 # Without --python (or TC_PYTHON) it builds the Python package into a fresh venv with pip, as a
@@ -41,11 +42,11 @@ if [ -z "$python" ]; then
   python="$venv/bin/python"
 fi
 
-# One round of the four runs takes about a minute here (2 cores); the short campaign is one round
+# One round of the five runs takes about a minute here (2 cores); the short campaign is one round
 # with the kill and memory phases.
 rounds=$(( minutes <= 2 ? 1 : (minutes * 2 + 2) / 3 ))
 report="${out:-$(mktemp)}"
-echo "==> fault campaign: $rounds round(s) of run, restart, proxy, cluster; then kill, memory (1M in-memory requests per runtime)"
+echo "==> fault campaign: $rounds round(s) of run, restart, proxy, burst, cluster; then kill, memory (1M in-memory requests per runtime)"
 (cd bindings-node && node test/support/crossprocess.mjs --python "$python" --scale 5 --probes 3 --scans 6 \
   --rounds "$rounds" --memory 1000000) > "$report"
 echo "==> report: $report"

@@ -4,7 +4,9 @@ same probes and scans as the Node/Bun workers, through traffic_control.shared ov
 TC_REDIS_CLUSTER (comma-separated ports) connects through redis-py's asyncio RedisCluster instead.
 TC_DEADLINE_MS: a request still unresolved then is reported (``unresolved``) and the process ends.
 TC_MEMORY=n: instead, n requests through the in-memory controller, reporting the resident memory
-at the start, halfway and at the end (a leak shows as growth over the second half)."""
+at the start, halfway and at the end (a leak shows as growth over the second half).
+TC_RETRIES=n: a request answered 429 is sent again, up to n times (the store has recorded the pause
+by then, so the retry waits for it); its reservation is made, or spent, once."""
 
 from __future__ import annotations
 
@@ -66,18 +68,25 @@ async def main() -> None:
         asyncio.get_running_loop().call_later(int(env["TC_DEADLINE_MS"]) / 1000, late)
     async with httpx.AsyncClient(base_url=base) as http:
 
+        retries = int(env.get("TC_RETRIES", "0"))
+
         async def call(method: str, path: str, body: Any = None, **options: Any) -> None:
             out["started"] += 1
             try:
-                permit = await tc.acquire(path, method=method, **options)
-                res = None
-                try:
-                    res = await http.request(method, path, json=body)
-                finally:
-                    await permit.complete(None if res is None else res.status_code, None if res is None else list(res.headers.items()))
-                out["status"][str(res.status_code)] = out["status"].get(str(res.status_code), 0) + 1
-                if res.status_code >= 400:
-                    raise RuntimeError(f"{method} {path}: {res.status_code}")
+                again = {k: v for k, v in options.items() if k not in ("reserve", "spend")}
+                for attempt in range(retries + 1):
+                    permit = await tc.acquire(path, method=method, **(options if attempt == 0 else again))
+                    res = None
+                    try:
+                        res = await http.request(method, path, json=body)
+                    finally:
+                        await permit.complete(None if res is None else res.status_code, None if res is None else list(res.headers.items()))
+                    out["status"][str(res.status_code)] = out["status"].get(str(res.status_code), 0) + 1
+                    if res.status_code == 429 and attempt < retries:
+                        continue
+                    if res.status_code >= 400:
+                        raise RuntimeError(f"{method} {path}: {res.status_code}")
+                    return
             finally:
                 out["settled"] += 1
 

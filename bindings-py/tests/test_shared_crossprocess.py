@@ -1,7 +1,7 @@
 """The fault campaign (scripts/soak.sh, its short version: about 2 minutes): 4 Node/Bun and 2 Python
 processes share the Back Market limits through Redis against the mock Back Market API, through a
 process killed with SIGKILL mid-run, redis-server restarted mid-run, a TCP proxy that delays, drops
-and cuts connections, and a Redis Cluster failover; then a killed process's capacity coming back and
+and cuts connections, two bursts of 429s the limits did not cause, and a Redis Cluster failover; then a killed process's capacity coming back and
 1M in-memory requests per runtime. Needs the Node package built (bindings-node/scripts/build.sh,
 which the repository's test command runs first)."""
 
@@ -34,7 +34,7 @@ def test_the_fault_campaign_finds_no_violation_no_429_nothing_unresolved_nothing
     print(run.stderr[-6000:])
     report = json.loads(out.read_text().strip().splitlines()[-1])
     assert run.returncode == 0 and report["failures"] == [], report["failures"] or run.stderr[-4000:]
-    assert {r["phase"] for r in report["runs"]} == {"run", "restart", "proxy", "cluster"}
+    assert {r["phase"] for r in report["runs"]} == {"run", "restart", "proxy", "burst", "cluster"}
     for r in report["runs"]:
         assert r["tooMany"] == 0
         for name in report["real"]:
@@ -45,6 +45,10 @@ def test_the_fault_campaign_finds_no_violation_no_429_nothing_unresolved_nothing
         assert r["atProbePrice"] <= 3  # only the killed process's Dips stay at the probe price
     proxy = next(r for r in report["runs"] if r["phase"] == "proxy")
     assert proxy["events"]["proxy"]["dropped"] > 0 and proxy["events"]["proxy"]["cuts"] == 1
+    # The injected 429s carried Retry-After 1 s: every process held off their scopes meanwhile.
+    burst = next(r for r in report["runs"] if r["phase"] == "burst")
+    assert burst["injectedPauses"] > 0 and burst["sentIntoPause"] == 0
+    assert all(r["sentIntoPause"] == 0 for r in report["runs"])
     cluster = next(r for r in report["runs"] if r["phase"] == "cluster")
     assert cluster["events"]["promoted"]
     k = report["kill"]

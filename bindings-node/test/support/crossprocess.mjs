@@ -6,6 +6,10 @@
 //   restart  a run during which redis-server restarts empty;
 //   proxy    a run through a TCP proxy that delays every chunk, cuts a random connection every
 //            150-400 ms and cuts them all for 800 ms once (fault-proxy.mjs);
+//   burst    a run during which the API answers two bursts of 429s the limits did not cause (8
+//            answers each, Retry-After 1 s): workers send a rate-limited request again, and no
+//            request may reach a scope while a Retry-After runs on it (once the answer has had
+//            250 ms to reach its client and be recorded);
 //   cluster  a run on a 3-master Redis Cluster (a replica each) with a failover of the account's
 //            master mid-run;
 //   kill     a process killed on a quiet account, timing how soon its leases and reservations
@@ -13,11 +17,11 @@
 //   memory   1M requests (--memory) through the in-memory controller in Node, Bun and Python,
 //            resident memory at the start, halfway and at the end.
 // After the last run, once a lease TTL has passed, every run's account is read back: capacity still
-// held then was never returned. `--rounds n` repeats the four runs n times. Prints one JSON report
+// held then was never returned. `--rounds n` repeats the five runs n times. Prints one JSON report
 // on stdout and a summary on stderr.
 //
 //   node test/support/crossprocess.mjs --python /path/to/venv/bin/python [--probes 10] [--scans 40]
-//     [--phases run,restart,proxy,cluster,kill,memory] [--rounds 1] [--memory 1000000]
+//     [--phases run,restart,proxy,burst,cluster,kill,memory] [--rounds 1] [--memory 1000000]
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
@@ -41,7 +45,7 @@ if (!python) throw new Error('--python <interpreter with traffic_control, redis 
 const scale = Number(arg('scale', 5));
 const probes = Number(arg('probes', 10));
 const scans = Number(arg('scans', 40));
-const phases = arg('phases', 'run,restart,proxy,cluster,kill,memory').split(',');
+const phases = arg('phases', 'run,restart,proxy,burst,cluster,kill,memory').split(',');
 const rounds = Number(arg('rounds', 1));
 const memoryRequests = Number(arg('memory', 1_000_000));
 // A request still unresolved this long after its worker started is reported as never resolved.
@@ -83,9 +87,12 @@ function worker(id, runtime, env, extra = {}) {
 }
 
 const RUNTIMES = ['node', 'node', 'bun', 'bun', 'python', 'python'];
+// How long a forced 429 may take to stop traffic on its scope: its answer reaching the client and
+// the pause being recorded, plus the mock's largest latency before a request already sent counts.
+const PAUSE_GRACE_MS = 250;
 
-async function phase({ connection, account, mock, restart, killAt, faults }) {
-  const env = { ...connection, TC_MOCK_URL: mock.url, TC_ACCOUNT: account, TC_CONFIG: JSON.stringify(config), TC_PROBES: String(probes), TC_SCANS: String(scans), TC_REVERTS: '2', TC_DEADLINE_MS: String(deadlineMs) };
+async function phase({ connection, account, mock, restart, killAt, faults, extraEnv = {} }) {
+  const env = { ...connection, ...extraEnv, TC_MOCK_URL: mock.url, TC_ACCOUNT: account, TC_CONFIG: JSON.stringify(config), TC_PROBES: String(probes), TC_SCANS: String(scans), TC_REVERTS: '2', TC_DEADLINE_MS: String(deadlineMs) };
   const t0 = performance.now();
   const workers = RUNTIMES.map((rt, i) => worker(i + 1, rt, env));
   const events = {};
@@ -174,7 +181,7 @@ const accounts = [];
 const cleanup = [];
 try {
   for (let round = 1; round <= rounds; round++) {
-    for (const name of phases.filter((p) => ['run', 'restart', 'proxy', 'cluster'].includes(p))) {
+    for (const name of phases.filter((p) => ['run', 'restart', 'proxy', 'burst', 'cluster'].includes(p))) {
       const account = `bm-${name}-${round}-${process.pid}`;
       const mock = await startMockBackMarket({ scale, listings: 100_000, latency: [10, 150] });
       let opts = { connection: { TC_REDIS_PORT: String(redis.port) } };
@@ -186,6 +193,18 @@ try {
       if (name === 'proxy') {
         proxy = await startFaultProxy({ port: redis.port, delayMs: 8, seed: round });
         opts = { connection: { TC_REDIS_PORT: String(proxy.port) }, faults: proxyFaults(proxy) };
+      }
+      if (name === 'burst') {
+        opts.extraEnv = { TC_RETRIES: '10' };
+        opts.faults = async (ended, events, t0) => {
+          events.bursts = [];
+          for (const at of [1200, 3200]) {
+            await sleep(Math.max(0, at - (performance.now() - t0)));
+            if (ended()) break;
+            mock.force(8, 1);
+            events.bursts.push(Math.round(performance.now() - t0));
+          }
+        };
       }
       if (name === 'cluster') {
         cluster = await startRedisCluster({ masters: 3, replicas: 1 });
@@ -204,7 +223,7 @@ try {
       }
       try {
         const r = await phase({ account, mock, ...opts });
-        Object.assign(r, { phase: name, round, tooMany: mock.stats.tooMany, byScope: { ...mock.stats.byScope }, peak: { ...mock.stats.peak }, probeMaxMs: mock.stats.probeMaxMs, atProbePrice: mock.atProbePrice().length });
+        Object.assign(r, { phase: name, round, tooMany: mock.stats.tooMany, byScope: { ...mock.stats.byScope }, peak: { ...mock.stats.peak }, probeMaxMs: mock.stats.probeMaxMs, atProbePrice: mock.atProbePrice().length, injected: mock.stats.forced, injectedPauses: mock.forcedPauses(), sentIntoPause: mock.arrivedDuringPauses(PAUSE_GRACE_MS) });
         report.runs.push(r);
         accounts.push({ run: r, account, check });
       } finally {
@@ -254,7 +273,8 @@ for (const r of report.runs) {
   const over = Object.keys(report.real).filter((k) => r.peak[k] > config.limits[k].max);
   const rss = r.results.map((w) => `${w.runtime} ${(w.rssStart / 2 ** 20).toFixed(0)}->${(w.rssEnd / 2 ** 20).toFixed(0)}`).join(', ');
   console.error(
-    `${r.phase} (round ${r.round}): ${admissions} admissions in ${(r.elapsedMs / 1000).toFixed(1)} s, violations ${over.length} (peak ${JSON.stringify(r.peak)}), 429s ${r.tooMany}, ` +
+    `${r.phase} (round ${r.round}): ${admissions} admissions in ${(r.elapsedMs / 1000).toFixed(1)} s, violations ${over.length} (peak ${JSON.stringify(r.peak)}), 429s ${r.tooMany}` +
+      (r.injected ? ` (and ${r.injected} injected, requests sent into their pauses ${r.sentIntoPause})` : '') + ', ' +
       `unresolved ${r.results.reduce((n, w) => n + w.unresolved, 0)}, errors ${r.results.reduce((n, w) => n + w.errors.length, 0)}, ` +
       `held after the TTL ${JSON.stringify(r.heldAfterTtl)}, events ${JSON.stringify(r.events)}; resident MB ${rss}`,
   );
@@ -273,6 +293,8 @@ for (const r of report.runs) {
     if (w.unresolved > 0) failures.push(`${at}: worker ${w.worker} (${w.runtime}) left ${w.unresolved} requests unresolved`);
     if (w.errors.length > 0) failures.push(`${at}: worker ${w.worker} (${w.runtime}) failed: ${w.errors.join(', ')}`);
   }
+  if (r.sentIntoPause > 0) failures.push(`${at}: ${r.sentIntoPause} requests reached a scope while a Retry-After ran on it`);
+  if (r.phase === 'burst' && r.injectedPauses === 0) failures.push(`${at}: no 429 was injected (the run ended before the first burst)`);
   if (r.probes !== RUNTIMES.length * probes) failures.push(`${at}: ${r.probes} of ${RUNTIMES.length * probes} probes`);
   if (r.heldAfterTtl && (r.heldAfterTtl.leases > 0 || r.heldAfterTtl.reserved > 0)) failures.push(`${at}: still held a lease TTL after the run: ${JSON.stringify(r.heldAfterTtl)}`);
 }

@@ -57,6 +57,10 @@ export async function startMockBackMarket({
   };
   const probeSince = new Map();
   let forced = { n: 0, retryAfter: null };
+  // For the pauses a forced 429 imposed: when each answer left, how long it asked to wait and on
+  // which scopes, and when every request arrived on which.
+  const forcedSent = [];
+  const arrivals = [];
 
   function admit(scopes, now) {
     for (const name of scopes) {
@@ -91,6 +95,8 @@ export async function startMockBackMarket({
       // The request reaches the API's counter only after the network's latency.
       setTimeout(() => {
         const now = performance.now();
+        const scopes = scopesOf(req.method, path);
+        arrivals.push({ at: now, scopes });
         stats.requests++;
         stats.byMethod[req.method] = (stats.byMethod[req.method] ?? 0) + 1;
         let refused;
@@ -109,6 +115,11 @@ export async function startMockBackMarket({
             }
             const h = { 'content-type': 'application/json' };
             if (refused.retryAfter != null) h['retry-after'] = refused.retryAfter.toFixed(3);
+            if (refused.name === 'forced' && refused.retryAfter != null) {
+              // A 429 on a route pauses the route's own limits (only the global one when it has none).
+              const own = scopes.filter((x) => x !== 'global');
+              forcedSent.push({ at: performance.now(), ms: refused.retryAfter * 1000, scopes: own.length ? own : scopes });
+            }
             res.writeHead(429, h);
             res.end(JSON.stringify({ error: 'Too Many Requests', limit: refused.name }));
             return;
@@ -174,6 +185,14 @@ export async function startMockBackMarket({
     return json(404, { error: 'not found' });
   }
 
+  /**
+   * Requests that arrived on a scope while a forced 429's Retry-After ran on it, more than `graceMs`
+   * after that answer left (a request already sent when it left may still arrive within the
+   * network's latency and the time the client takes to record the pause): each one ignored a pause
+   * the server set.
+   */
+  const arrivedDuringPauses = (graceMs) =>
+    arrivals.filter((a) => forcedSent.some((f) => a.at >= f.at + graceMs && a.at < f.at + f.ms && a.scopes.some((x) => f.scopes.includes(x)))).length;
   const atProbePrice = () => [...state.values()].filter((l) => l.price === 1).map((l) => l.id);
   function force(n, retryAfter = null) {
     forced = { n, retryAfter: retryAfter == null ? null : Number(retryAfter) };
@@ -187,6 +206,9 @@ export async function startMockBackMarket({
     listings: state,
     /** Listings at the probe price right now. */
     atProbePrice,
+    arrivedDuringPauses,
+    /** How many forced 429s carried a Retry-After. */
+    forcedPauses: () => forcedSent.length,
     force,
     close: () =>
       new Promise((resolve) => {
