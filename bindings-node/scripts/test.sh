@@ -29,6 +29,7 @@ node --expose-gc bench/bench.mjs --quick
 $BUN bench/bench.mjs --quick
 node bench/shared-bench.mjs --quick
 node bench/shared-growth.mjs --quick
+node bench/script-floor.mjs --calls 1000
 
 passed=$(( ${node_pass:-0} + ${bun_pass:-0} ))
 failed=$(( ${node_fail:-0} + ${bun_fail:-0} ))
