@@ -943,7 +943,6 @@ impl SharedDriver {
         if let Some(event) = Self::queued_of(self.events, w) {
             self.outputs.push_back(Output::Event(event));
         }
-        let Some(w) = self.waiters.get_mut(&handle) else { return };
         match admitted.decision {
             Decision::Go(permit) => self.finish(now, handle, Ok((permit.request, permit.reservations)), false),
             Decision::Reject(RequestError::BudgetUnknown { limit }) if can_learn => {

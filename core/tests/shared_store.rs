@@ -345,16 +345,26 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
     Ok(())
 }
 
-#[test]
-fn the_store_admits_exactly_like_the_in_memory_controller() {
+/// Runs a property against one redis-server started for it: `cases` from the environment variable
+/// `env` (else `default`), no failure persistence (the workloads name accounts of this run).
+fn property<S: Strategy>(
+    env: &str,
+    default: u32,
+    strategy: S,
+    check: impl Fn(&mut Client, &S::Value) -> Result<(), TestCaseError>,
+) {
     let Some(server) = RedisServer::start() else { return };
     let client = std::cell::RefCell::new(server.client());
-    let cases = std::env::var("TC_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let cases = std::env::var(env).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
-    let result = runner.run(&workload(), |w| run_differential(&mut client.borrow_mut(), &w));
-    if let Err(e) = result {
+    if let Err(e) = runner.run(&strategy, |v| check(&mut client.borrow_mut(), &v)) {
         panic!("{e}");
     }
+}
+
+#[test]
+fn the_store_admits_exactly_like_the_in_memory_controller() {
+    property("TC_DIFF_CASES", 200, workload(), run_differential);
 }
 
 // ---- thousands of waiters and reservations ------------------------------------------------------
@@ -527,13 +537,7 @@ fn run_crowd(client: &mut Client, w: &Crowd) -> Result<(), TestCaseError> {
 
 #[test]
 fn cross_process_priority_with_thousands_of_waiters_follows_the_full_scan_rule() {
-    let Some(server) = RedisServer::start() else { return };
-    let client = std::cell::RefCell::new(server.client());
-    let cases = std::env::var("TC_CROWD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
-    if let Err(e) = runner.run(&crowd(), |w| run_crowd(&mut client.borrow_mut(), &w)) {
-        panic!("{e}");
-    }
+    property("TC_CROWD_CASES", 10, crowd(), run_crowd);
 }
 
 /// Thousands of live reservations: counted on their limit as they come, released one by one, and
@@ -566,21 +570,78 @@ fn thousands_of_reservations_are_counted_released_and_expired_without_a_scan() {
     // The first 1,000 were made by 99 ms: at 1 h + 99 ms they are gone, the rest not.
     assert_eq!(reserved(&mut store, &mut c, 3_600_000 + 99), 2 * (n - 1000));
     assert_eq!(reserved(&mut store, &mut c, 3_600_000 + 300), 0);
-    for key in ["rv", "rx", "rt"] {
+    for key in ["rv", "rx", "rt", "ri"] {
         assert_eq!(c.cmd(&["EXISTS", &format!("tc:{{{acct}}}:{key}")]), Resp::Int(0), "{key} left behind");
+    }
+}
+
+/// A pause that grows extends the reservations of the paused limits only, found through the index
+/// by limit: with 2,000 reservations on other limits, the 429 reads and rewrites three.
+#[test]
+fn a_growing_pause_extends_the_paused_limits_reservations_without_reading_the_others() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let config = Config::from_json(&CROWD.replace("MAX", "100")).unwrap();
+    let acct = account("grown");
+    let mut store = SharedStore::new(config, StoreOptions::new(acct.clone())).unwrap();
+    store.set_test_clock(Some(ms(0)));
+    // 2,000 reservations on the global limit only, three on `slots` (and global).
+    let other = Request::http("GET", "/other").reserve(FollowUp::http("GET", "/other"));
+    for _ in 0..2000 {
+        go(ask(&mut c, &mut store, ms(0), &other, &AdmitOptions::default()));
+    }
+    let slots = Request::http("GET", "/slots").reserve(FollowUp::http("GET", "/slots"));
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.extend(go(ask(&mut c, &mut store, ms(0), &slots, &AdmitOptions::default())).reservations);
+    }
+    let expiries = |c: &mut Client| -> Vec<(String, String)> {
+        let Resp::Array(items) = c.cmd(&["ZRANGE", &format!("tc:{{{acct}}}:rx"), "0", "-1", "WITHSCORES"]) else {
+            panic!("rx")
+        };
+        let text = |r: &Resp| match r {
+            Resp::Bulk(Some(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        items.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect()
+    };
+    let before = expiries(&mut c);
+    assert_eq!(before.len(), 2003);
+    // A request on `slots` is answered 429 "5 s": `slots` pauses (a route's 429 pauses its own limits).
+    let hit = go(ask(&mut c, &mut store, ms(0), &Request::http("GET", "/slots"), &AdmitOptions::default()));
+    store.set_test_clock(Some(ms(100)));
+    let call = store.complete(ms(100), hit.request, &Outcome::status(429).header("Retry-After", "5")).unwrap();
+    assert_eq!(c.cmd(&["CONFIG", "RESETSTAT"]), Resp::Simple("OK".into()));
+    store.observe(ms(100), &c.run(&call)).unwrap();
+    let Resp::Bulk(Some(stats)) = c.cmd(&["INFO", "commandstats"]) else { panic!("INFO") };
+    let calls = |cmd: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+    };
+    assert_eq!(calls("hgetall"), 0, "{stats}");
+    assert_eq!(calls("hget"), 3, "only the paused limit's reservations are read: {stats}");
+    let after = expiries(&mut c);
+    let moved: Vec<_> = after.iter().filter(|e| !before.contains(e)).map(|(id, _)| id.clone()).collect();
+    let mut want: Vec<_> = mine.iter().map(|r| r.0.to_string()).collect();
+    want.sort();
+    let mut got = moved.clone();
+    got.sort();
+    assert_eq!(got, want, "exactly the three reservations on `slots` live longer");
+    for (id, at) in &after {
+        if moved.contains(id) {
+            let was = &before.iter().find(|(b, _)| b == id).unwrap().1;
+            let grew = at.parse::<u64>().unwrap() - was.parse::<u64>().unwrap();
+            assert_eq!(grew, 5_000_000, "by as much as the pause grew (0 -> 100 ms + 5 s, less the 100 ms it had)");
+        }
     }
 }
 
 /// The differential with thousands of live reservations in the workloads (see `bulk_workload`).
 #[test]
 fn the_store_admits_like_the_in_memory_controller_with_thousands_of_reservations() {
-    let Some(server) = RedisServer::start() else { return };
-    let client = std::cell::RefCell::new(server.client());
-    let cases = std::env::var("TC_DIFF_BULK_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let mut runner = TestRunner::new(RunnerConfig { cases, failure_persistence: None, ..RunnerConfig::default() });
-    if let Err(e) = runner.run(&bulk_workload(), |w| run_differential(&mut client.borrow_mut(), &w)) {
-        panic!("{e}");
-    }
+    property("TC_DIFF_BULK_CASES", 8, bulk_workload(), run_differential);
 }
 
 // ---- behaviours ---------------------------------------------------------------------------------

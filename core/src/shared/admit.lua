@@ -10,7 +10,9 @@
 -- KEYS[3]  tc:{account}:rx     zset: reservation id, score = its expiry (expired ones leave in
 --                              O(log n) each, never by a scan)
 -- KEYS[4]  tc:{account}:rt     hash: limit -> the total the live reservations hold on it
---                              (the three reservation keys always carry one time to live)
+-- KEYS[5]  tc:{account}:ri     zset, every score 0: "<limit>\0<reservation id>" for each limit a
+--                              reservation holds, so a limit's reservations are one lexicographic
+--                              range (the four reservation keys always carry one time to live)
 -- then seven keys per limit, in the order of the limit arguments:
 --          tc:{account}:<kind>:<limit>   the limit's state (w: zset, b: hash, c: zset, g: hash)
 --          tc:{account}:s:<limit>        the pause and the strikes (hash: until, server (the part
@@ -53,7 +55,7 @@
 -- waiting asks again at once instead of at its next poll.
 
 local op = ARGV[1]
-local meta, resv, rx, rt = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, resv, rx, rt, ri = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ABSENT = -1
 
 -- Whole numbers only (every time, count and level here is one): '%d' formats them twice as fast as '%.0f'.
@@ -181,21 +183,28 @@ local function ttl_ms(us) return math.max(1, math.ceil(us / 1000) + 1) end
 
 -- ---- reservations --------------------------------------------------------------------------------
 
--- The three reservation keys carry one time to live, at least `ms`.
+-- The four reservation keys carry one time to live, at least `ms`.
 local function keep_reservations(ms)
   if redis.call('PTTL', rx) < ms then
     redis.call('PEXPIRE', resv, ms)
     redis.call('PEXPIRE', rx, ms)
     redis.call('PEXPIRE', rt, ms)
+    redis.call('PEXPIRE', ri, ms)
   end
 end
 
 local expire_reservations
 
--- Adds (sign 1) or removes (sign -1) a reservation's "...;limit;cost" part to the totals.
-local function count_reservation(rest, sign)
+-- Adds (sign 1) or removes (sign -1) a reservation's "...;limit;cost" part to the totals and to
+-- the index by limit.
+local function count_reservation(rid, rest, sign)
   for name, c in string.gmatch(rest, ';([^;]+);(%d+)') do
     if redis.call('HINCRBY', rt, name, sign * tonumber(c)) <= 0 then redis.call('HDEL', rt, name) end
+    if sign > 0 then
+      redis.call('ZADD', ri, 0, name .. '\0' .. rid)
+    else
+      redis.call('ZREM', ri, name .. '\0' .. rid)
+    end
   end
 end
 
@@ -217,10 +226,10 @@ local function add_reservation(rid, exp, rest)
   note_reservation_expiry(exp)
   -- No index, no reservation: totals left without one (keys that expired a millisecond apart on a
   -- Redis before 7, where a script's calls do not share one clock) would hold room forever.
-  if redis.call('EXISTS', rx) == 0 then redis.call('DEL', resv, rt) end
+  if redis.call('EXISTS', rx) == 0 then redis.call('DEL', resv, rt, ri) end
   redis.call('HSET', resv, rid, fmt(exp) .. rest)
   redis.call('ZADD', rx, fmt(exp), rid)
-  count_reservation(rest, 1)
+  count_reservation(rid, rest, 1)
 end
 
 -- Ends a reservation (spent, released or expired); true if it was there.
@@ -229,7 +238,7 @@ local function drop_reservation(rid)
   redis.call('ZREM', rx, rid)
   if not v then return false end
   redis.call('HDEL', resv, rid)
-  count_reservation(string.sub(v, #string.match(v, '^(%d+)') + 1), -1)
+  count_reservation(rid, string.sub(v, #string.match(v, '^(%d+)') + 1), -1)
   return true
 end
 
@@ -478,8 +487,8 @@ local function load_budget(l)
   end
 end
 
--- The index in KEYS of the i-th limit's first key (seven keys per limit after the four of the account).
-local function limit_keys(i) return 5 + (i - 1) * 7 end
+-- The index in KEYS of the i-th limit's first key (seven keys per limit after the five of the account).
+local function limit_keys(i) return 6 + (i - 1) * 7 end
 
 -- A limit's waiter keys only (for wake-ups and withdrawals).
 local function waiter_keys(i)
@@ -496,7 +505,7 @@ local function learnt_max(mkey, max)
   return tonumber(quota)
 end
 
--- Reads the limit arguments starting at ARGV[at]: n limits of 10 fields, keys from KEYS[5].
+-- Reads the limit arguments starting at ARGV[at]: n limits of 10 fields, keys from KEYS[6].
 local function read_limits(at, n, lease_ttl, id)
   local limits = {}
   for i = 1, n do
@@ -851,7 +860,7 @@ elseif op == 'complete' then
   -- repeat: a request sent after the pause the server imposed had ended (the other answers of one
   -- burst count once, and pause from their own arrival).
   local rid, sent, keep, n = ARGV[6], tonumber(ARGV[7] ~= '' and ARGV[7] or '0'), tonumber(ARGV[8]), tonumber(ARGV[9])
-  local freed, qkeys, grown = false, {}, {}
+  local freed, waiting, grown = false, {}, {}
   -- The end of the longest pause this answer imposed as rate limited (the reply's field 5).
   local paused_until = ABSENT
   for i = 1, n do
@@ -859,7 +868,7 @@ elseif op == 'complete' then
     local k = limit_keys(i)
     local wk = waiter_keys(i)
     wk.name = ARGV[b]
-    qkeys[#qkeys + 1] = wk
+    waiting[#waiting + 1] = wk
     local kind, mode = ARGV[b + 1], ARGV[b + 2]
     if kind == 'c' and rid ~= '' and redis.call('ZREM', KEYS[k], rid) == 1 then freed = true end
     if kind == 'w' and rid ~= '' and ARGV[b + 9] ~= '' then
@@ -933,23 +942,27 @@ elseif op == 'complete' then
     end
   end
   if next(grown) ~= nil and not passed(R, now) then
-    -- Reservations held on a paused limit live as much longer as the pause grew: a follow-up held
-    -- back by the pause still finds its room (pauses are rare: the scan is too).
+    -- Reservations held on a paused limit live as much longer as the pause grew (the longest growth
+    -- among their limits): a follow-up held back by the pause still finds its room. Only the paused
+    -- limits' reservations are read, through the index by limit.
     expire_reservations()
-    local all = redis.call('HGETALL', resv)
-    local longest = 0
-    for i = 1, #all, 2 do
-      local v = all[i + 1]
-      local exp = tonumber(string.match(v, '^(%d+)'))
-      local ext = 0
-      for name in string.gmatch(string.sub(v, #string.match(v, '^(%d+)') + 1), ';([^;]+);%d+') do
-        if grown[name] ~= nil and grown[name] > ext then ext = grown[name] end
+    local ext = {}
+    for name, by in pairs(grown) do
+      for _, member in ipairs(redis.call('ZRANGEBYLEX', ri, '[' .. name .. '\0', '(' .. name .. '\1')) do
+        local rid = string.sub(member, #name + 2)
+        if (ext[rid] or 0) < by then ext[rid] = by end
       end
-      if ext > 0 then
-        redis.call('HSET', resv, all[i], fmt(exp + ext) .. string.sub(v, #string.match(v, '^(%d+)') + 1))
-        redis.call('ZADD', rx, fmt(exp + ext), all[i])
-        note_reservation_expiry(exp + ext)
-        if exp + ext - now > longest then longest = exp + ext - now end
+    end
+    local longest = 0
+    for rid, by in pairs(ext) do
+      local v = redis.call('HGET', resv, rid)
+      if v then
+        local head = string.match(v, '^(%d+)')
+        local exp = tonumber(head) + by
+        redis.call('HSET', resv, rid, fmt(exp) .. string.sub(v, #head + 1))
+        redis.call('ZADD', rx, fmt(exp), rid)
+        note_reservation_expiry(exp)
+        if exp - now > longest then longest = exp - now end
       end
     end
     if longest > 0 then
@@ -957,7 +970,7 @@ elseif op == 'complete' then
       meta_longest = math.max(meta_longest, ttl_ms(longest))
     end
   end
-  if freed then wake_waiters(qkeys) end
+  if freed then wake_waiters(waiting) end
   return reply(0, 0, paused_until)
 
 elseif op == 'release' then

@@ -36,7 +36,8 @@
 //! - **Cost independent of the fleet**: no admission reads a whole set. Per limit the store keeps
 //!   the claims registered in each lane (`h:<limit>`) and, per account, the total the live
 //!   reservations hold on each limit (`rt`), updated as claims and reservations come and go; expired
-//!   ones leave through an expiry index (`x:<limit>`, `rx`) in O(log n) each. Only when the lane
+//!   ones leave through an expiry index (`x:<limit>`, `rx`) in O(log n) each; a pause that grows
+//!   extends only the paused limits' reservations (an index by limit, `ri`). Only when the lane
 //!   totals would refuse a request does it walk the claims of its own lane ahead of it
 //!   (`o:<limit>`), and it stops once they pass the limit's room: at most capacity + 1 entries
 //!   however many processes wait.
@@ -427,6 +428,7 @@ impl SharedStore {
             format!("{}rv", self.prefix),
             format!("{}rx", self.prefix),
             format!("{}rt", self.prefix),
+            format!("{}ri", self.prefix),
         ]
     }
 
