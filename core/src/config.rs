@@ -482,6 +482,11 @@ impl Config {
             if name.is_empty() {
                 return invalid("limits".into(), "a limit name must not be empty");
             }
+            // The shared store writes limit names into its records ("expiry;limit;cost", and
+            // "<limit>\0<id>" in its index by limit): those two characters would split them.
+            if name.contains(';') || name.chars().any(char::is_control) {
+                return invalid(format!("limits.{name}"), "a limit name must not contain ';' or control characters");
+            }
             let field = |f: &str| format!("limits.{name}.{f}");
             match *limit {
                 LimitConfig::Window { max, per, .. } => {
@@ -1097,6 +1102,10 @@ mod tests {
         assert!(e.contains("windw"), "{e}");
         let e = err(r#"{"limits":{"a":{"kind":"window","max":1,"per":"1s"}},"global":["nope"]}"#);
         assert!(e.contains("global[0]"), "{e}");
+        let e = err(r#"{"limits":{"a;b":{"kind":"window","max":1,"per":"1s"}}}"#);
+        assert!(e.contains("limits.a;b") && e.contains("must not contain ';'"), "{e}");
+        let e = err("{\"limits\":{\"a\\u0000b\":{\"kind\":\"window\",\"max\":1,\"per\":\"1s\"}}}");
+        assert!(e.contains("control characters"), "{e}");
     }
 
     #[test]
