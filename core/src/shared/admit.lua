@@ -39,7 +39,8 @@
 -- reservations are removed through their expiry index, O(log n) each. The meta hash tells which of a
 -- limit's keys can hold nothing live (see "gates" below), so an uncontended admission on a window
 -- with hold "go" runs eight commands: TIME, HMGET meta, GET quota, the window's newest and first
--- entries, HMGET pause, ZADD, HSET meta. What it costs is mostly Lua turning numbers into text and back, not the commands.
+-- entries, HMGET pause, ZADD, HSET meta. What it costs is mostly Lua turning numbers into text and
+-- back, not the commands (bindings-node/bench/script-floor.mjs).
 --
 -- ARGV[1] op: admit | complete | release | withdraw | snapshot
 -- ARGV[2] clock override (us) or ""      ARGV[3] the host's last seen epoch (and ":" the highest id
@@ -58,7 +59,8 @@ local op = ARGV[1]
 local meta, resv, rx, rt, ri = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ABSENT = -1
 
--- Whole numbers only (every time, count and level here is one): '%d' formats them twice as fast as '%.0f'.
+-- Whole numbers only (every time, count and level here is one): '%d' formats them twice as fast as
+-- '%.0f'.
 local function fmt(n) return string.format('%d', n) end
 
 -- ---- clock, epoch, quarantine -------------------------------------------------------------------
@@ -99,8 +101,7 @@ local m = redis.call('HMGET', meta, unpack(fields))
 local gate = {}
 for i, name in ipairs(names) do
   local g, b = {}, 6 + (i - 1) * #GATES
-  for j, f in ipairs(GATES) do g[f] = m[b + j] end
-  for _, f in ipairs(GATES) do g[f] = tonumber(g[f] or '') end
+  for j, f in ipairs(GATES) do g[f] = tonumber(m[b + j] or '') end
   gate[name] = g
 end
 -- A deadline that has passed on its clock (an absent one has not: the key is read).
@@ -914,8 +915,7 @@ elseif op == 'complete' then
         -- a late answer to a request sent before it ended.
         redis.call('HSET', skey, 'until', fmt(untl), 'server', fmt(server), 'reason', reason or 'block',
           'strikes', fmt(strikes))
-        local ms = ttl_ms(math.max(untl, server) - now + keep)
-        redis.call('PEXPIRE', skey, ms)
+        redis.call('PEXPIRE', skey, ttl_ms(math.max(untl, server) - now + keep))
       end
     end
     if kind == 'w' and ARGV[b + 10] ~= '' then
@@ -924,8 +924,7 @@ elseif op == 'complete' then
       local max, quota = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 10])
       local known = learnt_max(KEYS[k + 4], max)
       if known ~= nil and known < quota then quota = known end
-      local ms = ttl_ms(tonumber(ARGV[10 + n * 11]))
-      redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ms)
+      redis.call('SET', KEYS[k + 4], fmt(quota) .. ':' .. fmt(max), 'PX', ttl_ms(tonumber(ARGV[10 + n * 11])))
     end
     if kind == 'g' and ARGV[b + 5] ~= '' then
       local max, per = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
