@@ -26,6 +26,11 @@
 //!   host to send it ([`Output::Status`]), reports its answer and asks once more; one status request
 //!   per URL at a time.
 //! - **Wake-up subscriptions**: subscribe while requests wait, unsubscribe a second after the last.
+//! - **Retries after a rate-limited answer**, as in memory: a completion whose answer was rate
+//!   limited (a 429, a block) queues the request again at its priority under the same id, once the
+//!   store has paused its limits (doubling per repeat, with jitter, or the server's time); its next
+//!   go comes out as [`Output::Go`] naming the completion's handle. After `feedback.max_retries`,
+//!   or when the pause ends past the request's longest wait, [`Output::GiveUp`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -158,6 +163,12 @@ pub enum Output {
         /// For a release: whether the reservation was live.
         live: bool,
     },
+    /// A completion whose answer was rate limited, and whose request may not be retried: its
+    /// retries are spent, or the pause ends past its longest wait. Report the failure.
+    GiveUp {
+        /// The completion.
+        handle: Handle,
+    },
     /// The metrics asked for by [`SharedDriver::metrics`].
     #[cfg(feature = "metrics")]
     Metrics {
@@ -242,7 +253,20 @@ struct Waiter {
     learnt: bool,
     /// A status request made by the driver for this URL.
     status_of: Option<String>,
+    /// Rate-limited answers it has had (a retry's count; 0 for a first try).
+    attempt: u32,
     state: WaiterState,
+}
+
+/// A request that went, kept until its completion for a retry if its answer is rate limited.
+#[derive(Debug)]
+struct Retriable {
+    /// The request as it asked (without its reservations and the one it spent), and its id.
+    request: Request,
+    id: RequestId,
+    attempt: u32,
+    max_wait_at: Option<Timestamp>,
+    went: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +292,8 @@ enum CallState {
         /// A completion reported while events are on: its `rate_limited` event, if the store says
         /// the answer paused its limits.
         about: Option<Box<About>>,
+        /// What the report's landing settles: done, or (a rate-limited answer) a retry or not.
+        then: Then,
     },
     Withdraw,
     Snapshot {
@@ -277,6 +303,17 @@ enum CallState {
     Metrics {
         handle: Handle,
     },
+}
+
+/// What a report settles once it lands.
+#[derive(Debug)]
+enum Then {
+    /// [`Output::Done`].
+    Done,
+    /// A rate-limited answer: the request is queued again (or given up past its retries).
+    Retry(Box<Retriable>),
+    /// A rate-limited answer of a request that may not be retried: [`Output::GiveUp`].
+    GiveUp,
 }
 
 /// The request a completion reported on, for its `rate_limited` event.
@@ -318,6 +355,8 @@ pub struct SharedDriver {
     learnt_at: HashMap<String, Timestamp>,
     /// Status requests sent by the host: their URL and request id.
     status_requests: HashMap<Handle, (String, RequestId)>,
+    /// Requests in flight that may be retried (when `feedback.max_retries` > 0).
+    flights: HashMap<RequestId, Retriable>,
     outputs: VecDeque<Output>,
     next_handle: u64,
     next_call: u64,
@@ -360,6 +399,7 @@ impl SharedDriver {
             retries: Vec::new(),
             learning: HashMap::new(),
             status_requests: HashMap::new(),
+            flights: HashMap::new(),
             learnt_at: HashMap::new(),
             outputs: VecDeque::new(),
             next_handle: 1,
@@ -459,17 +499,33 @@ impl SharedDriver {
         request: Request,
         max_wait: Option<Duration>,
     ) -> Result<Handle, DriverError> {
+        // The handle is drawn once the request is known to be valid.
+        let handle = Handle(self.next_handle);
+        self.add_waiter(now, handle, request, max_wait.map(|d| now.saturating_add(d)), 0, None)?;
+        self.next_handle += 1;
+        Ok(handle)
+    }
+
+    /// A waiter under `handle`: a new acquire, or a retry (`attempt` > 0) of the request `id`.
+    fn add_waiter(
+        &mut self,
+        now: Timestamp,
+        handle: Handle,
+        request: Request,
+        max_wait_at: Option<Timestamp>,
+        attempt: u32,
+        id: Option<RequestId>,
+    ) -> Result<(), DriverError> {
         let call = self.store.admit(now, &request, &AdmitOptions::default()).map_err(DriverError::Request)?;
         let slot = call.route_slot();
         let endpoint = call.endpoint();
-        let handle = self.handle();
         self.seq += 1;
-        let id = format!("{}-{}", self.options.process_tag, self.seq);
+        let waiter = format!("{}-{}", self.options.process_tag, self.seq);
         // A class: the same priority on the same keys; a spender of a reservation is its own.
         let class = format!(
             "{}|{}|{}",
             request.priority as u8,
-            if request.spend.is_some() { id.as_str() } else { "" },
+            if request.spend.is_some() { waiter.as_str() } else { "" },
             call.keys.join(" ")
         );
         self.waiters.insert(
@@ -477,26 +533,30 @@ impl SharedDriver {
             Waiter {
                 request,
                 started: now,
-                waited: false,
+                waited: attempt > 0,
                 slot,
                 endpoint,
-                request_id: None,
-                queued: false,
-                id,
+                request_id: id,
+                // A retry's `retried` event stands for its `queued` one.
+                queued: attempt > 0,
+                id: waiter,
                 class: class.clone(),
-                max_wait_at: max_wait.map(|d| now.saturating_add(d)),
+                max_wait_at,
                 store_down_at: None,
                 backoff: BACKOFF_MIN,
                 since: None,
                 asked: false,
                 learnt: false,
                 status_of: None,
+                attempt,
                 state: WaiterState::Queued,
             },
         );
-        self.shadow_arrive(now, handle);
+        if attempt == 0 {
+            self.shadow_arrive(now, handle);
+        }
         self.enqueue(now, handle);
-        Ok(handle)
+        Ok(())
     }
 
     fn enqueue(&mut self, now: Timestamp, handle: Handle) {
@@ -518,14 +578,24 @@ impl SharedDriver {
     }
 
     /// Reports a permitted request's outcome: [`Output::Done`] names the handle once the store
-    /// knows (at once when there is nothing to tell). Waiters of this process ask again.
+    /// knows (at once when there is nothing to tell). Waiters of this process ask again. A
+    /// rate-limited answer queues the request again (see the [module docs](self)): its next go is
+    /// an [`Output::Go`] naming this handle, or [`Output::GiveUp`] says it may not be retried.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Handle {
         self.shadow_completed(now, request, outcome);
         let handle = self.handle();
         let about = self.completed_event(now, request, outcome);
-        match self.store.complete(now, request, outcome) {
-            Some(call) => self.report(now, handle, ReportKind::Done, call, about),
-            None => {
+        let retriable = self.flights.remove(&request);
+        match self.store.complete_told(now, request, outcome) {
+            (Some(call), rate_limited) => {
+                let then = match retriable {
+                    _ if !rate_limited => Then::Done,
+                    Some(r) => Then::Retry(Box::new(r)),
+                    None => Then::GiveUp,
+                };
+                self.report_then(now, handle, call, about, then);
+            }
+            (None, _) => {
                 self.outputs.push_back(Output::Done { handle, live: false });
                 self.kick(now);
             }
@@ -630,8 +700,50 @@ impl SharedDriver {
             started: now,
             backoff: BACKOFF_MIN,
             about,
+            then: Then::Done,
         };
         self.run(state, store_call);
+    }
+
+    /// A completion's report.
+    fn report_then(
+        &mut self,
+        now: Timestamp,
+        handle: Handle,
+        store_call: StoreCall,
+        about: Option<Box<About>>,
+        then: Then,
+    ) {
+        let state = CallState::Report {
+            handle,
+            kind: ReportKind::Done,
+            store_call: store_call.clone(),
+            started: now,
+            backoff: BACKOFF_MIN,
+            about,
+            then,
+        };
+        self.run(state, store_call);
+    }
+
+    /// A rate-limited answer reached the store, which paused its limits until `until`: the
+    /// request is queued again under the completion's handle, or given up.
+    fn retry(&mut self, now: Timestamp, handle: Handle, r: Retriable, until: Timestamp) {
+        let request = r.id;
+        let attempt = r.attempt + 1;
+        if attempt > self.store.config().feedback.max_retries || r.max_wait_at.is_some_and(|d| until > d) {
+            self.outputs.push_back(Output::GiveUp { handle });
+            return;
+        }
+        let priority = r.request.priority;
+        if let Err(error) = self.add_waiter(now, handle, r.request, r.max_wait_at, attempt, Some(request)) {
+            self.outputs.push_back(Output::Fail { handle, error });
+            return;
+        }
+        if self.events {
+            let endpoint = self.waiters[&handle].endpoint.clone();
+            self.emit(now, request, endpoint, priority, EventKind::Retried { attempt, at: until });
+        }
     }
 
     /// A call's reply. Replies to calls the driver gave up on (past their bound) are ignored.
@@ -639,20 +751,28 @@ impl SharedDriver {
         let Some(state) = self.calls.remove(&call) else { return };
         match state {
             CallState::Admit { handle, store_call } => self.decided(now, handle, call, &store_call, reply),
-            CallState::Report { handle, kind, about, .. } => {
-                if let Some(a) = about {
-                    if let Some(until) = self.store.paused_until(now, reply) {
-                        let kind = EventKind::RateLimited { status: a.status, until };
-                        self.emit(now, a.request, a.endpoint, a.priority, kind);
-                    }
+            CallState::Report { handle, kind, about, then, .. } => {
+                let paused = self.store.paused_until(now, reply);
+                if let (Some(a), Some(until)) = (about, paused) {
+                    let kind = EventKind::RateLimited { status: a.status, until };
+                    self.emit(now, a.request, a.endpoint, a.priority, kind);
                 }
                 let result = self.store.observe(now, reply);
+                let mut retry = None;
                 match (kind, result) {
                     (ReportKind::StatusComplete, _) => {}
-                    (_, Ok(live)) => self.outputs.push_back(Output::Done { handle, live }),
+                    (_, Ok(live)) => match then {
+                        Then::Done => self.outputs.push_back(Output::Done { handle, live }),
+                        Then::Retry(r) => retry = Some(r),
+                        Then::GiveUp => self.outputs.push_back(Output::GiveUp { handle }),
+                    },
                     (_, Err(e)) => self.outputs.push_back(Output::Fail { handle, error: DriverError::Store(e) }),
                 }
                 self.kick(now);
+                // After the kick: the retry's first question is not one that room crossed.
+                if let Some(r) = retry {
+                    self.retry(now, handle, *r, paused.unwrap_or(now));
+                }
             }
             CallState::Withdraw => {
                 let _ = self.store.observe(now, reply);
@@ -699,7 +819,7 @@ impl SharedDriver {
         let unavailable = || DriverError::Store(StoreError::Unavailable { reason: reason.to_string() });
         match state {
             CallState::Admit { handle, .. } => self.unreachable(now, handle, unavailable()),
-            CallState::Report { handle, kind, store_call, started, backoff, about } => {
+            CallState::Report { handle, kind, store_call, started, backoff, about, then } => {
                 let limit = started.saturating_add(self.options.unavailable_max_wait);
                 if self.options.on_unavailable == Unavailable::Fail || now.saturating_add(backoff) > limit {
                     if kind != ReportKind::StatusComplete {
@@ -714,6 +834,7 @@ impl SharedDriver {
                     started,
                     backoff: (backoff * 2).min(BACKOFF_MAX),
                     about,
+                    then,
                 };
                 self.calls.insert(call, retry);
                 self.retries.push((now.saturating_add(backoff), call));
@@ -1040,7 +1161,9 @@ impl SharedDriver {
                 self.event_of(now, &w, &result);
             }
         }
-        self.shadow_finished(now, handle, &result, !w.waited);
+        if w.attempt == 0 {
+            self.shadow_finished(now, handle, &result, !w.waited);
+        }
         if let WaiterState::Asking { call, .. } = w.state {
             self.calls.remove(&call);
         }
@@ -1077,6 +1200,9 @@ impl SharedDriver {
                 self.learnt(now, &url);
             }
             (None, Ok((request, reservations))) => {
+                if self.store.config().feedback.max_retries > 0 {
+                    self.keep_retriable(now, w, request);
+                }
                 self.outputs.push_back(Output::Go { handle, request, reservations });
             }
             (None, Err(error)) => self.outputs.push_back(Output::Fail { handle, error }),
@@ -1085,6 +1211,20 @@ impl SharedDriver {
             self.ask(now, next);
         }
         self.idle_check(now);
+    }
+
+    /// Keeps a request that went until its completion, in case its answer is rate limited.
+    /// Requests never completed are forgotten once their lease is long over.
+    fn keep_retriable(&mut self, now: Timestamp, w: Waiter, id: RequestId) {
+        if self.flights.len() >= 4096 {
+            let lease = self.store.config().lease_ttl;
+            self.flights.retain(|_, f| now.saturating_since(f.went) < lease);
+        }
+        let mut request = w.request;
+        request.reserve.clear();
+        request.spend = None;
+        let kept = Retriable { request, id, attempt: w.attempt, max_wait_at: w.max_wait_at, went: now };
+        self.flights.insert(id, kept);
     }
 
     /// The `queued` event of a waiter that has waited (a wait decision, for it or for the head of

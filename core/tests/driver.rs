@@ -569,3 +569,117 @@ fn a_shadow_beside_the_shared_driver_decides_on_this_process_traffic_without_act
     d.set_shadow(t(70_000), None).unwrap();
     assert!(d.shadow_report(t(70_000)).is_none());
 }
+
+/// The reply to a completion whose answer paused its limits until `until_ms` (server time 0).
+fn paused(until_ms: i64) -> Vec<ReplyValue> {
+    let mut r = observed(false);
+    r.push(ReplyValue::Int(until_ms * 1000));
+    r
+}
+
+fn gave_up(out: &[Output], handle: Handle) -> bool {
+    out.contains(&Output::GiveUp { handle })
+}
+
+fn limited() -> Outcome {
+    Outcome::status(429).header("Retry-After", "1")
+}
+
+#[test]
+fn a_rate_limited_answer_queues_the_request_again_under_its_id_and_its_go_names_the_completion() {
+    let mut d = driver(|o| o.wake = false);
+    d.set_events(true);
+    let a = d.acquire(t(0), Request::http("GET", "/x").priority(Priority::High), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &go(11));
+    assert_eq!(went(&outputs(&mut d), a), Some(RequestId(11)));
+    let done = d.complete(t(5), RequestId(11), &limited());
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(6), call, &paused(1_006));
+    let out = outputs(&mut d);
+    let (call, admit) = runs(&out)[0].clone();
+    assert_eq!(op(&admit), "admit", "the retry asks the store at once: its claim holds its priority");
+    assert!(admit.args.contains(&"11".to_string()), "under the same id: {:?}", admit.args);
+    assert!(!out.iter().any(|o| matches!(o, Output::Done { .. } | Output::GiveUp { .. })));
+    assert!(out.iter().any(|o| matches!(o, Output::Event(e) if e.status() == "retried")), "{out:?}");
+    assert_eq!(d.waiting(), 1);
+    // The store says wait (its limits are paused); then go: the completion's handle gets the permit.
+    d.on_reply(t(7), call, &wait(7, Some(1_006)));
+    assert_eq!(d.poll_timeout(), Some(t(1_006)));
+    d.handle_timeout(t(1_006));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1_007), call, &go(11));
+    assert_eq!(went(&outputs(&mut d), done), Some(RequestId(11)));
+    // A success ends it (and clears the limit's strikes in the store).
+    let ok = d.complete(t(1_010), RequestId(11), &Outcome::status(200));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1_011), call, &observed(false));
+    assert!(outputs(&mut d).contains(&Output::Done { handle: ok, live: false }));
+    assert_eq!(d.waiting(), 0);
+}
+
+#[test]
+fn retries_stop_after_max_retries_or_when_the_pause_ends_past_the_longest_wait() {
+    let config = CONFIG.replacen("\"global\"", "\"feedback\": { \"max_retries\": 1 }, \"global\"", 1);
+    let mut d = SharedDriver::new(Config::from_json(&config).unwrap(), StoreOptions::new("acct"), {
+        let mut o = DriverOptions::new("p1");
+        o.wake = false;
+        o
+    })
+    .unwrap();
+    d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(3));
+    outputs(&mut d);
+    let first = d.complete(t(1), RequestId(3), &limited());
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &paused(1_001));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(2), call, &go(3));
+    assert_eq!(went(&outputs(&mut d), first), Some(RequestId(3)));
+    let second = d.complete(t(3), RequestId(3), &limited());
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(3), call, &paused(1_003));
+    assert!(gave_up(&outputs(&mut d), second), "one retry allowed");
+    assert_eq!(d.waiting(), 0);
+
+    // The longest wait: the pause ends after it.
+    let mut d = driver(|o| o.wake = false);
+    d.acquire(t(0), Request::http("GET", "/x"), Some(Duration::from_millis(500))).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(4));
+    outputs(&mut d);
+    let done = d.complete(t(10), RequestId(4), &limited());
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(10), call, &paused(1_010));
+    assert!(gave_up(&outputs(&mut d), done));
+
+    // An answer that is not rate limited (a 5xx) is done, not retried.
+    let mut d = driver(|o| o.wake = false);
+    d.acquire(t(0), Request::http("GET", "/slow"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(5));
+    outputs(&mut d);
+    let done = d.complete(t(1), RequestId(5), &Outcome::status(503));
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &observed(false));
+    assert!(outputs(&mut d).contains(&Output::Done { handle: done, live: false }));
+}
+
+#[test]
+fn a_retry_keeps_no_reservation_and_fails_with_the_store() {
+    let mut d = driver(|o| {
+        o.wake = false;
+        o.on_unavailable = Unavailable::Fail;
+    });
+    d.acquire(t(0), Request::http("GET", "/x"), None).unwrap();
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(0), call, &go(6));
+    outputs(&mut d);
+    let done = d.complete(t(1), RequestId(6), &limited());
+    let call = one_run(&outputs(&mut d));
+    d.on_reply(t(1), call, &paused(1_001));
+    let call = one_run(&outputs(&mut d));
+    d.on_store_error(t(2), call, "connection refused");
+    assert_eq!(failed(&outputs(&mut d), done).as_deref(), Some("STORE_UNAVAILABLE"));
+}

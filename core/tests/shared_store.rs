@@ -1336,13 +1336,19 @@ fn shared_events_name_one_id_per_request_across_processes_from_queued_to_complet
     let queued = ev[0].request;
     assert!(queued.0 != 0 && queued != r1 && queued != r2, "{queued:?}");
 
-    // A's first answer is a 429 with Retry-After: completed, then rate limited until 2.2 s.
-    a.complete(ms(200), r1, &Outcome::status(429).header("Retry-After", "2"));
+    // A's first answer is a 429 with Retry-After: completed, then rate limited until 2.2 s, and
+    // queued again under its id (the caller gives the retry up here: cancelled).
+    let retry = a.complete(ms(200), r1, &Outcome::status(429).header("Retry-After", "2"));
     let ev = events(&pump(&mut c, &mut a, ms(200)));
-    assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["completed", "rate_limited"], "{ev:?}");
+    let kinds: Vec<&str> = ev.iter().map(Event::status).collect();
+    assert_eq!(kinds, ["completed", "rate_limited", "retried"], "{ev:?}");
     assert_eq!(ev[0].log().response_status, Some(429));
     assert_eq!(ev[0].log().duration_ms, Some(200.0));
     assert!(matches!(ev[1].kind, EventKind::RateLimited { status: Some(429), until } if until == ms(2200)), "{ev:?}");
+    assert!(ev[2].request == r1 && matches!(ev[2].kind, EventKind::Retried { attempt: 1, .. }), "{ev:?}");
+    a.cancel(ms(200), retry);
+    let ev = events(&pump(&mut c, &mut a, ms(200)));
+    assert_eq!((ev.len(), ev[0].status(), ev[0].request), (1, "cancelled", r1), "{ev:?}");
     a.complete(ms(250), r2, &Outcome::status(200));
     let ev = events(&pump(&mut c, &mut a, ms(250)));
     assert_eq!(ev.iter().map(Event::status).collect::<Vec<_>>(), ["completed"], "a success pauses nothing");
@@ -1381,6 +1387,68 @@ fn shared_events_name_one_id_per_request_across_processes_from_queued_to_complet
     a.set_events(false);
     a.acquire(ms(2400), Request::http("GET", "/orders"), None).unwrap();
     assert!(events(&pump(&mut c, &mut a, ms(2400))).is_empty());
+}
+
+#[test]
+fn a_rate_limited_request_is_retried_after_the_pause_under_its_id_ahead_of_lower_priorities_elsewhere() {
+    // Process A's HIGH request is answered 429 (Retry-After 1 s): the driver queues it again. B's
+    // LOW request, asked before the pause ends, must not take the room the retry needs when the
+    // pause ends; the retry goes under its first id, its go naming the completion.
+    let Some(server) = RedisServer::start() else { return };
+    let mut c = server.client();
+    let acct = account("retry");
+    let (mut a, mut b) = (shared_driver(&acct, "a"), shared_driver(&acct, "b"));
+    s_clock(a.store_mut(), b.store_mut(), 0);
+    a.acquire(ms(0), Request::http("POST", "/ws/listings/1").priority(Priority::High), None).unwrap();
+    let out = pump(&mut c, &mut a, ms(0));
+    let Some(Output::Go { request, .. }) = out.iter().find(|o| matches!(o, Output::Go { .. })).cloned() else {
+        panic!("{out:?}")
+    };
+    s_clock(a.store_mut(), b.store_mut(), 100);
+    let completion = a.complete(ms(100), request, &Outcome::status(429).header("Retry-After", "1"));
+    let out = pump(&mut c, &mut a, ms(100));
+    assert!(!out.iter().any(|o| matches!(o, Output::Done { .. } | Output::GiveUp { .. })), "{out:?}");
+    assert_eq!(a.waiting(), 1, "the retry waits for the pause");
+    b.acquire(ms(200), Request::http("POST", "/ws/listings/2").priority(Priority::Low), None).unwrap();
+    assert!(!pump(&mut c, &mut b, ms(200)).iter().any(|o| matches!(o, Output::Go { .. })), "paused");
+    // At the pause's end B asks first; the retry's claim keeps it off.
+    s_clock(a.store_mut(), b.store_mut(), 1_100);
+    b.handle_timeout(ms(1_100));
+    let b_first = pump(&mut c, &mut b, ms(1_100));
+    a.handle_timeout(ms(1_100));
+    let out = pump(&mut c, &mut a, ms(1_100));
+    let went = out.iter().find_map(|o| match o {
+        Output::Go { handle, request: r, .. } if *handle == completion => Some(*r),
+        _ => None,
+    });
+    assert_eq!(went, Some(request), "the retry goes under its id, naming the completion: {out:?}");
+    let b_went = b_first.iter().any(|o| matches!(o, Output::Go { .. }));
+    // The catalog window holds 2 a second: B's LOW may go beside the retry, never instead of it.
+    let call = a.store().snapshot_call(ms(1_100));
+    let snap = a.store_mut().snapshot(ms(1_100), &c.run(&call)).unwrap();
+    let used = snap.limits.iter().find(|l| l.name == "catalog").unwrap().used;
+    assert!(used <= 2 && (used == 1 + u64::from(b_went)), "used {used}, B went {b_went}");
+    // Its second 429 of a row doubles nothing here (the server named the time) and retries again;
+    // the third and fourth do too, and past `max_retries` (3) the completion gives up.
+    let mut now = 1_200;
+    for attempt in 2..=4 {
+        s_clock(a.store_mut(), b.store_mut(), now);
+        let h = a.complete(ms(now), request, &Outcome::status(429).header("Retry-After", "1"));
+        let out = pump(&mut c, &mut a, ms(now));
+        if attempt == 4 {
+            assert!(out.contains(&Output::GiveUp { handle: h }), "{out:?}");
+            break;
+        }
+        now += 1_100;
+        s_clock(a.store_mut(), b.store_mut(), now);
+        a.handle_timeout(ms(now));
+        let out = pump(&mut c, &mut a, ms(now));
+        assert!(
+            out.iter().any(|o| matches!(o, Output::Go { handle, .. } if *handle == h)),
+            "attempt {attempt}: {out:?}"
+        );
+        now += 100;
+    }
 }
 
 #[test]

@@ -13,11 +13,12 @@
 //! not); `processTag {tag}` (a host that may not draw random
 //! values when it builds the driver, as a Worker at load, names its process at first use).
 //!
-//! Outputs (`{"output": ...}`): `run {call, keys, args}`; `go {handle, request, reservations}`;
-//! `fail {handle, code, message}`; `done {handle, live}`; `snapshot {handle, snapshot}`; `metrics {handle, metrics, text}` (the
-//! metrics as JSON and as Prometheus text); `status
-//! {handle, url}`; `subscribe {channel}`; `unsubscribe`; `event {event}` (one event, as the
-//! in-memory controller's listeners get it).
+//! Outputs (`{"output": ...}`): `run {call, keys, args}`; `go {handle, request, reservations}`
+//! (an acquire's permit, or a completion's retry); `fail {handle, code, message}`; `done {handle,
+//! live}`; `giveUp {handle}` (a rate-limited completion that may not be retried); `snapshot
+//! {handle, snapshot}`; `metrics {handle, metrics, text}` (the metrics as JSON and as Prometheus
+//! text); `status {handle, url}`; `subscribe {channel}`; `unsubscribe`; `event {event}` (one event,
+//! as the in-memory controller's listeners get it).
 
 use serde_json::{json, Value};
 
@@ -276,6 +277,7 @@ fn output_json(o: Output) -> Value {
             json!({ "output": "fail", "handle": handle.0, "code": error.code(), "message": error.to_string() })
         }
         Output::Done { handle, live } => json!({ "output": "done", "handle": handle.0, "live": live }),
+        Output::GiveUp { handle } => json!({ "output": "giveUp", "handle": handle.0 }),
         Output::Snapshot { handle, snapshot } => {
             json!({ "output": "snapshot", "handle": handle.0, "snapshot": snapshot_json(&snapshot) })
         }

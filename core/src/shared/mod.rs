@@ -694,14 +694,31 @@ impl SharedStore {
     /// strikes). A budget report sets the shared balance. A completion past the request's lease
     /// teaches nothing: its holds lapsed already, as in memory.
     pub fn complete(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome) -> Option<StoreCall> {
+        self.finish(now, request, outcome, true).0
+    }
+
+    /// [`complete`](Self::complete), and whether the answer was rate limited (a 429, a block) for
+    /// a request this store knows in flight: the driver retries those.
+    pub(crate) fn complete_told(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        outcome: &Outcome,
+    ) -> (Option<StoreCall>, bool) {
         self.finish(now, request, outcome, true)
     }
 
-    /// A completion (`answered`) or a cancel.
-    fn finish(&mut self, now: Timestamp, request: RequestId, outcome: &Outcome, answered: bool) -> Option<StoreCall> {
-        let flight = self.in_flight.remove(&request)?;
+    /// A completion (`answered`) or a cancel; and whether the answer was rate limited.
+    fn finish(
+        &mut self,
+        now: Timestamp,
+        request: RequestId,
+        outcome: &Outcome,
+        answered: bool,
+    ) -> (Option<StoreCall>, bool) {
+        let Some(flight) = self.in_flight.remove(&request) else { return (None, false) };
         if now.saturating_since(flight.since) >= self.config.lease_ttl {
-            return None;
+            return (None, false);
         }
         // A concurrency slot, or a window's hold until the completion (see `WindowHold`).
         let holds_lease = flight.needs.iter().any(|n| {
@@ -739,7 +756,7 @@ impl SharedStore {
             && !exhausted
             && learnt.is_none()
         {
-            return None;
+            return (None, false);
         }
         let mut touched: Vec<u16> = flight.needs.iter().map(|n| n.limit).collect();
         touched.extend(flight.budgets.iter().copied());
@@ -815,7 +832,7 @@ impl SharedStore {
             args.extend([max.to_string(), per.to_string(), held, learnt]);
         }
         args.push(micros_up(LEARNT_TTL).to_string());
-        Some(StoreCall { keys, args, what: CallKind::Other })
+        (Some(StoreCall { keys, args, what: CallKind::Other }), feedback.rate_limited)
     }
 
     /// Forgets a permitted request that will not be sent, releasing its concurrency lease (`None`
@@ -824,7 +841,7 @@ impl SharedStore {
         let flight = self.in_flight.get_mut(&request)?;
         // A cancel is a completion that learnt nothing: no budget report, no strikes cleared.
         flight.budgets.clear();
-        self.finish(now, request, &Outcome::default(), false)
+        self.finish(now, request, &Outcome::default(), false).0
     }
 
     /// The call that releases a reservation early (the follow-up will not be sent).
