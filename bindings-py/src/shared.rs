@@ -67,6 +67,7 @@ fn output(py: Python<'_>, o: Output) -> PyResult<Py<PyAny>> {
             ("fail", handle.0, e.into_value(py)).into_py_any(py)?
         }
         Output::Done { handle, live } => ("done", handle.0, live).into_py_any(py)?,
+        Output::GiveUp { handle } => ("giveUp", handle.0, ()).into_py_any(py)?,
         Output::Snapshot { handle, snapshot } => {
             let limits: Vec<_> = snapshot
                 .limits
@@ -112,6 +113,11 @@ impl PySharedDriver {
         .map_err(|e| config_error(py, &e))?;
         let host = DriverHost::new(config, options_json).map_err(|e| host_error(py, &e))?;
         Ok(PySharedDriver { host: std::sync::Mutex::new(host) })
+    }
+
+    /// Wake-up messages received so far.
+    fn wakeups(&self) -> u64 {
+        self.host.lock().map_or(0, |mut h| h.driver().wakeups())
     }
 
     /// The Lua script and its SHA1.

@@ -139,6 +139,8 @@ class RedisCluster:
             raise RuntimeError(f"CLUSTER FAILOVER: {out}")
         self._until(lambda: self.cli(replica, "role").split("\n")[0].strip() == "master", "the replica was not promoted")
         self._until(self._ok, "the cluster did not become ok after the failover")
+        # The node master_of asks learns of the promotion by gossip: wait until it has.
+        self._until(lambda: self.master_of(slot)[0] == replica, "the cluster did not show the new master")
         return replica
 
     def _ok(self) -> bool:

@@ -5,8 +5,9 @@ TC_REDIS_CLUSTER (comma-separated ports) connects through redis-py's asyncio Red
 TC_DEADLINE_MS: a request still unresolved then is reported (``unresolved``) and the process ends.
 TC_MEMORY=n: instead, n requests through the in-memory controller, reporting the resident memory
 at the start, halfway and at the end (a leak shows as growth over the second half).
-TC_RETRIES=n: a request answered 429 is sent again, up to n times (the store has recorded the pause
-by then, so the retry waits for it); its reservation is made, or spent, once."""
+TC_RETRIES=n: the config's ``feedback.max_retries`` (default 3): a request answered 429 is sent again
+on the retry permit ``complete()`` gives (the driver queued it again behind the store's pause); its
+reservation is made, or spent, once."""
 
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ async def main() -> None:
         r = aiocluster.RedisCluster(startup_nodes=nodes, socket_connect_timeout=0.5, socket_timeout=2)
     else:
         r = aioredis.Redis(host="127.0.0.1", port=int(env["TC_REDIS_PORT"]), socket_connect_timeout=0.5, socket_timeout=2)
-    tc = SharedTrafficControl(json.loads(env["TC_CONFIG"]), redis=r, account=env["TC_ACCOUNT"], unavailable_max_wait=60)
+    config = json.loads(env["TC_CONFIG"])
+    if env.get("TC_RETRIES"):
+        config["feedback"] = {**config.get("feedback", {}), "max_retries": int(env["TC_RETRIES"])}
+    tc = SharedTrafficControl(config, redis=r, account=env["TC_ACCOUNT"], unavailable_max_wait=60)
     base = env["TC_MOCK_URL"]
     out: dict[str, Any] = {"worker": wid, "runtime": "python", "probes": 0, "scans": 0, "errors": [], "probeEnds": [], "status": {},
                            "started": 0, "settled": 0, "rssStart": rss()}
@@ -68,21 +72,21 @@ async def main() -> None:
         asyncio.get_running_loop().call_later(int(env["TC_DEADLINE_MS"]) / 1000, late)
     async with httpx.AsyncClient(base_url=base) as http:
 
-        retries = int(env.get("TC_RETRIES", "0"))
-
         async def call(method: str, path: str, body: Any = None, **options: Any) -> None:
             out["started"] += 1
             try:
-                again = {k: v for k, v in options.items() if k not in ("reserve", "spend")}
-                for attempt in range(retries + 1):
-                    permit = await tc.acquire(path, method=method, **(options if attempt == 0 else again))
+                permit = await tc.acquire(path, method=method, **options)
+                while True:
                     res = None
                     try:
                         res = await http.request(method, path, json=body)
                     finally:
-                        await permit.complete(None if res is None else res.status_code, None if res is None else list(res.headers.items()))
+                        completion = await permit.complete(
+                            None if res is None else res.status_code, None if res is None else list(res.headers.items())
+                        )
                     out["status"][str(res.status_code)] = out["status"].get(str(res.status_code), 0) + 1
-                    if res.status_code == 429 and attempt < retries:
+                    if completion.kind == "retry":
+                        permit = completion.permit
                         continue
                     if res.status_code >= 400:
                         raise RuntimeError(f"{method} {path}: {res.status_code}")

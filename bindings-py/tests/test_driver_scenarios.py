@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from traffic_control import TrafficControlError
-from traffic_control.shared import SharedTrafficControl, SyncSharedTrafficControl
+from traffic_control.shared import SharedCompletion, SharedTrafficControl, SyncSharedTrafficControl
 
 DIR = pathlib.Path(__file__).parents[2] / "tests" / "driver"
 FILES = sorted(DIR.glob("*.json"))
@@ -76,6 +76,31 @@ class ScriptedSync:
     eval = evalsha
 
 
+def check_args(where: str, step: dict[str, Any], args: list[str]) -> None:
+    wanted = step.get("args_include", [])
+    for arg in [wanted] if isinstance(wanted, str) else wanted:
+        assert arg in args, f"{where}: {arg} not in {args}"
+
+
+def permit_of(value: Any) -> Any:
+    """The permit of an acquire, or of a completion's retry."""
+    return value.permit if isinstance(value, SharedCompletion) else value
+
+
+def completion_args(step: dict[str, Any]) -> tuple[Any, ...]:
+    headers = [tuple(h) for h in step["headers"]] if "headers" in step else None
+    return (step.get("status"), headers, step.get("body"))
+
+
+def check_completion(where: str, step: dict[str, Any], value: Any, elapsed_ms: float) -> None:
+    assert isinstance(value, SharedCompletion), f"{where}: {value!r}"
+    assert value.kind == step.get("kind", "done"), f"{where}: {value!r}"
+    if "go" in step:
+        assert value.permit.request == step["go"], where
+    if "after" in step:
+        assert elapsed_ms >= step["after"], f"{where}: settled after {elapsed_ms:.0f} ms"
+
+
 def check(where: str, step: dict[str, Any], outcome: tuple[str, Any], elapsed_ms: float) -> None:
     kind, value = outcome
     if "go" in step:
@@ -101,14 +126,13 @@ async def test_asyncio_host(path: pathlib.Path) -> None:
             runs[step["label"]] = (asyncio.ensure_future(tc.acquire(**request(step["request"], step.get("maxWait")))), time.monotonic())
             await asyncio.sleep(0)
         elif op == "complete":
-            permit = await runs[step["label"]][0]
-            runs[step["label"] + "/complete"] = (asyncio.ensure_future(permit.complete(step.get("status"))), time.monotonic())
+            permit = permit_of(await runs[step["label"]][0])
+            runs[step["label"] + "/complete"] = (asyncio.ensure_future(permit.complete(*completion_args(step))), time.monotonic())
         elif op == "store":
             while True:
                 call, future = await asyncio.wait_for(store.pending.get(), 3)
                 assert call.args[0] == step["call"], f"{where}: {call.args[0]}"
-                if "args_include" in step:
-                    assert step["args_include"] in call.args, where
+                check_args(where, step, call.args)
                 if "error" in step:
                     future.set_exception(ConnectionError(step["error"]))
                 else:
@@ -116,13 +140,14 @@ async def test_asyncio_host(path: pathlib.Path) -> None:
                 await asyncio.sleep(0.001)
                 if "until" not in step or runs[step["until"]][0].done():
                     break
-        elif op in ("expect", "expect_done"):
-            key = step["label"] + ("/complete" if op == "expect_done" else "")
+        elif op in ("expect", "expect_done", "expect_completion"):
+            key = step["label"] + ("/complete" if op != "expect" else "")
             task, started = runs[key]
             await asyncio.wait([task], timeout=3)
             assert task.done(), f"{where}: did not settle"
-            if op == "expect_done":
-                assert task.exception() is None, where
+            if op != "expect":
+                assert task.exception() is None, f"{where}: {task.exception()!r}"
+                check_completion(where, step, task.result(), (time.monotonic() - started) * 1000)
                 continue
             outcome = ("error", task.exception()) if task.exception() else ("go", task.result())
             check(where, step, outcome, (time.monotonic() - started) * 1000)
@@ -162,14 +187,14 @@ def test_thread_host(path: pathlib.Path) -> None:
         elif op == "complete":
             run = runs[step["label"]]
             run["thread"].join(3)
-            permit = run["outcome"][1]
-            start(step["label"] + "/complete", lambda permit=permit: permit.complete(step.get("status")))
+            permit = permit_of(run["outcome"][1])
+            args = completion_args(step)
+            start(step["label"] + "/complete", lambda permit=permit, args=args: permit.complete(*args))
         elif op == "store":
             while True:
                 call = store.pending.get(timeout=3)
                 assert call.args[0] == step["call"], f"{where}: {call.args[0]}"
-                if "args_include" in step:
-                    assert step["args_include"] in call.args, where
+                check_args(where, step, call.args)
                 call.answer = ("error", step["error"]) if "error" in step else ("reply", step["reply"])
                 call.ready.set()
                 time.sleep(0.002)
@@ -178,12 +203,13 @@ def test_thread_host(path: pathlib.Path) -> None:
                 runs[step["until"]]["thread"].join(0.2)
                 if "outcome" in runs[step["until"]]:
                     break
-        elif op in ("expect", "expect_done"):
-            run = runs[step["label"] + ("/complete" if op == "expect_done" else "")]
+        elif op in ("expect", "expect_done", "expect_completion"):
+            run = runs[step["label"] + ("/complete" if op != "expect" else "")]
             run["thread"].join(3)
             assert "outcome" in run, f"{where}: did not settle"
-            if op == "expect_done":
+            if op != "expect":
                 assert run["outcome"][0] == "go", f"{where}: {run['outcome'][1]!r}"
+                check_completion(where, step, run["outcome"][1], (run["at"] - run["started"]) * 1000)
                 continue
             check(where, step, run["outcome"], (run["at"] - run["started"]) * 1000)
     time.sleep(0.05)

@@ -29,6 +29,7 @@ CONFIG: Config = {
     "limits": {"api": {"kind": "window", "max": 2, "per": 300, "hold": "go"}},
     "global": ["api"],
     "routes": [{"name": "catalog", "path": "^/catalog"}],
+    "feedback": {"max_retries": 0},
 }
 
 

@@ -159,8 +159,9 @@ async def test_events_name_one_id_per_request_from_queued_to_completed(server: R
     acct = account("events")
     seen_a: list[Event] = []
     seen_b: list[Event] = []
-    a = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct, listener=seen_a.append)
-    b = SharedTrafficControl(WINDOW, redis=client(server.port), account=acct)
+    no_retries: Config = {**WINDOW, "feedback": {"max_retries": 0}}
+    a = SharedTrafficControl(no_retries, redis=client(server.port), account=acct, listener=seen_a.append)
+    b = SharedTrafficControl(no_retries, redis=client(server.port), account=acct)
     off = b.on(seen_b.append)
     first = [await a.acquire("/x") for _ in range(4)]
     late = await b.acquire("https://api.example.com/x?key=SECRET", priority="low")  # waits for the window
@@ -229,10 +230,55 @@ async def test_acquire_learns_an_unknown_keepa_balance_with_the_free_token_reque
         await tc.aclose()
 
 
+async def test_a_rate_limited_request_is_retried_on_the_permit_complete_gives(server: RedisServer) -> None:
+    config: Config = {**WINDOW, "feedback": {"max_retries": 1}}
+    acct = account("retry")
+    a = SharedTrafficControl(config, redis=client(server.port), account=acct)
+    b = SharedTrafficControl(config, redis=client(server.port), account=acct)
+    first = await a.acquire("/x", priority="high")
+    t0 = time.monotonic()
+    retried = asyncio.ensure_future(first.complete(429, [("Retry-After", "0.3")]))
+    await asyncio.sleep(0.05)
+    assert not retried.done(), "the retry waits for the store's pause"
+    other = asyncio.ensure_future(b.acquire("/y", priority="low"))
+    completion = await retried
+    assert completion.kind == "retry" and completion.permit.request == first.request
+    assert time.monotonic() - t0 >= 0.28
+    # One retry allowed: the next 429 gives up.
+    assert (await completion.permit.complete(429, [("Retry-After", "0.05")])).kind == "give_up"
+    await (await other).complete(200)
+    # Cancelling the task that waits for a retry withdraws it.
+    again = await a.acquire("/x")
+    waiting = asyncio.ensure_future(again.complete(429, [("Retry-After", "5")]))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert a.waiting == 0
+    await a.aclose()
+    await b.aclose()
+
+
+def test_the_thread_host_returns_the_retry_permit_too(server: RedisServer) -> None:
+    import redis
+
+    from traffic_control.shared import SyncSharedTrafficControl
+
+    tc = SyncSharedTrafficControl({**WINDOW, "feedback": {"max_retries": 1}}, redis=redis.Redis(port=server.port),
+                                  account=account("retry-sync"))
+    permit = tc.acquire("/x")
+    t0 = time.monotonic()
+    completion = permit.complete(429, [("Retry-After", "0.2")])
+    assert completion.kind == "retry" and completion.permit.request == permit.request
+    assert time.monotonic() - t0 >= 0.18
+    assert completion.permit.complete(200).kind == "done"
+    tc.close()
+
+
 async def test_the_snapshot_shows_a_pause_with_its_reason_and_end(server: RedisServer) -> None:
-    tc = SharedTrafficControl(WINDOW, redis=client(server.port), account=account("pause"))
+    tc = SharedTrafficControl({**WINDOW, "feedback": {"max_retries": 0}}, redis=client(server.port), account=account("pause"))
     permit = await tc.acquire("/x")
-    await permit.complete(429, [("Retry-After", "5")])
+    assert (await permit.complete(429, [("Retry-After", "5")])).kind == "give_up"
     name, _, _, _, pause = (await tc.snapshot())[0]
     assert name == "api" and pause is not None
     until, reason = pause

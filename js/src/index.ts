@@ -43,4 +43,4 @@ export type {
 } from './simulate.js';
 export type { PromClient, PromRegistry } from './prometheus.js';
 export { SharedTrafficControl, SharedPermit, SharedReservation, runScript } from './shared.js';
-export type { RedisClient, SharedOptions, SharedRequest, SharedSnapshot } from './shared.js';
+export type { RedisClient, SharedCompletion, SharedOptions, SharedRequest, SharedSnapshot } from './shared.js';

@@ -22,6 +22,7 @@ type DriverOutput =
   | { output: 'go'; handle: number; request: number; reservations: number[] }
   | { output: 'fail'; handle: number; code: string; message: string }
   | { output: 'done'; handle: number; live: boolean }
+  | { output: 'giveUp'; handle: number }
   | { output: 'snapshot'; handle: number; snapshot: SharedSnapshot }
   | { output: 'metrics'; handle: number; metrics: RawMetrics; text: string }
   | { output: 'status'; handle: number; url: string }
@@ -118,19 +119,35 @@ export class SharedReservation {
   }
 }
 
+/** What to do after `SharedPermit.complete()`, as `Completion` of the in-memory controller. */
+export type SharedCompletion =
+  | { kind: 'done' }
+  /** The server rate limited it and its retries are spent (or the pause ends past its `maxWait`): report the failure. */
+  | { kind: 'give_up' }
+  /** The server rate limited it; the store paused its limits and this new permit came when the retry may go. */
+  | { kind: 'retry'; permit: SharedPermit };
+
 /** The right to send one request now; `complete()` it once (concurrency leases, 429 pauses, budget reports). */
 export class SharedPermit {
   readonly #tc: SharedTrafficControl;
+  readonly #signal: AbortSignal | undefined;
   constructor(
     tc: SharedTrafficControl,
     readonly request: number,
     readonly reservations: readonly SharedReservation[],
+    signal?: AbortSignal,
   ) {
     this.#tc = tc;
+    this.#signal = signal;
   }
-  /** Reports the outcome: only a lease, a 429 or a budget report costs a round trip. */
-  complete(outcome?: { status?: number; headers?: Record<string, string> | Array<[string, string]> | Headers; body?: string }): Promise<void> {
-    return this.#tc.completePermit(this.request, outcome);
+  /**
+   * Reports the outcome: only a lease, a 429 or a budget report costs a round trip. A rate-limited
+   * answer (a 429, a block) is retried as in memory: the store pauses the limits, the request
+   * waits again at its priority, and `{ kind: 'retry', permit }` comes when it may go (the
+   * request's `signal` still cancels that wait); after `feedback.max_retries`, `give_up`.
+   */
+  complete(outcome?: { status?: number; headers?: Record<string, string> | Array<[string, string]> | Headers; body?: string }): Promise<SharedCompletion> {
+    return this.#tc.completePermit(this.request, outcome, this.#signal);
   }
 }
 
@@ -163,6 +180,8 @@ interface Pending {
   reject: (e: unknown) => void;
   reserve?: readonly SharedReservation[];
   signal?: AbortSignal;
+  /** A completion: its go is a retry's permit. */
+  completion?: boolean;
 }
 
 /**
@@ -195,8 +214,7 @@ export class SharedTrafficControl {
   /** The wake-up subscription (a duplicate of the client), while requests wait. */
   #sub: { quit?: () => unknown; disconnect?: () => unknown } | undefined;
   #subscribing: Promise<void> | undefined;
-  /** Wake-up messages received (for tests and benchmarks). */
-  wakeups = 0;
+  #wakeups = 0;
 
   constructor(config: Config | PresetName | string, options: SharedOptions) {
     const native = theHost().native as unknown as SharedNative;
@@ -272,10 +290,7 @@ export class SharedTrafficControl {
     return new Promise<SharedPermit>((resolve, reject) => {
       try {
         const input = { input: 'acquire', request: coreRequest(request, undefined), maxWait: request.maxWait };
-        this.#step(input, (handle) => {
-          this.#pending.set(handle, { resolve: resolve as (v: never) => void, reject, reserve: request.reserve ?? [], signal: request.signal });
-          request.signal?.addEventListener('abort', () => this.#step({ input: 'cancel', handle }), { once: true });
-        });
+        this.#step(input, (handle) => this.#await(handle, { resolve: resolve as (v: never) => void, reject, reserve: request.reserve ?? [], signal: request.signal }));
       } catch (e) {
         reject(coded(e));
       }
@@ -284,26 +299,47 @@ export class SharedTrafficControl {
 
   /**
    * Acquires, runs `task`, then completes (with the status, headers and, when the core's rule says
-   * it carries limit fields, the body, when it returns a `Response`). The arguments come in the
-   * in-memory controller's order, `(request, task)`; `(task, request)` is still accepted.
+   * it carries limit fields, the body, when it returns a `Response`), and runs `task` again on the
+   * retry's permit when that answer was rate limited. The arguments come in the in-memory
+   * controller's order, `(request, task)`; `(task, request)` is still accepted.
    */
   async schedule<T>(request: SharedRequest | ((permit: SharedPermit) => T | PromiseLike<T>), task?: ((permit: SharedPermit) => T | PromiseLike<T>) | SharedRequest): Promise<T> {
     if (typeof request === 'function') [request, task] = [(task ?? {}) as SharedRequest, request];
     const run = task as (permit: SharedPermit) => T | PromiseLike<T>;
-    const permit = await this.acquire(request);
-    let outcome: Parameters<SharedPermit['complete']>[0] = {};
-    try {
-      const result = await run(permit);
-      outcome = typeof Response !== 'undefined' && result instanceof Response ? await outcomeOf(result, (status, type, length) => theHost().native.wantsBody(status, type, length)) : { status: 200 };
-      return result;
-    } finally {
-      await permit.complete(outcome).catch(() => undefined);
+    let permit = await this.acquire(request);
+    for (;;) {
+      let result: T;
+      try {
+        result = await run(permit);
+      } catch (e) {
+        await permit.complete({}).catch(() => undefined);
+        throw e;
+      }
+      const response = typeof Response !== 'undefined' && result instanceof Response ? result : undefined;
+      const outcome = response ? await outcomeOf(response, (status, type, length) => theHost().native.wantsBody(status, type, length)) : { status: 200 };
+      const completion = await permit.complete(outcome).catch(() => ({ kind: 'done' }) as const);
+      if (completion.kind !== 'retry') return result;
+      await response?.body?.cancel().catch(() => undefined);
+      permit = completion.permit;
     }
   }
 
   /** @internal */
-  completePermit(request: number, outcome?: Parameters<SharedPermit['complete']>[0]): Promise<void> {
-    return this.#operation({ input: 'complete', request, status: outcome?.status, headers: headerList(outcome?.headers), body: outcome?.body });
+  completePermit(request: number, outcome?: Parameters<SharedPermit['complete']>[0], signal?: AbortSignal): Promise<SharedCompletion> {
+    return new Promise<SharedCompletion>((resolve, reject) => {
+      try {
+        const input = { input: 'complete', request, status: outcome?.status, headers: headerList(outcome?.headers), body: outcome?.body, unixTime: Date.now() };
+        this.#step(input, (handle) => this.#await(handle, { resolve: resolve as (v: never) => void, reject, signal, completion: true }));
+      } catch (e) {
+        reject(coded(e));
+      }
+    });
+  }
+
+  /** Waits for the outcome of an acquire (or of a completion that may be retried): a cancel ends it. */
+  #await(handle: number, pending: Pending): void {
+    this.#pending.set(handle, pending);
+    pending.signal?.addEventListener('abort', () => this.#pending.has(handle) && this.#step({ input: 'cancel', handle }), { once: true });
   }
 
   /** @internal */
@@ -383,6 +419,11 @@ export class SharedTrafficControl {
     return this.#waiting;
   }
 
+  /** Wake-up messages received (the driver counts them; for tests and benchmarks). */
+  get wakeups(): number {
+    return this.#wakeups;
+  }
+
   /** The channel the store publishes freed room on. */
   get wakeChannel(): string {
     return `tc:{${this.#options.account}}:wake`;
@@ -412,9 +453,11 @@ export class SharedTrafficControl {
       outputs: DriverOutput[];
       timeout: number | null;
       waiting: number;
+      wakeups: number;
     };
     if (answer.result !== null) started?.(answer.result);
     this.#waiting = answer.waiting;
+    this.#wakeups = answer.wakeups;
     const step = ++this.#steps;
     for (const o of answer.outputs) this.#act(o);
     // A step taken while acting knows the time better.
@@ -432,7 +475,8 @@ export class SharedTrafficControl {
       case 'go': {
         const p = this.#settle(o.handle);
         p?.reserve?.forEach((r, i) => (r.id = o.reservations[i]));
-        p?.resolve(new SharedPermit(this, o.request, p.reserve ?? []) as never);
+        const permit = new SharedPermit(this, o.request, p?.reserve ?? [], p?.signal);
+        p?.resolve((p.completion ? { kind: 'retry', permit } : permit) as never);
         return;
       }
       case 'fail': {
@@ -441,8 +485,13 @@ export class SharedTrafficControl {
         p?.reject(new TrafficControlError(o.code as ErrorCode, o.message, cause === undefined ? undefined : { cause }));
         return;
       }
-      case 'done':
-        this.#settle(o.handle)?.resolve((o.live as never));
+      case 'done': {
+        const p = this.#settle(o.handle);
+        p?.resolve((p.completion ? { kind: 'done' } : o.live) as never);
+        return;
+      }
+      case 'giveUp':
+        this.#settle(o.handle)?.resolve({ kind: 'give_up' } as never);
         return;
       case 'snapshot':
         this.#settle(o.handle)?.resolve(o.snapshot as never);
@@ -508,10 +557,7 @@ export class SharedTrafficControl {
   async #subscribe(channel: string): Promise<void> {
     const client = this.#redis as Record<string, (...a: unknown[]) => unknown>;
     const ioredis = typeof client.evalsha === 'function';
-    const onMessage = () => {
-      this.wakeups++;
-      this.#step({ input: 'woken' });
-    };
+    const onMessage = () => this.#step({ input: 'woken' });
     let sub: Record<string, (...a: unknown[]) => unknown> | undefined;
     try {
       sub = client.duplicate.call(client) as Record<string, (...a: unknown[]) => unknown>;

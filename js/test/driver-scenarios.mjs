@@ -74,10 +74,12 @@ export function driverScenarioTests(pkg) {
             case 'complete': {
               const run = runs.get(step.label);
               await run.promise;
-              const done = { settled: false };
-              done.promise = run.value.complete({ status: step.status, headers: step.headers, body: step.body }).then(
-                () => Object.assign(done, { settled: true }),
-                (error) => Object.assign(done, { settled: true, error }),
+              // The permit of an acquire, or of a completion's retry.
+              const permit = run.value?.kind === 'retry' ? run.value.permit : run.value;
+              const done = { settled: false, started: Date.now() };
+              done.promise = permit.complete({ status: step.status, headers: step.headers, body: step.body }).then(
+                (value) => Object.assign(done, { settled: true, value, at: Date.now() }),
+                (error) => Object.assign(done, { settled: true, error, at: Date.now() }),
               );
               runs.set(`${step.label}/complete`, done);
               break;
@@ -86,7 +88,7 @@ export function driverScenarioTests(pkg) {
               do {
                 const call = await store.next();
                 assert.equal(call.args[0], step.call, `${where}: the host's call`);
-                if (step.args_include !== undefined) assert.ok(call.args.includes(step.args_include), `${where}: ${JSON.stringify(call.args)}`);
+                for (const arg of [step.args_include ?? []].flat()) assert.ok(call.args.includes(arg), `${where}: ${arg} not in ${JSON.stringify(call.args)}`);
                 if (step.error !== undefined) call.reject(new Error(step.error));
                 else call.resolve(step.reply);
                 await new Promise((r) => setTimeout(r, 1));
@@ -107,10 +109,14 @@ export function driverScenarioTests(pkg) {
               if (step.after !== undefined) assert.ok(run.at - run.started >= step.after, `${where}: settled after ${run.at - run.started} ms`);
               break;
             }
-            case 'expect_done': {
+            case 'expect_done':
+            case 'expect_completion': {
               const run = runs.get(`${step.label}/complete`);
               await Promise.race([run.promise, new Promise((r) => setTimeout(r, 3000))]);
               assert.ok(run.settled && run.error === undefined, `${where}: ${run.error ?? 'not done'}`);
+              assert.equal(run.value?.kind, step.kind ?? 'done', where);
+              if (step.go !== undefined) assert.equal(run.value.permit.request, step.go, where);
+              if (step.after !== undefined) assert.ok(run.at - run.started >= step.after, `${where}: settled after ${run.at - run.started} ms`);
               break;
             }
             default:

@@ -130,6 +130,8 @@ export async function startRedisCluster({ masters = 3, replicas = 1 } = {}) {
       if (out !== 'OK') throw new Error(`CLUSTER FAILOVER: ${out}`);
       await waitUntil(() => role(replica) === 'master', 'the replica was not promoted', 30_000);
       await waitUntil(ok, 'the cluster did not become ok after the failover', 30_000);
+      // The node `owners` asks learns of the promotion by gossip: wait until it has.
+      await waitUntil(() => owners(slot).master === replica, 'the cluster did not show the new master', 30_000);
       return replica;
     },
     stop,

@@ -149,19 +149,51 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('a 429 pauses every controller on the account', async () => {
       const account = `pause-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } });
+      const cfg = config({ api: { kind: 'window', max: 100, per: '1s', hold: 'go' } }, { feedback: { max_retries: 0 } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       const p = await a.acquire({ url: '/x' });
-      await p.complete({ status: 429, headers: { 'retry-after': '0.3' } });
+      assert.deepEqual(await p.complete({ status: 429, headers: { 'retry-after': '0.3' } }), { kind: 'give_up' }, 'no retries configured');
       const t0 = performance.now();
       await b.acquire({ url: '/x' });
       assert.ok(performance.now() - t0 >= 280, 'B waited for the pause');
     });
 
+    test('a rate-limited request is retried on the permit complete() gives, after the pause, before a lower priority elsewhere', async () => {
+      const account = `retry-${++n}`;
+      const cfg = config({ api: { kind: 'window', max: 1, per: 200, hold: 'go' } }, { feedback: { max_retries: 2 } });
+      const a = new SharedTrafficControl(cfg, { redis: client(), account });
+      const b = new SharedTrafficControl(cfg, { redis: client(), account });
+      const first = await a.acquire({ url: '/x', priority: 'high' });
+      const t0 = performance.now();
+      const retried = first.complete({ status: 429, headers: { 'retry-after': '0.3' } });
+      await sleep(50);
+      // B's LOW request asks while the limit is paused; the retry (HIGH) keeps its claim.
+      let bAt = 0;
+      const low = b.acquire({ url: '/y', priority: 'low' }).then((p) => ((bAt = performance.now() - t0), p));
+      const c = await retried;
+      const at = performance.now() - t0;
+      assert.equal(c.kind, 'retry');
+      assert.equal(c.permit.request, first.request, 'the retry goes under its id');
+      assert.ok(at >= 280, `the retry waited for the pause: ${at} ms`);
+      assert.equal(bAt, 0, 'B went no sooner than the retry');
+      // Two more 429s: one retry left, then give_up.
+      const again = await c.permit.complete({ status: 429, headers: { 'retry-after': '0.05' } });
+      assert.equal(again.kind, 'retry');
+      assert.deepEqual(await again.permit.complete({ status: 429, headers: { 'retry-after': '0.05' } }), { kind: 'give_up' });
+      (await low).complete({ status: 200 });
+      assert.ok(bAt >= at, `B went after the retry: ${bAt} ms vs ${at} ms`);
+      // schedule() runs the task again on the retry's permit.
+      let calls = 0;
+      const res = await a.schedule({ url: '/z' }, async () => (++calls === 1 ? new Response('slow down', { status: 429, headers: { 'retry-after': '0.05' } }) : new Response('ok')));
+      assert.equal(await res.text(), 'ok');
+      assert.equal(calls, 2);
+      await Promise.all([a.close(), b.close()]);
+    });
+
     test('metrics: this process counts what became of its requests; the limits are the account\'s', async () => {
       const account = `metrics-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { routes: [{ name: 'catalog', path: '^/catalog' }] });
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { routes: [{ name: 'catalog', path: '^/catalog' }], feedback: { max_retries: 0 } });
       const a = new SharedTrafficControl(cfg, { redis: client(), account });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });
       await a.acquire({ url: '/catalog/1' });
@@ -214,7 +246,7 @@ export function sharedTests({ SharedTrafficControl, TrafficControlError }, Redis
 
     test('events: every process tells its listeners what became of its requests, one id per request across processes', async () => {
       const account = `events-${++n}`;
-      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { feedback: { block: 20, cooldown: 20 } });
+      const cfg = config({ api: { kind: 'window', max: 2, per: 300, hold: 'go' } }, { feedback: { block: 20, cooldown: 20, max_retries: 0 } });
       const seenA = [];
       const a = new SharedTrafficControl(cfg, { redis: client(), account, onEvent: (e) => seenA.push(e) });
       const b = new SharedTrafficControl(cfg, { redis: client(), account });

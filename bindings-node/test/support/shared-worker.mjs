@@ -6,8 +6,9 @@
 // server. TC_DEADLINE_MS: a request still unresolved then is reported (`unresolved`) and the
 // process ends. TC_MEMORY=n: instead, n requests through the in-memory controller, reporting the
 // resident memory at the start, halfway and at the end (a leak shows as growth over the second half).
-// TC_RETRIES=n: a request answered 429 is sent again, up to n times (the store has recorded the
-// pause by then, so the retry waits for it); its reservation is made, or spent, once.
+// TC_RETRIES=n: the config's `feedback.max_retries` (default 3): a request answered 429 is sent
+// again on the retry permit `complete()` gives (the driver queued it again behind the store's
+// pause); its reservation is made, or spent, once.
 import Redis from 'ioredis';
 import { SharedTrafficControl, TrafficControl } from '../../index.mjs';
 
@@ -36,28 +37,31 @@ const redis = ports
   ? new Redis.Cluster(ports.map((port) => ({ host: '127.0.0.1', port })), { redisOptions: { maxRetriesPerRequest: 1 }, clusterRetryStrategy: () => 100 })
   : new Redis({ port: Number(env.TC_REDIS_PORT), host: '127.0.0.1', maxRetriesPerRequest: 1, retryStrategy: () => 100 });
 redis.on('error', () => {});
-const tc = new SharedTrafficControl(JSON.parse(env.TC_CONFIG), { redis, account: env.TC_ACCOUNT, unavailableMaxWait: 60_000 });
+const config = JSON.parse(env.TC_CONFIG);
+if (env.TC_RETRIES) config.feedback = { ...config.feedback, max_retries: Number(env.TC_RETRIES) };
+const tc = new SharedTrafficControl(config, { redis, account: env.TC_ACCOUNT, unavailableMaxWait: 60_000 });
 const base = env.TC_MOCK_URL;
 const out = { worker: id, runtime, probes: 0, scans: 0, reverts: 0, errors: [], probeEnds: [], status: {}, started: 0, settled: 0, rssStart: rss() };
 const t0 = performance.now();
 
-const retries = Number(env.TC_RETRIES ?? 0);
-
 async function call(method, path, options = {}, body) {
   out.started++;
   try {
-    for (let attempt = 0; ; attempt++) {
-      const { reserve, spend, ...again } = options;
-      const permit = await tc.acquire({ method, url: path, ...(attempt === 0 ? options : again) });
+    let permit = await tc.acquire({ method, url: path, ...options });
+    for (;;) {
       let res;
+      let completion;
       try {
         res = await fetch(base + path, { method, body: body && JSON.stringify(body), headers: { 'content-type': 'application/json' } });
         await res.arrayBuffer();
       } finally {
-        await permit.complete(res ? { status: res.status, headers: res.headers } : {});
+        completion = await permit.complete(res ? { status: res.status, headers: res.headers } : {});
       }
       out.status[res.status] = (out.status[res.status] ?? 0) + 1;
-      if (res.status === 429 && attempt < retries) continue;
+      if (completion.kind === 'retry') {
+        permit = completion.permit;
+        continue;
+      }
       if (!res.ok) throw new Error(`${method} ${path}: ${res.status}`);
       return;
     }

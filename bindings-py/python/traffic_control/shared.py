@@ -29,6 +29,11 @@ timer. Two hosts share one base; only the I/O and the waiting differ:
     finally:
         permit.complete(response.status_code, list(response.headers.items()))
 
+A rate-limited answer (a 429, a block) is retried as in memory: ``complete()`` returns a
+:class:`SharedCompletion` whose ``kind`` is ``"retry"`` with the retry's ``permit`` once the store's
+pause lets it go (send the request again with it), ``"give_up"`` past ``feedback.max_retries`` or
+the request's ``max_wait``, else ``"done"``.
+
 Redis unreachable: fail closed. With ``on_unavailable="wait"`` (the default) a request retries with
 backoff and fails with :class:`StoreUnavailableError` once its ``max_wait`` (or
 ``unavailable_max_wait``) is spent; with ``"fail"`` it fails at once. Never unlimited. A completion,
@@ -41,6 +46,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import dataclasses
 import inspect
 import json
 import os
@@ -57,6 +63,7 @@ from ._traffic_control import Event, SharedDriver, StoreError, StoreReplyError, 
 
 __all__ = [
     "RedisClient",
+    "SharedCompletion",
     "SharedPermit",
     "SharedReservation",
     "SharedTrafficControl",
@@ -160,7 +167,8 @@ class SyncSharedReservation(_Reservation):
 
 def _complete(request: int, status: int | None, headers: Sequence[tuple[str, str]] | None, body: str | None) -> dict[str, Any]:
     flat = None if headers is None else [x for pair in headers for x in pair]
-    return {"input": "complete", "request": request, "status": status, "headers": flat, "body": body}
+    return {"input": "complete", "request": request, "status": status, "headers": flat, "body": body,
+            "unixTime": time.time() * 1000.0}
 
 
 class _Permit:
@@ -170,14 +178,26 @@ class _Permit:
         self.reservations = list(reservations)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedCompletion:
+    """What to do after ``complete()``: ``kind`` is ``"done"``; ``"retry"`` (the answer was rate
+    limited: the store paused the limits, the request waited again at its priority, and
+    ``permit`` may go now: send it again and complete that permit); or ``"give_up"`` (rate
+    limited, and its retries are spent or the pause ends past its ``max_wait``)."""
+
+    kind: Literal["done", "retry", "give_up"]
+    permit: Any = None
+
+
 class SharedPermit(_Permit):
     """The right to send one request now; ``complete()`` it once."""
 
     async def complete(
         self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
-    ) -> None:
-        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
-        await self._tc._operation(_complete(self.request, status, headers, body))
+    ) -> SharedCompletion:
+        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip; a
+        rate-limited answer waits for its retry (cancelling the task cancels that wait)."""
+        return await self._tc._completion(_complete(self.request, status, headers, body))  # type: ignore[no-any-return]
 
 
 class SyncSharedPermit(_Permit):
@@ -185,12 +205,17 @@ class SyncSharedPermit(_Permit):
 
     def complete(
         self, status: int | None = None, headers: Sequence[tuple[str, str]] | None = None, body: str | None = None
-    ) -> None:
-        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip."""
-        self._tc._operation(_complete(self.request, status, headers, body))
+    ) -> SharedCompletion:
+        """Reports the outcome: only a lease, a 429 or a budget report costs a round trip; a
+        rate-limited answer blocks until its retry may go."""
+        return self._tc._completion(_complete(self.request, status, headers, body))  # type: ignore[no-any-return]
 
 
 Output = tuple[Any, ...]
+
+
+def _completion_of(kind: str) -> SharedCompletion:
+    return SharedCompletion("give_up") if kind == "giveUp" else SharedCompletion("done")
 
 
 class _SharedBase(abc.ABC):
@@ -224,8 +249,6 @@ class _SharedBase(abc.ABC):
         self._waiting = 0
         self.wake_channel = "tc:{%s}:wake" % account
         """The channel the store publishes freed room on."""
-        self.wakeups = 0
-        """Wake-up messages received (for tests and benchmarks)."""
         #: Round trips to Redis so far (for benchmarks).
         self.round_trips = [0]
         self._listeners: tuple[Callable[[Event], object], ...] = ()
@@ -265,6 +288,11 @@ class _SharedBase(abc.ABC):
     def waiting(self) -> int:
         """Requests of this process waiting."""
         return self._waiting
+
+    @property
+    def wakeups(self) -> int:
+        """Wake-up messages received (the driver counts them; for tests and benchmarks)."""
+        return self._driver.wakeups()
 
     def set_shadow(
         self,
@@ -336,7 +364,7 @@ class _SharedBase(abc.ABC):
         kind = o[0]
         if kind == "go":
             self._settled(o, o[3])
-        elif kind in ("fail", "done", "snapshot"):
+        elif kind in ("fail", "done", "giveUp", "snapshot"):
             self._settled(o, o[2])
         elif kind == "metrics":
             self._settled(o, (metrics_of(o[2][0]), o[2][1]))
@@ -372,7 +400,6 @@ class _SharedBase(abc.ABC):
         """Sets the host's one timer to feed the driver a timeout at ``timeout`` (ms)."""
 
     def _on_message(self, *_: Any) -> None:
-        self.wakeups += 1
         self._feed({"input": "woken"})
 
     @staticmethod
@@ -403,7 +430,7 @@ class SharedTrafficControl(_SharedBase):
                          wake and getattr(redis, "pubsub", None) is not None)
         self._redis = redis
         self._http = http
-        self._pending: dict[int, tuple[asyncio.Future[Any], Sequence[_Reservation]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], Sequence[_Reservation] | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -472,17 +499,32 @@ class SharedTrafficControl(_SharedBase):
         self._feed(input, started=lambda h: self._pending.__setitem__(h, (future, ())))
         return future
 
+    async def _completion(self, input: dict[str, Any]) -> SharedCompletion:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        handle = self._feed(input, started=lambda h: self._pending.__setitem__(h, (future, None)))
+        try:
+            return await future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            self._feed({"input": "cancel", "handle": handle})
+            raise
+
     def _settled(self, o: Output, value: Any) -> None:
         future, reserve = self._pending.pop(o[1], (None, ()))
         if o[0] == "go":
             if future is None or future.done():  # cancelled meanwhile: give its room back
                 self._feed({"input": "complete", "request": o[2]})
                 return
+            if reserve is None:  # a completion's retry
+                future.set_result(SharedCompletion("retry", SharedPermit(self, o[2], ())))
+                return
             for r, rid in zip(reserve, value):
                 r.id = rid
             future.set_result(SharedPermit(self, o[2], reserve))
         elif future is not None and not future.done():
-            future.set_exception(value) if o[0] == "fail" else future.set_result(value)
+            if o[0] == "fail":
+                future.set_exception(value)
+            else:
+                future.set_result(_completion_of(o[0]) if reserve is None else value)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -588,7 +630,7 @@ class SyncSharedTrafficControl(_SharedBase):
         self._http = http
         self._cond = threading.Condition()
         self._results: dict[int, tuple[str, Any, Any]] = {}
-        self._reserve: dict[int, Sequence[_Reservation]] = {}
+        self._reserve: dict[int, Sequence[_Reservation] | None] = {}
         self._timeout: float | None = None
         self._idle_timer: threading.Timer | None = None
         self._jobs = threading.local()
@@ -651,6 +693,14 @@ class SyncSharedTrafficControl(_SharedBase):
     def _operation(self, input: dict[str, Any]) -> Any:
         return self._wait(self._pump(input))
 
+    def _completion(self, input: dict[str, Any]) -> SharedCompletion:
+        handle = self._pump(input, started=lambda h: self._reserve.__setitem__(h, None))
+        try:
+            return self._wait(handle)  # type: ignore[no-any-return]
+        except BaseException:  # KeyboardInterrupt and the like: drop the retry's claim
+            self._pump({"input": "cancel", "handle": handle})
+            raise
+
     def _pump(self, input: dict[str, Any] | None, started: Callable[[int], None] | None = None,
               waiting_for: int | None = None) -> Any:
         """Feeds the driver, then runs (in this thread) the calls it asks for until this thread's
@@ -708,10 +758,12 @@ class SyncSharedTrafficControl(_SharedBase):
                     self._cond.wait(None if at is None else (at - _now()) / 1000.0)
                     continue
             self._pump({"input": "timeout"}, waiting_for=handle)
+        reserve = self._reserve.pop(handle, ())
         if kind == "fail":
             raise value
+        if reserve is None:  # a completion
+            return SharedCompletion("retry", SyncSharedPermit(self, request, ())) if kind == "go" else _completion_of(kind)
         if kind == "go":
-            reserve = self._reserve.pop(handle, ())
             for r, rid in zip(reserve, value):
                 r.id = rid
             return SyncSharedPermit(self, request, reserve)
@@ -779,7 +831,6 @@ class SyncSharedTrafficControl(_SharedBase):
             self._pump({"input": "subscribed", "ok": False})
 
     def _woken(self) -> None:
-        self.wakeups += 1
         self._pump({"input": "woken"})
 
     def _unsubscribe(self) -> None:

@@ -5,7 +5,8 @@
 //! keep only their timer, their promises or futures, their Redis and HTTP calls, and this one call.
 //!
 //! Inputs (`{"input": ...}`): `acquire {request, maxWait?}` → handle; `cancel {handle}`;
-//! `complete {request, status?, headers?, body?}` → handle; `release {reservation}` → handle;
+//! `complete {request, status?, headers?, body?, unixTime?}` → handle (`unixTime`: the host's wall
+//! clock in ms, which a server's absolute times are measured from); `release {reservation}` → handle;
 //! `syncBudget {limit, tokensLeft, refillIn?}` → handle; `snapshot` → handle; `metrics` → handle
 //! (the `metrics` feature); `reply {call, reply}`;
 //! `storeError {call, reason}`; `woken`; `subscribed {ok}`; `statusDone {handle, status?, headers?,
@@ -127,7 +128,8 @@ impl DriverHost {
         self.driver.store().config().status_url(url)
     }
 
-    /// Takes one input at `now_ms`; answers `{result, outputs, timeout, waiting}` as JSON.
+    /// Takes one input at `now_ms`; answers `{result, outputs, timeout, waiting, wakeups}` as JSON
+    /// (`wakeups`: the wake-up messages received so far).
     pub fn step(&mut self, now_ms: f64, input_json: &str) -> Result<String, HostError> {
         let s = self.step_outputs(now_ms, input_json)?;
         Ok(json!({
@@ -135,6 +137,7 @@ impl DriverHost {
             "outputs": s.outputs.into_iter().map(output_json).collect::<Vec<_>>(),
             "timeout": s.timeout,
             "waiting": s.waiting,
+            "wakeups": self.driver.wakeups(),
         })
         .to_string())
     }
@@ -168,7 +171,9 @@ impl DriverHost {
             }
             "complete" => {
                 let (status, headers, body) = response(&v)?;
-                let outcome = outcome_from_parts(status, headers, body, None);
+                // The host's wall clock: what a server's absolute times (an HTTP date, a reset
+                // as an epoch, BaseLinker's "blocked until") are measured from.
+                let outcome = outcome_from_parts(status, headers, body, num(&v, "unixTime")?);
                 Some(d.complete(now, RequestId(need_num(&v, "request")? as u64), &outcome).0)
             }
             "release" => Some(d.release(now, ReservationId(need_num(&v, "reservation")? as u64)).0),
