@@ -6,7 +6,9 @@
 //!   every step;
 //! - behaviours: hash-tagged keys that all expire, EVALSHA with the EVAL fallback in one round
 //!   trip on the fast path, cross-process priority claims, lease expiry, 429 pauses shared by
-//!   every process, quarantine after a lost state.
+//!   every process, quarantine after a lost state;
+//! - the host driver's retries after rate-limited answers, two processes on random workloads: under
+//!   the request's id, never inside a pause, at most `max_retries`, every operation settled.
 //!
 //! Without redis-server the tests say SKIPPED and pass, unless TC_REQUIRE_REDIS=1 (CI sets it).
 
@@ -1497,4 +1499,235 @@ fn a_request_refused_because_the_store_is_gone_is_logged_with_its_code() {
     assert_eq!(ev.len(), 1, "{ev:?}");
     let log = ev[0].log();
     assert_eq!((log.status, log.error, log.request_id), ("rejected", Some("STORE_UNAVAILABLE"), 0));
+}
+
+// ---- retries after rate-limited answers, two processes, random workloads -------------------------
+
+#[derive(Debug, Clone)]
+enum RetryOp {
+    /// Process, priority.
+    Acquire(usize, u8),
+    /// Which permit in flight, and the answer: 200, or 429 with Retry-After in tenths of a second
+    /// (0: none, the configured block doubled per repeat).
+    Answer(usize, Option<u64>),
+    /// Milliseconds (in steps of 10).
+    Advance(u64),
+}
+
+#[derive(Debug, Clone)]
+struct RetryWorkload {
+    max: u64,
+    max_retries: u32,
+    ops: Vec<RetryOp>,
+}
+
+fn retry_workload() -> impl Strategy<Value = RetryWorkload> {
+    let op = prop_oneof![
+        4 => (0usize..2, 0u8..4).prop_map(|(p, q)| RetryOp::Acquire(p, q)),
+        6 => (0usize..6, proptest::option::weighted(0.6, 0u64..5)).prop_map(|(i, a)| RetryOp::Answer(i, a)),
+        3 => (1u64..40).prop_map(|d| RetryOp::Advance(d * 10)),
+    ];
+    (1u64..4, 0u32..4, proptest::collection::vec(op, 1..120)).prop_map(|(max, max_retries, ops)| RetryWorkload {
+        max,
+        max_retries,
+        ops,
+    })
+}
+
+/// What each process's outputs said, checked as they come.
+#[derive(Default)]
+struct RetryLog {
+    /// Every go: (order, instant, request id).
+    goes: Vec<(usize, u64, RequestId)>,
+    /// Pauses announced by `rate_limited` events: (order, until, the part the server imposed).
+    pauses: Vec<(usize, u64, u64)>,
+    /// The server's part of the pause a 429 answer asked for (its Retry-After, else the block),
+    /// by request id: CRITICAL waits for that part only.
+    server_part: std::collections::HashMap<RequestId, u64>,
+    /// Priorities, by acquire (process, handle) and then by request id.
+    acquire_priority: std::collections::HashMap<(usize, u64), u8>,
+    priority: std::collections::HashMap<RequestId, u8>,
+    /// Outputs seen so far (the order of goes and pauses within one instant).
+    seen: usize,
+    /// Permits in flight: (process, request id).
+    in_flight: Vec<(usize, RequestId)>,
+    /// Completions waiting for their answer: (process, handle) → (request id, it was a 429).
+    completions: std::collections::HashMap<(usize, u64), (RequestId, bool)>,
+    /// Acquires not settled: (process, handle).
+    acquires: std::collections::HashSet<(usize, u64)>,
+    /// Rate-limited answers per request id.
+    limited: std::collections::HashMap<RequestId, u32>,
+}
+
+fn retry_outputs(
+    p: usize,
+    now: u64,
+    out: Vec<Output>,
+    log: &mut RetryLog,
+    max_retries: u32,
+) -> Result<(), TestCaseError> {
+    for o in out {
+        log.seen += 1;
+        match o {
+            Output::Go { handle, request, .. } => {
+                log.goes.push((log.seen, now, request));
+                if log.acquires.remove(&(p, handle.0)) {
+                    let q = log.acquire_priority[&(p, handle.0)];
+                    log.priority.insert(request, q);
+                    log.in_flight.push((p, request));
+                    continue;
+                }
+                let Some((id, limited)) = log.completions.remove(&(p, handle.0)) else {
+                    return Err(TestCaseError::fail(format!("a go for no one: {handle:?}")));
+                };
+                prop_assert!(limited, "a retry after a success");
+                prop_assert_eq!(request, id, "a retry goes under its id");
+                prop_assert!(
+                    log.limited[&id] <= max_retries,
+                    "{} retries past max_retries {}",
+                    log.limited[&id],
+                    max_retries
+                );
+                log.in_flight.push((p, request));
+            }
+            Output::Done { handle, .. } => {
+                let (id, limited) = log.completions.remove(&(p, handle.0)).expect("a completion");
+                prop_assert!(!limited, "a 429 answered done for {:?}", id);
+            }
+            Output::GiveUp { handle } => {
+                let (id, limited) = log.completions.remove(&(p, handle.0)).expect("a completion");
+                prop_assert!(
+                    limited && log.limited[&id] > max_retries,
+                    "gave up after {} of {}",
+                    log.limited[&id],
+                    max_retries
+                );
+            }
+            Output::Fail { error, .. } => prop_assert!(false, "{}", error),
+            Output::Event(e) => {
+                if let EventKind::RateLimited { until, .. } = e.kind {
+                    let server = log.server_part[&e.request];
+                    log.pauses.push((log.seen, (until.as_millis_f64()).ceil() as u64, server));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Two processes on one account and one window; random acquires at every priority, answers that
+/// are 200 or 429 (with or without Retry-After), a fake clock. Every rate-limited answer is retried
+/// under its id until `max_retries`, then given up; no go (first try or retry, either process)
+/// falls inside a pause a 429 announced; the window holds at every instant; in the end every
+/// acquire and every completion settled and nothing waits.
+fn run_retries(client: &mut Client, w: &RetryWorkload) -> Result<(), TestCaseError> {
+    let config = format!(
+        r#"{{ "limits": {{ "api": {{ "kind": "window", "max": {}, "per": "1s", "hold": "go" }} }}, "global": ["api"],
+             "feedback": {{ "block": "150ms", "max_block": "600ms", "max_retries": {} }} }}"#,
+        w.max, w.max_retries
+    );
+    let acct = account("retries");
+    let mut ds: Vec<SharedDriver> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            let mut o = DriverOptions::new(*tag);
+            o.wake = false;
+            let mut d = SharedDriver::new(Config::from_json(&config).unwrap(), StoreOptions::new(&acct), o).unwrap();
+            d.set_events(true);
+            d
+        })
+        .collect();
+    let mut log = RetryLog::default();
+    let mut now = 0u64;
+    let step =
+        |ds: &mut Vec<SharedDriver>, c: &mut Client, log: &mut RetryLog, now: u64| -> Result<(), TestCaseError> {
+            for (p, d) in ds.iter_mut().enumerate() {
+                d.store_mut().set_test_clock(Some(ms(now)));
+                d.handle_timeout(ms(now));
+                let out = pump(c, d, ms(now));
+                retry_outputs(p, now, out, log, w.max_retries)?;
+            }
+            Ok(())
+        };
+    for op in w.ops.iter().cloned() {
+        match op {
+            RetryOp::Acquire(p, q) => {
+                ds[p].store_mut().set_test_clock(Some(ms(now)));
+                let h = ds[p]
+                    .acquire(ms(now), Request::http("GET", "/x").priority(Priority::ALL[usize::from(q)]), None)
+                    .unwrap();
+                log.acquires.insert((p, h.0));
+                log.acquire_priority.insert((p, h.0), q);
+            }
+            RetryOp::Answer(i, answer) => {
+                if log.in_flight.is_empty() {
+                    continue;
+                }
+                let (p, id) = log.in_flight.remove(i % log.in_flight.len());
+                let outcome = match answer {
+                    None => Outcome::status(200),
+                    Some(0) => Outcome::status(429),
+                    Some(t) => Outcome::status(429).header("Retry-After", format!("0.{t}")),
+                };
+                let limited = answer.is_some();
+                if let Some(t) = answer {
+                    *log.limited.entry(id).or_default() += 1;
+                    log.server_part.insert(id, now + if t == 0 { 150 } else { t * 100 });
+                }
+                ds[p].store_mut().set_test_clock(Some(ms(now)));
+                let h = ds[p].complete(ms(now), id, &outcome);
+                log.completions.insert((p, h.0), (id, limited));
+            }
+            RetryOp::Advance(d) => now += d,
+        }
+        step(&mut ds, client, &mut log, now)?;
+    }
+    // The drain: every permit answered 200, until everything settled (a bound, not a hang).
+    let bound = now + 10_000 + 1_000 * (log.acquires.len() + log.in_flight.len() + log.completions.len()) as u64 * 2;
+    while now < bound && !(log.acquires.is_empty() && log.completions.is_empty() && log.in_flight.is_empty()) {
+        now += 100;
+        while let Some((p, id)) = log.in_flight.pop() {
+            ds[p].store_mut().set_test_clock(Some(ms(now)));
+            let h = ds[p].complete(ms(now), id, &Outcome::status(200));
+            log.completions.insert((p, h.0), (id, false));
+        }
+        step(&mut ds, client, &mut log, now)?;
+    }
+    for &(order, at, id) in &log.goes {
+        for &(announced, until, server) in &log.pauses {
+            // CRITICAL waits only for the part of a pause the server imposed, never our backoff.
+            let until = if log.priority[&id] == 0 { server } else { until };
+            prop_assert!(
+                !(announced < order && at < until),
+                "{:?} went at {} inside a pause until {}; goes {:?} pauses {:?}",
+                id,
+                at,
+                until,
+                log.goes,
+                log.pauses
+            );
+        }
+        let in_window = log.goes.iter().filter(|(_, t, _)| *t <= at && at < t + 1000).count() as u64;
+        prop_assert!(in_window <= w.max, "{} goes in the window ending at {} (max {})", in_window, at, w.max);
+    }
+    if std::env::var("TC_RETRY_STATS").is_ok() {
+        let retried: u32 = log.limited.values().sum();
+        eprintln!(
+            "goes {} pauses {} rate-limited answers {} max_retries {}",
+            log.goes.len(),
+            log.pauses.len(),
+            retried,
+            w.max_retries
+        );
+    }
+    prop_assert!(log.acquires.is_empty(), "acquires never settled: {:?}", log.acquires);
+    prop_assert!(log.completions.is_empty(), "completions never settled: {:?}", log.completions);
+    prop_assert_eq!(ds[0].waiting() + ds[1].waiting(), 0);
+    Ok(())
+}
+
+#[test]
+fn rate_limited_answers_are_retried_under_their_id_never_inside_a_pause_until_max_retries() {
+    property("TC_RETRY_CASES", 60, retry_workload(), run_retries);
 }
