@@ -13,6 +13,12 @@ go back to the core: Keepa's token fields reconcile the budget, ``Retry-After``/
 blocks pause the limits. When the core says retry, the transport waits for the request's next go
 and sends it again (only requests whose body can be sent twice); when it gives up, the last
 response is returned as it came.
+
+``tc`` may also be a shared controller (:class:`traffic_control.shared.SharedTrafficControl` for
+the async transport, :class:`traffic_control.shared.SyncSharedTrafficControl` for the blocking
+one): the limits are then the account's in Redis, and a rate-limited answer is sent again on the
+retry's permit the store gives (``complete()`` answers ``retry``); the controller learns an unknown
+budget by itself (its ``http=`` client).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import httpx
 
 from ._controller import Priority, TrafficControl, _AsyncWaiter, _SyncWaiter
 from ._traffic_control import AsyncPermit, SyncPermit, wants_body
+from .shared import SharedTrafficControl, SyncSharedTrafficControl
 
 __all__ = ["AsyncTrafficControlTransport", "TrafficControlTransport"]
 
@@ -46,6 +53,43 @@ def _options(
         kw["url"] = str(request.url)
         kw["method"] = request.method
     return kw
+
+
+def _shared_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """``_options`` for a shared controller: its priority is a name, its absent options absent."""
+    out = {k: v for k, v in kw.items() if v is not None}
+    priority = out.get("priority")
+    if isinstance(priority, int):  # Priority is an IntEnum
+        out["priority"] = Priority(priority).name.lower()
+    return out
+
+
+def _rebuilt(response: httpx.Response, request: httpx.Request, raw: bytes) -> tuple[httpx.Response, str]:
+    """The response over its read body, and that body as text for the core."""
+    body = _decoded_text(response, raw)
+    stream = httpx.ByteStream(raw)
+    return httpx.Response(response.status_code, headers=response.headers, stream=stream,
+                          extensions=response.extensions, request=request), body
+
+
+async def _send_async(transport: httpx.AsyncBaseTransport, request: httpx.Request) -> tuple[httpx.Response, str | None]:
+    """Sends; reads the body when the core's rule says it carries limit fields."""
+    response = await transport.handle_async_request(request)
+    if not _wants_body(response):
+        return response, None
+    raw = b"".join([chunk async for chunk in response.aiter_raw()])
+    await response.aclose()
+    return _rebuilt(response, request, raw)
+
+
+def _send_sync(transport: httpx.BaseTransport, request: httpx.Request) -> tuple[httpx.Response, str | None]:
+    """Sends; reads the body when the core's rule says it carries limit fields."""
+    response = transport.handle_request(request)
+    if not _wants_body(response):
+        return response, None
+    raw = b"".join(response.iter_raw())
+    response.close()
+    return _rebuilt(response, request, raw)
 
 
 def _wants_body(response: httpx.Response) -> bool:
@@ -90,7 +134,7 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        tc: TrafficControl,
+        tc: TrafficControl | SharedTrafficControl,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         priority: Priority | int | str | None = None,
@@ -105,6 +149,7 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
 
     async def _learn_budget(self, request: httpx.Request) -> bool:
         """Sends the status request (one at a time per URL): its token fields set the budget."""
+        assert isinstance(self.tc, TrafficControl)  # a shared controller learns by itself
         status = _status_request(self.tc, request)
         if status is None:
             return False
@@ -127,6 +172,8 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         tc = self.tc
+        if isinstance(tc, SharedTrafficControl):
+            return await self._shared(tc, request)
         try:
             permit: AsyncPermit = await tc.acquire(**_options(request, self._priority, self._timeout))
         except Exception as e:
@@ -136,19 +183,7 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
             permit = await tc.acquire(**_options(request, self._priority, self._timeout))
         while True:
             try:
-                response = await self._transport.handle_async_request(request)
-                body = None
-                if _wants_body(response):
-                    raw = b"".join([chunk async for chunk in response.aiter_raw()])
-                    await response.aclose()
-                    body = _decoded_text(response, raw)
-                    response = httpx.Response(
-                        response.status_code,
-                        headers=response.headers,
-                        stream=httpx.ByteStream(raw),
-                        extensions=response.extensions,
-                        request=request,
-                    )
+                response, body = await _send_async(self._transport, request)
             except BaseException:
                 tc._finish(permit.request)
                 raise
@@ -163,6 +198,24 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
             assert isinstance(waiter, _AsyncWaiter)
             permit._go(await tc._wait_async(permit.request, waiter))
 
+    async def _shared(self, tc: SharedTrafficControl, request: httpx.Request) -> httpx.Response:
+        """Through the shared store: a rate-limited answer is sent again on the retry's permit."""
+        permit = await tc.acquire(**_shared_options(_options(request, self._priority, self._timeout)))
+        while True:
+            try:
+                response, body = await _send_async(self._transport, request)
+            except BaseException:
+                await permit.complete()  # no response came
+                raise
+            completion = await permit.complete(response.status_code, response.headers.multi_items(), body)
+            if completion.kind != "retry":
+                return response
+            if not _resendable(request):
+                await completion.permit.complete()  # the retry will not be sent
+                return response
+            await response.aclose()
+            permit = completion.permit
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 
@@ -173,7 +226,7 @@ class TrafficControlTransport(httpx.BaseTransport):
 
     def __init__(
         self,
-        tc: TrafficControl,
+        tc: TrafficControl | SyncSharedTrafficControl,
         transport: httpx.BaseTransport | None = None,
         *,
         priority: Priority | int | str | None = None,
@@ -189,6 +242,7 @@ class TrafficControlTransport(httpx.BaseTransport):
 
     def _learn_budget(self, request: httpx.Request) -> bool:
         """Sends the status request (one thread at a time): its token fields set the budget."""
+        assert isinstance(self.tc, TrafficControl)  # a shared controller learns by itself
         status = _status_request(self.tc, request)
         if status is None:
             return False
@@ -207,6 +261,8 @@ class TrafficControlTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         tc = self.tc
+        if isinstance(tc, SyncSharedTrafficControl):
+            return self._shared(tc, request)
         try:
             permit: SyncPermit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
         except Exception as e:
@@ -216,19 +272,7 @@ class TrafficControlTransport(httpx.BaseTransport):
             permit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
         while True:
             try:
-                response = self._transport.handle_request(request)
-                body = None
-                if _wants_body(response):
-                    raw = b"".join(response.iter_raw())
-                    response.close()
-                    body = _decoded_text(response, raw)
-                    response = httpx.Response(
-                        response.status_code,
-                        headers=response.headers,
-                        stream=httpx.ByteStream(raw),
-                        extensions=response.extensions,
-                        request=request,
-                    )
+                response, body = _send_sync(self._transport, request)
             except BaseException:
                 tc._finish(permit.request)
                 raise
@@ -242,6 +286,24 @@ class TrafficControlTransport(httpx.BaseTransport):
             response.close()
             assert isinstance(waiter, _SyncWaiter)
             permit._go(tc._wait_sync(permit.request, waiter))
+
+    def _shared(self, tc: SyncSharedTrafficControl, request: httpx.Request) -> httpx.Response:
+        """Through the shared store: a rate-limited answer is sent again on the retry's permit."""
+        permit = tc.acquire(**_shared_options(_options(request, self._priority, self._timeout)))
+        while True:
+            try:
+                response, body = _send_sync(self._transport, request)
+            except BaseException:
+                permit.complete()  # no response came
+                raise
+            completion = permit.complete(response.status_code, response.headers.multi_items(), body)
+            if completion.kind != "retry":
+                return response
+            if not _resendable(request):
+                completion.permit.complete()  # the retry will not be sent
+                return response
+            response.close()
+            permit = completion.permit
 
     def close(self) -> None:
         self._transport.close()
