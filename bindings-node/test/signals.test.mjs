@@ -67,3 +67,38 @@ test('a BaseLinker block at status 200 pauses the token for every process throug
     mock.close();
   }
 });
+
+test('the shared fetch sends a rate-limited request again on the retry permit, and reads a BaseLinker block at 200', async () => {
+  const arrivals = [];
+  const flaky = http.createServer((req, res) => {
+    arrivals.push(performance.now());
+    const limited = arrivals.length % 2 === 1;
+    res.writeHead(limited ? 429 : 200, { 'content-type': 'application/json', ...(limited ? { 'retry-after': '0.2' } : {}) });
+    res.end(limited ? '{"ok":false}' : '{"ok":true}');
+  });
+  await new Promise((r) => flaky.listen(0, '127.0.0.1', r));
+  const mock = await startMock();
+  const redis = await startRedis();
+  const client = new Redis(redis.port);
+  try {
+    const cfg = { limits: { api: { kind: 'window', max: 100, per: '1s', hold: 'go' } }, global: ['api'] };
+    const tc = new SharedTrafficControl(cfg, { redis: client, account: 'fetch-retry' });
+    const res = await tc.fetch(`http://127.0.0.1:${flaky.address().port}/items`, undefined, { priority: 'high' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { ok: true });
+    assert.equal(arrivals.length, 2);
+    assert.ok(arrivals[1] - arrivals[0] >= 190, `sent again after the store's pause: ${arrivals[1] - arrivals[0]} ms`);
+    await tc.close();
+
+    const bl = new SharedTrafficControl('baselinker', { redis: client, account: 'bl-fetch', env: NO_RETRY });
+    const blocked = await bl.fetch(`${mock.url}/connector.php`, { method: 'POST' });
+    assert.equal((await blocked.json()).error_code, 'ERROR_BLOCKED_TOKEN', 'the caller still reads the body');
+    assert.equal(paused(await bl.snapshot())?.reason, 'cooldown');
+    await bl.close();
+  } finally {
+    client.disconnect();
+    await redis.stop();
+    mock.close();
+    flaky.close();
+  }
+});

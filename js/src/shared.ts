@@ -324,6 +324,21 @@ export class SharedTrafficControl {
     }
   }
 
+  /**
+   * Performs `fetch(input, init)` (with the `fetch` option's function, else the global one) once
+   * the request's limits admit it, reports the response (its body when the core's rule says it
+   * carries limit fields), and sends it again on the retry's permit when the server rate limited
+   * it. Resolves with the `Response`, like `fetch` (a 429 whose retries are spent is returned as is).
+   */
+  fetch(input: string | URL | Request, init?: RequestInit, options: SharedRequest = {}): Promise<Response> {
+    const isRequest = typeof Request !== 'undefined' && input instanceof Request;
+    const method = (options.method ?? init?.method ?? (isRequest ? input.method : 'GET')).toUpperCase();
+    const url = options.route !== undefined ? undefined : (options.url ?? (typeof input === 'string' ? input : input instanceof URL ? input.href : (input as Request).url));
+    const send = this.#options.fetch ?? globalThis.fetch;
+    const request = { ...options, method, url, signal: options.signal ?? init?.signal ?? undefined };
+    return this.schedule(request, () => send(isRequest ? input.clone() : input, init));
+  }
+
   /** @internal */
   completePermit(request: number, outcome?: Parameters<SharedPermit['complete']>[0], signal?: AbortSignal): Promise<SharedCompletion> {
     return new Promise<SharedCompletion>((resolve, reject) => {
