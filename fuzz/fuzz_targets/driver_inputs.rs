@@ -6,8 +6,10 @@
 //! epoch, fields), matched to the call's op or not, and sometimes garbage.
 //!
 //! Checks: no panic; every answer is JSON of the documented shape; every handle gets at most one
-//! result (`go`/`fail` for an acquire, `done`/`fail`/`snapshot` for the others); `waiting` never
-//! exceeds the acquires not yet resolved, and equals them (no acquire is dropped without a result);
+//! result (`go`/`fail` for an acquire; `done`/`giveUp`/`fail`, or a retry's `go`, for a completion;
+//! `done`/`fail`/`snapshot` for the others); `waiting` is at least the acquires not yet resolved
+//! (no acquire is dropped without a result) and at most those plus the completions not yet settled
+//! (a rate-limited completion waits as a retry);
 //! a `timeout` at the instant the driver named leaves the next timeout later (no busy loop).
 #![no_main]
 
@@ -205,6 +207,10 @@ struct Host {
     resolved: HashSet<u64>,
     /// Handles that got their result (any kind of operation).
     finished: HashSet<u64>,
+    /// Completion handles, and those settled (done, give-up, a retry's go, or a fail): between
+    /// the two, a rate-limited completion may wait as a retry.
+    completions: HashSet<u64>,
+    settled_completions: HashSet<u64>,
     /// Calls run and not answered yet: id and op.
     calls: Vec<(u64, String)>,
     requests: Vec<u64>,
@@ -374,6 +380,11 @@ impl Host {
                 self.acquires.push(h);
                 self.acquired.insert(h);
             }
+            if matches!(op, Op::Complete { .. }) {
+                // A retry waits under the completion's handle: a cancel may name it.
+                self.acquires.push(h);
+                self.completions.insert(h);
+            }
         }
         for o in a["outputs"].as_array().expect("outputs is a list") {
             let handle = o["handle"].as_u64();
@@ -385,12 +396,16 @@ impl Host {
                     self.calls.retain(|(c, _)| *c != call);
                     self.calls.push((call, op));
                 }
-                kind @ ("go" | "fail" | "done" | "snapshot") => {
+                kind @ ("go" | "fail" | "done" | "giveUp" | "snapshot") => {
                     let h = handle.unwrap_or_else(|| panic!("{kind} names a handle: {o}"));
-                    if kind == "go" || (kind == "fail" && self.acquired.contains(&h)) {
+                    if self.completions.contains(&h) {
+                        assert!(kind != "snapshot", "a completion answered with a snapshot: {o}");
+                        self.settled_completions.insert(h);
+                    } else if kind == "go" || (kind == "fail" && self.acquired.contains(&h)) {
                         assert!(self.acquired.contains(&h), "go for a handle no acquire returned: {o}");
                         assert!(self.resolved.insert(h), "acquire {h} resolved twice: {o}");
                     }
+                    assert!(kind != "giveUp" || self.completions.contains(&h), "give-up for no completion: {o}");
                     assert!(self.finished.insert(h), "handle {h} got a second result: {o}");
                     if kind == "go" {
                         self.requests.push(o["request"].as_u64().expect("go names its request"));
@@ -414,8 +429,9 @@ impl Host {
         }
         let waiting = a["waiting"].as_u64().expect("waiting is a count");
         let unresolved = (self.acquired.len() - self.resolved.len()) as u64;
-        assert!(waiting <= unresolved, "{waiting} waiting, only {unresolved} acquires unresolved: {a}");
-        assert_eq!(waiting, unresolved, "an acquire was dropped without a go or a fail: {a}");
+        let retrying = (self.completions.len() - self.settled_completions.len()) as u64;
+        assert!(waiting <= unresolved + retrying, "{waiting} waiting, only {unresolved} acquires and {retrying} completions unresolved: {a}");
+        assert!(waiting >= unresolved, "an acquire was dropped without a go or a fail: {a}");
         // A host's timer loop makes progress: a `timeout` at (or past) the instant the driver
         // named leaves the next one later. Checked where milliseconds hold nanoseconds exactly.
         let next = a["timeout"].as_f64();
