@@ -152,6 +152,7 @@ pub(crate) fn request_args(
     deadline: Option<f64>,
     reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
     spend: Option<u64>,
+    tenant: Option<String>,
 ) -> PyResult<RequestArgs> {
     Ok(RequestArgs {
         aim: aim(url, method, route)?,
@@ -161,6 +162,7 @@ pub(crate) fn request_args(
         deadline,
         reserve: reserve.map(|r| r.iter().map(|f| f.inner.clone()).collect()).unwrap_or_default(),
         spend,
+        tenant,
     })
 }
 
@@ -234,7 +236,7 @@ impl PyTrafficControl {
 
     /// Decides at once: returns a `Permit` (send now) or a `Wait` (ask again at `until`); raises
     /// the error of its kind when the request can never go as asked. Nothing is queued.
-    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None))]
+    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn try_acquire(
@@ -250,9 +252,10 @@ impl PyTrafficControl {
         deadline: Option<f64>,
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
+        tenant: Option<String>,
     ) -> PyResult<Py<PyAny>> {
         let request =
-            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend)?.into_request();
+            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant)?.into_request();
         let decision = {
             let mut state = self.lock(py);
             let decision = state.core.try_acquire(ts(now), &request);
@@ -269,7 +272,7 @@ impl PyTrafficControl {
 
     /// Queues a request; returns its id. Its `go` event (with the permit) comes out of `poll`,
     /// possibly at once. Raises at once when the request can never go.
-    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None))]
+    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn submit(
@@ -285,9 +288,10 @@ impl PyTrafficControl {
         deadline: Option<f64>,
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
+        tenant: Option<String>,
     ) -> PyResult<u64> {
         let request =
-            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend)?.into_request();
+            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant)?.into_request();
         let result = {
             let mut state = self.lock(py);
             let result = state.core.submit(ts(now), &request);

@@ -167,6 +167,7 @@ pub(crate) struct RequestArgs {
     pub(crate) deadline: Option<f64>,
     pub(crate) reserve: Vec<FollowUp>,
     pub(crate) spend: Option<u64>,
+    pub(crate) tenant: Option<String>,
 }
 
 impl RequestArgs {
@@ -184,6 +185,7 @@ impl RequestArgs {
         request.deadline = self.deadline.map(ts);
         request.reserve = self.reserve;
         request.spend = self.spend.map(ReservationId);
+        request.tenant = self.tenant;
         request
     }
 }

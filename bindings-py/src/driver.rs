@@ -139,7 +139,7 @@ impl PyDriver {
     /// (`InsufficientBudgetError`, `DeadlineError`) or when it runs out. `reserve` reserves capacity
     /// for follow-ups in the same admission; `spend` spends a reservation (an id from
     /// `permit.reservations`). Cancelling the waiting task removes the request from the queue.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire(
@@ -154,8 +154,10 @@ impl PyDriver {
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
         timeout: Option<f64>,
+        tenant: Option<String>,
     ) -> PyResult<PyAsyncPermit> {
-        let request = request_args(url, method, route, limits, cost, priority, None, reserve, spend)?.into_request();
+        let request =
+            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant)?.into_request();
         let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         Ok(PyAsyncPermit { ticket: Ticket::new(slf, request, timeout) })
     }
@@ -163,7 +165,7 @@ impl PyDriver {
     /// Blocks the calling thread until the request may go (same arguments as `acquire`):
     /// `with tc.acquire_sync(url) as permit: ...`. Safe from any number of threads; the wait
     /// releases the GIL.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire_sync(
@@ -178,9 +180,11 @@ impl PyDriver {
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
         timeout: Option<f64>,
+        tenant: Option<String>,
     ) -> PyResult<Py<PySyncPermit>> {
         let py = slf.py();
-        let request = request_args(url, method, route, limits, cost, priority, None, reserve, spend)?.into_request();
+        let request =
+            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant)?.into_request();
         let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         let mut ticket = Ticket::new(slf, request, timeout);
         let now = slf.get().now(py)?;

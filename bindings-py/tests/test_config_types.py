@@ -29,6 +29,7 @@ from traffic_control import (
     QueueConfig,
     RouteConfig,
     StatusRequest,
+    TenantConfig,
     TokenBucketLimit,
     TrafficControl,
     WindowLimit,
@@ -79,6 +80,7 @@ FULL: Config = {
         "jitter": 0.25,
         "seed": 7,
     },
+    "tenants": {"shop-a": {"weight": 3}, "default": {"weight": 1}},
 }
 
 #: Where each TypedDict sits in FULL: keys and list indexes from the root.
@@ -96,6 +98,7 @@ PLACES: list[tuple[type, tuple[str | int, ...]]] = [
     (QueueConfig, ("queue",)),
     (EventsConfig, ("events",)),
     (FeedbackConfig, ("feedback",)),
+    (TenantConfig, ("tenants", "shop-a")),
 ]
 IDS = [t.__name__ for t, _ in PLACES]
 

@@ -46,7 +46,32 @@ pub struct Config {
     pub events: EventsConfig,
     /// What to do when a server says a request was rate limited or blocked.
     pub feedback: FeedbackConfig,
+    /// Tenants sharing the account, by name: within a priority, waiting requests are served by
+    /// tenant weight (start-time fair queuing), so one tenant's flood does not delay another's
+    /// requests. Tenants not named here (and requests naming none) share the class `default`,
+    /// whose weight is 1 unless it is named here too. Empty: requests are served in arrival order.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, TenantConfig>,
 }
+
+/// A tenant's share of the account (see [`Config::tenants`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TenantConfig {
+    /// Its weight against the other tenants waiting at the same priority (1 to 1000): a tenant of
+    /// weight 3 is served three requests for every one of a tenant of weight 1 while both wait.
+    pub weight: u32,
+}
+
+impl TenantConfig {
+    /// A tenant of this weight.
+    pub fn weight(weight: u32) -> Self {
+        TenantConfig { weight }
+    }
+}
+
+/// The name of the class of requests whose tenant the config does not name.
+pub const DEFAULT_TENANT: &str = "default";
 
 /// How server feedback (429, `Retry-After`, blocks) pauses limits and retries requests.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -478,6 +503,17 @@ impl Config {
         if self.limits.len() > usize::from(u16::MAX) {
             return invalid("limits".into(), "too many limits");
         }
+        if self.tenants.len() >= usize::from(u16::MAX) {
+            return invalid("tenants".into(), "too many tenants");
+        }
+        for (name, tenant) in &self.tenants {
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return invalid("tenants".into(), "a tenant name must not be empty or contain control characters");
+            }
+            if !(1..=1000).contains(&tenant.weight) {
+                return invalid(format!("tenants.{name}.weight"), "must be from 1 to 1000");
+            }
+        }
         for (name, limit) in &self.limits {
             if name.is_empty() {
                 return invalid("limits".into(), "a limit name must not be empty");
@@ -627,6 +663,7 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
             "lease_ttl_ms",
             "events",
             "feedback",
+            "tenants",
         ],
     )?;
     Ok(Config {
@@ -638,7 +675,13 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         lease_ttl: f.duration("lease_ttl", "lease_ttl_ms")?.unwrap_or_else(default_lease_ttl),
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
+        tenants: f.or("tenants", |at, v| read::map_at(at, v, read_tenant), BTreeMap::new)?,
     })
+}
+
+fn read_tenant(at: &At<'_>, v: &Value) -> Read<TenantConfig> {
+    let f = read::object(at, v, "struct TenantConfig", &["weight"])?;
+    Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)? })
 }
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
@@ -881,7 +924,7 @@ impl Serialize for Written<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let c = self.0;
-        let mut st = s.serialize_struct("Config", 10)?;
+        let mut st = s.serialize_struct("Config", 11)?;
         st.serialize_field("limits", &WrittenLimits(&c.limits))?;
         st.serialize_field("global", &c.global)?;
         st.serialize_field("routes", &c.routes)?;
@@ -892,6 +935,11 @@ impl Serialize for Written<'_> {
         st.serialize_field("lease_ttl_ms", &Millis(c.lease_ttl))?;
         st.serialize_field("events", &c.events)?;
         st.serialize_field("feedback", &WrittenFeedback(&c.feedback))?;
+        if c.tenants.is_empty() {
+            st.skip_field("tenants")?;
+        } else {
+            st.serialize_field("tenants", &c.tenants)?;
+        }
         st.end()
     }
 }

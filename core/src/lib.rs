@@ -65,7 +65,7 @@ mod time;
 
 pub use config::{
     BlockDuration, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig,
-    RouteCost, RouteLimit, StatusRequest, WindowHold,
+    RouteCost, RouteLimit, StatusRequest, TenantConfig, WindowHold, DEFAULT_TENANT,
 };
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError, StoreError};

@@ -6,6 +6,13 @@
 //! considered. Only heads claim room (a request behind a blocked head cannot use room before it).
 //! A waiter that spends a reservation sees more room than its neighbours (its own reservation is
 //! credited to it), so it gets a group of its own, freed when it leaves.
+//!
+//! With tenants (`Config::tenants`) each tenant has its own groups, and within a lane heads are
+//! taken in the order of their start tags (start-time fair queuing): a tenant's request starts at
+//! the later of the lane's virtual time and its tenant's previous finish, and finishes one
+//! request's share (1 / weight) later. Backlogged tenants are served in proportion to their
+//! weights, and a tenant that arrives with one request is served after at most one request of each
+//! other tenant, however many they queued. Without tenants every tag is 0: arrival order.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -60,6 +67,8 @@ pub(crate) struct Admission {
     pub(crate) attempt: u32,
     /// Budgets its response may report on.
     pub(crate) budgets: crate::route::Budgets,
+    /// Its tenant's index (0: the default class; see [`WaitQueue::set_tenants`]).
+    pub(crate) tenant: u16,
 }
 
 impl Admission {
@@ -107,6 +116,8 @@ pub(crate) fn merge_needs<'a>(lists: impl IntoIterator<Item = &'a Needs>) -> Vec
 pub(crate) struct Waiter {
     pub(crate) admission: Admission,
     pub(crate) seq: u64,
+    /// Its start tag among its lane's tenants (0 without tenants).
+    pub(crate) tag: u64,
     pub(crate) enqueued_at: Timestamp,
     pub(crate) group: usize,
 }
@@ -122,7 +133,10 @@ pub(crate) struct Group {
     shared: bool,
 }
 
-type GroupKey = (u8, bool, SmallVec<[LimitIdx; 4]>);
+type GroupKey = (u8, bool, u16, SmallVec<[LimitIdx; 4]>);
+
+/// One request's share of virtual time at weight 1: a weight w advances its tenant by SHARE / w.
+const SHARE: u64 = 1 << 20;
 
 /// The waiting requests by id: entries live in a slab whose freed slots are taken again first, so
 /// a request queued just after another left lands where that one was (in cache), and the hash index
@@ -197,6 +211,12 @@ pub(crate) struct WaitQueue {
     /// Waiting per priority (a follow-up in the reserved lane counts under its own priority).
     depth: [usize; 4],
     next_seq: u64,
+    /// Per tenant: how far one request advances its virtual time (empty: no tenants).
+    steps: Vec<u64>,
+    /// Per tenant and lane: the finish tag of its latest queued request.
+    finish: Vec<[u64; LANES]>,
+    /// Per lane: the start tag of the latest request served (the lane's virtual time).
+    clock: [u64; LANES],
 }
 
 impl WaitQueue {
@@ -206,6 +226,18 @@ impl WaitQueue {
 
     pub(crate) fn len(&self) -> usize {
         self.waiters.len()
+    }
+
+    /// The tenants' weights, by index (0: the default class). Called once, before any push.
+    pub(crate) fn set_tenants(&mut self, weights: &[u32]) {
+        self.steps = weights.iter().map(|&w| SHARE / u64::from(w.max(1))).collect();
+        self.finish = vec![[0; LANES]; weights.len()];
+    }
+
+    /// A request of `lane` whose start tag is `tag` went: the lane's virtual time reaches it.
+    pub(crate) fn served(&mut self, lane: u8, tag: u64) {
+        let clock = &mut self.clock[usize::from(lane)];
+        *clock = (*clock).max(tag);
     }
 
     pub(crate) fn depth(&self, priority: Priority) -> usize {
@@ -252,7 +284,7 @@ impl WaitQueue {
                 }
             }
         } else {
-            let key: GroupKey = (admission.lane, admission.may_use_reserved(), limits);
+            let key: GroupKey = (admission.lane, admission.may_use_reserved(), admission.tenant, limits);
             match self.group_index.get(&key) {
                 Some(&g) => g,
                 None => {
@@ -271,7 +303,16 @@ impl WaitQueue {
         self.groups[group].live += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.waiters.insert(id, Waiter { admission, seq, enqueued_at: now, group });
+        let tag = match self.steps.get(usize::from(admission.tenant)) {
+            Some(&step) => {
+                let (t, lane) = (usize::from(admission.tenant), usize::from(admission.lane));
+                let start = self.clock[lane].max(self.finish[t][lane]);
+                self.finish[t][lane] = start + step;
+                start
+            }
+            None => 0,
+        };
+        self.waiters.insert(id, Waiter { admission, seq, tag, enqueued_at: now, group });
     }
 
     /// Removes a waiter (admitted, cancelled or expired). Its group entry goes lazily, or at once

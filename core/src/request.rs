@@ -153,6 +153,11 @@ pub struct Request {
     pub reserve: Vec<FollowUp>,
     /// A reservation this request spends.
     pub spend: Option<ReservationId>,
+    /// Whom the request is for, when the config divides capacity among tenants (`tenants`):
+    /// within a priority, tenants are served by weight. A tenant the config does not name is in
+    /// the default class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl Request {
@@ -207,6 +212,13 @@ impl Request {
     #[must_use]
     pub fn spend(mut self, reservation: ReservationId) -> Self {
         self.spend = Some(reservation);
+        self
+    }
+
+    /// Sets the tenant the request is for.
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 
@@ -274,7 +286,8 @@ mod opt_duration {
 
 impl Request {
     /// Reads a request from JSON text in its serde shape: `{"target": {"http": {"method", "url"}}
-    /// | {"route": name} | "none", "limits", "cost", "priority", "deadline", "reserve", "spend"}`.
+    /// | {"route": name} | "none", "limits", "cost", "priority", "deadline", "reserve", "spend",
+    /// "tenant"}`.
     /// Errors name the field (`reserve[0].ttl`) and the reason.
     pub fn from_json(text: &str) -> Result<Request, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -301,7 +314,7 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         at,
         v,
         "struct Request",
-        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend"],
+        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant"],
     )?;
     Ok(Request {
         target: f.or("target", read_target, Target::default)?,
@@ -311,6 +324,7 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         deadline: f.opt("deadline", |at, v| read::u64_at(at, v).map(Timestamp::from_nanos))?,
         reserve: f.or("reserve", |at, v| read::list_at(at, v, read_follow_up), Vec::new)?,
         spend: f.opt("spend", |at, v| read::u64_at(at, v).map(ReservationId))?,
+        tenant: f.opt("tenant", read::string_at)?,
     })
 }
 

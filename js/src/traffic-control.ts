@@ -57,6 +57,8 @@ export interface RequestOptions extends Target {
   deadline?: number;
   /** Aborting it removes the waiting request from the queue: the promise rejects with code `CANCELLED`. */
   signal?: AbortSignal;
+  /** Whom the request is for, when the config's `tenants` divide the account: within a priority, tenants are served by weight. */
+  tenant?: string;
 }
 
 /** What a request's response said, for `permit.complete()`. */
@@ -322,7 +324,7 @@ export class TrafficControl {
 
   #scheduleOnce<T>(options: RequestOptions, task: Task<T>): Promise<T> {
     const o = options;
-    if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
+    if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && o.tenant === undefined && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
       const level = LEVELS[o.priority ?? 'normal'];
       if (level !== undefined) {
         // Gathered, and submitted with this tick's other jobs in one native call (#submitBatch).
@@ -1016,6 +1018,7 @@ export interface CoreRequestParts extends Target {
   limits?: string[];
   reserve?: ReadonlyArray<{ readonly followUp: FollowUp }>;
   spend?: { readonly id: number | undefined };
+  tenant?: string;
 }
 
 /** A request in the core's JSON shape (`deadline` on the controller's clock, ms). */
@@ -1042,6 +1045,7 @@ export function coreRequest(o: CoreRequestParts, deadline: number | undefined): 
       ttl: r.followUp.ttl ?? null,
     })),
     spend,
+    ...(o.tenant === undefined ? {} : { tenant: o.tenant }),
   };
 }
 
@@ -1088,7 +1092,7 @@ function isResponse(x: unknown): x is Response {
 
 /** Whether a request needs the JSON path (follow-ups, spends, named limits); simple ones cross as parts. */
 function needsJson(o: RequestOptions): boolean {
-  return Boolean(o.reserve?.length || o.spend || o.limits?.length);
+  return Boolean(o.reserve?.length || o.spend || o.limits?.length || o.tenant !== undefined);
 }
 
 /** A simple request as the native side's `submit` and `tryAcquire` take it: method, URL, route, level (0 critical .. 3 low), cost, deadline. */

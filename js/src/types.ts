@@ -77,6 +77,12 @@ export interface Config {
   lease_ttl_ms?: number;
   events?: { query?: 'drop' | 'redact' };
   feedback?: FeedbackConfig;
+  /**
+   * Tenants sharing the account, by name (`default`: the class of those not named): within a
+   * priority, waiting requests are served by weight (1 to 1000, default 1). In-memory only: the
+   * shared store refuses it for now.
+   */
+  tenants?: Record<string, { weight?: number }>;
 }
 
 /** The presets shipped with the package. */

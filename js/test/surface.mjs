@@ -139,6 +139,24 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.deepEqual(order, ['critical', 'high', 'normal', 'low1', 'low2']);
     });
 
+    test('tenants: within a priority, waiting requests are served by weight, a newcomer ahead of a flood', async () => {
+      const tc = new TrafficControl({ limits: { api: window(1, 10) }, global: ['api'], tenants: { big: { weight: 3 }, small: { weight: 1 } } });
+      await tc.schedule({}, () => {});
+      const order = [];
+      const jobs = [];
+      for (let i = 0; i < 12; i++) for (const tenant of ['big', 'small']) jobs.push(tc.schedule({ tenant }, () => order.push(tenant)));
+      await sleep(45);
+      // A tenant the config does not name arrives with one request: the default class.
+      jobs.push(tc.schedule({ tenant: 'nobody' }, () => order.push('nobody')));
+      await Promise.all(jobs);
+      // Weights 3 : 1 while both wait: 6 of the first 8 (the newcomer left out).
+      const first8 = order.filter((t) => t !== 'nobody').slice(0, 8);
+      assert.equal(first8.filter((t) => t === 'big').length, 6, order.join(' '));
+      // It arrived after about 5 admissions; behind a 24-request flood it would be last.
+      assert.ok(order.indexOf('nobody') <= 9, order.join(' '));
+      assert.throws(() => new TrafficControl({ limits: { api: window(1, 10) }, tenants: { a: { weight: 0 } } }), (e) => e.code === 'CONFIG' && /tenants\.a\.weight/.test(e.message));
+    });
+
     test('a request waits only for the limits it needs', async () => {
       const tc = new TrafficControl({
         limits: { global: window(100, '1s'), catalog: window(1, '1s') },

@@ -35,6 +35,7 @@ from ._config_types import (
     RouteCost,
     RouteLimit,
     StatusRequest,
+    TenantConfig,
     TokenBucketLimit,
     WindowLimit,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "SimulationReport",
     "Snapshot",
     "StatusRequest",
+    "TenantConfig",
     "StoreError",
     "StoreReplyError",
     "StoreUnavailableError",

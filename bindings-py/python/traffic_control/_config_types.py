@@ -230,6 +230,13 @@ class FeedbackConfig(TypedDict, total=False):
     """Seed of the jitter's generator."""
 
 
+class TenantConfig(TypedDict, total=False):
+    """A tenant's share of the account: within a priority, waiting requests are served by weight."""
+
+    weight: int
+    """Its weight against the other tenants waiting at the same priority (1 to 1000, default 1)."""
+
+
 # ``global`` is a Python keyword: the optional keys are declared with the functional syntax.
 _ConfigOptional = TypedDict(
     "_ConfigOptional",
@@ -248,6 +255,8 @@ _ConfigOptional = TypedDict(
         "lease_ttl_ms": Optional[float],
         "events": EventsConfig,
         "feedback": FeedbackConfig,
+        # Tenants by name (``default``: those the config does not name); the in-memory controller only.
+        "tenants": Mapping[str, TenantConfig],
     },
     total=False,
 )
@@ -262,7 +271,7 @@ class Config(_ConfigOptional):
         }
 
     Optional keys: ``global``, ``routes``, ``queue``, ``reservation_ttl``, ``lease_ttl``,
-    ``events``, ``feedback``.
+    ``events``, ``feedback``, ``tenants``.
     """
 
     limits: Mapping[str, LimitConfig]

@@ -302,6 +302,7 @@ class TrafficControl:
         deadline: float | None = None,
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
+        tenant: str | None = None,
     ) -> Permit | Wait: ...
     def submit(
         self,
@@ -315,6 +316,7 @@ class TrafficControl:
         deadline: float | None = None,
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
+        tenant: str | None = None,
     ) -> int: ...
     def poll(self, now: float) -> Event | None: ...
     def poll_timeout(self) -> float | None: ...
@@ -438,6 +440,7 @@ class Driver:
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> AsyncPermit: ...
     def acquire_sync(
         self,
@@ -452,5 +455,6 @@ class Driver:
         reserve: Sequence[FollowUp] | None = None,
         spend: int | None = None,
         timeout: float | None = None,
+        tenant: str | None = None,
     ) -> SyncPermit: ...
     def _finish(self, request: int) -> Completion: ...

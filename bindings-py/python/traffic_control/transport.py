@@ -8,7 +8,7 @@
 
 Per request, ``extensions={"traffic_control": {...}}`` takes the keywords of
 :meth:`TrafficControl.acquire` (``priority``, ``cost``, ``max_wait``, ``route``, ``limits``,
-``reserve``, ``spend``; ``timeout`` is ``max_wait``'s former name). The response's status, headers and (for JSON and short error pages) body
+``reserve``, ``spend``, ``tenant``; ``timeout`` is ``max_wait``'s former name). The response's status, headers and (for JSON and short error pages) body
 go back to the core: Keepa's token fields reconcile the budget, ``Retry-After``/``RateLimit`` and
 blocks pause the limits. When the core says retry, the transport waits for the request's next go
 and sends it again (only requests whose body can be sent twice); when it gives up, the last
@@ -36,7 +36,7 @@ from .shared import SharedTrafficControl, SyncSharedTrafficControl
 
 __all__ = ["AsyncTrafficControlTransport", "TrafficControlTransport"]
 
-_OPTION_KEYS = frozenset({"priority", "cost", "max_wait", "timeout", "route", "limits", "reserve", "spend"})
+_OPTION_KEYS = frozenset({"priority", "cost", "max_wait", "timeout", "route", "limits", "reserve", "spend", "tenant"})
 
 
 def _options(
@@ -57,7 +57,8 @@ def _options(
 
 def _shared_options(kw: dict[str, Any]) -> dict[str, Any]:
     """``_options`` for a shared controller: its priority is a name, its absent options absent."""
-    out = {k: v for k, v in kw.items() if v is not None}
+    # The shared store serves in arrival order (it refuses a config with tenants): no tenant there.
+    out = {k: v for k, v in kw.items() if v is not None and k != "tenant"}
     priority = out.get("priority")
     if isinstance(priority, int):  # Priority is an IntEnum
         out["priority"] = Priority(priority).name.lower()

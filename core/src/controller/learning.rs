@@ -130,6 +130,7 @@ impl TrafficControl {
             endpoint: flight.endpoint.clone(),
             attempt,
             budgets: flight.budgets,
+            tenant: flight.tenant,
         };
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));

@@ -78,6 +78,8 @@ pub struct TrafficControl {
     next_request: u64,
     next_reservation: u64,
     queue: WaitQueue,
+    /// Named tenants' indexes in the queue (the default class, 0, is not in it).
+    tenants: FxHashMap<String, u16>,
     /// (deadline, request) of waiters with a deadline; stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
     in_flight: IdMap<InFlight>,
@@ -119,6 +121,7 @@ struct InFlight {
     started: Timestamp,
     endpoint: EndpointRef,
     priority: Priority,
+    tenant: u16,
 }
 
 #[derive(Debug)]
@@ -136,7 +139,8 @@ struct Reservation {
 #[derive(Debug, Default)]
 struct Scratch {
     claims: Vec<u64>,
-    heap: BinaryHeap<Reverse<(u8, u64, usize)>>,
+    /// Groups' heads by (lane, start tag, arrival, group).
+    heap: BinaryHeap<Reverse<(u8, u64, u64, usize)>>,
 }
 
 impl TrafficControl {
@@ -145,13 +149,25 @@ impl TrafficControl {
         config.validate()?;
         let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
         let router = Router::new(&config, &limits);
-        let queue = WaitQueue::new(limits.len());
+        let mut queue = WaitQueue::new(limits.len());
+        // Tenants by index: 0 the default class, then the named ones in name order.
+        let mut tenants = FxHashMap::default();
+        if !config.tenants.is_empty() {
+            let default = config.tenants.get(crate::config::DEFAULT_TENANT).map_or(1, |t| t.weight);
+            let mut weights = vec![default];
+            for (name, t) in config.tenants.iter().filter(|(n, _)| *n != crate::config::DEFAULT_TENANT) {
+                tenants.insert(name.clone(), u16::try_from(weights.len()).unwrap_or(u16::MAX));
+                weights.push(t.weight);
+            }
+            queue.set_tenants(&weights);
+        }
         let seed = config.feedback.seed;
         let router_routes = config.routes.len();
         Ok(TrafficControl {
             config,
             router,
             queue,
+            tenants,
             limits,
             now: Timestamp::ZERO,
             next_request: 1,
@@ -428,6 +444,10 @@ impl TrafficControl {
             endpoint: resolved.endpoint,
             attempt: 0,
             budgets: resolved.budgets,
+            tenant: match &request.tenant {
+                Some(name) if !self.tenants.is_empty() => self.tenants.get(name).copied().unwrap_or(0),
+                _ => 0,
+            },
         })
     }
 
@@ -575,6 +595,7 @@ impl TrafficControl {
                 started: now,
                 endpoint: admission.endpoint,
                 priority: admission.priority,
+                tenant: admission.tenant,
             },
         );
         let permit = Permit { request: id, reservations, at: now };
@@ -694,18 +715,21 @@ impl TrafficControl {
         s.heap.clear();
         for (g, group) in self.queue.groups.iter().enumerate() {
             if let Some(id) = group.members.front() {
-                s.heap.push(Reverse((group.lane, self.queue.waiters[id].seq, g)));
+                let w = &self.queue.waiters[id];
+                s.heap.push(Reverse((group.lane, w.tag, w.seq, g)));
             }
         }
-        while let Some(Reverse((lane, _, g))) = s.heap.pop() {
+        while let Some(Reverse((lane, tag, _, g))) = s.heap.pop() {
             let Some(&id) = self.queue.groups[g].members.front() else { continue };
             let waiter = &self.queue.waiters[&id];
             let claims = &s.claims;
             if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
                 let waiter = self.queue.remove(id).expect("waiting");
+                self.queue.served(lane, tag);
                 self.admit(now, id, waiter.admission, Some(waiter.enqueued_at));
                 if let Some(next) = self.queue.groups[g].members.front() {
-                    s.heap.push(Reverse((lane, self.queue.waiters[next].seq, g)));
+                    let w = &self.queue.waiters[next];
+                    s.heap.push(Reverse((lane, w.tag, w.seq, g)));
                 }
                 continue;
             }

@@ -327,6 +327,11 @@ impl SharedStore {
         if options.waiter_ttl < Duration::from_millis(1) {
             return invalid("waiter_ttl".into(), "must be at least 1ms".into());
         }
+        if !config.tenants.is_empty() {
+            // Refused rather than ignored: the processes would serve tenants in arrival order.
+            let reason = "the shared store does not serve tenants by weight yet: leave `tenants` out, or use the in-memory controller";
+            return invalid("tenants".into(), reason.into());
+        }
         let mut quarantine_us = 0u64;
         let mut has_concurrency = false;
         for (name, l) in &config.limits {
