@@ -23,8 +23,10 @@ const builds = ['native', 'native-browser'].map((dir) => {
 // 195 KB once the shared store's host driver, the waiter classes, backoff, budget learning and
 // wake-up subscriptions, moved from the JavaScript scheduler into the core; 207 KB with metrics:
 // the counters, their families and the Prometheus text, which the browser build leaves out; 212 KB
-// with shadow mode: a second controller's replay and report, also left out of the browser build).
-const bounds = { native: 220, 'native-browser': 150 };
+// with shadow mode: a second controller's replay and report, also left out of the browser build;
+// 221 KB with the driver's retries after a rate-limited answer and tenants served by weight, which
+// the browser build leaves out too).
+const bounds = { native: 224, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
   test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;

@@ -8,6 +8,8 @@
 //! - `complete_go_submit_with_n_waiting/{n}`: n requests wait on a concurrency limit at its max;
 //!   one in-flight request completes, so exactly one waiter goes (a scheduling pass with n waiting),
 //!   and a new waiter is submitted in its place.
+//! - `complete_go_submit_with_tenants/{t}`: the same with 10,000 waiting spread over t tenants of
+//!   weights 1 to 3 (each tenant has its own class: a scheduling pass sees t heads).
 //!
 //! The cost per operation must grow no faster than log n; after the run, the medians are read back
 //! from criterion's `estimates.json` and printed side by side.
@@ -155,6 +157,45 @@ fn complete_go_submit(c: &mut Criterion) {
     group.finish();
 }
 
+const TENANTS: [usize; 2] = [10, 1_000];
+
+fn complete_go_submit_tenants(c: &mut Criterion) {
+    let mut group = c.benchmark_group("complete_go_submit_with_tenants");
+    for t in TENANTS {
+        let tenants: Vec<String> = (0..t).map(|i| format!(r#""t{i}": {{ "weight": {} }}"#, 1 + i % 3)).collect();
+        let config = format!(
+            r#"{{ "limits": {{ "inflight": {{ "kind": "concurrency", "max": 64 }} }},
+                 "routes": [ {{ "name": "r", "path": "^/x", "limits": ["inflight"] }} ],
+                 "queue": {{ "max_waiting": 1000000 }}, "tenants": {{ {} }} }}"#,
+            tenants.join(", ")
+        );
+        let names: Vec<String> = (0..t).map(|i| format!("t{i}")).collect();
+        let mut tc = controller(&config);
+        let mut clock = Clock(0);
+        let now = clock.now();
+        let mut in_flight = VecDeque::new();
+        let n = 10_000;
+        for i in 0..64 + n {
+            tc.submit(now, Request::route("r").tenant(names[i % t].clone())).expect("admitted or queued");
+        }
+        drain_goes(&mut tc, now, &mut in_flight);
+        assert_eq!((in_flight.len(), tc.waiting()), (64, n));
+        let mut next = 0usize;
+        group.bench_with_input(BenchmarkId::from_parameter(t), &t, |b, _| {
+            b.iter(|| {
+                let now = clock.advance(1_000);
+                let done = in_flight.pop_front().expect("64 in flight");
+                let _ = black_box(tc.complete(now, done, Outcome::status(200)));
+                drain_goes(&mut tc, now, &mut in_flight);
+                next = (next + 1) % t;
+                tc.submit(now, Request::route("r").tenant(names[next].clone())).expect("queued");
+                drain_goes(&mut tc, now, &mut in_flight);
+            });
+        });
+    }
+    group.finish();
+}
+
 /// Where criterion writes its results (its own lookup order, with the bench binary's location
 /// standing in for `cargo metadata`).
 fn criterion_dir() -> Option<PathBuf> {
@@ -204,6 +245,11 @@ fn print_summary(since: SystemTime) {
             }
         }
     }
+    for t in TENANTS {
+        if let Some(m) = median_ns(&dir, &format!("complete_go_submit_with_tenants/{t}"), since) {
+            lines.push(format!("  complete_go_submit_with_tenants/{t:<5} median {m:>9.1} ns"));
+        }
+    }
     if !lines.is_empty() {
         println!("\nMedians measured by this run:\n{}", lines.join("\n"));
     }
@@ -217,6 +263,7 @@ fn main() {
     try_acquire_complete(&mut c);
     submit_poll_cancel(&mut c);
     complete_go_submit(&mut c);
+    complete_go_submit_tenants(&mut c);
     c.final_summary();
     print_summary(since);
 }

@@ -503,9 +503,11 @@ impl Config {
         if self.limits.len() > usize::from(u16::MAX) {
             return invalid("limits".into(), "too many limits");
         }
+        #[cfg(feature = "tenants")]
         if self.tenants.len() >= usize::from(u16::MAX) {
             return invalid("tenants".into(), "too many tenants");
         }
+        #[cfg(feature = "tenants")]
         for (name, tenant) in &self.tenants {
             if name.is_empty() || name.chars().any(char::is_control) {
                 return invalid("tenants".into(), "a tenant name must not be empty or contain control characters");
@@ -675,13 +677,21 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         lease_ttl: f.duration("lease_ttl", "lease_ttl_ms")?.unwrap_or_else(default_lease_ttl),
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
-        tenants: f.or("tenants", |at, v| read::map_at(at, v, read_tenant), BTreeMap::new)?,
+        tenants: f.or("tenants", read_tenants, BTreeMap::new)?,
     })
 }
 
-fn read_tenant(at: &At<'_>, v: &Value) -> Read<TenantConfig> {
-    let f = read::object(at, v, "struct TenantConfig", &["weight"])?;
-    Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)? })
+#[cfg(feature = "tenants")]
+fn read_tenants(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, TenantConfig>> {
+    read::map_at(at, v, |at, v| {
+        let f = read::object(at, v, "struct TenantConfig", &["weight"])?;
+        Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)? })
+    })
+}
+
+#[cfg(not(feature = "tenants"))]
+fn read_tenants(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TenantConfig>> {
+    Err(at.error("tenants are not in this build (the wasm package's browser build leaves them out)"))
 }
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
@@ -935,9 +945,8 @@ impl Serialize for Written<'_> {
         st.serialize_field("lease_ttl_ms", &Millis(c.lease_ttl))?;
         st.serialize_field("events", &c.events)?;
         st.serialize_field("feedback", &WrittenFeedback(&c.feedback))?;
-        if c.tenants.is_empty() {
-            st.skip_field("tenants")?;
-        } else {
+        #[cfg(feature = "tenants")]
+        if !c.tenants.is_empty() {
             st.serialize_field("tenants", &c.tenants)?;
         }
         st.end()

@@ -8,8 +8,9 @@
 
 Per request, ``extensions={"traffic_control": {...}}`` takes the keywords of
 :meth:`TrafficControl.acquire` (``priority``, ``cost``, ``max_wait``, ``route``, ``limits``,
-``reserve``, ``spend``, ``tenant``; ``timeout`` is ``max_wait``'s former name). The response's status, headers and (for JSON and short error pages) body
-go back to the core: Keepa's token fields reconcile the budget, ``Retry-After``/``RateLimit`` and
+``reserve``, ``spend``, ``tenant``; ``timeout`` is ``max_wait``'s former name). The response's
+status, headers and (for JSON and short error pages) body go back to the core: Keepa's token
+fields reconcile the budget, ``Retry-After``/``RateLimit`` and
 blocks pause the limits. When the core says retry, the transport waits for the request's next go
 and sends it again (only requests whose body can be sent twice); when it gives up, the last
 response is returned as it came.
