@@ -102,3 +102,19 @@ test('the shared fetch sends a rate-limited request again on the retry permit, a
     flaky.close();
   }
 });
+
+test('a long-lived AbortSignal keeps no listener per request once each settled', async () => {
+  const { getEventListeners } = await import('node:events');
+  const redis = await startRedis();
+  const client = new Redis(redis.port);
+  try {
+    const tc = new SharedTrafficControl({ limits: { api: { kind: 'window', max: 1000, per: '1s', hold: 'go' } }, global: ['api'] }, { redis: client, account: 'signal-listeners' });
+    const shutdown = new AbortController();
+    for (let i = 0; i < 50; i++) await (await tc.acquire({ url: '/x', signal: shutdown.signal })).complete({ status: 200 });
+    assert.equal(getEventListeners(shutdown.signal, 'abort').length, 0);
+    await tc.close();
+  } finally {
+    client.disconnect();
+    await redis.stop();
+  }
+});

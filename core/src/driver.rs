@@ -357,6 +357,8 @@ pub struct SharedDriver {
     status_requests: HashMap<Handle, (String, RequestId)>,
     /// Requests in flight that may be retried (when `feedback.max_retries` > 0).
     flights: HashMap<RequestId, Retriable>,
+    /// How many kept requests trigger a sweep of those whose lease is over.
+    sweep_flights_at: usize,
     outputs: VecDeque<Output>,
     next_handle: u64,
     next_call: u64,
@@ -400,6 +402,7 @@ impl SharedDriver {
             learning: HashMap::new(),
             status_requests: HashMap::new(),
             flights: HashMap::new(),
+            sweep_flights_at: SWEEP_FLIGHTS,
             learnt_at: HashMap::new(),
             outputs: VecDeque::new(),
             next_handle: 1,
@@ -1216,9 +1219,11 @@ impl SharedDriver {
     /// Keeps a request that went until its completion, in case its answer is rate limited.
     /// Requests never completed are forgotten once their lease is long over.
     fn keep_retriable(&mut self, now: Timestamp, w: Waiter, id: RequestId) {
-        if self.flights.len() >= 4096 {
+        if self.flights.len() >= self.sweep_flights_at {
             let lease = self.store.config().lease_ttl;
             self.flights.retain(|_, f| now.saturating_since(f.went) < lease);
+            // Many in flight for real: the next sweep waits until as many again went (amortized O(1)).
+            self.sweep_flights_at = (2 * self.flights.len()).max(SWEEP_FLIGHTS);
         }
         let mut request = w.request;
         request.reserve.clear();
@@ -1412,6 +1417,8 @@ impl SharedDriver {
 }
 
 const NANO: Duration = Duration::from_nanos(1);
+/// Kept requests (see `keep_retriable`) before the first sweep.
+const SWEEP_FLIGHTS: usize = 4096;
 
 #[cfg(feature = "shadow")]
 impl ShadowRun {

@@ -182,6 +182,8 @@ interface Pending {
   signal?: AbortSignal;
   /** A completion: its go is a retry's permit. */
   completion?: boolean;
+  /** Removes the abort listener once settled (a long-lived signal must not collect one per request). */
+  unlisten?: () => void;
 }
 
 /**
@@ -354,7 +356,11 @@ export class SharedTrafficControl {
   /** Waits for the outcome of an acquire (or of a completion that may be retried): a cancel ends it. */
   #await(handle: number, pending: Pending): void {
     this.#pending.set(handle, pending);
-    pending.signal?.addEventListener('abort', () => this.#pending.has(handle) && this.#step({ input: 'cancel', handle }), { once: true });
+    const signal = pending.signal;
+    if (!signal) return;
+    const onAbort = () => this.#step({ input: 'cancel', handle });
+    signal.addEventListener('abort', onAbort, { once: true });
+    pending.unlisten = () => signal.removeEventListener('abort', onAbort);
   }
 
   /** @internal */
@@ -539,6 +545,7 @@ export class SharedTrafficControl {
   #settle(handle: number): Pending | undefined {
     const p = this.#pending.get(handle);
     this.#pending.delete(handle);
+    p?.unlisten?.();
     return p;
   }
 

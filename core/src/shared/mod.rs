@@ -272,6 +272,8 @@ pub struct SharedStore {
     seen_seq: u64,
     clock: Option<Timestamp>,
     in_flight: FxHashMap<RequestId, Flight>,
+    /// How many in flight trigger a sweep of those whose lease lapsed (doubles with real load).
+    sweep_at: usize,
     /// The jitter of backoff pauses: one draw per rate-limited answer, as in memory.
     rng: Jitter,
     /// How long a limit's strikes outlive its pause (us): `lease_ttl` plus the longest pause.
@@ -379,6 +381,7 @@ impl SharedStore {
             seen_seq: 0,
             clock: None,
             in_flight: FxHashMap::default(),
+            sweep_at: 4096,
             learnt: vec![None; n_limits],
             struck: vec![false; n_limits],
         })
@@ -608,10 +611,12 @@ impl SharedStore {
                 for i in 0..*follow_ups {
                     reservations.push(ReservationId(u64::try_from(int(4 + i)?).unwrap_or(0)));
                 }
-                if self.in_flight.len() > 4096 {
-                    // Requests never completed: their leases lapsed in Redis long ago.
+                if self.in_flight.len() > self.sweep_at {
+                    // Requests never completed: their leases lapsed in Redis long ago. With many in
+                    // flight for real, the next sweep waits until as many again went (amortized O(1)).
                     let lease = self.config.lease_ttl;
                     self.in_flight.retain(|_, f| now.saturating_since(f.since) < lease);
+                    self.sweep_at = (2 * self.in_flight.len()).max(4096);
                 }
                 // After the reservations: whether a limit it took had strikes.
                 let strikes = reply.get(4 + *follow_ups).and_then(ReplyValue::int) == Some(1);
