@@ -51,7 +51,8 @@ fn id(id: f64) -> RequestId {
 #[napi(object)]
 pub struct NativeEvent {
     /// `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`,
-    /// `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low`.
+    /// `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low`,
+    /// `breaker_opened`, `breaker_half_open`, `breaker_closed`.
     #[napi(js_name = "type")]
     pub kind: String,
     /// The same as `type` (its former name).
@@ -148,6 +149,12 @@ fn native_event(e: &Event) -> NativeEvent {
             out.cost = Some(*cost as f64);
             out.reason = Some((*reason).to_string());
         }
+        EventKind::BreakerOpened { limit, reason, until } => {
+            out.limit = Some(limit.clone());
+            out.reason = Some((*reason).to_string());
+            out.until = Some(millis(*until));
+        }
+        EventKind::BreakerHalfOpen { limit } | EventKind::BreakerClosed { limit } => out.limit = Some(limit.clone()),
         _ => {}
     }
     out

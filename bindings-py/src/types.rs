@@ -247,11 +247,14 @@ impl PyEvent {
         }
     }
 
-    /// For `rate_limited`: the instant (ms) the request's limits are paused until.
+    /// For `rate_limited`: the instant (ms) the request's limits are paused until; for
+    /// `breaker_opened`: the instant it half-opens.
     #[getter]
     fn until(&self) -> Option<f64> {
         match &self.inner.kind {
-            EventKind::RateLimited { until, .. } => Some(until.as_millis_f64()),
+            EventKind::RateLimited { until, .. } | EventKind::BreakerOpened { until, .. } => {
+                Some(until.as_millis_f64())
+            }
             _ => None,
         }
     }
@@ -294,11 +297,15 @@ impl PyEvent {
         }
     }
 
-    /// For `limit_lowered`: the window; for `budget_low`: the budget.
+    /// For `limit_lowered`: the window; for `budget_low`: the budget; for `breaker_*`: the breaker.
     #[getter]
     fn limit(&self) -> Option<&str> {
         match &self.inner.kind {
-            EventKind::LimitLowered { limit, .. } | EventKind::BudgetLow { limit, .. } => Some(limit),
+            EventKind::LimitLowered { limit, .. }
+            | EventKind::BudgetLow { limit, .. }
+            | EventKind::BreakerOpened { limit, .. }
+            | EventKind::BreakerHalfOpen { limit }
+            | EventKind::BreakerClosed { limit } => Some(limit),
             _ => None,
         }
     }
@@ -321,11 +328,12 @@ impl PyEvent {
         }
     }
 
-    /// For `budget_low`: `cost_over_half` or `below_warning`.
+    /// For `budget_low`: `cost_over_half` or `below_warning`; for `breaker_opened`: `failures`,
+    /// `auth`, `rate_limited` or `probe_failed`.
     #[getter]
     fn reason(&self) -> Option<&'static str> {
         match &self.inner.kind {
-            EventKind::BudgetLow { reason, .. } => Some(reason),
+            EventKind::BudgetLow { reason, .. } | EventKind::BreakerOpened { reason, .. } => Some(reason),
             _ => None,
         }
     }

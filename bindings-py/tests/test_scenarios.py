@@ -149,6 +149,12 @@ class Replay:
             v["held"] = event.held
         elif kind in ("reservation_expired", "reservation_released"):
             v["reservation"] = self.reservation_names.get(event.reservation)  # type: ignore[arg-type]
+        elif kind == "breaker_opened":
+            v["limit"] = event.limit
+            v["reason"] = event.reason
+            v["until"] = event.until
+        elif kind in ("breaker_half_open", "breaker_closed"):
+            v["limit"] = event.limit
         return v
 
     def step(self, step: dict[str, Any]) -> None:

@@ -173,6 +173,52 @@ pub enum LimitConfig {
         #[serde(skip_serializing_if = "Option::is_none")]
         warn_below: Option<u64>,
     },
+    /// A circuit breaker: the requests that take it go while it is closed; it opens for a reason
+    /// (failures over a window, an authentication failure, a 429 or a block), stops every request
+    /// while open, lets `probes` requests through when half-open, and closes after `close_after`
+    /// successes. Put it on a route (a breaker per route) or in `global` (one for the API key).
+    Breaker(BreakerConfig),
+}
+
+/// A circuit breaker's settings (`{"kind": "breaker", ...}`). The defaults are the seed's: open
+/// after 5 failures, for 30 s, closed again after 2 successes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BreakerConfig {
+    /// Failures (a 5xx, or no response) within `per` that open it.
+    pub failures: u64,
+    /// The share of the calls within `per` that must have failed too, in percent (0: any share).
+    pub failure_percent: u64,
+    /// The fewest calls within `per` for the share to count.
+    pub min_calls: u64,
+    /// The window over which failures are counted.
+    #[serde(with = "duration")]
+    pub per: Duration,
+    /// How long it stays open when the server named no time: doubled on every opening until it
+    /// closes again, never past `max_open`.
+    #[serde(with = "duration")]
+    pub open_for: Duration,
+    /// The longest opening it computes itself (a server's own time is taken as it is).
+    #[serde(with = "duration")]
+    pub max_open: Duration,
+    /// Requests let through at once while half-open.
+    pub probes: u64,
+    /// Successes of probes that close it.
+    pub close_after: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            failure_percent: 0,
+            min_calls: 5,
+            per: Duration::from_secs(60),
+            open_for: Duration::from_secs(30),
+            max_open: Duration::from_secs(600),
+            probes: 1,
+            close_after: 2,
+        }
+    }
 }
 
 /// How long a window limit counts a request (`"hold"` in a config).
@@ -571,6 +617,32 @@ impl Config {
                         return invalid(field("warn_below"), "must be above the floor and not above max");
                     }
                 }
+                LimitConfig::Breaker(b) => {
+                    if b.failures == 0 {
+                        return invalid(field("failures"), "must be at least 1");
+                    }
+                    if b.failure_percent > 100 {
+                        return invalid(field("failure_percent"), "must be a percentage (0 to 100)");
+                    }
+                    if b.per.is_zero() {
+                        return invalid(field("per"), "must be longer than zero");
+                    }
+                    if b.open_for.is_zero() {
+                        return invalid(field("open_for"), "must be longer than zero");
+                    }
+                    if b.max_open < b.open_for {
+                        return invalid(field("max_open"), "must not be shorter than open_for");
+                    }
+                    if b.probes == 0 {
+                        return invalid(
+                            field("probes"),
+                            "must be at least 1 (a breaker that lets no probe through never closes)",
+                        );
+                    }
+                    if b.close_after == 0 {
+                        return invalid(field("close_after"), "must be at least 1");
+                    }
+                }
             }
         }
         for (i, name) in self.global.iter().enumerate() {
@@ -695,11 +767,27 @@ fn read_tenants(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TenantConfig>> 
 }
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
-const LIMIT_KINDS: [(&str, &[&str]); 4] = [
+const LIMIT_KINDS: [(&str, &[&str]); 5] = [
     ("window", &["max", "per", "per_ms", "hold"]),
     ("token_bucket", &["capacity", "refill", "per", "per_ms"]),
     ("concurrency", &["max"]),
     ("budget", &["refill", "per", "per_ms", "max", "floor", "initial", "warn_below"]),
+    (
+        "breaker",
+        &[
+            "failures",
+            "failure_percent",
+            "min_calls",
+            "per",
+            "per_ms",
+            "open_for",
+            "open_for_ms",
+            "max_open",
+            "max_open_ms",
+            "probes",
+            "close_after",
+        ],
+    ),
 ];
 
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
@@ -709,27 +797,61 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         at,
         v,
         "a limit",
-        &["kind", "max", "per", "per_ms", "capacity", "refill", "floor", "initial", "warn_below", "hold"],
+        &[
+            "kind",
+            "max",
+            "per",
+            "per_ms",
+            "capacity",
+            "refill",
+            "floor",
+            "initial",
+            "warn_below",
+            "hold",
+            "failures",
+            "failure_percent",
+            "min_calls",
+            "open_for",
+            "open_for_ms",
+            "max_open",
+            "max_open_ms",
+            "probes",
+            "close_after",
+        ],
     )?;
     let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
-    let per = f.duration("per", "per_ms")?;
+    let per_given = f.duration("per", "per_ms")?;
     let capacity = f.opt("capacity", read::u64_at)?;
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
     let initial = f.opt("initial", read::u64_at)?;
     let warn_below = f.opt("warn_below", read::u64_at)?;
     let hold = f.opt("hold", |at, v| read::variant_at(at, v, &["completion", "go"], "a window hold"))?;
+    let failures = f.opt("failures", read::u64_at)?;
+    let failure_percent = f.opt("failure_percent", read::u64_at)?;
+    let min_calls = f.opt("min_calls", read::u64_at)?;
+    let open_for = f.duration("open_for", "open_for_ms")?;
+    let max_open = f.duration("max_open", "max_open_ms")?;
+    let probes = f.opt("probes", read::u64_at)?;
+    let close_after = f.opt("close_after", read::u64_at)?;
     let (name, allowed) = LIMIT_KINDS[kind];
     let present = [
         ("max", max.is_some()),
-        ("per", per.is_some()),
+        ("per", per_given.is_some()),
         ("capacity", capacity.is_some()),
         ("refill", refill.is_some()),
         ("floor", floor.is_some()),
         ("initial", initial.is_some()),
         ("warn_below", warn_below.is_some()),
         ("hold", hold.is_some()),
+        ("failures", failures.is_some()),
+        ("failure_percent", failure_percent.is_some()),
+        ("min_calls", min_calls.is_some()),
+        ("open_for", open_for.is_some()),
+        ("max_open", max_open.is_some()),
+        ("probes", probes.is_some()),
+        ("close_after", close_after.is_some()),
     ];
     if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
         return Err(
@@ -737,7 +859,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         );
     }
     let need = |field: &str, v: Option<u64>| v.ok_or_else(|| at.error(format!("a {name} limit needs `{field}`")));
-    let per = || per.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
+    let per = || per_given.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
     Ok(match kind {
         0 => LimitConfig::Window {
             max: need("max", max)?,
@@ -750,6 +872,20 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
             per: per()?,
         },
         2 => LimitConfig::Concurrency { max: need("max", max)? },
+        4 => {
+            let d = BreakerConfig::default();
+            let failures = failures.unwrap_or(d.failures);
+            LimitConfig::Breaker(BreakerConfig {
+                failures,
+                failure_percent: failure_percent.unwrap_or(d.failure_percent),
+                min_calls: min_calls.unwrap_or(failures),
+                per: per_given.unwrap_or(d.per),
+                open_for: open_for.unwrap_or(d.open_for),
+                max_open: max_open.unwrap_or(d.max_open),
+                probes: probes.unwrap_or(d.probes),
+                close_after: close_after.unwrap_or(d.close_after),
+            })
+        }
         _ => LimitConfig::Budget {
             refill: need("refill", refill)?,
             per: per()?,
@@ -966,7 +1102,7 @@ struct WrittenLimit(LimitConfig);
 impl Serialize for WrittenLimit {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("LimitConfig", 7)?;
+        let mut st = s.serialize_struct("LimitConfig", 12)?;
         match self.0 {
             LimitConfig::Window { max, per, hold } => {
                 st.serialize_field("kind", "window")?;
@@ -1001,6 +1137,20 @@ impl Serialize for WrittenLimit {
                 if let Some(warn_below) = warn_below {
                     st.serialize_field("warn_below", &warn_below)?;
                 }
+            }
+            LimitConfig::Breaker(b) => {
+                st.serialize_field("kind", "breaker")?;
+                st.serialize_field("failures", &b.failures)?;
+                st.serialize_field("failure_percent", &b.failure_percent)?;
+                st.serialize_field("min_calls", &b.min_calls)?;
+                st.serialize_field("per", &Text(b.per))?;
+                st.serialize_field("per_ms", &Millis(b.per))?;
+                st.serialize_field("open_for", &Text(b.open_for))?;
+                st.serialize_field("open_for_ms", &Millis(b.open_for))?;
+                st.serialize_field("max_open", &Text(b.max_open))?;
+                st.serialize_field("max_open_ms", &Millis(b.max_open))?;
+                st.serialize_field("probes", &b.probes)?;
+                st.serialize_field("close_after", &b.close_after)?;
             }
         }
         st.end()

@@ -112,6 +112,28 @@ pub enum EventKind {
         /// `cost_over_half` or `below_warning`.
         reason: &'static str,
     },
+    /// A breaker opened (this request's answer opened it): nothing that takes it goes until
+    /// `until`, when it half-opens.
+    BreakerOpened {
+        /// The breaker's name.
+        limit: String,
+        /// `failures` (over its window), `auth` (a 401, a WAF 403, a blocked token),
+        /// `rate_limited` (a 429 or a block), `probe_failed` (while half-open).
+        reason: &'static str,
+        /// When it half-opens.
+        until: Timestamp,
+    },
+    /// A breaker's opening ended: it lets its probes through (the event names the request that
+    /// opened it).
+    BreakerHalfOpen {
+        /// The breaker's name.
+        limit: String,
+    },
+    /// Enough probes succeeded (this request was the last): the breaker is closed.
+    BreakerClosed {
+        /// The breaker's name.
+        limit: String,
+    },
 }
 
 /// Whom an event's request was for. A route's name is copied into each event (inline up to 23
@@ -166,7 +188,8 @@ impl Event {
 
     /// The `status` column of a log row: `queued`, `go`, `completed`, `rate_limited`, `retried`,
     /// `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`,
-    /// `reservation_released`, `limit_lowered`, `budget_low`.
+    /// `reservation_released`, `limit_lowered`, `budget_low`, `breaker_opened`, `breaker_half_open`,
+    /// `breaker_closed`.
     pub fn status(&self) -> &'static str {
         match self.kind {
             EventKind::Queued => "queued",
@@ -181,6 +204,9 @@ impl Event {
             EventKind::RateLimited { .. } => "rate_limited",
             EventKind::Retried { .. } => "retried",
             EventKind::LimitLowered { .. } => "limit_lowered",
+            EventKind::BreakerOpened { .. } => "breaker_opened",
+            EventKind::BreakerHalfOpen { .. } => "breaker_half_open",
+            EventKind::BreakerClosed { .. } => "breaker_closed",
             EventKind::BudgetLow { .. } => "budget_low",
         }
     }

@@ -34,6 +34,8 @@
 //!   admissions with running totals, O(log n) queries).
 //! - [`LimitConfig::TokenBucket`]: continuous refill, exact integer arithmetic.
 //! - [`LimitConfig::Concurrency`]: requests in flight, released at completion or lease expiry.
+//! - [`LimitConfig::Breaker`]: a circuit breaker, opened by failures, authentication failures, 429s
+//!   and blocks, half-open for a few probes, closed by their successes.
 //!
 //! ## Shared state
 //! [`SharedStore`] keeps the limits of one account in Redis for every process that calls with it:
@@ -64,8 +66,8 @@ mod snapshot;
 mod time;
 
 pub use config::{
-    BlockDuration, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy, QueueConfig, RouteConfig,
-    RouteCost, RouteLimit, StatusRequest, TenantConfig, WindowHold, DEFAULT_TENANT,
+    BlockDuration, BreakerConfig, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy,
+    QueueConfig, RouteConfig, RouteCost, RouteLimit, StatusRequest, TenantConfig, WindowHold, DEFAULT_TENANT,
 };
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError, StoreError};

@@ -138,7 +138,7 @@ impl Router {
         let template = |route: Option<&[RouteLimit]>| -> Template {
             let mut t = Template::new();
             let mut set = |limit: LimitIdx, c: Costed| {
-                let c = if limits[usize::from(limit)].is_concurrency() { Costed::Fixed(1) } else { c };
+                let c = if limits[usize::from(limit)].counts_requests() { Costed::Fixed(1) } else { c };
                 match t.iter_mut().find(|(l, _)| *l == limit) {
                     Some(entry) => entry.1 = c,
                     None => t.push((limit, c)),
@@ -259,7 +259,7 @@ impl Router {
         if !extra.is_empty() {
             for name in extra {
                 let limit = self.limit_index(name).ok_or_else(|| RequestError::UnknownLimit { limit: name.clone() })?;
-                let c = if limits[usize::from(limit)].is_concurrency() { 1 } else { cost };
+                let c = if limits[usize::from(limit)].counts_requests() { 1 } else { cost };
                 if limits[usize::from(limit)].budget().is_some() && !budgets.contains(&limit) {
                     budgets.push(limit);
                 }

@@ -17,6 +17,8 @@ pub enum LimitKind {
     Concurrency,
     /// A server-held balance (tokens).
     Budget,
+    /// A circuit breaker: capacity is its probes, used its probes out (all of them while open).
+    Breaker,
 }
 
 /// The state of the controller at one instant.

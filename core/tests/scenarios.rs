@@ -317,6 +317,14 @@ impl Replay {
             EventKind::ReservationExpired { reservation } | EventKind::ReservationReleased { reservation } => {
                 m.insert("reservation".into(), json!(self.reservation_names.get(reservation)));
             }
+            EventKind::BreakerOpened { limit, reason, until } => {
+                m.insert("limit".into(), json!(limit));
+                m.insert("reason".into(), json!(reason));
+                m.insert("until".into(), json!(until.as_millis_f64()));
+            }
+            EventKind::BreakerHalfOpen { limit } | EventKind::BreakerClosed { limit } => {
+                m.insert("limit".into(), json!(limit));
+            }
             _ => {}
         }
         v

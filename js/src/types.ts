@@ -18,7 +18,37 @@ export type LimitConfig =
     }
   | { kind: 'token_bucket'; capacity: number; refill: number; per: Duration; per_ms?: number }
   | { kind: 'concurrency'; max: number }
-  | { kind: 'budget'; max: number; refill: number; per: Duration; per_ms?: number; floor?: number; initial?: number; /** Warn (`budget_low`) when an admission takes the balance below this. */ warn_below?: number };
+  | { kind: 'budget'; max: number; refill: number; per: Duration; per_ms?: number; floor?: number; initial?: number; /** Warn (`budget_low`) when an admission takes the balance below this. */ warn_below?: number }
+  | BreakerLimit;
+
+/**
+ * A circuit breaker (in-memory controller only): it opens for failures over `per`, an
+ * authentication failure (401, a WAF 403, a blocked token) or a 429/block (until the server's
+ * time exactly), stops every request that takes it while open, lets `probes` through when
+ * half-open, and closes after `close_after` successes. Defaults: 5 failures, 30 s, 2 successes.
+ */
+export interface BreakerLimit {
+  kind: 'breaker';
+  /** Failures (a 5xx, or no response) within `per` that open it (default 5). */
+  failures?: number;
+  /** The share of the calls within `per` that must have failed too, in percent (default 0: any). */
+  failure_percent?: number;
+  /** The fewest calls within `per` for the share to count (default: `failures`). */
+  min_calls?: number;
+  /** The failures' window (default `1m`). */
+  per?: Duration;
+  per_ms?: number;
+  /** How long it opens when the server names no time, doubled per opening until it closes (default `30s`). */
+  open_for?: Duration;
+  open_for_ms?: number;
+  /** The longest opening it computes itself (default `10m`). */
+  max_open?: Duration;
+  max_open_ms?: number;
+  /** Requests let through at once while half-open (default 1). */
+  probes?: number;
+  /** Probe successes that close it (default 2). */
+  close_after?: number;
+}
 
 /** A per-item extra cost switched on by a query parameter (Keepa's `offers`, `buybox`). */
 export interface CostExtra {
@@ -100,7 +130,7 @@ export type Priority = (typeof Priority)[keyof typeof Priority];
 
 /** One event: a row of the `rate_limit_logs` table plus what its kind carries. Endpoints never hold secrets. */
 export interface TrafficEvent {
-  /** The event's kind: `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low` (Python's `Event.type`). */
+  /** The event's kind: `queued`, `go`, `completed`, `rate_limited`, `retried`, `rejected`, `expired`, `cancelled`, `lease_expired`, `reservation_expired`, `reservation_released`, `limit_lowered`, `budget_low`, `breaker_opened`, `breaker_half_open`, `breaker_closed` (Python's `Event.type`). */
   type: EventType;
   /** @deprecated The same as `type` (its former name; the HTTP status is `responseStatus`). */
   status: string;
@@ -124,7 +154,7 @@ export interface TrafficEvent {
   message?: string;
   /** Go: reservation ids made for the follow-ups. */
   reservations?: number[];
-  /** Rate limited: until when the limits are paused (controller clock, ms). */
+  /** Rate limited: until when the limits are paused; breaker opened: when it half-opens (controller clock, ms). */
   until?: number;
   /** Retried: 1 for the first retry. */
   attempt?: number;
@@ -132,7 +162,7 @@ export interface TrafficEvent {
   retryAt?: number;
   /** Reservation expired or released: which. */
   reservation?: number;
-  /** Limit lowered: the window whose max the server's quota lowered. */
+  /** Limit lowered: the window whose max the server's quota lowered; budget low: the budget; breaker events: the breaker. */
   limit?: string;
   /** Limit lowered: its max from now on. */
   max?: number;
@@ -142,8 +172,8 @@ export interface TrafficEvent {
   balance?: number;
   /** Budget low: the request's estimated cost. */
   cost?: number;
-  /** Budget low: `cost_over_half` (it takes more than half the balance it found) or `below_warning` (it took the balance below `warn_below`). */
-  reason?: 'cost_over_half' | 'below_warning';
+  /** Budget low: `cost_over_half` (it takes more than half the balance it found) or `below_warning` (it took the balance below `warn_below`). Breaker opened: `failures`, `auth`, `rate_limited` or `probe_failed`. */
+  reason?: 'cost_over_half' | 'below_warning' | 'failures' | 'auth' | 'rate_limited' | 'probe_failed';
 }
 
 /** The kinds of events. */
@@ -160,12 +190,15 @@ export type EventType =
   | 'reservation_expired'
   | 'reservation_released'
   | 'limit_lowered'
-  | 'budget_low';
+  | 'budget_low'
+  | 'breaker_opened'
+  | 'breaker_half_open'
+  | 'breaker_closed';
 
 /** One limit's state. */
 export interface LimitSnapshot {
   name: string;
-  kind: 'window' | 'token_bucket' | 'concurrency' | 'budget';
+  kind: 'window' | 'token_bucket' | 'concurrency' | 'budget' | 'breaker';
   capacity: number;
   used: number;
   reserved: number;

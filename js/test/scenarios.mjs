@@ -220,6 +220,15 @@ class Replay {
       case 'reservation_released':
         v.reservation = this.reservationNames.get(e.reservation) ?? null;
         break;
+      case 'breaker_opened':
+        v.limit = e.limit;
+        v.reason = e.reason;
+        v.until = e.until;
+        break;
+      case 'breaker_half_open':
+      case 'breaker_closed':
+        v.limit = e.limit;
+        break;
     }
     return v;
   }

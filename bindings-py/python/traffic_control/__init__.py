@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._config_types import (
+    BreakerLimit,
     BudgetLimit,
     ConcurrencyLimit,
     Config,
@@ -71,6 +72,7 @@ __all__ = [
     "PRESETS",
     "AsyncPermit",
     "AsyncTrafficControlTransport",
+    "BreakerLimit",
     "BudgetLimit",
     "Completion",
     "ConcurrencyLimit",

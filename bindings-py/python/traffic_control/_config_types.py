@@ -108,7 +108,39 @@ class BudgetLimit(_BudgetLimitRequired, total=False):
     """Warn (a ``budget_low`` event) when an admission takes the balance below this."""
 
 
-LimitConfig = Union[WindowLimit, TokenBucketLimit, ConcurrencyLimit, BudgetLimit]
+class _BreakerLimitRequired(TypedDict):
+    kind: Literal["breaker"]
+
+
+class BreakerLimit(_BreakerLimitRequired, total=False):
+    """``{"kind": "breaker"}``: a circuit breaker (in-memory controller only). It opens for
+    failures over ``per``, an authentication failure (401, a WAF 403, a blocked token) or a 429 or
+    block (until the server's time exactly), stops every request that takes it while open, lets
+    ``probes`` through when half-open and closes after ``close_after`` successes. Defaults: 5
+    failures, 30 s, 2 successes."""
+
+    failures: int
+    """Failures (a 5xx, or no response) within ``per`` that open it (default 5)."""
+    failure_percent: int
+    """The share of the calls within ``per`` that must have failed too, in percent (default 0: any)."""
+    min_calls: int
+    """The fewest calls within ``per`` for the share to count (default: ``failures``)."""
+    per: Duration
+    """The failures' window (default ``1m``)."""
+    per_ms: Optional[float]
+    open_for: Duration
+    """How long it opens when the server names no time, doubled per opening until it closes (default ``30s``)."""
+    open_for_ms: Optional[float]
+    max_open: Duration
+    """The longest opening it computes itself (default ``10m``)."""
+    max_open_ms: Optional[float]
+    probes: int
+    """Requests let through at once while half-open (default 1)."""
+    close_after: int
+    """Probe successes that close it (default 2)."""
+
+
+LimitConfig = Union[WindowLimit, TokenBucketLimit, ConcurrencyLimit, BudgetLimit, BreakerLimit]
 """One limit, by its ``kind``."""
 
 # ---- routes ------------------------------------------------------------------------------------

@@ -176,6 +176,9 @@ class Event:
         "reservation_released",
         "limit_lowered",
         "budget_low",
+        "breaker_opened",
+        "breaker_half_open",
+        "breaker_closed",
     ]: ...
     @property
     def request(self) -> int: ...
@@ -218,7 +221,9 @@ class Event:
     @property
     def cost(self) -> int | None: ...
     @property
-    def reason(self) -> Literal["cost_over_half", "below_warning"] | None: ...
+    def reason(
+        self,
+    ) -> Literal["cost_over_half", "below_warning", "failures", "auth", "rate_limited", "probe_failed"] | None: ...
     @property
     def code(self) -> str | None: ...
     @property

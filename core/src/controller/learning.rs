@@ -9,8 +9,9 @@ use crate::config::Config;
 use crate::error::RequestError;
 use crate::event::EventKind;
 use crate::feedback::{BlockKind, Feedback};
+use crate::limit::breaker::{Phase, Transition, Verdict};
 use crate::limit::pause::{strike, Told};
-use crate::limit::Limit;
+use crate::limit::{Limit, LimitState};
 use crate::queue::{lane_of, Admission};
 use crate::request::{Completion, Outcome, Priority, RequestId};
 use crate::route::Needs;
@@ -46,7 +47,6 @@ impl TrafficControl {
         } else {
             self.stale_timers = true;
         }
-        self.give_back(now, &flight);
         if self.log {
             self.emit(
                 now,
@@ -56,21 +56,84 @@ impl TrafficControl {
                 EventKind::Completed { status: outcome.status, duration: now - flight.started },
             );
         }
+        let fast = outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429);
+        let feedback = (!fast).then(|| Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time));
+        if !self.breakers.is_empty() {
+            // Judged before the probe's place is given back: the answer is the probe's.
+            self.judge_breakers(now, request, &flight, outcome.status, feedback.as_ref());
+        }
+        self.give_back(now, request, &flight);
         #[cfg(feature = "shadow")]
         let shadowed = self.shadow.is_some().then(|| outcome.clone());
         #[cfg(not(feature = "shadow"))]
         let shadowed: Option<Outcome> = None;
-        let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
+        let completion = match feedback {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
-            self.clear_strikes(&flight.needs);
-            Completion::Done
-        } else {
-            let feedback = Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time);
-            self.learn(now, request, flight, outcome.status, &feedback)
+            None => {
+                self.clear_strikes(&flight.needs);
+                Completion::Done
+            }
+            Some(feedback) => self.learn(now, request, flight, outcome.status, &feedback),
         };
         self.shadow_completed(now, request, shadowed.as_ref(), !matches!(completion, Completion::Retry { .. }));
         self.advance(now);
         completion
+    }
+
+    /// Judges an answer on every breaker the request took (see `limit::breaker`), and says each
+    /// change of phase.
+    fn judge_breakers(
+        &mut self,
+        now: Timestamp,
+        id: RequestId,
+        flight: &InFlight,
+        status: Option<u16>,
+        feedback: Option<&Feedback>,
+    ) {
+        let verdict = match feedback {
+            Some(f) if f.rate_limited => match Told::of(&self.config.feedback, "", f) {
+                Some(Told::Server(d)) => Verdict::RateLimited(Some(d)),
+                Some(Told::Block { cooldown: true, .. }) => Verdict::Auth,
+                _ => Verdict::RateLimited(None),
+            },
+            _ => Verdict::of_status(status),
+        };
+        for n in &flight.needs {
+            let l = &mut self.limits[usize::from(n.limit)];
+            if l.breaker().is_some_and(|b| b.phase == Phase::HalfOpen) {
+                // A probe's place may come free.
+                self.dirty = true;
+            }
+            let Some(t) = l.judge(now, id, verdict) else { continue };
+            let name = l.name.to_string();
+            self.dirty = true;
+            let kind = match t {
+                Transition::Opened { reason, until } => {
+                    if let Some(b) = self.breakers.iter_mut().find(|(l, _)| *l == n.limit) {
+                        b.1 = Some((id, flight.endpoint.clone(), flight.priority));
+                    }
+                    EventKind::BreakerOpened { limit: name, reason: reason.as_str(), until }
+                }
+                Transition::Closed => EventKind::BreakerClosed { limit: name },
+            };
+            self.emit(now, id, &flight.endpoint, flight.priority, kind);
+        }
+    }
+
+    /// Says which breakers half-opened by time alone (their opening ended), naming the request
+    /// that opened them.
+    pub(super) fn say_half_open(&mut self, now: Timestamp) {
+        for i in 0..self.breakers.len() {
+            let limit = self.breakers[i].0;
+            let l = &mut self.limits[usize::from(limit)];
+            let LimitState::Breaker(b) = &mut l.state else { continue };
+            let Some(at) = b.half_opened.take() else { continue };
+            let name = l.name.to_string();
+            self.dirty = true;
+            if let Some((id, endpoint, priority)) = self.breakers[i].1.clone() {
+                self.emit(at.min(now), id, &endpoint, priority, EventKind::BreakerHalfOpen { limit: name });
+            }
+        }
     }
 
     fn clear_strikes(&mut self, needs: &Needs) {
@@ -112,7 +175,14 @@ impl TrafficControl {
             return Completion::Done;
         }
         let jitter = self.config.feedback.jitter * self.rng.next_unit();
-        let until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback, jitter);
+        let mut until = self.pause(now, flight.started, flight.priority, &flight.needs, feedback, jitter);
+        // A breaker the answer opened (`judge_breakers`) holds the request as long.
+        for n in &flight.needs {
+            let l = &self.limits[usize::from(n.limit)];
+            if l.breaker().is_some() {
+                until = until.max(l.paused_until);
+            }
+        }
         self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
         let attempt = flight.attempt + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
@@ -262,7 +332,8 @@ pub(crate) fn pause_targets(
     needs: &Needs,
     feedback: &Feedback,
 ) -> Vec<crate::route::LimitIdx> {
-    let all: Vec<_> = needs.iter().map(|n| n.limit).collect();
+    // Breakers judge answers on their own (`judge_breakers`): no pause of theirs.
+    let all: Vec<_> = needs.iter().map(|n| n.limit).filter(|&l| limits[usize::from(l)].breaker().is_none()).collect();
     let blocked =
         feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
     if blocked {

@@ -82,6 +82,9 @@ pub struct TrafficControl {
     /// queue's tenant `i + 1`, 0 being the default class. A sorted list rather than a map: one
     /// binary search per request that names a tenant, and less code in the wasm module.
     tenants: Vec<String>,
+    /// The breaker limits, each with the request whose answer last opened it (its half-open
+    /// event names that request).
+    breakers: Vec<(crate::route::LimitIdx, Option<Opener>)>,
     /// (deadline, request) of waiters with a deadline; stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
     in_flight: IdMap<InFlight>,
@@ -108,6 +111,9 @@ pub struct TrafficControl {
     #[cfg(feature = "shadow")]
     shadow: Option<Box<crate::shadow::Shadow>>,
 }
+
+/// The request whose answer opened a breaker: its id, whom it was for, its priority.
+type Opener = (RequestId, EndpointRef, Priority);
 
 /// Room for events kept by a drained log.
 const EVENTS_KEPT: usize = 1024;
@@ -165,11 +171,16 @@ impl TrafficControl {
         }
         let seed = config.feedback.seed;
         let router_routes = config.routes.len();
+        let breakers = (0..limits.len())
+            .filter(|&i| limits[i].breaker().is_some())
+            .map(|i| (i as crate::route::LimitIdx, None))
+            .collect();
         Ok(TrafficControl {
             config,
             router,
             queue,
             tenants,
+            breakers,
             limits,
             now: Timestamp::ZERO,
             next_request: 1,
@@ -285,7 +296,7 @@ impl TrafficControl {
             let a = waiter.admission;
             (a.endpoint, a.priority)
         } else if let Some(flight) = self.in_flight.remove(&request) {
-            self.give_back(now, &flight);
+            self.give_back(now, request, &flight);
             (flight.endpoint, flight.priority)
         } else {
             return false;
@@ -400,7 +411,13 @@ impl TrafficControl {
         let mut reserve = Vec::new();
         for f in &request.reserve {
             let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
-            reserve.push(FollowUpNeeds { needs: r.needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
+            // A reservation holds no breaker: its follow-up waits for an open one like anyone.
+            let needs = if self.breakers.is_empty() {
+                r.needs
+            } else {
+                r.needs.into_iter().filter(|n| self.limits[usize::from(n.limit)].breaker().is_none()).collect()
+            };
+            reserve.push(FollowUpNeeds { needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
         }
         let merged = if reserve.is_empty() {
             Vec::new()
@@ -433,7 +450,10 @@ impl TrafficControl {
         });
         let covered = spend.as_deref().is_some_and(|(_, holds)| {
             reserve.is_empty()
-                && resolved.needs.iter().all(|n| holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost))
+                && resolved.needs.iter().all(|n| {
+                    holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost)
+                        || self.limits[usize::from(n.limit)].breaker().is_some()
+                })
         });
         let lane = if covered { RESERVED_LANE } else { lane_of(request.priority) };
         Ok(Admission {
@@ -550,7 +570,7 @@ impl TrafficControl {
         let mut warnings: SmallVec<[(u16, &'static str, u64); 1]> = SmallVec::new();
         for n in &admission.needs {
             let l = &mut self.limits[usize::from(n.limit)];
-            if let Some(reason) = l.take(now, n.cost) {
+            if let Some(reason) = l.take(now, id, n.cost) {
                 warnings.push((n.limit, reason, n.cost));
             }
             l.in_flight_cost += n.cost;
@@ -646,12 +666,12 @@ impl TrafficControl {
     }
 
     /// The request ended at `at`: its slots come back, its window holds start counting down.
-    fn give_back(&mut self, at: Timestamp, flight: &InFlight) {
+    fn give_back(&mut self, at: Timestamp, id: RequestId, flight: &InFlight) {
         for n in &flight.needs {
             let l = &mut self.limits[usize::from(n.limit)];
             l.in_flight_cost = l.in_flight_cost.saturating_sub(n.cost);
-            // A concurrency limit's need is its slot (cost 1).
-            if l.give_back(at, n.cost) {
+            // A concurrency limit's need is its slot (cost 1); a breaker's, a probe's place.
+            if l.give_back(at, id, n.cost) {
                 self.dirty = true;
             }
         }

@@ -78,6 +78,9 @@ impl TrafficControl {
         for l in &mut self.limits {
             l.advance(now);
         }
+        if !self.breakers.is_empty() {
+            self.say_half_open(now);
+        }
         self.expire_reservations(now);
         if expired_early || self.dirty || self.next_wake.is_some_and(|t| t <= now) {
             self.settle(now);
@@ -144,7 +147,7 @@ impl TrafficControl {
             }
             self.leases.pop_front();
             if let Some(flight) = self.in_flight.remove(&id) {
-                self.give_back(at, &flight);
+                self.give_back(at, id, &flight);
                 self.emit(
                     now,
                     id,

@@ -1,5 +1,6 @@
 //! The limit kinds and the accounting they share: used, reserved, and room for a request.
 
+pub(crate) mod breaker;
 mod bucket;
 mod budget;
 mod concurrency;
@@ -8,6 +9,7 @@ mod window;
 
 use std::sync::Arc;
 
+pub(crate) use breaker::Breaker;
 pub(crate) use bucket::TokenBucket;
 pub(crate) use budget::Budget;
 pub(crate) use concurrency::Concurrency;
@@ -47,6 +49,7 @@ pub(crate) enum LimitState {
     Bucket(TokenBucket),
     Concurrency(Concurrency),
     Budget(Budget),
+    Breaker(Box<Breaker>),
 }
 
 /// Why a limit is paused.
@@ -113,6 +116,7 @@ impl Limit {
             LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
                 LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial, warn_below))
             }
+            LimitConfig::Breaker(b) => LimitState::Breaker(Box::new(Breaker::new(b))),
         };
         Limit {
             name: Arc::from(name),
@@ -133,11 +137,38 @@ impl Limit {
             LimitState::Bucket(_) => LimitKind::TokenBucket,
             LimitState::Concurrency(_) => LimitKind::Concurrency,
             LimitState::Budget(_) => LimitKind::Budget,
+            LimitState::Breaker(_) => LimitKind::Breaker,
         }
     }
 
-    pub(crate) fn is_concurrency(&self) -> bool {
-        matches!(self.state, LimitState::Concurrency(_))
+    /// Whether a request takes 1 of it whatever its cost (a concurrency limit, a breaker).
+    pub(crate) fn counts_requests(&self) -> bool {
+        matches!(self.state, LimitState::Concurrency(_) | LimitState::Breaker(_))
+    }
+
+    /// The breaker, if this limit is one.
+    pub(crate) fn breaker(&self) -> Option<&Breaker> {
+        match &self.state {
+            LimitState::Breaker(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Judges an answer on a breaker (`None` for other kinds): its opening stops every request,
+    /// CRITICAL too, until it half-opens.
+    pub(crate) fn judge(
+        &mut self,
+        now: Timestamp,
+        request: crate::request::RequestId,
+        verdict: breaker::Verdict,
+    ) -> Option<breaker::Transition> {
+        let LimitState::Breaker(b) = &mut self.state else { return None };
+        let t = b.record(now, request, verdict)?;
+        if let breaker::Transition::Opened { until, .. } = t {
+            self.paused_until = self.paused_until.max(until);
+            self.server_until = self.server_until.max(until);
+        }
+        Some(t)
     }
 
     pub(crate) fn capacity(&self) -> u64 {
@@ -146,6 +177,7 @@ impl Limit {
             LimitState::Bucket(b) => b.capacity(),
             LimitState::Concurrency(c) => c.capacity(),
             LimitState::Budget(b) => b.capacity(),
+            LimitState::Breaker(b) => b.capacity(),
         }
     }
 
@@ -187,6 +219,7 @@ impl Limit {
             LimitState::Window(w) => w.advance(now),
             LimitState::Bucket(b) => b.advance(now),
             LimitState::Budget(b) => b.advance(now),
+            LimitState::Breaker(b) => b.advance(now),
             LimitState::Concurrency(_) => {}
         }
     }
@@ -198,14 +231,21 @@ impl Limit {
             LimitState::Bucket(b) => b.used(),
             LimitState::Concurrency(c) => c.used(),
             LimitState::Budget(b) => b.used(),
+            LimitState::Breaker(b) => b.used(),
         }
     }
 
     /// Takes `cost`; a budget answers the warning the admission deserves, if any (see
     /// [`Budget::warning`]).
-    pub(crate) fn take(&mut self, now: Timestamp, cost: u64) -> Option<&'static str> {
+    pub(crate) fn take(
+        &mut self,
+        now: Timestamp,
+        request: crate::request::RequestId,
+        cost: u64,
+    ) -> Option<&'static str> {
         match &mut self.state {
             LimitState::Window(w) => w.take(now, cost),
+            LimitState::Breaker(b) => b.went(request),
             LimitState::Bucket(b) => b.take(cost),
             LimitState::Concurrency(c) => c.take(cost),
             LimitState::Budget(b) => {
@@ -220,8 +260,9 @@ impl Limit {
     /// A request holding `cost` finished at `at` (completed, cancelled, or its lease lapsed): a
     /// concurrency limit gets its slot back, a window starts counting it down (`per` from `at`).
     /// Returns whether waiters may fit sooner.
-    pub(crate) fn give_back(&mut self, at: Timestamp, cost: u64) -> bool {
+    pub(crate) fn give_back(&mut self, at: Timestamp, request: crate::request::RequestId, cost: u64) -> bool {
         match &mut self.state {
+            LimitState::Breaker(b) => b.forget(request),
             LimitState::Concurrency(c) => {
                 c.give_back(cost);
                 true
@@ -266,6 +307,8 @@ impl Limit {
             LimitState::Bucket(b) => b.when_used_at_most(now, ceiling),
             LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
             LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
+            // Open: it half-opens then (a lower bound: the probes may be taken by then).
+            LimitState::Breaker(b) => b.opens_at().or_else(|| (b.used() <= ceiling).then_some(now)),
         };
         // Room by then is still no good before the pause ends (the usage by then can only be lower).
         t.map(|t| t.max(self.paused_for(ask)))
@@ -277,6 +320,7 @@ impl Limit {
             LimitState::Window(w) => w.next_free(),
             LimitState::Bucket(b) => b.next_free(now),
             LimitState::Budget(b) => b.next_free(),
+            LimitState::Breaker(b) => b.opens_at(),
             LimitState::Concurrency(_) => None,
         }
     }

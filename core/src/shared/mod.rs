@@ -350,6 +350,11 @@ impl SharedStore {
                 }
                 LimitConfig::Concurrency { .. } => has_concurrency = true,
                 LimitConfig::Budget { .. } => {}
+                LimitConfig::Breaker(_) => {
+                    // Refused rather than ignored: each process would open its own.
+                    let reason = "the shared store has no circuit breakers yet: leave this limit out, or use the in-memory controller";
+                    return invalid(format!("limits.{name}.kind"), reason.into());
+                }
             }
         }
         if has_concurrency {
@@ -447,6 +452,7 @@ impl SharedStore {
             LimitConfig::TokenBucket { .. } => "b",
             LimitConfig::Concurrency { .. } => "c",
             LimitConfig::Budget { .. } => "g",
+            LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
         keys.push(format!("{}s:{}", self.prefix, l.name));
@@ -471,6 +477,7 @@ impl SharedStore {
             LimitConfig::Budget { refill, per, max, floor, initial, .. } => {
                 ("g", [max.into(), refill.into(), micros_up(per).into(), floor.into(), initial.map_or(-1, i128::from)])
             }
+            LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         args.push(l.name.to_string());
         args.push(kind.into());
@@ -490,7 +497,7 @@ impl SharedStore {
                 capacity.div_ceil(refill).saturating_mul(micros_up(per))
             }
             LimitConfig::Concurrency { .. } => micros_up(self.config.lease_ttl),
-            LimitConfig::Budget { .. } => 0,
+            LimitConfig::Budget { .. } | LimitConfig::Breaker(_) => 0,
         }
     }
 
@@ -820,6 +827,7 @@ impl SharedStore {
                 LimitConfig::TokenBucket { .. } => "b",
                 LimitConfig::Concurrency { .. } => "c",
                 LimitConfig::Budget { .. } => "g",
+                LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
             };
             let (report, refill_in, max, per) = match (self.config.limits[&*limit.name], &feedback.budget) {
                 (LimitConfig::Budget { max, per, .. }, Some(b)) if flight.budgets.contains(&l) => (
