@@ -177,6 +177,7 @@ pub enum LimitConfig {
     /// (failures over a window, an authentication failure, a 429 or a block), stops every request
     /// while open, lets `probes` requests through when half-open, and closes after `close_after`
     /// successes. Put it on a route (a breaker per route) or in `global` (one for the API key).
+    #[cfg(feature = "breakers")]
     Breaker(BreakerConfig),
 }
 
@@ -617,6 +618,7 @@ impl Config {
                         return invalid(field("warn_below"), "must be above the floor and not above max");
                     }
                 }
+                #[cfg(feature = "breakers")]
                 LimitConfig::Breaker(b) => {
                     if b.failures == 0 {
                         return invalid(field("failures"), "must be at least 1");
@@ -772,86 +774,41 @@ const LIMIT_KINDS: [(&str, &[&str]); 5] = [
     ("token_bucket", &["capacity", "refill", "per", "per_ms"]),
     ("concurrency", &["max"]),
     ("budget", &["refill", "per", "per_ms", "max", "floor", "initial", "warn_below"]),
-    (
-        "breaker",
-        &[
-            "failures",
-            "failure_percent",
-            "min_calls",
-            "per",
-            "per_ms",
-            "open_for",
-            "open_for_ms",
-            "max_open",
-            "max_open_ms",
-            "probes",
-            "close_after",
-        ],
-    ),
+    // Read by `read_breaker`.
+    ("breaker", &[]),
 ];
 
 /// A limit: its kind decides which fields it needs and which it refuses; what a kind needs or
 /// refuses is said of the limit (`limits.api`), a field's own error of the field.
 fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
+    if v.get("kind").and_then(Value::as_str) == Some("breaker") {
+        return read_breaker(at, v);
+    }
     let f = read::object(
         at,
         v,
         "a limit",
-        &[
-            "kind",
-            "max",
-            "per",
-            "per_ms",
-            "capacity",
-            "refill",
-            "floor",
-            "initial",
-            "warn_below",
-            "hold",
-            "failures",
-            "failure_percent",
-            "min_calls",
-            "open_for",
-            "open_for_ms",
-            "max_open",
-            "max_open_ms",
-            "probes",
-            "close_after",
-        ],
+        &["kind", "max", "per", "per_ms", "capacity", "refill", "floor", "initial", "warn_below", "hold"],
     )?;
     let kind = f.req("kind", |at, v| read::variant_at(at, v, &LIMIT_KINDS.map(|(name, _)| name), "a limit kind"))?;
     let max = f.opt("max", read::u64_at)?;
-    let per_given = f.duration("per", "per_ms")?;
+    let per = f.duration("per", "per_ms")?;
     let capacity = f.opt("capacity", read::u64_at)?;
     let refill = f.opt("refill", read::u64_at)?;
     let floor = f.opt("floor", read::u64_at)?;
     let initial = f.opt("initial", read::u64_at)?;
     let warn_below = f.opt("warn_below", read::u64_at)?;
     let hold = f.opt("hold", |at, v| read::variant_at(at, v, &["completion", "go"], "a window hold"))?;
-    let failures = f.opt("failures", read::u64_at)?;
-    let failure_percent = f.opt("failure_percent", read::u64_at)?;
-    let min_calls = f.opt("min_calls", read::u64_at)?;
-    let open_for = f.duration("open_for", "open_for_ms")?;
-    let max_open = f.duration("max_open", "max_open_ms")?;
-    let probes = f.opt("probes", read::u64_at)?;
-    let close_after = f.opt("close_after", read::u64_at)?;
     let (name, allowed) = LIMIT_KINDS[kind];
     let present = [
         ("max", max.is_some()),
-        ("per", per_given.is_some()),
+        ("per", per.is_some()),
         ("capacity", capacity.is_some()),
         ("refill", refill.is_some()),
         ("floor", floor.is_some()),
         ("initial", initial.is_some()),
         ("warn_below", warn_below.is_some()),
         ("hold", hold.is_some()),
-        ("failures", failures.is_some()),
-        ("failure_percent", failure_percent.is_some()),
-        ("min_calls", min_calls.is_some()),
-        ("open_for", open_for.is_some()),
-        ("max_open", max_open.is_some()),
-        ("probes", probes.is_some()),
-        ("close_after", close_after.is_some()),
     ];
     if let Some((field, _)) = present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
         return Err(
@@ -859,7 +816,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
         );
     }
     let need = |field: &str, v: Option<u64>| v.ok_or_else(|| at.error(format!("a {name} limit needs `{field}`")));
-    let per = || per_given.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
+    let per = || per.ok_or_else(|| at.error(format!("a {name} limit needs `per`")));
     Ok(match kind {
         0 => LimitConfig::Window {
             max: need("max", max)?,
@@ -872,20 +829,6 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
             per: per()?,
         },
         2 => LimitConfig::Concurrency { max: need("max", max)? },
-        4 => {
-            let d = BreakerConfig::default();
-            let failures = failures.unwrap_or(d.failures);
-            LimitConfig::Breaker(BreakerConfig {
-                failures,
-                failure_percent: failure_percent.unwrap_or(d.failure_percent),
-                min_calls: min_calls.unwrap_or(failures),
-                per: per_given.unwrap_or(d.per),
-                open_for: open_for.unwrap_or(d.open_for),
-                max_open: max_open.unwrap_or(d.max_open),
-                probes: probes.unwrap_or(d.probes),
-                close_after: close_after.unwrap_or(d.close_after),
-            })
-        }
         _ => LimitConfig::Budget {
             refill: need("refill", refill)?,
             per: per()?,
@@ -895,6 +838,49 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
             warn_below,
         },
     })
+}
+
+/// A circuit breaker: every field has the seed's default.
+#[cfg(feature = "breakers")]
+fn read_breaker(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
+    let f = read::object(
+        at,
+        v,
+        "a breaker limit",
+        &[
+            "kind",
+            "failures",
+            "failure_percent",
+            "min_calls",
+            "per",
+            "per_ms",
+            "open_for",
+            "open_for_ms",
+            "max_open",
+            "max_open_ms",
+            "probes",
+            "close_after",
+        ],
+    )?;
+    let d = BreakerConfig::default();
+    let failures = f.or("failures", read::u64_at, || d.failures)?;
+    Ok(LimitConfig::Breaker(BreakerConfig {
+        failures,
+        failure_percent: f.or("failure_percent", read::u64_at, || d.failure_percent)?,
+        min_calls: f.or("min_calls", read::u64_at, || failures)?,
+        per: f.duration("per", "per_ms")?.unwrap_or(d.per),
+        open_for: f.duration("open_for", "open_for_ms")?.unwrap_or(d.open_for),
+        max_open: f.duration("max_open", "max_open_ms")?.unwrap_or(d.max_open),
+        probes: f.or("probes", read::u64_at, || d.probes)?,
+        close_after: f.or("close_after", read::u64_at, || d.close_after)?,
+    }))
+}
+
+#[cfg(not(feature = "breakers"))]
+fn read_breaker(at: &At<'_>, _: &Value) -> Read<LimitConfig> {
+    Err(at
+        .key("kind")
+        .error("circuit breakers are not in this build (the wasm package's browser build leaves them out)".to_string()))
 }
 
 fn read_route(at: &At<'_>, v: &Value) -> Read<RouteConfig> {
@@ -1138,6 +1124,7 @@ impl Serialize for WrittenLimit {
                     st.serialize_field("warn_below", &warn_below)?;
                 }
             }
+            #[cfg(feature = "breakers")]
             LimitConfig::Breaker(b) => {
                 st.serialize_field("kind", "breaker")?;
                 st.serialize_field("failures", &b.failures)?;

@@ -488,7 +488,7 @@ fn breaker_configs_name_the_field() {
     assert!(err(r#"{ "kind": "breaker", "probes": 0 }"#).contains("limits.key.probes"));
     assert!(err(r#"{ "kind": "breaker", "failure_percent": 120 }"#).contains("limits.key.failure_percent"));
     assert!(err(r#"{ "kind": "breaker", "open_for": "1m", "max_open": "10s" }"#).contains("limits.key.max_open"));
-    assert!(err(r#"{ "kind": "breaker", "max": 3 }"#).contains("`max` does not apply to a breaker limit"));
+    assert!(err(r#"{ "kind": "breaker", "max": 3 }"#).contains("limits.key.max: unknown field `max`"));
     // Written back with its defaults, and read again alike.
     let c = Config::from_json(r#"{ "limits": { "key": { "kind": "breaker" } }, "global": ["key"] }"#).unwrap();
     let json = c.to_json();

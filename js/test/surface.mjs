@@ -37,7 +37,7 @@ function thrown(f) {
  * @param options.metrics false for a build without metrics (the wasm browser build)
  * @param options.shadow false for a build without shadow mode (the wasm browser build)
  */
-export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true, metrics = true, shadow = metrics, tenants = metrics } = {}) {
+export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, loadCommonJs, { readsProcessEnv = true, envOverrides = true, metrics = true, shadow = metrics, tenants = metrics, breakers = tenants } = {}) {
   describe('config', () => {
     test('an invalid config names the field and the reason, code CONFIG', () => {
       const e = thrown(() => new TrafficControl({ limits: { api: window(0, '1s') } }));
@@ -478,6 +478,42 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       // The last answer's balance, less what is still in flight (the other bestsellers' 50).
       const balance = tc.snapshot().limits[0].balance;
       assert.ok(balance !== null && balance <= 250, `balance ${balance}`);
+    });
+
+    test('a breaker opened by 5xx answers holds fetch until it half-opens, and its probe closes it', async () => {
+      const config = {
+        limits: { key: { kind: 'breaker', failures: 2, open_for: '100ms', close_after: 1 } },
+        global: ['key'],
+      };
+      if (!breakers) {
+        // The wasm browser build leaves breakers out: such a config is refused, naming the field.
+        assert.throws(() => new TrafficControl(config), (e) => e.code === 'CONFIG' && /limits\.key\.kind/.test(e.message));
+        return;
+      }
+      let calls = 0;
+      const events = [];
+      const tc = new TrafficControl(config, {
+        fetch: async () => (++calls <= 2 ? new Response('down', { status: 503 }) : new Response('ok')),
+        onEvent: (e) => events.push(e),
+      });
+      assert.equal((await tc.fetch('https://api.example/a')).status, 503);
+      assert.equal((await tc.fetch('https://api.example/b')).status, 503);
+      const opened = events.find((e) => e.type === 'breaker_opened');
+      assert.ok(opened, events.map((e) => e.type).join(' '));
+      assert.deepEqual([opened.limit, opened.reason], ['key', 'failures']);
+      assert.equal(tc.snapshot().limits[0].kind, 'breaker');
+      const t0 = performance.now();
+      const res = await tc.fetch('https://api.example/c');
+      assert.equal(res.status, 200);
+      assert.ok(performance.now() - t0 >= 90, `waited ${performance.now() - t0} ms`);
+      const kinds = events.map((e) => e.type).filter((k) => k.startsWith('breaker_'));
+      assert.deepEqual(kinds, ['breaker_opened', 'breaker_half_open', 'breaker_closed']);
+      // A longest wait that ends before the half-open is refused at once.
+      calls = 0;
+      await tc.fetch('https://api.example/d');
+      await tc.fetch('https://api.example/e');
+      const error = await rejection(tc.fetch('https://api.example/f', undefined, { maxWait: 10 }));
+      assert.equal(error.code, 'DEADLINE_UNREACHABLE');
     });
 
     test('a network failure is reported and thrown', async () => {

@@ -9,9 +9,12 @@ use crate::config::Config;
 use crate::error::RequestError;
 use crate::event::EventKind;
 use crate::feedback::{BlockKind, Feedback};
+#[cfg(feature = "breakers")]
 use crate::limit::breaker::{Phase, Transition, Verdict};
 use crate::limit::pause::{strike, Told};
-use crate::limit::{Limit, LimitState};
+use crate::limit::Limit;
+#[cfg(feature = "breakers")]
+use crate::limit::LimitState;
 use crate::queue::{lane_of, Admission};
 use crate::request::{Completion, Outcome, Priority, RequestId};
 use crate::route::Needs;
@@ -58,6 +61,7 @@ impl TrafficControl {
         }
         let fast = outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429);
         let feedback = (!fast).then(|| Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time));
+        #[cfg(feature = "breakers")]
         if !self.breakers.is_empty() {
             // Judged before the probe's place is given back: the answer is the probe's.
             self.judge_breakers(now, request, &flight, outcome.status, feedback.as_ref());
@@ -80,6 +84,7 @@ impl TrafficControl {
         completion
     }
 
+    #[cfg(feature = "breakers")]
     /// Judges an answer on every breaker the request took (see `limit::breaker`), and says each
     /// change of phase.
     fn judge_breakers(
@@ -120,6 +125,7 @@ impl TrafficControl {
         }
     }
 
+    #[cfg(feature = "breakers")]
     /// Says which breakers half-opened by time alone (their opening ended), naming the request
     /// that opened them.
     pub(super) fn say_half_open(&mut self, now: Timestamp) {
@@ -179,7 +185,7 @@ impl TrafficControl {
         // A breaker the answer opened (`judge_breakers`) holds the request as long.
         for n in &flight.needs {
             let l = &self.limits[usize::from(n.limit)];
-            if l.breaker().is_some() {
+            if l.is_breaker() {
                 until = until.max(l.paused_until);
             }
         }
@@ -333,7 +339,7 @@ pub(crate) fn pause_targets(
     feedback: &Feedback,
 ) -> Vec<crate::route::LimitIdx> {
     // Breakers judge answers on their own (`judge_breakers`): no pause of theirs.
-    let all: Vec<_> = needs.iter().map(|n| n.limit).filter(|&l| limits[usize::from(l)].breaker().is_none()).collect();
+    let all: Vec<_> = needs.iter().map(|n| n.limit).filter(|&l| !limits[usize::from(l)].is_breaker()).collect();
     let blocked =
         feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
     if blocked {

@@ -84,6 +84,7 @@ pub struct TrafficControl {
     tenants: Vec<String>,
     /// The breaker limits, each with the request whose answer last opened it (its half-open
     /// event names that request).
+    #[cfg(feature = "breakers")]
     breakers: Vec<(crate::route::LimitIdx, Option<Opener>)>,
     /// (deadline, request) of waiters with a deadline; stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
@@ -113,6 +114,7 @@ pub struct TrafficControl {
 }
 
 /// The request whose answer opened a breaker: its id, whom it was for, its priority.
+#[cfg(feature = "breakers")]
 type Opener = (RequestId, EndpointRef, Priority);
 
 /// Room for events kept by a drained log.
@@ -171,8 +173,9 @@ impl TrafficControl {
         }
         let seed = config.feedback.seed;
         let router_routes = config.routes.len();
+        #[cfg(feature = "breakers")]
         let breakers = (0..limits.len())
-            .filter(|&i| limits[i].breaker().is_some())
+            .filter(|&i| limits[i].is_breaker())
             .map(|i| (i as crate::route::LimitIdx, None))
             .collect();
         Ok(TrafficControl {
@@ -180,6 +183,7 @@ impl TrafficControl {
             router,
             queue,
             tenants,
+            #[cfg(feature = "breakers")]
             breakers,
             limits,
             now: Timestamp::ZERO,
@@ -412,11 +416,14 @@ impl TrafficControl {
         for f in &request.reserve {
             let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
             // A reservation holds no breaker: its follow-up waits for an open one like anyone.
+            #[cfg(feature = "breakers")]
             let needs = if self.breakers.is_empty() {
                 r.needs
             } else {
-                r.needs.into_iter().filter(|n| self.limits[usize::from(n.limit)].breaker().is_none()).collect()
+                r.needs.into_iter().filter(|n| !self.limits[usize::from(n.limit)].is_breaker()).collect()
             };
+            #[cfg(not(feature = "breakers"))]
+            let needs = r.needs;
             reserve.push(FollowUpNeeds { needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
         }
         let merged = if reserve.is_empty() {
@@ -452,7 +459,7 @@ impl TrafficControl {
             reserve.is_empty()
                 && resolved.needs.iter().all(|n| {
                     holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost)
-                        || self.limits[usize::from(n.limit)].breaker().is_some()
+                        || self.limits[usize::from(n.limit)].is_breaker()
                 })
         });
         let lane = if covered { RESERVED_LANE } else { lane_of(request.priority) };

@@ -78,6 +78,7 @@ impl TrafficControl {
         for l in &mut self.limits {
             l.advance(now);
         }
+        #[cfg(feature = "breakers")]
         if !self.breakers.is_empty() {
             self.say_half_open(now);
         }

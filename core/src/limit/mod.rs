@@ -1,5 +1,6 @@
 //! The limit kinds and the accounting they share: used, reserved, and room for a request.
 
+#[cfg(feature = "breakers")]
 pub(crate) mod breaker;
 mod bucket;
 mod budget;
@@ -9,6 +10,7 @@ mod window;
 
 use std::sync::Arc;
 
+#[cfg(feature = "breakers")]
 pub(crate) use breaker::Breaker;
 pub(crate) use bucket::TokenBucket;
 pub(crate) use budget::Budget;
@@ -49,6 +51,7 @@ pub(crate) enum LimitState {
     Bucket(TokenBucket),
     Concurrency(Concurrency),
     Budget(Budget),
+    #[cfg(feature = "breakers")]
     Breaker(Box<Breaker>),
 }
 
@@ -116,6 +119,7 @@ impl Limit {
             LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
                 LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial, warn_below))
             }
+            #[cfg(feature = "breakers")]
             LimitConfig::Breaker(b) => LimitState::Breaker(Box::new(Breaker::new(b))),
         };
         Limit {
@@ -137,16 +141,23 @@ impl Limit {
             LimitState::Bucket(_) => LimitKind::TokenBucket,
             LimitState::Concurrency(_) => LimitKind::Concurrency,
             LimitState::Budget(_) => LimitKind::Budget,
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(_) => LimitKind::Breaker,
         }
     }
 
     /// Whether a request takes 1 of it whatever its cost (a concurrency limit, a breaker).
     pub(crate) fn counts_requests(&self) -> bool {
-        matches!(self.state, LimitState::Concurrency(_) | LimitState::Breaker(_))
+        match self.state {
+            LimitState::Concurrency(_) => true,
+            #[cfg(feature = "breakers")]
+            LimitState::Breaker(_) => true,
+            _ => false,
+        }
     }
 
     /// The breaker, if this limit is one.
+    #[cfg(feature = "breakers")]
     pub(crate) fn breaker(&self) -> Option<&Breaker> {
         match &self.state {
             LimitState::Breaker(b) => Some(b),
@@ -154,8 +165,18 @@ impl Limit {
         }
     }
 
+    /// Whether this limit is a breaker.
+    #[inline]
+    pub(crate) fn is_breaker(&self) -> bool {
+        #[cfg(feature = "breakers")]
+        return matches!(self.state, LimitState::Breaker(_));
+        #[cfg(not(feature = "breakers"))]
+        false
+    }
+
     /// Judges an answer on a breaker (`None` for other kinds): its opening stops every request,
     /// CRITICAL too, until it half-opens.
+    #[cfg(feature = "breakers")]
     pub(crate) fn judge(
         &mut self,
         now: Timestamp,
@@ -177,6 +198,7 @@ impl Limit {
             LimitState::Bucket(b) => b.capacity(),
             LimitState::Concurrency(c) => c.capacity(),
             LimitState::Budget(b) => b.capacity(),
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.capacity(),
         }
     }
@@ -219,6 +241,7 @@ impl Limit {
             LimitState::Window(w) => w.advance(now),
             LimitState::Bucket(b) => b.advance(now),
             LimitState::Budget(b) => b.advance(now),
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.advance(now),
             LimitState::Concurrency(_) => {}
         }
@@ -231,6 +254,7 @@ impl Limit {
             LimitState::Bucket(b) => b.used(),
             LimitState::Concurrency(c) => c.used(),
             LimitState::Budget(b) => b.used(),
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.used(),
         }
     }
@@ -243,8 +267,10 @@ impl Limit {
         request: crate::request::RequestId,
         cost: u64,
     ) -> Option<&'static str> {
+        let _ = request; // a breaker's probe (without breakers in the build: unused)
         match &mut self.state {
             LimitState::Window(w) => w.take(now, cost),
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.went(request),
             LimitState::Bucket(b) => b.take(cost),
             LimitState::Concurrency(c) => c.take(cost),
@@ -261,7 +287,9 @@ impl Limit {
     /// concurrency limit gets its slot back, a window starts counting it down (`per` from `at`).
     /// Returns whether waiters may fit sooner.
     pub(crate) fn give_back(&mut self, at: Timestamp, request: crate::request::RequestId, cost: u64) -> bool {
+        let _ = request; // a breaker's probe (without breakers in the build: unused)
         match &mut self.state {
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.forget(request),
             LimitState::Concurrency(c) => {
                 c.give_back(cost);
@@ -308,6 +336,7 @@ impl Limit {
             LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
             LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
             // Open: it half-opens then (a lower bound: the probes may be taken by then).
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.opens_at().or_else(|| (b.used() <= ceiling).then_some(now)),
         };
         // Room by then is still no good before the pause ends (the usage by then can only be lower).
@@ -320,6 +349,7 @@ impl Limit {
             LimitState::Window(w) => w.next_free(),
             LimitState::Bucket(b) => b.next_free(now),
             LimitState::Budget(b) => b.next_free(),
+            #[cfg(feature = "breakers")]
             LimitState::Breaker(b) => b.opens_at(),
             LimitState::Concurrency(_) => None,
         }

@@ -350,6 +350,7 @@ impl SharedStore {
                 }
                 LimitConfig::Concurrency { .. } => has_concurrency = true,
                 LimitConfig::Budget { .. } => {}
+                #[cfg(feature = "breakers")]
                 LimitConfig::Breaker(_) => {
                     // Refused rather than ignored: each process would open its own.
                     let reason = "the shared store has no circuit breakers yet: leave this limit out, or use the in-memory controller";
@@ -452,6 +453,7 @@ impl SharedStore {
             LimitConfig::TokenBucket { .. } => "b",
             LimitConfig::Concurrency { .. } => "c",
             LimitConfig::Budget { .. } => "g",
+            #[cfg(feature = "breakers")]
             LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
@@ -477,6 +479,7 @@ impl SharedStore {
             LimitConfig::Budget { refill, per, max, floor, initial, .. } => {
                 ("g", [max.into(), refill.into(), micros_up(per).into(), floor.into(), initial.map_or(-1, i128::from)])
             }
+            #[cfg(feature = "breakers")]
             LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         args.push(l.name.to_string());
@@ -497,7 +500,9 @@ impl SharedStore {
                 capacity.div_ceil(refill).saturating_mul(micros_up(per))
             }
             LimitConfig::Concurrency { .. } => micros_up(self.config.lease_ttl),
-            LimitConfig::Budget { .. } | LimitConfig::Breaker(_) => 0,
+            LimitConfig::Budget { .. } => 0,
+            #[cfg(feature = "breakers")]
+            LimitConfig::Breaker(_) => 0,
         }
     }
 
@@ -827,6 +832,7 @@ impl SharedStore {
                 LimitConfig::TokenBucket { .. } => "b",
                 LimitConfig::Concurrency { .. } => "c",
                 LimitConfig::Budget { .. } => "g",
+                #[cfg(feature = "breakers")]
                 LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
             };
             let (report, refill_in, max, per) = match (self.config.limits[&*limit.name], &feedback.budget) {
