@@ -211,6 +211,24 @@ class MockWindowApi(_Server):
         return max((bisect.bisect_left(a, t + self.window) - i for i, t in enumerate(a)), default=0)
 
 
+class MockFlakyApi(_Server):
+    """Answers 503 while `down` is set (as an overloaded API does), else 200; counts the requests it
+    received while down and when each arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.down = False
+        self.arrivals: list[tuple[float, bool]] = []
+
+    def handle(self, method: str, target: str) -> tuple[int, list[tuple[str, str]], Any]:
+        with self.lock:
+            self.arrivals.append((time.monotonic(), self.down))
+            if self.down:
+                return 503, [], {"error": "unavailable"}
+        return 200, [], {"ok": True}
+
+
 def busiest(instants: list[float], window: float) -> int:
     """The most instants in any half-open interval [s, s + window)."""
     a = sorted(instants)
