@@ -52,6 +52,21 @@ pub struct Config {
     /// whose weight is 1 unless it is named here too. Empty: requests are served in arrival order.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Pools of API keys, by name: each key of a pool has its own copy of the pool's limits (named
+    /// `<limit>@<key>`), and a request taking those limits is admitted on the least-loaded key that
+    /// can admit it now (or the key it names). Keys are ids, never secrets.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// A pool of API keys (see [`Config::pools`]): `{"keys": ["shop-a", "shop-b"], "limits": ["requests", "breaker"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// The keys' ids, as permits and events name them (never the secrets).
+    pub keys: Vec<String>,
+    /// The limits each key has its own copy of (a breaker among them is one per key).
+    pub limits: Vec<String>,
 }
 
 /// A tenant's share of the account (see [`Config::tenants`]).
@@ -177,7 +192,7 @@ pub enum LimitConfig {
     /// (failures over a window, an authentication failure, a 429 or a block), stops every request
     /// while open, lets `probes` requests through when half-open, and closes after `close_after`
     /// successes. Put it on a route (a breaker per route) or in `global` (one for the API key).
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     Breaker(BreakerConfig),
 }
 
@@ -541,6 +556,74 @@ impl Config {
         serde_json::to_string(&Written(self)).expect("a config always serializes")
     }
 
+    /// Pools: keys named once each, limits that exist, each in one pool at most, and routes that
+    /// take the limits of one pool at most (a request is admitted on one key).
+    #[cfg(feature = "keys")]
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        let invalid = |field: String, reason: String| Err(ConfigError::Invalid { field, reason });
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, pool) in &self.pools {
+            if pool.keys.is_empty() {
+                return invalid(format!("pools.{name}.keys"), "a pool needs at least one key".into());
+            }
+            if pool.keys.len() > 1000 {
+                return invalid(format!("pools.{name}.keys"), "at most 1000 keys".into());
+            }
+            for (i, key) in pool.keys.iter().enumerate() {
+                if key.is_empty() || key.contains(['@', ';']) || key.chars().any(char::is_control) {
+                    return invalid(
+                        format!("pools.{name}.keys[{i}]"),
+                        "a key id must not be empty or contain '@', ';' or control characters".into(),
+                    );
+                }
+                if pool.keys[..i].contains(key) {
+                    return invalid(format!("pools.{name}.keys[{i}]"), format!("{key:?} is named twice"));
+                }
+            }
+            if pool.limits.is_empty() {
+                return invalid(format!("pools.{name}.limits"), "a pool needs at least one limit per key".into());
+            }
+            for (i, limit) in pool.limits.iter().enumerate() {
+                if !self.limits.contains_key(limit) {
+                    return invalid(format!("pools.{name}.limits[{i}]"), format!("no limit is named {limit:?}"));
+                }
+                if let Some(other) = owner.insert(limit, name) {
+                    return invalid(
+                        format!("pools.{name}.limits[{i}]"),
+                        format!("{limit:?} is already a limit of pool {other:?}"),
+                    );
+                }
+            }
+        }
+        if self.pools.is_empty() {
+            return Ok(());
+        }
+        let pools_of = |limits: &mut dyn Iterator<Item = &str>| -> Vec<&str> {
+            let mut found: Vec<&str> = limits.filter_map(|l| owner.get(l).copied()).collect();
+            found.sort_unstable();
+            found.dedup();
+            found
+        };
+        for (i, route) in self.routes.iter().enumerate() {
+            let found =
+                pools_of(&mut self.global.iter().map(String::as_str).chain(route.limits.iter().map(|l| l.name())));
+            if found.len() > 1 {
+                return invalid(
+                    format!("routes[{i}].limits"),
+                    format!("takes the limits of pools {found:?}: a request is admitted on one key of one pool"),
+                );
+            }
+        }
+        let found = pools_of(&mut self.global.iter().map(String::as_str));
+        if found.len() > 1 {
+            return invalid(
+                "global".into(),
+                format!("takes the limits of pools {found:?}: a request is admitted on one key of one pool"),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks what the types cannot: references, ranges, patterns.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: String, reason: &str| Err(ConfigError::Invalid { field, reason: reason.to_string() });
@@ -618,7 +701,7 @@ impl Config {
                         return invalid(field("warn_below"), "must be above the floor and not above max");
                     }
                 }
-                #[cfg(feature = "breakers")]
+                #[cfg(feature = "keys")]
                 LimitConfig::Breaker(b) => {
                     if b.failures == 0 {
                         return invalid(field("failures"), "must be at least 1");
@@ -682,6 +765,8 @@ impl Config {
                 }
             }
         }
+        #[cfg(feature = "keys")]
+        self.validate_pools()?;
         if self.queue.max_waiting == 0 {
             return invalid("queue.max_waiting".into(), "must be at least 1");
         }
@@ -740,6 +825,7 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
             "events",
             "feedback",
             "tenants",
+            "pools",
         ],
     )?;
     Ok(Config {
@@ -752,7 +838,21 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
         tenants: f.or("tenants", read_tenants, BTreeMap::new)?,
+        pools: f.or("pools", read_pools, BTreeMap::new)?,
     })
+}
+
+#[cfg(feature = "keys")]
+fn read_pools(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, PoolConfig>> {
+    read::map_at(at, v, |at, v| {
+        let f = read::object(at, v, "struct PoolConfig", &["keys", "limits"])?;
+        Ok(PoolConfig { keys: f.req("keys", read::strings_at)?, limits: f.req("limits", read::strings_at)? })
+    })
+}
+
+#[cfg(not(feature = "keys"))]
+fn read_pools(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, PoolConfig>> {
+    Err(at.error("key pools are not in this build (the wasm package's browser build leaves them out)"))
 }
 
 #[cfg(feature = "tenants")]
@@ -841,7 +941,7 @@ fn read_limit(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
 }
 
 /// A circuit breaker: every field has the seed's default.
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 fn read_breaker(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     let f = read::object(
         at,
@@ -876,7 +976,7 @@ fn read_breaker(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
     }))
 }
 
-#[cfg(not(feature = "breakers"))]
+#[cfg(not(feature = "keys"))]
 fn read_breaker(at: &At<'_>, _: &Value) -> Read<LimitConfig> {
     Err(at
         .key("kind")
@@ -1056,7 +1156,7 @@ impl Serialize for Written<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let c = self.0;
-        let mut st = s.serialize_struct("Config", 11)?;
+        let mut st = s.serialize_struct("Config", 12)?;
         st.serialize_field("limits", &WrittenLimits(&c.limits))?;
         st.serialize_field("global", &c.global)?;
         st.serialize_field("routes", &c.routes)?;
@@ -1070,6 +1170,10 @@ impl Serialize for Written<'_> {
         #[cfg(feature = "tenants")]
         if !c.tenants.is_empty() {
             st.serialize_field("tenants", &c.tenants)?;
+        }
+        #[cfg(feature = "keys")]
+        if !c.pools.is_empty() {
+            st.serialize_field("pools", &c.pools)?;
         }
         st.end()
     }
@@ -1124,7 +1228,7 @@ impl Serialize for WrittenLimit {
                     st.serialize_field("warn_below", &warn_below)?;
                 }
             }
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(b) => {
                 st.serialize_field("kind", "breaker")?;
                 st.serialize_field("failures", &b.failures)?;

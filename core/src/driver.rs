@@ -1256,7 +1256,7 @@ impl SharedDriver {
         let request = w.request_id.unwrap_or(RequestId(0));
         let kind = match result {
             Ok((request, reservations)) => EventKind::Go {
-                permit: Permit { request: *request, reservations: reservations.clone(), at: now },
+                permit: Permit { request: *request, reservations: reservations.clone(), at: now, key: None },
                 waited: now.saturating_since(w.started),
             },
             Err(DriverError::Request(RequestError::Cancelled)) => EventKind::Cancelled,

@@ -112,7 +112,7 @@ pub enum EventKind {
         /// `cost_over_half` or `below_warning`.
         reason: &'static str,
     },
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     /// A breaker opened (this request's answer opened it): nothing that takes it goes until
     /// `until`, when it half-opens.
     BreakerOpened {
@@ -124,14 +124,14 @@ pub enum EventKind {
         /// When it half-opens.
         until: Timestamp,
     },
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     /// A breaker's opening ended: it lets its probes through (the event names the request that
     /// opened it).
     BreakerHalfOpen {
         /// The breaker's name.
         limit: String,
     },
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     /// Enough probes succeeded (this request was the last): the breaker is closed.
     BreakerClosed {
         /// The breaker's name.
@@ -207,11 +207,11 @@ impl Event {
             EventKind::RateLimited { .. } => "rate_limited",
             EventKind::Retried { .. } => "retried",
             EventKind::LimitLowered { .. } => "limit_lowered",
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             EventKind::BreakerOpened { .. } => "breaker_opened",
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             EventKind::BreakerHalfOpen { .. } => "breaker_half_open",
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             EventKind::BreakerClosed { .. } => "breaker_closed",
             EventKind::BudgetLow { .. } => "budget_low",
         }

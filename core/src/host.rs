@@ -252,13 +252,13 @@ pub fn event_json(e: &Event) -> serde_json::Value {
             put("cost", (*cost as f64).into());
             put("reason", (*reason).into());
         }
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         EventKind::BreakerOpened { limit, reason, until } => {
             put("limit", limit.as_str().into());
             put("reason", (*reason).into());
             put("until", until.as_millis_f64().into());
         }
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         EventKind::BreakerHalfOpen { limit } | EventKind::BreakerClosed { limit } => {
             put("limit", limit.as_str().into())
         }

@@ -69,6 +69,17 @@ pub(crate) struct Admission {
     pub(crate) budgets: crate::route::Budgets,
     /// Its tenant's index (0: the default class; see [`WaitQueue::set_tenants`]).
     pub(crate) tenant: u16,
+    /// The key of a pool it is placed on (`controller::pools`).
+    pub(crate) key: Option<KeyChoice>,
+}
+
+/// The key of a pool a request is placed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyChoice {
+    pub(crate) pool: u16,
+    pub(crate) key: u16,
+    /// Named by the request (or by the reservation it spends): never moved to another key.
+    pub(crate) pinned: bool,
 }
 
 impl Admission {

@@ -158,6 +158,10 @@ pub struct Request {
     /// the default class.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The key of a pool (`pools`) the request must go on (a dedicated key); absent: the pool
+    /// chooses the least-loaded key that can admit it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Request {
@@ -219,6 +223,13 @@ impl Request {
     #[must_use]
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The key of a pool the request must go on (see [`Request::key`]).
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
     }
 
@@ -287,7 +298,7 @@ mod opt_duration {
 impl Request {
     /// Reads a request from JSON text in its serde shape: `{"target": {"http": {"method", "url"}}
     /// | {"route": name} | "none", "limits", "cost", "priority", "deadline", "reserve", "spend",
-    /// "tenant"}`.
+    /// "tenant", "key"}`.
     /// Errors name the field (`reserve[0].ttl`) and the reason.
     pub fn from_json(text: &str) -> Result<Request, String> {
         let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
@@ -314,7 +325,7 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         at,
         v,
         "struct Request",
-        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant"],
+        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant", "key"],
     )?;
     Ok(Request {
         target: f.or("target", read_target, Target::default)?,
@@ -325,6 +336,7 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         reserve: f.or("reserve", |at, v| read::list_at(at, v, read_follow_up), Vec::new)?,
         spend: f.opt("spend", |at, v| read::u64_at(at, v).map(ReservationId))?,
         tenant: f.opt("tenant", read::string_at)?,
+        key: f.opt("key", read::string_at)?,
     })
 }
 
@@ -378,6 +390,9 @@ pub struct Permit {
     pub reservations: Vec<ReservationId>,
     /// When it was admitted.
     pub at: Timestamp,
+    /// The key of a pool it was admitted on (`pools`): send it with that key's credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::sync::Arc<str>>,
 }
 
 /// The answer of [`try_acquire`](crate::TrafficControl::try_acquire).

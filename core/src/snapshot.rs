@@ -18,7 +18,7 @@ pub enum LimitKind {
     /// A server-held balance (tokens).
     Budget,
     /// A circuit breaker: capacity is its probes, used its probes out (all of them while open).
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     Breaker,
 }
 

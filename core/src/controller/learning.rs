@@ -9,11 +9,11 @@ use crate::config::Config;
 use crate::error::RequestError;
 use crate::event::EventKind;
 use crate::feedback::{BlockKind, Feedback};
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 use crate::limit::breaker::{Phase, Transition, Verdict};
 use crate::limit::pause::{strike, Told};
 use crate::limit::Limit;
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 use crate::limit::LimitState;
 use crate::queue::{lane_of, Admission};
 use crate::request::{Completion, Outcome, Priority, RequestId};
@@ -61,7 +61,7 @@ impl TrafficControl {
         }
         let fast = outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429);
         let feedback = (!fast).then(|| Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time));
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         if !self.breakers.is_empty() {
             // Judged before the probe's place is given back: the answer is the probe's.
             self.judge_breakers(now, request, &flight, outcome.status, feedback.as_ref());
@@ -84,7 +84,7 @@ impl TrafficControl {
         completion
     }
 
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     /// Judges an answer on every breaker the request took (see `limit::breaker`), and says each
     /// change of phase.
     fn judge_breakers(
@@ -125,7 +125,7 @@ impl TrafficControl {
         }
     }
 
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     /// Says which breakers half-opened by time alone (their opening ended), naming the request
     /// that opened them.
     pub(super) fn say_half_open(&mut self, now: Timestamp) {
@@ -207,6 +207,7 @@ impl TrafficControl {
             attempt,
             budgets: flight.budgets,
             tenant: flight.tenant,
+            key: flight.key,
         };
         if let Some(deadline) = admission.deadline {
             self.deadlines.push(Reverse((deadline, id)));
@@ -275,7 +276,7 @@ impl TrafficControl {
         let mut grown: Vec<(crate::route::LimitIdx, Duration)> = Vec::new();
         for limit in targets {
             let l = &mut self.limits[usize::from(limit)];
-            let Some(told) = Told::of(&self.config.feedback, &l.name, feedback) else { continue };
+            let Some(told) = Told::of(&self.config.feedback, &l.base, feedback) else { continue };
             let before = l.paused_until.max(now);
             let mut strikes = 1;
             if told.strikes() {
@@ -345,7 +346,7 @@ pub(crate) fn pause_targets(
     if blocked {
         return all;
     }
-    let config_of = |l: crate::route::LimitIdx| &config.limits[&*limits[usize::from(l)].name];
+    let config_of = |l: crate::route::LimitIdx| &config.limits[&*limits[usize::from(l)].base];
     if let Some(w) = feedback.policy_window {
         let named: Vec<_> = all
             .iter()
@@ -357,7 +358,7 @@ pub(crate) fn pause_targets(
         }
     }
     let own: Vec<_> =
-        all.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *limits[usize::from(l)].name)).collect();
+        all.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *limits[usize::from(l)].base)).collect();
     if own.is_empty() {
         all
     } else {
@@ -379,7 +380,7 @@ pub(crate) fn quota_target(
     feedback: &Feedback,
 ) -> Option<crate::route::LimitIdx> {
     feedback.limit.filter(|&q| q > 0)?;
-    let name = |l: crate::route::LimitIdx| &*limits[usize::from(l)].name;
+    let name = |l: crate::route::LimitIdx| &*limits[usize::from(l)].base;
     let windows: Vec<_> = needs
         .iter()
         .map(|n| n.limit)

@@ -3,6 +3,8 @@
 //! scheduling pass's triggers, `poll`) in `timers`.
 
 mod learning;
+#[cfg(feature = "keys")]
+mod pools;
 mod shadowing;
 mod timers;
 
@@ -84,8 +86,13 @@ pub struct TrafficControl {
     tenants: Vec<String>,
     /// The breaker limits, each with the request whose answer last opened it (its half-open
     /// event names that request).
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     breakers: Vec<(crate::route::LimitIdx, Option<Opener>)>,
+    /// The key pools (`Config::pools`), and each limit's place in them.
+    #[cfg(feature = "keys")]
+    pools: Vec<pools::Pool>,
+    #[cfg(feature = "keys")]
+    pooled: Vec<Option<pools::Pooled>>,
     /// (deadline, request) of waiters with a deadline; stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Timestamp, RequestId)>>,
     in_flight: IdMap<InFlight>,
@@ -114,7 +121,7 @@ pub struct TrafficControl {
 }
 
 /// The request whose answer opened a breaker: its id, whom it was for, its priority.
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 type Opener = (RequestId, EndpointRef, Priority);
 
 /// Room for events kept by a drained log.
@@ -132,6 +139,8 @@ struct InFlight {
     endpoint: EndpointRef,
     priority: Priority,
     tenant: u16,
+    /// The key of a pool it went on: a retry goes on it again, or on another.
+    key: Option<crate::queue::KeyChoice>,
 }
 
 #[derive(Debug)]
@@ -157,7 +166,11 @@ impl TrafficControl {
     /// A controller for a validated config.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
-        let limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
+        #[allow(unused_mut)]
+        let mut limits: Vec<Limit> = config.limits.iter().map(|(name, c)| Limit::new(name, c)).collect();
+        // Each key's copy of its pool's limits, after the config's.
+        #[cfg(feature = "keys")]
+        let (pools, pooled) = pools::expand(&config, &mut limits);
         let router = Router::new(&config, &limits);
         let mut queue = WaitQueue::new(limits.len());
         // Tenants by index: 0 the default class, then the named ones in name order.
@@ -173,7 +186,7 @@ impl TrafficControl {
         }
         let seed = config.feedback.seed;
         let router_routes = config.routes.len();
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         let breakers = (0..limits.len())
             .filter(|&i| limits[i].is_breaker())
             .map(|i| (i as crate::route::LimitIdx, None))
@@ -183,8 +196,12 @@ impl TrafficControl {
             router,
             queue,
             tenants,
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             breakers,
+            #[cfg(feature = "keys")]
+            pools,
+            #[cfg(feature = "keys")]
+            pooled,
             limits,
             now: Timestamp::ZERO,
             next_request: 1,
@@ -416,13 +433,13 @@ impl TrafficControl {
         for f in &request.reserve {
             let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
             // A reservation holds no breaker: its follow-up waits for an open one like anyone.
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             let needs = if self.breakers.is_empty() {
                 r.needs
             } else {
                 r.needs.into_iter().filter(|n| !self.limits[usize::from(n.limit)].is_breaker()).collect()
             };
-            #[cfg(not(feature = "breakers"))]
+            #[cfg(not(feature = "keys"))]
             let needs = r.needs;
             reserve.push(FollowUpNeeds { needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
         }
@@ -463,7 +480,7 @@ impl TrafficControl {
                 })
         });
         let lane = if covered { RESERVED_LANE } else { lane_of(request.priority) };
-        Ok(Admission {
+        let admission = Admission {
             priority: request.priority,
             lane,
             needs: resolved.needs,
@@ -479,7 +496,13 @@ impl TrafficControl {
                 }
                 _ => 0,
             },
-        })
+            key: None,
+        };
+        #[cfg(feature = "keys")]
+        if !self.pools.is_empty() {
+            return self.place_on_key(now, admission, request.key.as_deref());
+        }
+        Ok(admission)
     }
 
     fn ask(&self, admission: &Admission, limit: crate::route::LimitIdx, cost: u64, claims: u64) -> Ask {
@@ -518,6 +541,17 @@ impl TrafficControl {
     /// a budget is what keeps it past its deadline, the error says how much is needed and when
     /// enough would be there.
     fn check_deadline(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
+        let verdict = self.check_deadline_on(now, admission);
+        // A request of a key pool that its key cannot serve in time may still go on another.
+        #[cfg(feature = "keys")]
+        if verdict.is_err() && self.deadline_on_any_key(now, admission) {
+            return Ok(());
+        }
+        verdict
+    }
+
+    /// [`check_deadline`](Self::check_deadline) on the limits the admission names.
+    fn check_deadline_on(&self, now: Timestamp, admission: &Admission) -> Result<(), RequestError> {
         let Some(deadline) = admission.deadline else { return Ok(()) };
         let mut earliest_possible = now;
         let mut budget_late = None;
@@ -615,6 +649,10 @@ impl TrafficControl {
         // when there is one (reference counts are atomic: a clone and its drop cost ~15 ns).
         let go_endpoint = announce.then(|| admission.endpoint.clone());
         let slot = Router::slot_of(&admission.endpoint);
+        #[cfg(feature = "keys")]
+        let key = self.key_id(admission.key);
+        #[cfg(not(feature = "keys"))]
+        let key = None;
         self.in_flight.insert(
             id,
             InFlight {
@@ -627,16 +665,17 @@ impl TrafficControl {
                 endpoint: admission.endpoint,
                 priority: admission.priority,
                 tenant: admission.tenant,
+                key: admission.key,
             },
         );
-        let permit = Permit { request: id, reservations, at: now };
+        let permit = Permit { request: id, reservations, at: now, key };
         self.counters.went(slot, admission.priority, queued_at.map(|q| now - q));
         self.shadow_went(now, id, &permit.reservations);
         if let Some(endpoint) = go_endpoint {
             let waited = now - queued_at.unwrap_or(now);
             // Built field by field: most permits reserve nothing, and an empty Vec is made, not cloned.
             let reservations = if permit.reservations.is_empty() { Vec::new() } else { permit.reservations.clone() };
-            let go = Permit { request: id, reservations, at: now };
+            let go = Permit { request: id, reservations, at: now, key: permit.key.clone() };
             self.emit(now, id, &endpoint, admission.priority, EventKind::Go { permit: go, waited });
         }
         if let Some((warnings, endpoint)) = warned {
@@ -763,6 +802,22 @@ impl TrafficControl {
                     s.heap.push(Reverse((lane, w.tag, w.seq, g)));
                 }
                 continue;
+            }
+            // A waiter of a key pool goes on any other key that can admit it now.
+            #[cfg(feature = "keys")]
+            if let Some(placed) = self.other_key(&waiter.admission, claims) {
+                let waiter = self.queue.remove(id).expect("waiting");
+                self.queue.served(lane, tag);
+                self.admit(now, id, placed, Some(waiter.enqueued_at));
+                if let Some(next) = self.queue.groups[g].members.front() {
+                    let w = &self.queue.waiters[next];
+                    s.heap.push(Reverse((lane, w.tag, w.seq, g)));
+                }
+                continue;
+            }
+            #[cfg(feature = "keys")]
+            if let Some(at) = self.soonest_on_other_keys(now, &waiter.admission, claims) {
+                wake = earliest(wake, Some(at));
             }
             wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
             for n in waiter.admission.total() {

@@ -78,7 +78,7 @@ impl TrafficControl {
         for l in &mut self.limits {
             l.advance(now);
         }
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         if !self.breakers.is_empty() {
             self.say_half_open(now);
         }

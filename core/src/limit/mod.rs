@@ -1,6 +1,6 @@
 //! The limit kinds and the accounting they share: used, reserved, and room for a request.
 
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 pub(crate) mod breaker;
 mod bucket;
 mod budget;
@@ -10,7 +10,7 @@ mod window;
 
 use std::sync::Arc;
 
-#[cfg(feature = "breakers")]
+#[cfg(feature = "keys")]
 pub(crate) use breaker::Breaker;
 pub(crate) use bucket::TokenBucket;
 pub(crate) use budget::Budget;
@@ -25,6 +25,9 @@ use crate::time::{duration_nanos, Timestamp};
 #[derive(Debug, Clone)]
 pub(crate) struct Limit {
     pub(crate) name: Arc<str>,
+    /// Its name in the config: the name itself, or for a key's copy of a pool's limit
+    /// (`<limit>@<key>`) the pool's limit.
+    pub(crate) base: Arc<str>,
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
     pub(crate) reserved: u64,
@@ -51,7 +54,7 @@ pub(crate) enum LimitState {
     Bucket(TokenBucket),
     Concurrency(Concurrency),
     Budget(Budget),
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     Breaker(Box<Breaker>),
 }
 
@@ -119,11 +122,13 @@ impl Limit {
             LimitConfig::Budget { refill, per, max, floor, initial, warn_below } => {
                 LimitState::Budget(Budget::new(refill, duration_nanos(per), max, floor, initial, warn_below))
             }
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(b) => LimitState::Breaker(Box::new(Breaker::new(b))),
         };
+        let name: Arc<str> = Arc::from(name);
         Limit {
-            name: Arc::from(name),
+            base: name.clone(),
+            name,
             state,
             reserved: 0,
             paused_until: Timestamp::ZERO,
@@ -141,7 +146,7 @@ impl Limit {
             LimitState::Bucket(_) => LimitKind::TokenBucket,
             LimitState::Concurrency(_) => LimitKind::Concurrency,
             LimitState::Budget(_) => LimitKind::Budget,
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(_) => LimitKind::Breaker,
         }
     }
@@ -150,14 +155,14 @@ impl Limit {
     pub(crate) fn counts_requests(&self) -> bool {
         match self.state {
             LimitState::Concurrency(_) => true,
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(_) => true,
             _ => false,
         }
     }
 
     /// The breaker, if this limit is one.
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     pub(crate) fn breaker(&self) -> Option<&Breaker> {
         match &self.state {
             LimitState::Breaker(b) => Some(b),
@@ -168,15 +173,15 @@ impl Limit {
     /// Whether this limit is a breaker.
     #[inline]
     pub(crate) fn is_breaker(&self) -> bool {
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         return matches!(self.state, LimitState::Breaker(_));
-        #[cfg(not(feature = "breakers"))]
+        #[cfg(not(feature = "keys"))]
         false
     }
 
     /// Judges an answer on a breaker (`None` for other kinds): its opening stops every request,
     /// CRITICAL too, until it half-opens.
-    #[cfg(feature = "breakers")]
+    #[cfg(feature = "keys")]
     pub(crate) fn judge(
         &mut self,
         now: Timestamp,
@@ -198,7 +203,7 @@ impl Limit {
             LimitState::Bucket(b) => b.capacity(),
             LimitState::Concurrency(c) => c.capacity(),
             LimitState::Budget(b) => b.capacity(),
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.capacity(),
         }
     }
@@ -241,7 +246,7 @@ impl Limit {
             LimitState::Window(w) => w.advance(now),
             LimitState::Bucket(b) => b.advance(now),
             LimitState::Budget(b) => b.advance(now),
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.advance(now),
             LimitState::Concurrency(_) => {}
         }
@@ -254,7 +259,7 @@ impl Limit {
             LimitState::Bucket(b) => b.used(),
             LimitState::Concurrency(c) => c.used(),
             LimitState::Budget(b) => b.used(),
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.used(),
         }
     }
@@ -270,7 +275,7 @@ impl Limit {
         let _ = request; // a breaker's probe (without breakers in the build: unused)
         match &mut self.state {
             LimitState::Window(w) => w.take(now, cost),
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.went(request),
             LimitState::Bucket(b) => b.take(cost),
             LimitState::Concurrency(c) => c.take(cost),
@@ -289,7 +294,7 @@ impl Limit {
     pub(crate) fn give_back(&mut self, at: Timestamp, request: crate::request::RequestId, cost: u64) -> bool {
         let _ = request; // a breaker's probe (without breakers in the build: unused)
         match &mut self.state {
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.forget(request),
             LimitState::Concurrency(c) => {
                 c.give_back(cost);
@@ -336,7 +341,7 @@ impl Limit {
             LimitState::Concurrency(c) => (c.used() <= ceiling).then_some(now),
             LimitState::Budget(b) => b.when_used_at_most(now, ceiling),
             // Open: it half-opens then (a lower bound: the probes may be taken by then).
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.opens_at().or_else(|| (b.used() <= ceiling).then_some(now)),
         };
         // Room by then is still no good before the pause ends (the usage by then can only be lower).
@@ -349,7 +354,7 @@ impl Limit {
             LimitState::Window(w) => w.next_free(),
             LimitState::Bucket(b) => b.next_free(now),
             LimitState::Budget(b) => b.next_free(),
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitState::Breaker(b) => b.opens_at(),
             LimitState::Concurrency(_) => None,
         }

@@ -105,7 +105,7 @@ impl Field {
             LimitConfig::TokenBucket { .. } => &[Field::Capacity, Field::Refill, Field::Per],
             LimitConfig::Concurrency { .. } => &[Field::Max],
             LimitConfig::Budget { .. } => &[Field::Refill, Field::Per, Field::Max, Field::Floor, Field::Initial],
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(_) => &[],
         }
     }
@@ -251,7 +251,7 @@ fn kind_name(limit: &LimitConfig) -> &'static str {
         LimitConfig::TokenBucket { .. } => "token_bucket",
         LimitConfig::Concurrency { .. } => "concurrency",
         LimitConfig::Budget { .. } => "budget",
-        #[cfg(feature = "breakers")]
+        #[cfg(feature = "keys")]
         LimitConfig::Breaker(_) => "breaker",
     }
 }

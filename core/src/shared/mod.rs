@@ -334,6 +334,11 @@ impl SharedStore {
             let reason = "the shared store does not serve tenants by weight yet: leave `tenants` out, or use the in-memory controller";
             return invalid("tenants".into(), reason.into());
         }
+        if !config.pools.is_empty() {
+            // Refused rather than ignored: every request would go on the pool's template limits.
+            let reason = "the shared store has no key pools yet: leave `pools` out, or use the in-memory controller";
+            return invalid("pools".into(), reason.into());
+        }
         let mut quarantine_us = 0u64;
         let mut has_concurrency = false;
         for (name, l) in &config.limits {
@@ -350,7 +355,7 @@ impl SharedStore {
                 }
                 LimitConfig::Concurrency { .. } => has_concurrency = true,
                 LimitConfig::Budget { .. } => {}
-                #[cfg(feature = "breakers")]
+                #[cfg(feature = "keys")]
                 LimitConfig::Breaker(_) => {
                     // Refused rather than ignored: each process would open its own.
                     let reason = "the shared store has no circuit breakers yet: leave this limit out, or use the in-memory controller";
@@ -453,7 +458,7 @@ impl SharedStore {
             LimitConfig::TokenBucket { .. } => "b",
             LimitConfig::Concurrency { .. } => "c",
             LimitConfig::Budget { .. } => "g",
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         keys.push(format!("{}{kind}:{}", self.prefix, l.name));
@@ -479,7 +484,7 @@ impl SharedStore {
             LimitConfig::Budget { refill, per, max, floor, initial, .. } => {
                 ("g", [max.into(), refill.into(), micros_up(per).into(), floor.into(), initial.map_or(-1, i128::from)])
             }
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
         };
         args.push(l.name.to_string());
@@ -501,7 +506,7 @@ impl SharedStore {
             }
             LimitConfig::Concurrency { .. } => micros_up(self.config.lease_ttl),
             LimitConfig::Budget { .. } => 0,
-            #[cfg(feature = "breakers")]
+            #[cfg(feature = "keys")]
             LimitConfig::Breaker(_) => 0,
         }
     }
@@ -650,7 +655,7 @@ impl SharedStore {
                 self.in_flight.insert(request, flight);
                 // Reservation ids are drawn after the request's: the highest id of the reply.
                 self.seen_seq = self.seen_seq.max(reservations.iter().map(|r| r.0).max().unwrap_or(0));
-                (Decision::Go(Permit { request, reservations, at: server_now }), None, Some(request.0))
+                (Decision::Go(Permit { request, reservations, at: server_now, key: None }), None, Some(request.0))
             }
             2 => {
                 let until = int(3)?;
@@ -832,7 +837,7 @@ impl SharedStore {
                 LimitConfig::TokenBucket { .. } => "b",
                 LimitConfig::Concurrency { .. } => "c",
                 LimitConfig::Budget { .. } => "g",
-                #[cfg(feature = "breakers")]
+                #[cfg(feature = "keys")]
                 LimitConfig::Breaker(_) => unreachable!("refused by the store's validation"),
             };
             let (report, refill_in, max, per) = match (self.config.limits[&*limit.name], &feedback.budget) {

@@ -1,0 +1,190 @@
+//! Key pools (`Config::pools`): each key of a pool has its own copy of the pool's limits, named
+//! `<limit>@<key>`, appended after the config's limits. Routes keep naming the pool's limits (the
+//! templates, never taken themselves); a request that takes them is placed on one key:
+//!
+//! - the key it names (`Request::key`), or the key of the reservation it spends;
+//! - else the least-loaded key that can admit it now (all or nothing with its other limits), the
+//!   load of a key being the fullest of its limits (used, reserved and claimed by waiters, against
+//!   its capacity), ties to the key listed first;
+//! - else the key where it can go soonest; and while it waits, a scheduling pass moves it to any
+//!   other key that can admit it (an open breaker's key is skipped, as it admits nothing).
+//!
+//! The permit names the key by its id: a secret never enters the core.
+
+use std::sync::Arc;
+
+use super::TrafficControl;
+use crate::config::Config;
+use crate::error::RequestError;
+use crate::limit::Limit;
+use crate::queue::{Admission, KeyChoice};
+use crate::route::{LimitIdx, Need, Needs};
+use crate::time::Timestamp;
+
+/// A pool of keys.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub(crate) keys: Vec<Arc<str>>,
+    /// `copies[key][j]`: the key's copy of the pool's `j`-th limit.
+    copies: Vec<Vec<LimitIdx>>,
+    /// The pool's limits (the templates), in config order.
+    templates: Vec<LimitIdx>,
+}
+
+/// A limit's place in a pool: its pool, its position among the pool's limits, and whose copy it
+/// is (`None`: the template).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pooled {
+    pool: u16,
+    j: u16,
+    key: Option<u16>,
+}
+
+/// Appends every key's copy of its pool's limits to `limits`; returns the pools and each limit's
+/// place in them.
+pub(crate) fn expand(config: &Config, limits: &mut Vec<Limit>) -> (Vec<Pool>, Vec<Option<Pooled>>) {
+    let index = |limits: &[Limit], name: &str| limits.iter().position(|l| &*l.name == name).expect("validated");
+    let mut pools = Vec::new();
+    let mut places: Vec<Option<Pooled>> = vec![None; limits.len()];
+    for (p, pool) in config.pools.values().enumerate() {
+        let templates: Vec<LimitIdx> = pool.limits.iter().map(|l| index(limits, l) as LimitIdx).collect();
+        for (j, &t) in templates.iter().enumerate() {
+            places[usize::from(t)] = Some(Pooled { pool: p as u16, j: j as u16, key: None });
+        }
+        let mut copies = Vec::new();
+        for (k, key) in pool.keys.iter().enumerate() {
+            let mut own = Vec::new();
+            for (j, name) in pool.limits.iter().enumerate() {
+                let mut copy = Limit::new(&format!("{name}@{key}"), &config.limits[name]);
+                copy.base = limits[usize::from(templates[j])].base.clone();
+                limits.push(copy);
+                places.push(Some(Pooled { pool: p as u16, j: j as u16, key: Some(k as u16) }));
+                own.push((limits.len() - 1) as LimitIdx);
+            }
+            copies.push(own);
+        }
+        pools.push(Pool { keys: pool.keys.iter().map(|k| Arc::from(k.as_str())).collect(), copies, templates });
+    }
+    (pools, places)
+}
+
+impl TrafficControl {
+    /// `needs` with every limit of `pool` taken on `key`'s copy, sorted again.
+    fn needs_on(&self, needs: &[Need], pool: u16, key: u16) -> Needs {
+        let mut out: Needs = needs
+            .iter()
+            .map(|n| match self.pooled.get(usize::from(n.limit)).copied().flatten() {
+                Some(at) if at.pool == pool => Need {
+                    limit: self.pools[usize::from(pool)].copies[usize::from(key)][usize::from(at.j)],
+                    cost: n.cost,
+                },
+                _ => *n,
+            })
+            .collect();
+        out.sort_unstable_by_key(|n| n.limit);
+        out
+    }
+
+    /// The admission placed on `key` of `pool`.
+    pub(super) fn on_key(&self, a: &Admission, pool: u16, key: u16, pinned: bool) -> Admission {
+        let mut placed = a.clone();
+        placed.needs = self.needs_on(&a.needs, pool, key);
+        if let Some(reserve) = placed.reserve.as_deref_mut() {
+            for f in &mut reserve.follow_ups {
+                f.needs = self.needs_on(&f.needs, pool, key);
+            }
+            reserve.merged = self.needs_on(&reserve.merged, pool, key).into_vec();
+        }
+        placed.key = Some(KeyChoice { pool, key, pinned });
+        placed
+    }
+
+    /// How full `key` is: the fullest of its limits, in millionths of its capacity.
+    fn key_load(&self, pool: u16, key: u16) -> u64 {
+        self.pools[usize::from(pool)].copies[usize::from(key)]
+            .iter()
+            .map(|&l| {
+                let limit = &self.limits[usize::from(l)];
+                let taken = limit.used() + limit.reserved + self.queue.claims_through(l, crate::queue::LANES as u8 - 1);
+                (u128::from(taken) * 1_000_000 / u128::from(limit.capacity().max(1))) as u64
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Places a request that takes a pool's limits on one of its keys (see the module's docs);
+    /// other requests are left as they are. `pin`: the key the request names.
+    pub(super) fn place_on_key(
+        &self,
+        now: Timestamp,
+        a: Admission,
+        pin: Option<&str>,
+    ) -> Result<Admission, RequestError> {
+        let Some(at) = a.total().iter().find_map(|n| self.pooled.get(usize::from(n.limit)).copied().flatten()) else {
+            return Ok(a);
+        };
+        let pool = &self.pools[usize::from(at.pool)];
+        if let Some(pin) = pin {
+            let Some(k) = pool.keys.iter().position(|k| **k == *pin) else {
+                let template = &self.limits[usize::from(pool.templates[0])].name;
+                return Err(RequestError::UnknownLimit { limit: format!("{template}@{pin}") });
+            };
+            return Ok(self.on_key(&a, at.pool, k as u16, true));
+        }
+        // A follow-up spending a reservation goes on the reservation's key.
+        let spent = a.spend.as_deref().and_then(|(_, holds)| {
+            holds.iter().find_map(|h| self.pooled.get(usize::from(h.limit)).copied().flatten()?.key)
+        });
+        if let Some(k) = spent {
+            return Ok(self.on_key(&a, at.pool, k, true));
+        }
+        let lane = a.lane;
+        let mut best: Option<((bool, Timestamp, u64, u16), Admission)> = None;
+        for k in 0..pool.keys.len() as u16 {
+            let placed = self.on_key(&a, at.pool, k, false);
+            let ahead = |l| self.queue.claims_through(l, lane);
+            let fits = self.fits(&placed, ahead);
+            let when = if fits { now } else { self.when_fits(now, &placed, ahead).unwrap_or(Timestamp::MAX) };
+            let rank = (!fits, when, self.key_load(at.pool, k), k);
+            if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                best = Some((rank, placed));
+            }
+        }
+        Ok(best.expect("a pool has keys").1)
+    }
+
+    /// Another key of a waiter's pool that can admit it now, the least loaded (`claims`: what the
+    /// waiters ahead of it in this pass claim).
+    pub(super) fn other_key(&self, a: &Admission, claims: &[u64]) -> Option<Admission> {
+        let choice = a.key.filter(|c| !c.pinned)?;
+        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
+        (0..keys)
+            .filter(|&k| k != choice.key)
+            .map(|k| self.on_key(a, choice.pool, k, false))
+            .filter(|placed| self.fits(placed, |l| claims[usize::from(l)]))
+            .min_by_key(|placed| placed.key.map(|c| (self.key_load(c.pool, c.key), c.key)))
+    }
+
+    /// The soonest instant a waiter of a key pool could go on another key by time alone.
+    pub(super) fn soonest_on_other_keys(&self, now: Timestamp, a: &Admission, claims: &[u64]) -> Option<Timestamp> {
+        let choice = a.key.filter(|c| !c.pinned)?;
+        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
+        (0..keys)
+            .filter(|&k| k != choice.key)
+            .filter_map(|k| self.when_fits(now, &self.on_key(a, choice.pool, k, false), |l| claims[usize::from(l)]))
+            .min()
+    }
+
+    /// Whether `a` could meet its deadline on some key of its pool (only an unpinned request has
+    /// others to try).
+    pub(super) fn deadline_on_any_key(&self, now: Timestamp, a: &Admission) -> bool {
+        let Some(choice) = a.key.filter(|c| !c.pinned) else { return false };
+        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
+        (0..keys).any(|k| self.check_deadline_on(now, &self.on_key(a, choice.pool, k, false)).is_ok())
+    }
+
+    /// The id of the key an admission was placed on.
+    pub(super) fn key_id(&self, key: Option<KeyChoice>) -> Option<Arc<str>> {
+        key.map(|c| self.pools[usize::from(c.pool)].keys[usize::from(c.key)].clone())
+    }
+}
