@@ -153,6 +153,7 @@ pub(crate) fn request_args(
     reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
     spend: Option<u64>,
     tenant: Option<String>,
+    key: Option<String>,
 ) -> PyResult<RequestArgs> {
     Ok(RequestArgs {
         aim: aim(url, method, route)?,
@@ -163,6 +164,7 @@ pub(crate) fn request_args(
         reserve: reserve.map(|r| r.iter().map(|f| f.inner.clone()).collect()).unwrap_or_default(),
         spend,
         tenant,
+        key,
     })
 }
 
@@ -236,7 +238,7 @@ impl PyTrafficControl {
 
     /// Decides at once: returns a `Permit` (send now) or a `Wait` (ask again at `until`); raises
     /// the error of its kind when the request can never go as asked. Nothing is queued.
-    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None))]
+    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None, key=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn try_acquire(
@@ -253,9 +255,10 @@ impl PyTrafficControl {
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
         tenant: Option<String>,
+        key: Option<String>,
     ) -> PyResult<Py<PyAny>> {
-        let request =
-            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant)?.into_request();
+        let request = request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant, key)?
+            .into_request();
         let decision = {
             let mut state = self.lock(py);
             let decision = state.core.try_acquire(ts(now), &request);
@@ -272,7 +275,7 @@ impl PyTrafficControl {
 
     /// Queues a request; returns its id. Its `go` event (with the permit) comes out of `poll`,
     /// possibly at once. Raises at once when the request can never go.
-    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None))]
+    #[pyo3(signature = (now, url=None, method=None, route=None, limits=None, cost=None, priority=None, deadline=None, reserve=None, spend=None, tenant=None, key=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn submit(
@@ -289,9 +292,10 @@ impl PyTrafficControl {
         reserve: Option<Vec<PyRef<'_, PyFollowUp>>>,
         spend: Option<u64>,
         tenant: Option<String>,
+        key: Option<String>,
     ) -> PyResult<u64> {
-        let request =
-            request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant)?.into_request();
+        let request = request_args(url, method, route, limits, cost, priority, deadline, reserve, spend, tenant, key)?
+            .into_request();
         let result = {
             let mut state = self.lock(py);
             let result = state.core.submit(ts(now), &request);

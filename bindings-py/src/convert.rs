@@ -168,6 +168,7 @@ pub(crate) struct RequestArgs {
     pub(crate) reserve: Vec<FollowUp>,
     pub(crate) spend: Option<u64>,
     pub(crate) tenant: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 impl RequestArgs {
@@ -186,6 +187,7 @@ impl RequestArgs {
         request.reserve = self.reserve;
         request.spend = self.spend.map(ReservationId);
         request.tenant = self.tenant;
+        request.key = self.key;
         request
     }
 }

@@ -139,7 +139,7 @@ impl PyDriver {
     /// (`InsufficientBudgetError`, `DeadlineError`) or when it runs out. `reserve` reserves capacity
     /// for follow-ups in the same admission; `spend` spends a reservation (an id from
     /// `permit.reservations`). Cancelling the waiting task removes the request from the queue.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None, key=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire(
@@ -155,9 +155,10 @@ impl PyDriver {
         spend: Option<u64>,
         timeout: Option<f64>,
         tenant: Option<String>,
+        key: Option<String>,
     ) -> PyResult<PyAsyncPermit> {
         let request =
-            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant)?.into_request();
+            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant, key)?.into_request();
         let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         Ok(PyAsyncPermit { ticket: Ticket::new(slf, request, timeout) })
     }
@@ -165,7 +166,7 @@ impl PyDriver {
     /// Blocks the calling thread until the request may go (same arguments as `acquire`):
     /// `with tc.acquire_sync(url) as permit: ...`. Safe from any number of threads; the wait
     /// releases the GIL.
-    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None))]
+    #[pyo3(signature = (url=None, *, method=None, route=None, limits=None, cost=None, priority=None, max_wait=None, reserve=None, spend=None, timeout=None, tenant=None, key=None))]
     // One Rust argument per keyword of the Python signature.
     #[allow(clippy::too_many_arguments)]
     fn acquire_sync(
@@ -181,10 +182,11 @@ impl PyDriver {
         spend: Option<u64>,
         timeout: Option<f64>,
         tenant: Option<String>,
+        key: Option<String>,
     ) -> PyResult<Py<PySyncPermit>> {
         let py = slf.py();
         let request =
-            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant)?.into_request();
+            request_args(url, method, route, limits, cost, priority, None, reserve, spend, tenant, key)?.into_request();
         let timeout = check_timeout(max_wait.or(timeout))?.or(slf.get().timeout);
         let mut ticket = Ticket::new(slf, request, timeout);
         let now = slf.get().now(py)?;
@@ -215,6 +217,7 @@ struct Held {
     request: u64,
     reservations: Vec<u64>,
     at: f64,
+    key: Option<String>,
 }
 
 impl Held {
@@ -223,6 +226,7 @@ impl Held {
             request: permit.request.0,
             reservations: permit.reservations.iter().map(|r| r.0).collect(),
             at: permit.at.as_millis_f64(),
+            key: permit.key.as_deref().map(str::to_string),
         }
     }
 }
@@ -348,6 +352,13 @@ macro_rules! permit_methods {
                 Ok(self.ticket.held()?.at)
             }
 
+            /// The key of a pool it went on (the config's `pools`): send it with that key's
+            /// credentials. `None` outside pools.
+            #[getter]
+            fn key(&self) -> PyResult<Option<String>> {
+                Ok(self.ticket.held()?.key.clone())
+            }
+
             /// The core's answer to the reported outcome, once reported.
             #[getter]
             fn completion(&self, py: Python<'_>) -> Option<Py<PyCompletion>> {
@@ -388,6 +399,7 @@ macro_rules! permit_methods {
                     request: permit.request_id(),
                     reservations: permit.reservation_ids().to_vec(),
                     at: permit.at_ms(),
+                    key: permit.key_id().map(str::to_string),
                 });
                 self.ticket.completion = None;
             }

@@ -22,6 +22,10 @@ pub(crate) struct PyPermit {
     /// When it was admitted, milliseconds on the host clock.
     #[pyo3(get)]
     at: f64,
+    /// The key of a pool it was admitted on (the config's `pools`): send it with that key's
+    /// credentials. `None` outside pools.
+    #[pyo3(get)]
+    key: Option<String>,
 }
 
 impl PyPermit {
@@ -30,7 +34,12 @@ impl PyPermit {
             request: permit.request.0,
             reservations: permit.reservations.iter().map(|r| r.0).collect(),
             at: permit.at.as_millis_f64(),
+            key: permit.key.as_deref().map(str::to_string),
         }
+    }
+
+    pub(crate) fn key_id(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     pub(crate) fn request_id(&self) -> u64 {

@@ -42,7 +42,7 @@ class _Server(abc.ABC):
                 self._serve()
 
             def _serve(self) -> None:
-                status, headers, body = owner.handle(self.command, self.path)
+                status, headers, body = owner.respond(self.command, self.path, self.headers)
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -63,6 +63,10 @@ class _Server(abc.ABC):
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    def respond(self, method: str, path: str, headers: Any) -> tuple[int, list[tuple[str, str]], Any]:
+        """Answers one request with its headers at hand; most mocks need only `handle`."""
+        return self.handle(method, path)
 
     @abc.abstractmethod
     def handle(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], Any]:
@@ -227,6 +231,49 @@ class MockFlakyApi(_Server):
             if self.down:
                 return 503, [], {"error": "unavailable"}
         return 200, [], {"ok": True}
+
+
+class MockBaseLinker(_Server):
+    """BaseLinker's connector, time scaled: at most `max` requests per `window` seconds per token
+    (the `X-BLToken` header), counted at arrival in exact sliding windows; over it, status 200 with
+    `ERROR_BLOCKED_TOKEN ... blocked until <time>` and the token blocked for `block` seconds. A
+    revoked token gets 401. Counts blocks, arrivals per token, and requests on a revoked token."""
+
+    def __init__(self, max: int, window: float, block: float) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.max = max
+        self.window = window
+        self.block = block
+        self.arrivals: dict[str, list[float]] = {}
+        self.blocked_until: dict[str, float] = {}
+        self.revoked: set[str] = set()
+        self.blocks = 0
+        self.on_revoked = 0
+
+    def respond(self, method: str, path: str, headers: Any) -> tuple[int, list[tuple[str, str]], Any]:
+        return self.answer(headers.get("x-bltoken") or "")
+
+    def handle(self, method: str, path: str) -> tuple[int, list[tuple[str, str]], Any]:
+        return self.answer("")
+
+    def answer(self, token: str) -> tuple[int, list[tuple[str, str]], Any]:
+        with self.lock:
+            now = time.monotonic()
+            if token in self.revoked:
+                self.on_revoked += 1
+                return 401, [], {"status": "ERROR", "error_code": "ERROR_AUTH", "error_message": "invalid token"}
+            arrivals = self.arrivals.setdefault(token, [])
+            recent = len(arrivals) - bisect.bisect_right(arrivals, now - self.window)
+            if now < self.blocked_until.get(token, 0.0) or recent >= self.max:
+                self.blocks += 1
+                until = self.blocked_until[token] = max(self.blocked_until.get(token, 0.0), now + self.block)
+                wall = time.time() + (until - now) + 3600  # BaseLinker writes Polish time (UTC+1 in winter)
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(wall))
+                return 200, [], {"status": "ERROR", "error_code": "ERROR_BLOCKED_TOKEN",
+                                 "error_message": f"Token blocked until {stamp}"}
+            arrivals.append(now)
+        return 200, [], {"status": "SUCCESS"}
 
 
 def busiest(instants: list[float], window: float) -> int:

@@ -8,7 +8,7 @@
 
 Per request, ``extensions={"traffic_control": {...}}`` takes the keywords of
 :meth:`TrafficControl.acquire` (``priority``, ``cost``, ``max_wait``, ``route``, ``limits``,
-``reserve``, ``spend``, ``tenant``; ``timeout`` is ``max_wait``'s former name). The response's
+``reserve``, ``spend``, ``tenant``, ``key``; ``timeout`` is ``max_wait``'s former name). The response's
 status, headers and (for JSON and short error pages) body go back to the core: Keepa's token
 fields reconcile the budget, ``Retry-After``/``RateLimit`` and
 blocks pause the limits. When the core says retry, the transport waits for the request's next go
@@ -37,7 +37,9 @@ from .shared import SharedTrafficControl, SyncSharedTrafficControl
 
 __all__ = ["AsyncTrafficControlTransport", "TrafficControlTransport"]
 
-_OPTION_KEYS = frozenset({"priority", "cost", "max_wait", "timeout", "route", "limits", "reserve", "spend", "tenant"})
+_OPTION_KEYS = frozenset(
+    {"priority", "cost", "max_wait", "timeout", "route", "limits", "reserve", "spend", "tenant", "key"}
+)
 
 
 def _options(
@@ -56,10 +58,17 @@ def _options(
     return kw
 
 
+def _credentials(request: httpx.Request, key: str | None, keys: Mapping[str, Mapping[str, str]]) -> None:
+    """Sets the headers of the pool key the permit names (``keys=``: key id -> headers); the core
+    only ever sees the id."""
+    if key is not None and key in keys:
+        request.headers.update(keys[key])
+
+
 def _shared_options(kw: dict[str, Any]) -> dict[str, Any]:
     """``_options`` for a shared controller: its priority is a name, its absent options absent."""
     # The shared store serves in arrival order (it refuses a config with tenants): no tenant there.
-    out = {k: v for k, v in kw.items() if v is not None and k != "tenant"}
+    out = {k: v for k, v in kw.items() if v is not None and k not in ("tenant", "key")}
     priority = out.get("priority")
     if isinstance(priority, int):  # Priority is an IntEnum
         out["priority"] = Priority(priority).name.lower()
@@ -131,7 +140,9 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
 
     ``transport`` is the transport that really sends (default ``httpx.AsyncHTTPTransport()``);
     ``priority`` and ``max_wait`` (seconds a request may wait for its permit; ``timeout`` is its
-    former name) are the defaults for requests that do not say.
+    former name) are the defaults for requests that do not say. ``keys`` maps the ids of a key
+    pool's keys (the config's ``pools``) to the headers that carry each key's credentials: a
+    request is sent with the headers of the key its permit names.
     """
 
     def __init__(
@@ -142,11 +153,13 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
         priority: Priority | int | str | None = None,
         max_wait: float | None = None,
         timeout: float | None = None,
+        keys: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.tc = tc
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._priority = priority
         self._timeout = max_wait if max_wait is not None else timeout
+        self._keys = keys or {}
         self._learning: dict[str, asyncio.Future[bool]] = {}
 
     async def _learn_budget(self, request: httpx.Request) -> bool:
@@ -184,6 +197,7 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
                 raise
             permit = await tc.acquire(**_options(request, self._priority, self._timeout))
         while True:
+            _credentials(request, permit.key, self._keys)
             try:
                 response, body = await _send_async(self._transport, request)
             except BaseException:
@@ -234,11 +248,13 @@ class TrafficControlTransport(httpx.BaseTransport):
         priority: Priority | int | str | None = None,
         max_wait: float | None = None,
         timeout: float | None = None,
+        keys: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.tc = tc
         self._transport = transport if transport is not None else httpx.HTTPTransport()
         self._priority = priority
         self._timeout = max_wait if max_wait is not None else timeout
+        self._keys = keys or {}
         self._learning = threading.Lock()
         self._learnt = 0
 
@@ -273,6 +289,7 @@ class TrafficControlTransport(httpx.BaseTransport):
                 raise
             permit = tc.acquire_sync(**_options(request, self._priority, self._timeout))
         while True:
+            _credentials(request, permit.key, self._keys)
             try:
                 response, body = _send_sync(self._transport, request)
             except BaseException:
