@@ -416,6 +416,12 @@ pub fn reads_body(
     host::reads_body(Some(&tc.core), request, status, content_type.as_deref(), content_length)
 }
 
+/// The id of the pool key an in-flight request went on (its permit's `key`), if any.
+#[napi]
+pub fn key_of(tc: &Handle, request: f64) -> Option<String> {
+    tc.core.key_of(RequestId(request as u64)).map(str::to_string)
+}
+
 /// The same rule without a controller (the shared store).
 #[napi]
 pub fn wants_body(status: u32, content_type: Option<String>, content_length: Option<f64>) -> bool {

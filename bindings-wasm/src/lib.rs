@@ -266,6 +266,14 @@ pub fn reads_body(
     host::reads_body(Some(&h.core), request, status, content_type.as_deref(), content_length)
 }
 
+/// The id of the pool key an in-flight request went on (its permit's `key`), if any. Not in the
+/// browser build (it has no key pools).
+#[cfg(feature = "keys")]
+#[wasm_bindgen(js_name = keyOf)]
+pub fn key_of(h: &Controller, request: f64) -> Option<String> {
+    h.core.key_of(traffic_control_core::RequestId(request as u64)).map(str::to_string)
+}
+
 /// The same rule without a controller (the shared store).
 #[wasm_bindgen(js_name = wantsBody)]
 pub fn wants_body(status: u32, content_type: Option<String>, content_length: Option<f64>) -> bool {

@@ -55,11 +55,13 @@ pub struct Config {
     /// Pools of API keys, by name: each key of a pool has its own copy of the pool's limits (named
     /// `<limit>@<key>`), and a request taking those limits is admitted on the least-loaded key that
     /// can admit it now (or the key it names). Keys are ids, never secrets.
+    #[cfg(feature = "keys")]
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pools: BTreeMap<String, PoolConfig>,
 }
 
 /// A pool of API keys (see [`Config::pools`]): `{"keys": ["shop-a", "shop-b"], "limits": ["requests", "breaker"]}`.
+#[cfg(feature = "keys")]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PoolConfig {
@@ -828,6 +830,8 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
             "pools",
         ],
     )?;
+    #[cfg(not(feature = "keys"))]
+    f.or("pools", read_pools, || ())?;
     Ok(Config {
         limits: f.req("limits", |at, v| read::map_at(at, v, read_limit))?,
         global: f.or("global", read::strings_at, Vec::new)?,
@@ -838,6 +842,7 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
         tenants: f.or("tenants", read_tenants, BTreeMap::new)?,
+        #[cfg(feature = "keys")]
         pools: f.or("pools", read_pools, BTreeMap::new)?,
     })
 }
@@ -851,7 +856,7 @@ fn read_pools(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, PoolConfig>> {
 }
 
 #[cfg(not(feature = "keys"))]
-fn read_pools(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, PoolConfig>> {
+fn read_pools(at: &At<'_>, _: &Value) -> Read<()> {
     Err(at.error("key pools are not in this build (the wasm package's browser build leaves them out)"))
 }
 

@@ -65,6 +65,8 @@ mod shared;
 mod snapshot;
 mod time;
 
+#[cfg(feature = "keys")]
+pub use config::PoolConfig;
 pub use config::{
     BlockDuration, BreakerConfig, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy,
     QueueConfig, RouteConfig, RouteCost, RouteLimit, StatusRequest, TenantConfig, WindowHold, DEFAULT_TENANT,

@@ -325,7 +325,12 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         at,
         v,
         "struct Request",
-        &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant", "key"],
+        // Without key pools in the build (the wasm package's browser build), `key` is unknown.
+        if cfg!(feature = "keys") {
+            &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant", "key"]
+        } else {
+            &["target", "limits", "cost", "priority", "deadline", "reserve", "spend", "tenant"]
+        },
     )?;
     Ok(Request {
         target: f.or("target", read_target, Target::default)?,
@@ -336,7 +341,10 @@ fn read_request(at: &At<'_>, v: &Value) -> Read<Request> {
         reserve: f.or("reserve", |at, v| read::list_at(at, v, read_follow_up), Vec::new)?,
         spend: f.opt("spend", |at, v| read::u64_at(at, v).map(ReservationId))?,
         tenant: f.opt("tenant", read::string_at)?,
+        #[cfg(feature = "keys")]
         key: f.opt("key", read::string_at)?,
+        #[cfg(not(feature = "keys"))]
+        key: None,
     })
 }
 

@@ -59,6 +59,8 @@ export interface RequestOptions extends Target {
   signal?: AbortSignal;
   /** Whom the request is for, when the config's `tenants` divide the account: within a priority, tenants are served by weight. */
   tenant?: string;
+  /** The key of a pool (the config's `pools`) it must go on (a dedicated key); absent: the least-loaded key that can admit it. */
+  key?: string;
 }
 
 /** What a request's response said, for `permit.complete()`. */
@@ -87,6 +89,11 @@ export interface TrafficControlOptions {
   fetch?: typeof fetch;
   /** A listener for every event (the `rate_limit_logs` fields). */
   onEvent?: (event: TrafficEvent) => void;
+  /**
+   * The credentials of a key pool's keys (the config's `pools`), by key id: `fetch` sends a
+   * request with the headers of the key its permit names. The core only ever sees the ids.
+   */
+  keys?: Record<string, Record<string, string>>;
 }
 
 /**
@@ -119,6 +126,8 @@ export class Permit {
   readonly request: number;
   /** The reservations made for its follow-ups, in the order they were asked. */
   readonly reservations: readonly Reservation[];
+  /** The id of the pool key it was admitted on (the config's `pools`): send it with that key's credentials. */
+  readonly key: string | undefined;
   readonly #tc: TrafficControl;
   readonly #signal: AbortSignal | undefined;
 
@@ -127,6 +136,7 @@ export class Permit {
     this.#tc = tc;
     this.request = request;
     this.reservations = reservations;
+    this.key = tc.keyOf(request);
     this.#signal = signal;
   }
 
@@ -181,6 +191,9 @@ export class TrafficControl {
   readonly #now: () => number;
   readonly #perRequestTimers: boolean;
   readonly #fetch: typeof fetch | undefined;
+  /** Whether the config has key pools (permits then name their key). */
+  readonly #pools: boolean;
+  readonly #keys: Record<string, Record<string, string>>;
   /** Status requests in flight, by URL: concurrent requests that met an unknown balance share one. */
   readonly #learning = new Map<string, Promise<boolean>>();
   readonly #waiters = new Map<number, Waiter>();
@@ -220,9 +233,16 @@ export class TrafficControl {
     } catch (e) {
       throw fromNative(e);
     }
+    this.#pools = Object.keys(this.config.pools ?? {}).length > 0;
+    this.#keys = options.keys ?? {};
     if (options.onEvent) this.#listeners.add(options.onEvent);
     // Nobody listens: the core keeps only the events that deliver decisions.
     else this.#native.setEventLog(this.#h, false);
+  }
+
+  /** @internal The pool key an in-flight request went on. */
+  keyOf(request: number): string | undefined {
+    return this.#pools ? (this.#native.keyOf(this.#h, request) ?? undefined) : undefined;
   }
 
   /** The controller's clock (ms): the time base of events, snapshots and `deadline`. */
@@ -267,7 +287,8 @@ export class TrafficControl {
     for (;;) {
       let response: Response;
       try {
-        response = await doFetch(isRequest ? (input as Request).clone() : input, init);
+        const credentials = permit.key === undefined ? undefined : this.#keys[permit.key];
+        response = await doFetch(isRequest ? (input as Request).clone() : input, credentials ? withHeaders(init, credentials) : init);
       } catch (e) {
         this.#report(permit.request, undefined, undefined, undefined);
         throw e;
@@ -324,7 +345,7 @@ export class TrafficControl {
 
   #scheduleOnce<T>(options: RequestOptions, task: Task<T>): Promise<T> {
     const o = options;
-    if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && o.tenant === undefined && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
+    if (!o.reserve?.length && !o.spend && !o.limits?.length && !o.signal && o.tenant === undefined && o.key === undefined && !this.#closed && (o.cost === undefined || o.cost >= 0)) {
       const level = LEVELS[o.priority ?? 'normal'];
       if (level !== undefined) {
         // Gathered, and submitted with this tick's other jobs in one native call (#submitBatch).
@@ -1019,6 +1040,7 @@ export interface CoreRequestParts extends Target {
   reserve?: ReadonlyArray<{ readonly followUp: FollowUp }>;
   spend?: { readonly id: number | undefined };
   tenant?: string;
+  key?: string;
 }
 
 /** A request in the core's JSON shape (`deadline` on the controller's clock, ms). */
@@ -1046,7 +1068,15 @@ export function coreRequest(o: CoreRequestParts, deadline: number | undefined): 
     })),
     spend,
     ...(o.tenant === undefined ? {} : { tenant: o.tenant }),
+    ...(o.key === undefined ? {} : { key: o.key }),
   };
+}
+
+/** `init` with `headers` set on top of its own (a pool key's credentials). */
+function withHeaders(init: RequestInit | undefined, headers: Record<string, string>): RequestInit {
+  const merged = new Headers(init?.headers);
+  for (const [k, v] of Object.entries(headers)) merged.set(k, v);
+  return { ...init, headers: merged };
 }
 
 function attach(reserve: readonly Reservation[] | undefined, ids: ArrayLike<number>): readonly Reservation[] {
@@ -1092,7 +1122,7 @@ function isResponse(x: unknown): x is Response {
 
 /** Whether a request needs the JSON path (follow-ups, spends, named limits); simple ones cross as parts. */
 function needsJson(o: RequestOptions): boolean {
-  return Boolean(o.reserve?.length || o.spend || o.limits?.length || o.tenant !== undefined);
+  return Boolean(o.reserve?.length || o.spend || o.limits?.length || o.tenant !== undefined || o.key !== undefined);
 }
 
 /** A simple request as the native side's `submit` and `tryAcquire` take it: method, URL, route, level (0 critical .. 3 low), cost, deadline. */

@@ -113,6 +113,13 @@ export interface Config {
    * shared store refuses it for now.
    */
   tenants?: Record<string, { weight?: number }>;
+  /**
+   * Pools of API keys, by name (in-memory controller only): each key has its own copy of the
+   * pool's `limits` (named `<limit>@<key>` in snapshots and events), and a request taking them goes
+   * on the least-loaded key that can admit it now, or the key it names (`key`). A breaker among
+   * the limits is one per key: an open key is skipped. Keys are ids, never secrets.
+   */
+  pools?: Record<string, { keys: string[]; limits: string[] }>;
 }
 
 /** The presets shipped with the package. */
@@ -337,6 +344,7 @@ export interface Native<H = unknown> {
   pollTimeout(h: H): number | null | undefined;
   complete(h: H, now: number, request: number, status?: number | null, headers?: string[] | null, body?: string | null, unixTimeMs?: number | null): number;
   readsBody(h: H, request: number, status: number, contentType?: string | null, contentLength?: number | null): boolean;
+  keyOf(h: H, request: number): string | null | undefined;
   wantsBody(status: number, contentType?: string | null, contentLength?: number | null): boolean;
   cancel(h: H, now: number, request: number): boolean;
   release(h: H, now: number, reservation: number): boolean;

@@ -516,6 +516,52 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.equal(error.code, 'DEADLINE_UNREACHABLE');
     });
 
+    test('a key pool spreads requests over its keys; permits name the key and fetch sends its headers', async () => {
+      const config = {
+        limits: { requests: window(2, '1s'), token: { kind: 'breaker' } },
+        global: ['requests', 'token'],
+        pools: { baselinker: { keys: ['shop-a', 'shop-b'], limits: ['requests', 'token'] } },
+      };
+      if (!breakers) {
+        assert.throws(() => new TrafficControl(config), (e) => e.code === 'CONFIG' && /not in this build/.test(e.message));
+        const { token, ...noBreaker } = config.limits;
+        const pools = { baselinker: { keys: ['shop-a'], limits: ['requests'] } };
+        assert.throws(() => new TrafficControl({ limits: noBreaker, global: ['requests'], pools }), (e) => e.code === 'CONFIG' && /pools/.test(e.message));
+        return;
+      }
+      const seen = [];
+      const tc = new TrafficControl(config, {
+        fetch: async (input, init) => {
+          const token = new Headers(init?.headers).get('x-bltoken');
+          seen.push(token);
+          return new Response('{"status":"SUCCESS"}', { status: token === 'secret-a' && seen.length > 4 ? 401 : 200 });
+        },
+        keys: { 'shop-a': { 'X-BLToken': 'secret-a' }, 'shop-b': { 'X-BLToken': 'secret-b' } },
+      });
+      const keys = [];
+      await Promise.all([0, 1, 2, 3].map(() => tc.schedule({}, (permit) => keys.push(permit.key))));
+      assert.deepEqual(keys.sort(), ['shop-a', 'shop-a', 'shop-b', 'shop-b']);
+      const named = await tc.schedule({ key: 'shop-b', maxWait: 5000 }, (permit) => permit.key);
+      assert.equal(named, 'shop-b');
+      // Each key's copy of the pool's limits is in the snapshot.
+      const copies = tc.snapshot().limits.filter((l) => l.name.includes('@')).map((l) => l.name);
+      assert.deepEqual(copies, ['requests@shop-a', 'token@shop-a', 'requests@shop-b', 'token@shop-b']);
+      // fetch sends the permit's key; a 401 on shop-a opens its breaker and the rest go on shop-b.
+      const tc2 = new TrafficControl(config, {
+        fetch: async (input, init) => {
+          const token = new Headers(init?.headers).get('x-bltoken');
+          seen.push(token);
+          return new Response('{}', { status: token === 'secret-a' ? 401 : 200 });
+        },
+        keys: { 'shop-a': { 'X-BLToken': 'secret-a' }, 'shop-b': { 'X-BLToken': 'secret-b' } },
+      });
+      seen.length = 0;
+      const statuses = [];
+      for (let i = 0; i < 3; i++) statuses.push((await tc2.fetch('https://api.baselinker.com/connector.php', { method: 'POST' })).status);
+      assert.deepEqual(seen, ['secret-a', 'secret-b', 'secret-b']);
+      assert.deepEqual(statuses, [401, 200, 200]);
+    });
+
     test('a network failure is reported and thrown', async () => {
       const tc = new TrafficControl({ limits: { api: { kind: 'concurrency', max: 1 } }, global: ['api'] }, {
         fetch: async () => {

@@ -405,6 +405,18 @@ impl TrafficControl {
         self.in_flight.get(&request).is_some_and(|f| !f.budgets.is_empty())
     }
 
+    /// The id of the pool key an in-flight request went on (the config's `pools`; also its
+    /// permit's `key`): `None` outside pools or when it is not in flight.
+    pub fn key_of(&self, request: RequestId) -> Option<&str> {
+        #[cfg(feature = "keys")]
+        return self.in_flight.get(&request)?.key.map(|c| &*self.pools[usize::from(c.pool)].keys[usize::from(c.key)]);
+        #[cfg(not(feature = "keys"))]
+        {
+            let _ = request;
+            None
+        }
+    }
+
     /// Turns the event log on (the default) or off. Off, [`poll`](Self::poll) yields only the
     /// events that deliver a decision: the Go of a request that waited or made reservations, and
     /// Rejected and Expired. A host that hands out permits and errors from events but keeps no log

@@ -334,6 +334,7 @@ impl SharedStore {
             let reason = "the shared store does not serve tenants by weight yet: leave `tenants` out, or use the in-memory controller";
             return invalid("tenants".into(), reason.into());
         }
+        #[cfg(feature = "keys")]
         if !config.pools.is_empty() {
             // Refused rather than ignored: every request would go on the pool's template limits.
             let reason = "the shared store has no key pools yet: leave `pools` out, or use the in-memory controller";
