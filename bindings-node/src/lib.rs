@@ -95,8 +95,10 @@ pub struct NativeEvent {
     pub balance: Option<f64>,
     /// Budget low: the request's estimated cost.
     pub cost: Option<f64>,
-    /// Budget low: `cost_over_half` or `below_warning`.
+    /// Budget low: `cost_over_half` or `below_warning`; breaker opened: why.
     pub reason: Option<String>,
+    /// Go: the id of the pool key it went on.
+    pub key: Option<String>,
 }
 
 fn native_event(e: &Event) -> NativeEvent {
@@ -124,10 +126,12 @@ fn native_event(e: &Event) -> NativeEvent {
         balance: None,
         cost: None,
         reason: None,
+        key: None,
     };
     match &e.kind {
         EventKind::Go { permit, .. } => {
             out.reservations = Some(permit.reservations.iter().map(|r| r.0 as f64).collect());
+            out.key = permit.key.as_deref().map(str::to_string);
         }
         EventKind::Rejected { error } | EventKind::Expired { error } => out.message = Some(error.to_string()),
         EventKind::RateLimited { until, .. } => out.until = Some(millis(*until)),

@@ -17,6 +17,7 @@ import pytest
 
 import traffic_control
 from traffic_control import (
+    BreakerLimit,
     BudgetLimit,
     ConcurrencyLimit,
     Config,
@@ -26,6 +27,7 @@ from traffic_control import (
     EventsConfig,
     FeedbackConfig,
     LimitWithCost,
+    PoolConfig,
     QueueConfig,
     RouteConfig,
     StatusRequest,
@@ -42,6 +44,21 @@ FULL: Config = {
         "bucket": {"kind": "token_bucket", "capacity": 10, "refill": 1, "per": 250, "per_ms": 250},
         "slots": {"kind": "concurrency", "max": 4},
         "tokens": {"kind": "budget", "refill": 20, "per": "1m", "per_ms": 60_000, "max": 1200, "floor": 5, "initial": 100, "warn_below": 50},
+        "requests": {"kind": "window", "max": 100, "per": "1m"},
+        "token": {
+            "kind": "breaker",
+            "failures": 5,
+            "failure_percent": 50,
+            "min_calls": 10,
+            "per": "1m",
+            "per_ms": 60_000,
+            "open_for": "30s",
+            "open_for_ms": 30_000,
+            "max_open": "10m",
+            "max_open_ms": 600_000,
+            "probes": 1,
+            "close_after": 2,
+        },
     },
     "global": ["api"],
     "routes": [
@@ -80,7 +97,8 @@ FULL: Config = {
         "jitter": 0.25,
         "seed": 7,
     },
-    "tenants": {"shop-a": {"weight": 3}, "default": {"weight": 1}},
+    "tenants": {"shop-a": {"weight": 3, "key": "k1"}, "default": {"weight": 1}},
+    "pools": {"baselinker": {"keys": ["k1", "k2"], "limits": ["requests", "token"]}},
 }
 
 #: Where each TypedDict sits in FULL: keys and list indexes from the root.
@@ -90,6 +108,7 @@ PLACES: list[tuple[type, tuple[str | int, ...]]] = [
     (TokenBucketLimit, ("limits", "bucket")),
     (ConcurrencyLimit, ("limits", "slots")),
     (BudgetLimit, ("limits", "tokens")),
+    (BreakerLimit, ("limits", "token")),
     (RouteConfig, ("routes", 0)),
     (LimitWithCost, ("routes", 0, "limits", 0)),
     (CountCost, ("routes", 0, "cost")),
@@ -99,6 +118,7 @@ PLACES: list[tuple[type, tuple[str | int, ...]]] = [
     (EventsConfig, ("events",)),
     (FeedbackConfig, ("feedback",)),
     (TenantConfig, ("tenants", "shop-a")),
+    (PoolConfig, ("pools", "baselinker")),
 ]
 IDS = [t.__name__ for t, _ in PLACES]
 
@@ -127,7 +147,8 @@ def accepted_keys(t: type, path: tuple[str | int, ...]) -> set[str]:
     config: Any = copy.deepcopy(FULL)
     place = at(config, path)
     kind = place.get("kind") if len(path) == 2 and path[0] == "limits" else None
-    if kind is not None:
+    # A breaker's reader lists its fields as any object's does (below).
+    if kind is not None and kind != "breaker":
         place[FOREIGN[kind]] = 1
         reason = error(config).reason or ""
         listed = re.fullmatch(r"`\w+` does not apply to an? \w+ limit \(its fields: (.*)\)", reason)
@@ -172,6 +193,9 @@ def test_required_keys_are_the_readers(t: Any, path: tuple[str | int, ...]) -> N
         # A duration may be given as text or in milliseconds: a required one is missing only
         # without either.
         at(config, path).pop(f"{key}_ms", None)
+        if path == () and key == "pools":
+            # Without pools, no tenant can name a pool's key.
+            del config["tenants"]["shop-a"]["key"]
         if key in t.__required_keys__:
             error(config)
         else:

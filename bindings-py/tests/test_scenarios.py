@@ -18,7 +18,7 @@ from traffic_control._traffic_control import TrafficControl as Core
 
 #: Keys whose values are times or durations in milliseconds: compared as whole nanoseconds.
 TIME_KEYS = {"at", "until", "waited", "duration", "held", "next_free", "retry_at"}
-REQUEST_KEYS = {"method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend"}
+REQUEST_KEYS = {"method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key"}
 FOLLOW_UP_KEYS = {"method", "url", "route", "limits", "cost", "ttl"}
 COMMON = {"at", "op", "comment", "expect"}
 
@@ -70,7 +70,7 @@ class Replay:
     def request(self, friendly: dict[str, Any]) -> dict[str, Any]:
         allow(friendly, REQUEST_KEYS, "request")
         kw = target(friendly)
-        for key in ("limits", "cost", "priority", "deadline"):
+        for key in ("limits", "cost", "priority", "deadline", "key"):
             if key in friendly:
                 kw[key] = friendly[key]
         if "spend" in friendly:
@@ -134,6 +134,7 @@ class Replay:
                 self.learn(label, permit)
             v["waited"] = event.waited
             v["reservations"] = [self.reservation_names.get(r) for r in permit.reservations]
+            v["key"] = permit.key
         elif kind == "completed":
             v["status"] = event.status
             v["duration"] = event.duration

@@ -72,18 +72,22 @@ pub struct PoolConfig {
 }
 
 /// A tenant's share of the account (see [`Config::tenants`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct TenantConfig {
     /// Its weight against the other tenants waiting at the same priority (1 to 1000): a tenant of
     /// weight 3 is served three requests for every one of a tenant of weight 1 while both wait.
     pub weight: u32,
+    /// A key of a pool (`pools`) dedicated to it: its requests go on that key unless they name
+    /// another. Absent: they share the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl TenantConfig {
     /// A tenant of this weight.
     pub fn weight(weight: u32) -> Self {
-        TenantConfig { weight }
+        TenantConfig { weight, key: None }
     }
 }
 
@@ -600,6 +604,26 @@ impl Config {
         if self.pools.is_empty() {
             return Ok(());
         }
+        let copies: usize = self.pools.values().map(|p| p.keys.len() * p.limits.len()).sum();
+        if self.limits.len() + copies > usize::from(u16::MAX) {
+            return invalid(
+                "pools".into(),
+                "too many keys times limits (each key has its own copy of its pool's limits)".into(),
+            );
+        }
+        for (name, pool) in &self.pools {
+            for limit in &pool.limits {
+                for key in &pool.keys {
+                    let copy = format!("{limit}@{key}");
+                    if self.limits.contains_key(&copy) {
+                        return invalid(
+                            format!("limits.{copy}"),
+                            format!("is the name of key {key:?}'s copy of {limit:?} in pool {name:?}"),
+                        );
+                    }
+                }
+            }
+        }
         let pools_of = |limits: &mut dyn Iterator<Item = &str>| -> Vec<&str> {
             let mut found: Vec<&str> = limits.filter_map(|l| owner.get(l).copied()).collect();
             found.sort_unstable();
@@ -646,6 +670,15 @@ impl Config {
             }
             if !(1..=1000).contains(&tenant.weight) {
                 return invalid(format!("tenants.{name}.weight"), "must be from 1 to 1000");
+            }
+            if let Some(key) = &tenant.key {
+                #[cfg(feature = "keys")]
+                let known = self.pools.values().any(|p| p.keys.contains(key));
+                #[cfg(not(feature = "keys"))]
+                let known = false;
+                if !known {
+                    return invalid(format!("tenants.{name}.key"), &format!("no pool has a key {key:?}"));
+                }
             }
         }
         for (name, limit) in &self.limits {
@@ -863,8 +896,8 @@ fn read_pools(at: &At<'_>, _: &Value) -> Read<()> {
 #[cfg(feature = "tenants")]
 fn read_tenants(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, TenantConfig>> {
     read::map_at(at, v, |at, v| {
-        let f = read::object(at, v, "struct TenantConfig", &["weight"])?;
-        Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)? })
+        let f = read::object(at, v, "struct TenantConfig", &["weight", "key"])?;
+        Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)?, key: f.opt("key", read::string_at)? })
     })
 }
 

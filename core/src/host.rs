@@ -231,6 +231,10 @@ pub fn event_json(e: &Event) -> serde_json::Value {
     match &e.kind {
         EventKind::Go { permit, .. } => {
             put("reservations", permit.reservations.iter().map(|r| r.0 as f64).collect::<Vec<_>>().into());
+            #[cfg(feature = "keys")]
+            if let Some(key) = &permit.key {
+                put("key", (**key).into());
+            }
         }
         EventKind::Rejected { error } | EventKind::Expired { error } => put("message", error.to_string().into()),
         EventKind::RateLimited { until, .. } => put("until", until.as_millis_f64().into()),

@@ -334,3 +334,21 @@ proptest! {
         check(&w)?;
     }
 }
+
+#[test]
+fn a_tenant_with_a_dedicated_key_goes_on_it_and_the_others_share_the_pool() {
+    let mut config = config(&["a", "b"], 5);
+    let mut json: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
+    json["tenants"] = serde_json::json!({ "big": { "weight": 3, "key": "b" }, "small": { "weight": 1 } });
+    config = Config::from_json(&json.to_string()).unwrap();
+    let mut tc = TrafficControl::new(config).unwrap();
+    let big: Vec<_> = (0..3).map(|_| key_of(&tc.try_acquire(t(0), Request::http("GET", "/x").tenant("big")))).collect();
+    assert!(big.iter().all(|k| k.as_deref() == Some("b")), "{big:?}");
+    // The shared pool: the least-loaded key, a (b holds big's three).
+    assert_eq!(key_of(&tc.try_acquire(t(0), Request::http("GET", "/x").tenant("small"))), Some("a".into()));
+    // A request naming a key overrides its tenant's.
+    assert_eq!(key_of(&tc.try_acquire(t(0), Request::http("GET", "/x").tenant("big").key("a"))), Some("a".into()));
+    json["tenants"]["big"]["key"] = "zzz".into();
+    let e = Config::from_json(&json.to_string()).unwrap_err().to_string();
+    assert!(e.contains("tenants.big.key"), "{e}");
+}

@@ -70,7 +70,8 @@ fn replay_file(path: &Path) -> Res<()> {
 /// The scenario's friendly request shape → the core's `Request`, through the core's serde shape.
 /// `reservations` maps `"<label>#<index>"` to the reservation ids seen in permits.
 fn to_request(friendly: &Value, reservations: &HashMap<String, ReservationId>) -> Res<Request> {
-    const KEYS: &[&str] = &["method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend"];
+    const KEYS: &[&str] =
+        &["method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key"];
     let mut core = with_target(friendly, KEYS)?;
     if let Some(deadline) = core.remove("deadline") {
         let ms = deadline.as_f64().ok_or("request.deadline must be a number of milliseconds")?;
@@ -295,6 +296,7 @@ impl Replay {
                 let names: Vec<_> = permit.reservations.iter().map(|r| self.reservation_names.get(r)).collect();
                 m.insert("waited".into(), json!(waited.as_secs_f64() * 1e3));
                 m.insert("reservations".into(), json!(names));
+                m.insert("key".into(), json!(permit.key.as_deref()));
             }
             EventKind::Completed { status, duration } => {
                 m.insert("status".into(), json!(status));

@@ -112,7 +112,7 @@ export interface Config {
    * priority, waiting requests are served by weight (1 to 1000, default 1). In-memory only: the
    * shared store refuses it for now.
    */
-  tenants?: Record<string, { weight?: number }>;
+  tenants?: Record<string, { weight?: number; /** A key of a pool dedicated to it. */ key?: string }>;
   /**
    * Pools of API keys, by name (in-memory controller only): each key has its own copy of the
    * pool's `limits` (named `<limit>@<key>` in snapshots and events), and a request taking them goes
@@ -161,6 +161,8 @@ export interface TrafficEvent {
   message?: string;
   /** Go: reservation ids made for the follow-ups. */
   reservations?: number[];
+  /** Go: the id of the pool key it went on (the config's `pools`). */
+  key?: string;
   /** Rate limited: until when the limits are paused; breaker opened: when it half-opens (controller clock, ms). */
   until?: number;
   /** Retried: 1 for the first retry. */

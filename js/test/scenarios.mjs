@@ -57,7 +57,7 @@ class Replay {
   }
 
   toRequest(friendly) {
-    const core = withTarget(friendly, ['method', 'url', 'route', 'limits', 'cost', 'priority', 'deadline', 'reserve', 'spend']);
+    const core = withTarget(friendly, ['method', 'url', 'route', 'limits', 'cost', 'priority', 'deadline', 'reserve', 'spend', 'key']);
     if (core.deadline !== undefined) core.deadline = nanos(core.deadline);
     if (core.spend !== undefined) {
       if (!this.reservations.has(core.spend)) throw new Error(`request.spend: no permit has shown ${core.spend}`);
@@ -196,6 +196,7 @@ class Replay {
         if (label !== null) this.learn(label, e.reservations ?? []);
         v.waited = e.durationMs;
         v.reservations = (e.reservations ?? []).map((r) => this.reservationNames.get(r) ?? null);
+        v.key = e.key ?? null;
         break;
       case 'completed':
         v.status = e.responseStatus ?? null;

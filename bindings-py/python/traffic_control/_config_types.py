@@ -267,6 +267,18 @@ class TenantConfig(TypedDict, total=False):
 
     weight: int
     """Its weight against the other tenants waiting at the same priority (1 to 1000, default 1)."""
+    key: Optional[str]
+    """A key of a pool (``pools``) dedicated to it: its requests go on that key unless they name another."""
+
+
+class PoolConfig(TypedDict):
+    """A pool of API keys: each key has its own copy of ``limits`` (named ``<limit>@<key>``); a
+    request taking them goes on the least-loaded key that can admit it now, or the key it names."""
+
+    keys: Sequence[str]
+    """The keys' ids (never the secrets: the httpx transports' ``keys=`` maps them to headers)."""
+    limits: Sequence[str]
+    """The limits each key has its own copy of (a breaker among them is one per key)."""
 
 
 # ``global`` is a Python keyword: the optional keys are declared with the functional syntax.
@@ -289,6 +301,8 @@ _ConfigOptional = TypedDict(
         "feedback": FeedbackConfig,
         # Tenants by name (``default``: those the config does not name); the in-memory controller only.
         "tenants": Mapping[str, TenantConfig],
+        # Pools of API keys by name; the in-memory controller only.
+        "pools": Mapping[str, PoolConfig],
     },
     total=False,
 )
@@ -303,7 +317,7 @@ class Config(_ConfigOptional):
         }
 
     Optional keys: ``global``, ``routes``, ``queue``, ``reservation_ttl``, ``lease_ttl``,
-    ``events``, ``feedback``, ``tenants``.
+    ``events``, ``feedback``, ``tenants``, ``pools``.
     """
 
     limits: Mapping[str, LimitConfig]

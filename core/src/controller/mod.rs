@@ -512,7 +512,14 @@ impl TrafficControl {
         };
         #[cfg(feature = "keys")]
         if !self.pools.is_empty() {
-            return self.place_on_key(now, admission, request.key.as_deref());
+            // The key it names, else its tenant's dedicated key, if any.
+            let tenant_key = || {
+                let t = usize::from(admission.tenant);
+                let name = if t == 0 { crate::config::DEFAULT_TENANT } else { self.tenants[t - 1].as_str() };
+                self.config.tenants.get(name)?.key.as_deref()
+            };
+            let pin = request.key.as_deref().or_else(tenant_key);
+            return self.place_on_key(now, admission, pin);
         }
         Ok(admission)
     }

@@ -2,7 +2,8 @@
 //! `<limit>@<key>`, appended after the config's limits. Routes keep naming the pool's limits (the
 //! templates, never taken themselves); a request that takes them is placed on one key:
 //!
-//! - the key it names (`Request::key`), or the key of the reservation it spends;
+//! - the key it names (`Request::key`), the key of the reservation it spends, or the key whose
+//!   copy of a limit it names (`limits: ["requests@shop-a"]`);
 //! - else the least-loaded key that can admit it now (all or nothing with its other limits), the
 //!   load of a key being the fullest of its limits (used, reserved and claimed by waiters, against
 //!   its capacity), ties to the key listed first;
@@ -131,11 +132,11 @@ impl TrafficControl {
             };
             return Ok(self.on_key(&a, at.pool, k as u16, true));
         }
-        // A follow-up spending a reservation goes on the reservation's key.
-        let spent = a.spend.as_deref().and_then(|(_, holds)| {
-            holds.iter().find_map(|h| self.pooled.get(usize::from(h.limit)).copied().flatten()?.key)
-        });
-        if let Some(k) = spent {
+        // A follow-up spending a reservation goes on the reservation's key; a request naming a
+        // key's copy of a limit (`requests@shop-a`) on that key.
+        let key_of = |limit: LimitIdx| self.pooled.get(usize::from(limit)).copied().flatten()?.key;
+        let spent = a.spend.as_deref().and_then(|(_, holds)| holds.iter().find_map(|h| key_of(h.limit)));
+        if let Some(k) = spent.or_else(|| a.total().iter().find_map(|n| key_of(n.limit))) {
             return Ok(self.on_key(&a, at.pool, k, true));
         }
         let lane = a.lane;
