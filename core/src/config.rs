@@ -567,6 +567,9 @@ impl Config {
     #[cfg(feature = "keys")]
     fn validate_pools(&self) -> Result<(), ConfigError> {
         let invalid = |field: String, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.pools.len() > 255 {
+            return invalid("pools".into(), "at most 255 pools".into());
+        }
         let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, pool) in &self.pools {
             if pool.keys.is_empty() {

@@ -63,23 +63,41 @@ pub(crate) struct Admission {
     pub(crate) spend: Option<Box<(ReservationId, Needs)>>,
     pub(crate) deadline: Option<Timestamp>,
     pub(crate) endpoint: EndpointRef,
-    /// 0 for the first try, n for the n-th retry after a rate-limited response.
-    pub(crate) attempt: u32,
+    /// 0 for the first try, n for the n-th retry after a rate-limited response (u16: with the
+    /// key below, the admission stays at 128 bytes, copied inline).
+    pub(crate) attempt: u16,
     /// Budgets its response may report on.
     pub(crate) budgets: crate::route::Budgets,
     /// Its tenant's index (0: the default class; see [`WaitQueue::set_tenants`]).
     pub(crate) tenant: u16,
-    /// The key of a pool it is placed on (`controller::pools`).
-    pub(crate) key: Option<KeyChoice>,
+    /// The key of a pool it is placed on (`controller::pools`; its pool is the one whose limits
+    /// it takes).
+    pub(crate) key: KeySlot,
 }
 
-/// The key of a pool a request is placed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct KeyChoice {
-    pub(crate) pool: u16,
-    pub(crate) key: u16,
-    /// Named by the request (or by the reservation it spends): never moved to another key.
-    pub(crate) pinned: bool,
+/// The key of a pool a request is placed on, in two bytes: 0 for none, else the key's index plus
+/// one, the top bit set when the request named it (or spends a reservation made on it): never
+/// moved to another key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KeySlot(u16);
+
+#[cfg_attr(not(feature = "keys"), allow(dead_code))]
+impl KeySlot {
+    pub(crate) const NONE: KeySlot = KeySlot(0);
+    const PINNED: u16 = 0x8000;
+
+    /// Key `key` (below 1,000: pools are validated so).
+    pub(crate) fn new(key: u16, pinned: bool) -> Self {
+        KeySlot((key + 1) | if pinned { Self::PINNED } else { 0 })
+    }
+
+    pub(crate) fn key(self) -> Option<u16> {
+        (self.0 != 0).then(|| (self.0 & !Self::PINNED) - 1)
+    }
+
+    pub(crate) fn pinned(self) -> bool {
+        self.0 & Self::PINNED != 0
+    }
 }
 
 impl Admission {

@@ -12,9 +12,9 @@ use crate::feedback::{BlockKind, Feedback};
 #[cfg(feature = "keys")]
 use crate::limit::breaker::{Phase, Transition, Verdict};
 use crate::limit::pause::{strike, Told};
-use crate::limit::Limit;
 #[cfg(feature = "keys")]
 use crate::limit::LimitState;
+use crate::limit::{config_name, Limit};
 use crate::queue::{lane_of, Admission};
 use crate::request::{Completion, Outcome, Priority, RequestId};
 use crate::route::Needs;
@@ -59,25 +59,28 @@ impl TrafficControl {
                 EventKind::Completed { status: outcome.status, duration: now - flight.started },
             );
         }
-        let fast = outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429);
-        let feedback = (!fast).then(|| Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time));
-        #[cfg(feature = "keys")]
-        if !self.breakers.is_empty() {
-            // Judged before the probe's place is given back: the answer is the probe's.
-            self.judge_breakers(now, request, &flight, outcome.status, feedback.as_ref());
-        }
-        self.give_back(now, request, &flight);
         #[cfg(feature = "shadow")]
         let shadowed = self.shadow.is_some().then(|| outcome.clone());
         #[cfg(not(feature = "shadow"))]
         let shadowed: Option<Outcome> = None;
-        let completion = match feedback {
+        // Breakers judge the answer before the probe's place is given back: it is the probe's.
+        let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
-            None => {
-                self.clear_strikes(&flight.needs);
-                Completion::Done
+            #[cfg(feature = "keys")]
+            if !self.breakers.is_empty() {
+                self.judge_breakers(now, request, &flight, outcome.status, None);
             }
-            Some(feedback) => self.learn(now, request, flight, outcome.status, &feedback),
+            self.give_back(now, request, &flight);
+            self.clear_strikes(&flight.needs);
+            Completion::Done
+        } else {
+            let feedback = Feedback::from_outcome(&outcome, outcome.body.as_deref(), outcome.unix_time);
+            #[cfg(feature = "keys")]
+            if !self.breakers.is_empty() {
+                self.judge_breakers(now, request, &flight, outcome.status, Some(&feedback));
+            }
+            self.give_back(now, request, &flight);
+            self.learn(now, request, flight, outcome.status, &feedback)
         };
         self.shadow_completed(now, request, shadowed.as_ref(), !matches!(completion, Completion::Retry { .. }));
         self.advance(now);
@@ -190,7 +193,7 @@ impl TrafficControl {
             }
         }
         self.emit(now, id, &flight.endpoint, flight.priority, EventKind::RateLimited { status, until });
-        let attempt = flight.attempt + 1;
+        let attempt = u32::from(flight.attempt) + 1;
         if attempt > self.config.feedback.max_retries || flight.deadline.is_some_and(|d| until > d) {
             return Completion::GiveUp;
         }
@@ -204,7 +207,7 @@ impl TrafficControl {
             spend: None,
             deadline: flight.deadline,
             endpoint: flight.endpoint.clone(),
-            attempt,
+            attempt: u16::try_from(attempt).unwrap_or(u16::MAX),
             budgets: flight.budgets,
             tenant: flight.tenant,
             key: flight.key,
@@ -275,8 +278,10 @@ impl TrafficControl {
         let mut until = now;
         let mut grown: Vec<(crate::route::LimitIdx, Duration)> = Vec::new();
         for limit in targets {
+            let Some(told) = Told::of(&self.config.feedback, config_name(&self.limits, limit), feedback) else {
+                continue;
+            };
             let l = &mut self.limits[usize::from(limit)];
-            let Some(told) = Told::of(&self.config.feedback, &l.base, feedback) else { continue };
             let before = l.paused_until.max(now);
             let mut strikes = 1;
             if told.strikes() {
@@ -346,7 +351,7 @@ pub(crate) fn pause_targets(
     if blocked {
         return all;
     }
-    let config_of = |l: crate::route::LimitIdx| &config.limits[&*limits[usize::from(l)].base];
+    let config_of = |l: crate::route::LimitIdx| &config.limits[config_name(limits, l)];
     if let Some(w) = feedback.policy_window {
         let named: Vec<_> = all
             .iter()
@@ -358,7 +363,7 @@ pub(crate) fn pause_targets(
         }
     }
     let own: Vec<_> =
-        all.iter().copied().filter(|&l| !config.global.iter().any(|g| **g == *limits[usize::from(l)].base)).collect();
+        all.iter().copied().filter(|&l| !config.global.iter().any(|g| g == config_name(limits, l))).collect();
     if own.is_empty() {
         all
     } else {
@@ -380,7 +385,7 @@ pub(crate) fn quota_target(
     feedback: &Feedback,
 ) -> Option<crate::route::LimitIdx> {
     feedback.limit.filter(|&q| q > 0)?;
-    let name = |l: crate::route::LimitIdx| &*limits[usize::from(l)].base;
+    let name = |l: crate::route::LimitIdx| config_name(limits, l);
     let windows: Vec<_> = needs
         .iter()
         .map(|n| n.limit)

@@ -134,13 +134,13 @@ struct InFlight {
     /// Budgets its response may report on.
     budgets: crate::route::Budgets,
     deadline: Option<Timestamp>,
-    attempt: u32,
+    attempt: u16,
     started: Timestamp,
     endpoint: EndpointRef,
     priority: Priority,
     tenant: u16,
     /// The key of a pool it went on: a retry goes on it again, or on another.
-    key: Option<crate::queue::KeyChoice>,
+    key: crate::queue::KeySlot,
 }
 
 #[derive(Debug)]
@@ -409,7 +409,11 @@ impl TrafficControl {
     /// permit's `key`): `None` outside pools or when it is not in flight.
     pub fn key_of(&self, request: RequestId) -> Option<&str> {
         #[cfg(feature = "keys")]
-        return self.in_flight.get(&request)?.key.map(|c| &*self.pools[usize::from(c.pool)].keys[usize::from(c.key)]);
+        {
+            let flight = self.in_flight.get(&request)?;
+            let pool = self.pool_of(&flight.needs)?;
+            Some(&self.pools[usize::from(pool)].keys[usize::from(flight.key.key()?)])
+        }
         #[cfg(not(feature = "keys"))]
         {
             let _ = request;
@@ -508,18 +512,11 @@ impl TrafficControl {
                 }
                 _ => 0,
             },
-            key: None,
+            key: crate::queue::KeySlot::NONE,
         };
         #[cfg(feature = "keys")]
         if !self.pools.is_empty() {
-            // The key it names, else its tenant's dedicated key, if any.
-            let tenant_key = || {
-                let t = usize::from(admission.tenant);
-                let name = if t == 0 { crate::config::DEFAULT_TENANT } else { self.tenants[t - 1].as_str() };
-                self.config.tenants.get(name)?.key.as_deref()
-            };
-            let pin = request.key.as_deref().or_else(tenant_key);
-            return self.place_on_key(now, admission, pin);
+            return self.place_on_key(now, admission, request.key.as_deref());
         }
         Ok(admission)
     }
@@ -669,7 +666,7 @@ impl TrafficControl {
         let go_endpoint = announce.then(|| admission.endpoint.clone());
         let slot = Router::slot_of(&admission.endpoint);
         #[cfg(feature = "keys")]
-        let key = self.key_id(admission.key);
+        let key = self.key_id(&admission.needs, admission.key);
         #[cfg(not(feature = "keys"))]
         let key = None;
         self.in_flight.insert(

@@ -18,7 +18,7 @@ use super::TrafficControl;
 use crate::config::Config;
 use crate::error::RequestError;
 use crate::limit::Limit;
-use crate::queue::{Admission, KeyChoice};
+use crate::queue::{Admission, KeySlot};
 use crate::route::{LimitIdx, Need, Needs};
 use crate::time::Timestamp;
 
@@ -36,7 +36,7 @@ pub(crate) struct Pool {
 /// is (`None`: the template).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pooled {
-    pool: u16,
+    pool: u8,
     j: u16,
     key: Option<u16>,
 }
@@ -50,16 +50,16 @@ pub(crate) fn expand(config: &Config, limits: &mut Vec<Limit>) -> (Vec<Pool>, Ve
     for (p, pool) in config.pools.values().enumerate() {
         let templates: Vec<LimitIdx> = pool.limits.iter().map(|l| index(limits, l) as LimitIdx).collect();
         for (j, &t) in templates.iter().enumerate() {
-            places[usize::from(t)] = Some(Pooled { pool: p as u16, j: j as u16, key: None });
+            places[usize::from(t)] = Some(Pooled { pool: p as u8, j: j as u16, key: None });
         }
         let mut copies = Vec::new();
         for (k, key) in pool.keys.iter().enumerate() {
             let mut own = Vec::new();
             for (j, name) in pool.limits.iter().enumerate() {
                 let mut copy = Limit::new(&format!("{name}@{key}"), &config.limits[name]);
-                copy.base = limits[usize::from(templates[j])].base.clone();
+                copy.template = templates[j];
                 limits.push(copy);
-                places.push(Some(Pooled { pool: p as u16, j: j as u16, key: Some(k as u16) }));
+                places.push(Some(Pooled { pool: p as u8, j: j as u16, key: Some(k as u16) }));
                 own.push((limits.len() - 1) as LimitIdx);
             }
             copies.push(own);
@@ -71,7 +71,7 @@ pub(crate) fn expand(config: &Config, limits: &mut Vec<Limit>) -> (Vec<Pool>, Ve
 
 impl TrafficControl {
     /// `needs` with every limit of `pool` taken on `key`'s copy, sorted again.
-    fn needs_on(&self, needs: &[Need], pool: u16, key: u16) -> Needs {
+    fn needs_on(&self, needs: &[Need], pool: u8, key: u16) -> Needs {
         let mut out: Needs = needs
             .iter()
             .map(|n| match self.pooled.get(usize::from(n.limit)).copied().flatten() {
@@ -87,7 +87,7 @@ impl TrafficControl {
     }
 
     /// The admission placed on `key` of `pool`.
-    pub(super) fn on_key(&self, a: &Admission, pool: u16, key: u16, pinned: bool) -> Admission {
+    pub(super) fn on_key(&self, a: &Admission, pool: u8, key: u16, pinned: bool) -> Admission {
         let mut placed = a.clone();
         placed.needs = self.needs_on(&a.needs, pool, key);
         if let Some(reserve) = placed.reserve.as_deref_mut() {
@@ -96,12 +96,12 @@ impl TrafficControl {
             }
             reserve.merged = self.needs_on(&reserve.merged, pool, key).into_vec();
         }
-        placed.key = Some(KeyChoice { pool, key, pinned });
+        placed.key = KeySlot::new(key, pinned);
         placed
     }
 
     /// How full `key` is: the fullest of its limits, in millionths of its capacity.
-    fn key_load(&self, pool: u16, key: u16) -> u64 {
+    fn key_load(&self, pool: u8, key: u16) -> u64 {
         self.pools[usize::from(pool)].copies[usize::from(key)]
             .iter()
             .map(|&l| {
@@ -114,13 +114,22 @@ impl TrafficControl {
     }
 
     /// Places a request that takes a pool's limits on one of its keys (see the module's docs);
-    /// other requests are left as they are. `pin`: the key the request names.
+    /// other requests are left as they are. `pin`: the key the request names. Out of line: the
+    /// direct path without pools pays one branch for it.
+    #[inline(never)]
     pub(super) fn place_on_key(
         &self,
         now: Timestamp,
         a: Admission,
         pin: Option<&str>,
     ) -> Result<Admission, RequestError> {
+        // The key it names, else its tenant's dedicated key, if any.
+        let tenant_key = || {
+            let t = usize::from(a.tenant);
+            let name = if t == 0 { crate::config::DEFAULT_TENANT } else { self.tenants[t - 1].as_str() };
+            self.config.tenants.get(name)?.key.as_deref()
+        };
+        let pin = pin.or_else(tenant_key);
         let Some(at) = a.total().iter().find_map(|n| self.pooled.get(usize::from(n.limit)).copied().flatten()) else {
             return Ok(a);
         };
@@ -157,35 +166,49 @@ impl TrafficControl {
     /// Another key of a waiter's pool that can admit it now, the least loaded (`claims`: what the
     /// waiters ahead of it in this pass claim).
     pub(super) fn other_key(&self, a: &Admission, claims: &[u64]) -> Option<Admission> {
-        let choice = a.key.filter(|c| !c.pinned)?;
-        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
+        let (pool, key) = self.movable(a)?;
+        let keys = self.pools[usize::from(pool)].keys.len() as u16;
         (0..keys)
-            .filter(|&k| k != choice.key)
-            .map(|k| self.on_key(a, choice.pool, k, false))
-            .filter(|placed| self.fits(placed, |l| claims[usize::from(l)]))
-            .min_by_key(|placed| placed.key.map(|c| (self.key_load(c.pool, c.key), c.key)))
+            .filter(|&k| k != key)
+            .filter(|&k| self.fits(&self.on_key(a, pool, k, false), |l| claims[usize::from(l)]))
+            .min_by_key(|&k| (self.key_load(pool, k), k))
+            .map(|k| self.on_key(a, pool, k, false))
+    }
+
+    /// The pool whose limits `needs` take, if any.
+    pub(super) fn pool_of(&self, needs: &[Need]) -> Option<u8> {
+        needs.iter().find_map(|n| self.pooled.get(usize::from(n.limit)).copied().flatten()).map(|at| at.pool)
+    }
+
+    /// A waiter that may move to another key: its pool and its key now.
+    fn movable(&self, a: &Admission) -> Option<(u8, u16)> {
+        if a.key.pinned() {
+            return None;
+        }
+        Some((self.pool_of(&a.needs)?, a.key.key()?))
     }
 
     /// The soonest instant a waiter of a key pool could go on another key by time alone.
     pub(super) fn soonest_on_other_keys(&self, now: Timestamp, a: &Admission, claims: &[u64]) -> Option<Timestamp> {
-        let choice = a.key.filter(|c| !c.pinned)?;
-        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
+        let (pool, key) = self.movable(a)?;
+        let keys = self.pools[usize::from(pool)].keys.len() as u16;
         (0..keys)
-            .filter(|&k| k != choice.key)
-            .filter_map(|k| self.when_fits(now, &self.on_key(a, choice.pool, k, false), |l| claims[usize::from(l)]))
+            .filter(|&k| k != key)
+            .filter_map(|k| self.when_fits(now, &self.on_key(a, pool, k, false), |l| claims[usize::from(l)]))
             .min()
     }
 
     /// Whether `a` could meet its deadline on some key of its pool (only an unpinned request has
     /// others to try).
     pub(super) fn deadline_on_any_key(&self, now: Timestamp, a: &Admission) -> bool {
-        let Some(choice) = a.key.filter(|c| !c.pinned) else { return false };
-        let keys = self.pools[usize::from(choice.pool)].keys.len() as u16;
-        (0..keys).any(|k| self.check_deadline_on(now, &self.on_key(a, choice.pool, k, false)).is_ok())
+        let Some((pool, _)) = self.movable(a) else { return false };
+        let keys = self.pools[usize::from(pool)].keys.len() as u16;
+        (0..keys).any(|k| self.check_deadline_on(now, &self.on_key(a, pool, k, false)).is_ok())
     }
 
     /// The id of the key an admission was placed on.
-    pub(super) fn key_id(&self, key: Option<KeyChoice>) -> Option<Arc<str>> {
-        key.map(|c| self.pools[usize::from(c.pool)].keys[usize::from(c.key)].clone())
+    pub(super) fn key_id(&self, needs: &[Need], key: KeySlot) -> Option<Arc<str>> {
+        let k = key.key()?;
+        Some(self.pools[usize::from(self.pool_of(needs)?)].keys[usize::from(k)].clone())
     }
 }

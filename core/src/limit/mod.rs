@@ -25,9 +25,9 @@ use crate::time::{duration_nanos, Timestamp};
 #[derive(Debug, Clone)]
 pub(crate) struct Limit {
     pub(crate) name: Arc<str>,
-    /// Its name in the config: the name itself, or for a key's copy of a pool's limit
-    /// (`<limit>@<key>`) the pool's limit.
-    pub(crate) base: Arc<str>,
+    /// For a key's copy of a pool's limit (`<limit>@<key>`), the index of the pool's limit whose
+    /// config it follows; `NO_TEMPLATE` for the config's own limits (see [`Limit::config_name`]).
+    pub(crate) template: u16,
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
     pub(crate) reserved: u64,
@@ -111,6 +111,18 @@ pub(crate) struct Ask {
     pub(crate) critical: bool,
 }
 
+/// [`Limit::template`] of the config's own limits.
+pub(crate) const NO_TEMPLATE: u16 = u16::MAX;
+
+/// The name limit `l` has in the config (a key's copy of a pool's limit: the pool's limit's).
+pub(crate) fn config_name(limits: &[Limit], l: crate::route::LimitIdx) -> &str {
+    let limit = &limits[usize::from(l)];
+    match limit.template {
+        NO_TEMPLATE => &limit.name,
+        t => &limits[usize::from(t)].name,
+    }
+}
+
 impl Limit {
     pub(crate) fn new(name: &str, config: &LimitConfig) -> Self {
         let state = match *config {
@@ -127,7 +139,7 @@ impl Limit {
         };
         let name: Arc<str> = Arc::from(name);
         Limit {
-            base: name.clone(),
+            template: NO_TEMPLATE,
             name,
             state,
             reserved: 0,
