@@ -326,8 +326,12 @@ fn check(w: &Workload) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn cases() -> u32 {
+    std::env::var("TC_POOL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn keys_hold_their_own_windows_and_open_keys_are_skipped(w in workload()) {

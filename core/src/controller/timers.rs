@@ -48,6 +48,11 @@ impl TrafficControl {
         if let Some((at, _)) = self.leases.front() {
             t = earliest(t, Some(*at));
         }
+        // An open breaker half-opens on time, its event with it, whether or not anyone waits.
+        #[cfg(feature = "keys")]
+        for &(l, _) in &self.breakers {
+            t = earliest(t, self.limits[usize::from(l)].breaker().and_then(|b| b.opens_at()));
+        }
         t
     }
 
@@ -72,15 +77,21 @@ impl TrafficControl {
         changed = changed.min(self.next_wake.unwrap_or(now));
         changed = changed.min(self.leases.front().map_or(now, |(at, _)| *at));
         changed = changed.min(self.reservation_expiry.peek().map_or(now, |Reverse((at, _))| *at));
+        // A breaker whose opening ended by now half-opens first: its event comes before what this
+        // instant expires.
+        #[cfg(feature = "keys")]
+        if !self.breakers.is_empty() {
+            for i in 0..self.breakers.len() {
+                let l = usize::from(self.breakers[i].0);
+                self.limits[l].advance(now);
+            }
+            self.say_half_open(now);
+        }
         let expired_early = self.expire_deadlines(changed);
         // Lapsed leases first: a window counts their cost from the lease's end, not from now.
         self.expire_leases(now);
         for l in &mut self.limits {
             l.advance(now);
-        }
-        #[cfg(feature = "keys")]
-        if !self.breakers.is_empty() {
-            self.say_half_open(now);
         }
         self.expire_reservations(now);
         if expired_early || self.dirty || self.next_wake.is_some_and(|t| t <= now) {
