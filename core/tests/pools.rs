@@ -356,3 +356,15 @@ fn a_tenant_with_a_dedicated_key_goes_on_it_and_the_others_share_the_pool() {
     let e = Config::from_json(&json.to_string()).unwrap_err().to_string();
     assert!(e.contains("tenants.big.key"), "{e}");
 }
+
+#[test]
+fn a_follow_up_on_its_reservations_key_keeps_the_reserved_lane() {
+    let mut tc = TrafficControl::new(config(&["a"], 2)).unwrap();
+    let dip = Request::http("GET", "/x").reserve(traffic_control_core::FollowUp::http("GET", "/x"));
+    let Decision::Go(p) = tc.try_acquire(t(0), dip) else { panic!() };
+    // A CRITICAL request waits: the room left is the follow-up's.
+    let _critical =
+        tc.submit(t(0), Request::http("GET", "/x").priority(traffic_control_core::Priority::Critical)).unwrap();
+    let peak = Request::http("GET", "/x").spend(p.reservations[0]);
+    assert!(matches!(tc.try_acquire(t(1), peak), Decision::Go(_)), "the covered follow-up goes at once");
+}

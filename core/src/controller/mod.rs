@@ -488,13 +488,7 @@ impl TrafficControl {
         let spend = request.spend.and_then(|rid| {
             self.reservations.get(&rid).filter(|r| !r.attached).map(|r| Box::new((rid, r.holds.clone())))
         });
-        let covered = spend.as_deref().is_some_and(|(_, holds)| {
-            reserve.is_empty()
-                && resolved.needs.iter().all(|n| {
-                    holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost)
-                        || self.limits[usize::from(n.limit)].is_breaker()
-                })
-        });
+        let covered = reserve.is_empty() && self.covered(&resolved.needs, spend.as_deref());
         let lane = if covered { RESERVED_LANE } else { lane_of(request.priority) };
         let admission = Admission {
             priority: request.priority,
@@ -519,6 +513,17 @@ impl TrafficControl {
             return self.place_on_key(now, admission, request.key.as_deref());
         }
         Ok(admission)
+    }
+
+    /// Whether the reservation a request spends holds all it needs (a breaker is never held):
+    /// it then goes in the reserved lane, ahead of every priority.
+    fn covered(&self, needs: &[crate::route::Need], spend: Option<&(ReservationId, Needs)>) -> bool {
+        spend.is_some_and(|(_, holds)| {
+            needs.iter().all(|n| {
+                holds.iter().any(|h| h.limit == n.limit && h.cost >= n.cost)
+                    || self.limits[usize::from(n.limit)].is_breaker()
+            })
+        })
     }
 
     fn ask(&self, admission: &Admission, limit: crate::route::LimitIdx, cost: u64, claims: u64) -> Ask {

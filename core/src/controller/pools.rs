@@ -70,11 +70,16 @@ pub(crate) fn expand(config: &Config, limits: &mut Vec<Limit>) -> (Vec<Pool>, Ve
 }
 
 impl TrafficControl {
+    /// A limit's place in a pool, if it is a pool's limit or a key's copy of one.
+    fn place(&self, limit: LimitIdx) -> Option<Pooled> {
+        self.pooled.get(usize::from(limit)).copied().flatten()
+    }
+
     /// `needs` with every limit of `pool` taken on `key`'s copy, sorted again.
     fn needs_on(&self, needs: &[Need], pool: u8, key: u16) -> Needs {
         let mut out: Needs = needs
             .iter()
-            .map(|n| match self.pooled.get(usize::from(n.limit)).copied().flatten() {
+            .map(|n| match self.place(n.limit) {
                 Some(at) if at.pool == pool => Need {
                     limit: self.pools[usize::from(pool)].copies[usize::from(key)][usize::from(at.j)],
                     cost: n.cost,
@@ -97,6 +102,10 @@ impl TrafficControl {
             reserve.merged = self.needs_on(&reserve.merged, pool, key).into_vec();
         }
         placed.key = KeySlot::new(key, pinned);
+        // A follow-up on its reservation's key: covered there (its needs named the templates).
+        if placed.reserve.is_none() && self.covered(&placed.needs, placed.spend.as_deref()) {
+            placed.lane = crate::queue::RESERVED_LANE;
+        }
         placed
     }
 
@@ -130,7 +139,7 @@ impl TrafficControl {
             self.config.tenants.get(name)?.key.as_deref()
         };
         let pin = pin.or_else(tenant_key);
-        let Some(at) = a.total().iter().find_map(|n| self.pooled.get(usize::from(n.limit)).copied().flatten()) else {
+        let Some(at) = a.total().iter().find_map(|n| self.place(n.limit)) else {
             return Ok(a);
         };
         let pool = &self.pools[usize::from(at.pool)];
@@ -143,7 +152,7 @@ impl TrafficControl {
         }
         // A follow-up spending a reservation goes on the reservation's key; a request naming a
         // key's copy of a limit (`requests@shop-a`) on that key.
-        let key_of = |limit: LimitIdx| self.pooled.get(usize::from(limit)).copied().flatten()?.key;
+        let key_of = |limit: LimitIdx| self.place(limit)?.key;
         let spent = a.spend.as_deref().and_then(|(_, holds)| holds.iter().find_map(|h| key_of(h.limit)));
         if let Some(k) = spent.or_else(|| a.total().iter().find_map(|n| key_of(n.limit))) {
             return Ok(self.on_key(&a, at.pool, k, true));
@@ -177,7 +186,7 @@ impl TrafficControl {
 
     /// The pool whose limits `needs` take, if any.
     pub(super) fn pool_of(&self, needs: &[Need]) -> Option<u8> {
-        needs.iter().find_map(|n| self.pooled.get(usize::from(n.limit)).copied().flatten()).map(|at| at.pool)
+        needs.iter().find_map(|n| self.place(n.limit)).map(|at| at.pool)
     }
 
     /// A waiter that may move to another key: its pool and its key now.
