@@ -34,8 +34,12 @@ async def test_a_flood_spread_over_two_tokens_and_a_revoked_one_skipped() -> Non
             responses = await asyncio.gather(*(client.post("/connector.php") for _ in range(30)))
             assert all(r.json()["status"] == "SUCCESS" for r in responses)
             assert api.blocks == 0
+            # Both tokens carry the flood. Not an exact 15/15: a slot frees when the server has
+            # counted the request (its answer), so a slow answer on one token lets the other's next
+            # slot come first and that token take one more; the limits above still hold.
             per_token = {t: len(a) for t, a in api.arrivals.items()}
-            assert per_token == {"secret-a": 15, "secret-b": 15}, per_token
+            assert sorted(per_token) == ["secret-a", "secret-b"], per_token
+            assert max(per_token.values()) - min(per_token.values()) <= 4, per_token
             # Revoked mid-run: the next request on it gets 401 and opens its breaker; the run goes
             # on on the other token.
             api.revoked.add("secret-a")
