@@ -50,8 +50,15 @@ pub struct Config {
     /// tenant weight (start-time fair queuing), so one tenant's flood does not delay another's
     /// requests. Tenants not named here (and requests naming none) share the class `default`,
     /// whose weight is 1 unless it is named here too. Empty: requests are served in arrival order.
+    /// A tenant may also have a guaranteed share of every window and concurrency limit, lend it
+    /// when idle, and have its borrowing capped (see [`TenantConfig`]).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Named sets of tenant settings (`premium`, `standard`, `basic`): a tenant naming a tier takes
+    /// the tier's weight, guaranteed share, lendable and borrow percentages, except those it sets
+    /// itself. Each tenant of a tier has the tier's share for itself.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, TierConfig>,
     /// Pools of API keys, by name: each key of a pool has its own copy of the pool's limits (named
     /// `<limit>@<key>`), and a request taking those limits is admitted on the least-loaded key that
     /// can admit it now (or the key it names). Keys are ids, never secrets.
@@ -72,22 +79,91 @@ pub struct PoolConfig {
 }
 
 /// A tenant's share of the account (see [`Config::tenants`]).
+///
+/// The percentages are of each window and concurrency limit outside key pools (a limit of 100 a
+/// minute and `guaranteed: 30`: 30 of every minute's 100 are the tenant's whenever it waits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct TenantConfig {
     /// Its weight against the other tenants waiting at the same priority (1 to 1000): a tenant of
     /// weight 3 is served three requests for every one of a tenant of weight 1 while both wait.
     pub weight: u32,
+    /// The percentage of each limit's capacity kept for it while it has requests waiting (0 to
+    /// 80; the shares of all tenants add up to 80 at most): others may not take that room from it.
+    /// 0: no guaranteed share.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub guaranteed: u32,
+    /// The percentage of its guaranteed share lent to others while it has nothing waiting (0 to
+    /// 100, default 100): the rest stays free for it, used or not. A lent share comes back within
+    /// one window of its return (the borrowers' requests leave the window).
+    #[serde(skip_serializing_if = "is_hundred")]
+    pub lendable: u32,
+    /// The percentage of each limit's capacity it may use beyond its guaranteed share (0 to 100):
+    /// a cap on borrowing. Absent: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub borrow: Option<u32>,
+    /// The tier (`tiers`) it took its settings from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// A key of a pool (`pools`) dedicated to it: its requests go on that key unless they name
     /// another. Absent: they share the pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
+/// A tier of tenants (see [`Config::tiers`]): the settings of [`TenantConfig`] its tenants take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TierConfig {
+    /// As [`TenantConfig::weight`].
+    pub weight: u32,
+    /// As [`TenantConfig::guaranteed`], for each tenant of the tier.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub guaranteed: u32,
+    /// As [`TenantConfig::lendable`].
+    #[serde(skip_serializing_if = "is_hundred")]
+    pub lendable: u32,
+    /// As [`TenantConfig::borrow`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub borrow: Option<u32>,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_hundred(v: &u32) -> bool {
+    *v == 100
+}
+
 impl TenantConfig {
     /// A tenant of this weight.
     pub fn weight(weight: u32) -> Self {
-        TenantConfig { weight, key: None }
+        TenantConfig { weight, guaranteed: 0, lendable: 100, borrow: None, tier: None, key: None }
+    }
+
+    /// This tenant with a guaranteed share (percent of each limit's capacity).
+    pub fn guaranteed(mut self, percent: u32) -> Self {
+        self.guaranteed = percent;
+        self
+    }
+
+    /// This tenant lending this percentage of its guaranteed share when idle.
+    pub fn lendable(mut self, percent: u32) -> Self {
+        self.lendable = percent;
+        self
+    }
+
+    /// This tenant with its borrowing beyond its guaranteed share capped (percent of capacity).
+    pub fn borrow(mut self, percent: u32) -> Self {
+        self.borrow = Some(percent);
+        self
+    }
+
+    /// Whether it has a share of the limits' capacity of its own (guaranteed or capped).
+    #[cfg(feature = "tenants")]
+    pub(crate) fn has_share(&self) -> bool {
+        self.guaranteed > 0 || self.borrow.is_some()
     }
 }
 
@@ -674,6 +750,10 @@ impl Config {
             if !(1..=1000).contains(&tenant.weight) {
                 return invalid(format!("tenants.{name}.weight"), "must be from 1 to 1000");
             }
+            check_share(&format!("tenants.{name}"), tenant.guaranteed, tenant.lendable, tenant.borrow)?;
+            if let Some(tier) = tenant.tier.as_ref().filter(|t| !self.tiers.contains_key(*t)) {
+                return invalid(format!("tenants.{name}.tier"), &format!("no tier {tier:?} in `tiers`"));
+            }
             if let Some(key) = &tenant.key {
                 #[cfg(feature = "keys")]
                 let known = self.pools.values().any(|p| p.keys.contains(key));
@@ -684,6 +764,8 @@ impl Config {
                 }
             }
         }
+        #[cfg(feature = "tenants")]
+        self.validate_shares()?;
         for (name, limit) in &self.limits {
             if name.is_empty() {
                 return invalid("limits".into(), "a limit name must not be empty");
@@ -863,9 +945,17 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
             "events",
             "feedback",
             "tenants",
+            "tiers",
             "pools",
         ],
     )?;
+    let tiers = f.or("tiers", read_tiers, BTreeMap::new)?;
+    #[allow(unused_mut)]
+    let mut tenants = f.or("tenants", read_tenants, BTreeMap::new)?;
+    #[cfg(feature = "tenants")]
+    if let Some(written) = v.get("tenants") {
+        apply_tiers(&mut tenants, &tiers, written);
+    }
     #[cfg(not(feature = "keys"))]
     f.or("pools", read_pools, || ())?;
     Ok(Config {
@@ -877,7 +967,8 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         lease_ttl: f.duration("lease_ttl", "lease_ttl_ms")?.unwrap_or_else(default_lease_ttl),
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
-        tenants: f.or("tenants", read_tenants, BTreeMap::new)?,
+        tenants,
+        tiers,
         #[cfg(feature = "keys")]
         pools: f.or("pools", read_pools, BTreeMap::new)?,
     })
@@ -896,17 +987,134 @@ fn read_pools(at: &At<'_>, _: &Value) -> Read<()> {
     Err(at.error("key pools are not in this build (the wasm package's browser build leaves them out)"))
 }
 
+/// The tenants as written (a tier's settings are applied by `apply_tiers`).
 #[cfg(feature = "tenants")]
 fn read_tenants(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, TenantConfig>> {
     read::map_at(at, v, |at, v| {
-        let f = read::object(at, v, "struct TenantConfig", &["weight", "key"])?;
-        Ok(TenantConfig { weight: f.or("weight", read::u32_at, || 1)?, key: f.opt("key", read::string_at)? })
+        let f =
+            read::object(at, v, "struct TenantConfig", &["weight", "guaranteed", "lendable", "borrow", "tier", "key"])?;
+        Ok(TenantConfig {
+            weight: f.or("weight", read::u32_at, || 1)?,
+            guaranteed: f.or("guaranteed", read::u32_at, || 0)?,
+            lendable: f.or("lendable", read::u32_at, || 100)?,
+            borrow: f.opt("borrow", read::u32_at)?,
+            tier: f.opt("tier", read::string_at)?,
+            key: f.opt("key", read::string_at)?,
+        })
     })
+}
+
+/// A tenant naming a tier takes the tier's settings it does not write itself (an unknown tier is
+/// left to `validate`, which names the field).
+#[cfg(feature = "tenants")]
+fn apply_tiers(tenants: &mut BTreeMap<String, TenantConfig>, tiers: &BTreeMap<String, TierConfig>, written: &Value) {
+    for (name, tenant) in tenants.iter_mut() {
+        let Some(tier) = tenant.tier.as_ref().and_then(|t| tiers.get(t)) else { continue };
+        let has = |field: &str| written.get(name).and_then(|t| t.get(field)).is_some();
+        if !has("weight") {
+            tenant.weight = tier.weight;
+        }
+        if !has("guaranteed") {
+            tenant.guaranteed = tier.guaranteed;
+        }
+        if !has("lendable") {
+            tenant.lendable = tier.lendable;
+        }
+        if !has("borrow") {
+            tenant.borrow = tier.borrow;
+        }
+    }
 }
 
 #[cfg(not(feature = "tenants"))]
 fn read_tenants(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TenantConfig>> {
     Err(at.error("tenants are not in this build (the wasm package's browser build leaves them out)"))
+}
+
+#[cfg(feature = "tenants")]
+fn read_tiers(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, TierConfig>> {
+    read::map_at(at, v, |at, v| {
+        let f = read::object(at, v, "struct TierConfig", &["weight", "guaranteed", "lendable", "borrow"])?;
+        Ok(TierConfig {
+            weight: f.or("weight", read::u32_at, || 1)?,
+            guaranteed: f.or("guaranteed", read::u32_at, || 0)?,
+            lendable: f.or("lendable", read::u32_at, || 100)?,
+            borrow: f.opt("borrow", read::u32_at)?,
+        })
+    })
+}
+
+#[cfg(not(feature = "tenants"))]
+fn read_tiers(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TierConfig>> {
+    Err(at.error("tiers are not in this build (the wasm package's browser build leaves them out)"))
+}
+
+/// A share's percentages, `at` naming the tenant or tier.
+#[cfg(feature = "tenants")]
+fn check_share(at: &str, guaranteed: u32, lendable: u32, borrow: Option<u32>) -> Result<(), ConfigError> {
+    let invalid = |field: &str, reason: &str| {
+        Err(ConfigError::Invalid { field: format!("{at}.{field}"), reason: reason.to_string() })
+    };
+    if guaranteed > 80 {
+        return invalid("guaranteed", "must be at most 80 (percent of each limit's capacity)");
+    }
+    if lendable > 100 {
+        return invalid("lendable", "must be from 0 to 100 (percent of the guaranteed share)");
+    }
+    if borrow.is_some_and(|b| b > 100) {
+        return invalid("borrow", "must be from 0 to 100 (percent of each limit's capacity)");
+    }
+    if borrow == Some(0) && guaranteed == 0 {
+        return invalid("borrow", "0 with no guaranteed share: the tenant could never send a request");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "tenants")]
+impl Config {
+    /// Tiers' ranges, and the guaranteed shares' sum: at most 80% of capacity, so that room is
+    /// always left to the tenants without one.
+    fn validate_shares(&self) -> Result<(), ConfigError> {
+        for (name, tier) in &self.tiers {
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid {
+                    field: "tiers".into(),
+                    reason: "a tier name must not be empty or contain control characters".into(),
+                });
+            }
+            if !(1..=1000).contains(&tier.weight) {
+                return Err(ConfigError::Invalid {
+                    field: format!("tiers.{name}.weight"),
+                    reason: "must be from 1 to 1000".into(),
+                });
+            }
+            check_share(&format!("tiers.{name}"), tier.guaranteed, tier.lendable, tier.borrow)?;
+        }
+        let mut sum = 0;
+        for (name, tenant) in &self.tenants {
+            sum += tenant.guaranteed;
+            if sum > 80 {
+                return Err(ConfigError::Invalid {
+                    field: format!("tenants.{name}.guaranteed"),
+                    reason: format!(
+                        "the guaranteed shares add up to {sum}% of each limit's capacity with this one: at most 80%"
+                    ),
+                });
+            }
+        }
+        for name in self.tenants.iter().filter(|(_, t)| t.has_share()).map(|(n, _)| n) {
+            for limit in self.limits.keys() {
+                let copy = format!("{limit}#{name}");
+                if self.limits.contains_key(&copy) {
+                    return Err(ConfigError::Invalid {
+                        field: format!("limits.{copy}"),
+                        reason: format!("named like tenant {name:?}'s share of limit {limit:?}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Each kind of limit with the fields it takes, in `LimitConfig`'s order.
@@ -1197,7 +1405,7 @@ impl Serialize for Written<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let c = self.0;
-        let mut st = s.serialize_struct("Config", 12)?;
+        let mut st = s.serialize_struct("Config", 13)?;
         st.serialize_field("limits", &WrittenLimits(&c.limits))?;
         st.serialize_field("global", &c.global)?;
         st.serialize_field("routes", &c.routes)?;
@@ -1211,6 +1419,10 @@ impl Serialize for Written<'_> {
         #[cfg(feature = "tenants")]
         if !c.tenants.is_empty() {
             st.serialize_field("tenants", &c.tenants)?;
+        }
+        #[cfg(feature = "tenants")]
+        if !c.tiers.is_empty() {
+            st.serialize_field("tiers", &c.tiers)?;
         }
         #[cfg(feature = "keys")]
         if !c.pools.is_empty() {

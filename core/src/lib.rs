@@ -69,7 +69,8 @@ mod time;
 pub use config::PoolConfig;
 pub use config::{
     BlockDuration, BreakerConfig, Config, CostExtra, EventsConfig, FeedbackConfig, LimitConfig, QueryPolicy,
-    QueueConfig, RouteConfig, RouteCost, RouteLimit, StatusRequest, TenantConfig, WindowHold, DEFAULT_TENANT,
+    QueueConfig, RouteConfig, RouteCost, RouteLimit, StatusRequest, TenantConfig, TierConfig, WindowHold,
+    DEFAULT_TENANT,
 };
 pub use controller::TrafficControl;
 pub use error::{ConfigError, ErrorKind, RequestError, StoreError};

@@ -246,6 +246,8 @@ pub(crate) struct WaitQueue {
     finish: Vec<[u64; LANES]>,
     /// Per lane: the start tag of the latest request served (the lane's virtual time).
     clock: [u64; LANES],
+    /// Per tenant: how many of its requests wait (empty: no tenants).
+    waiting: Vec<u32>,
 }
 
 impl WaitQueue {
@@ -261,6 +263,13 @@ impl WaitQueue {
     pub(crate) fn set_tenants(&mut self, weights: &[u32]) {
         self.steps = weights.iter().map(|&w| SHARE / u64::from(w.max(1))).collect();
         self.finish = vec![[0; LANES]; weights.len()];
+        self.waiting = vec![0; weights.len()];
+    }
+
+    /// Whether any request of the tenant waits.
+    #[cfg(feature = "tenants")]
+    pub(crate) fn tenant_waits(&self, tenant: u16) -> bool {
+        self.waiting.get(usize::from(tenant)).is_some_and(|&n| n > 0)
     }
 
     /// A request of `lane` whose start tag is `tag` went: the lane's virtual time reaches it.
@@ -328,6 +337,9 @@ impl WaitQueue {
             self.add_claims(&admission, true);
         }
         self.depth[admission.priority as usize] += 1;
+        if let Some(n) = self.waiting.get_mut(usize::from(admission.tenant)) {
+            *n += 1;
+        }
         self.groups[group].members.push_back(id);
         self.groups[group].live += 1;
         let seq = self.next_seq;
@@ -349,6 +361,9 @@ impl WaitQueue {
     pub(crate) fn remove(&mut self, id: RequestId) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
         self.depth[waiter.admission.priority as usize] -= 1;
+        if let Some(n) = self.waiting.get_mut(usize::from(waiter.admission.tenant)) {
+            *n -= 1;
+        }
         let g = waiter.group;
         let was_head = self.groups[g].members.front() == Some(&id);
         if was_head {

@@ -344,8 +344,13 @@ pub(crate) fn pause_targets(
     needs: &Needs,
     feedback: &Feedback,
 ) -> Vec<crate::route::LimitIdx> {
-    // Breakers judge answers on their own (`judge_breakers`): no pause of theirs.
-    let all: Vec<_> = needs.iter().map(|n| n.limit).filter(|&l| !limits[usize::from(l)].is_breaker()).collect();
+    // Breakers judge answers on their own (`judge_breakers`): no pause of theirs. A tenant's share
+    // of a limit is not the server's: the limit's pause stops it.
+    let all: Vec<_> = needs
+        .iter()
+        .map(|n| n.limit)
+        .filter(|&l| !limits[usize::from(l)].is_breaker() && !limits[usize::from(l)].tenant_share)
+        .collect();
     let blocked =
         feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
     if blocked {
@@ -389,6 +394,7 @@ pub(crate) fn quota_target(
     let windows: Vec<_> = needs
         .iter()
         .map(|n| n.limit)
+        .filter(|&l| !limits[usize::from(l)].tenant_share)
         .filter(|&l| {
             matches!(config.limits[name(l)], crate::config::LimitConfig::Window { per, .. }
                 if feedback.policy_window.is_none_or(|w| w == per))

@@ -6,6 +6,8 @@ mod learning;
 #[cfg(feature = "keys")]
 mod pools;
 mod shadowing;
+#[cfg(feature = "tenants")]
+mod shares;
 mod timers;
 
 pub(crate) use learning::{pause_targets, quota_target};
@@ -84,6 +86,9 @@ pub struct TrafficControl {
     /// queue's tenant `i + 1`, 0 being the default class. A sorted list rather than a map: one
     /// binary search per request that names a tenant, and less code in the wasm module.
     tenants: Vec<String>,
+    /// The tenants' shares of the limits (`TenantConfig::guaranteed`, `borrow`).
+    #[cfg(feature = "tenants")]
+    shares: shares::Shares,
     /// The breaker limits, each with the request whose answer last opened it (its half-open
     /// event names that request).
     #[cfg(feature = "keys")]
@@ -171,17 +176,22 @@ impl TrafficControl {
         // Each key's copy of its pool's limits, after the config's.
         #[cfg(feature = "keys")]
         let (pools, pooled) = pools::expand(&config, &mut limits);
-        let router = Router::new(&config, &limits);
-        let mut queue = WaitQueue::new(limits.len());
         // Tenants by index: 0 the default class, then the named ones in name order.
         let mut tenants = Vec::new();
+        let mut weights = Vec::new();
         if cfg!(feature = "tenants") && !config.tenants.is_empty() {
-            let default = config.tenants.get(crate::config::DEFAULT_TENANT).map_or(1, |t| t.weight);
-            let mut weights = vec![default];
+            weights.push(config.tenants.get(crate::config::DEFAULT_TENANT).map_or(1, |t| t.weight));
             for (name, t) in config.tenants.iter().filter(|(n, _)| *n != crate::config::DEFAULT_TENANT) {
                 tenants.push(name.clone());
                 weights.push(t.weight);
             }
+        }
+        // Each tenant's copy of the limits it has a share of, after the keys'.
+        #[cfg(feature = "tenants")]
+        let shares = shares::expand(&config, &tenants, &mut limits);
+        let router = Router::new(&config, &limits);
+        let mut queue = WaitQueue::new(limits.len());
+        if !weights.is_empty() {
             queue.set_tenants(&weights);
         }
         let seed = config.feedback.seed;
@@ -196,6 +206,8 @@ impl TrafficControl {
             router,
             queue,
             tenants,
+            #[cfg(feature = "tenants")]
+            shares,
             #[cfg(feature = "keys")]
             breakers,
             #[cfg(feature = "keys")]
@@ -244,7 +256,15 @@ impl TrafficControl {
             }
         };
         let lane = admission.lane;
-        let ahead = |limit| self.queue.claims_through(limit, lane);
+        // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
+        #[cfg(feature = "tenants")]
+        let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
+        #[cfg(not(feature = "tenants"))]
+        let with_shares: Option<Vec<u64>> = None;
+        let ahead = |limit: crate::route::LimitIdx| match &with_shares {
+            Some(claims) => claims[usize::from(limit)],
+            None => self.queue.claims_through(limit, lane),
+        };
         if self.fits(&admission, ahead) {
             // The direct path's shadow sees the final answers only (a wait comes back as a new call).
             self.shadow_arrive(now, id, request);
@@ -277,7 +297,15 @@ impl TrafficControl {
             }
         };
         let lane = admission.lane;
-        let ahead = |limit| self.queue.claims_through(limit, lane);
+        // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
+        #[cfg(feature = "tenants")]
+        let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
+        #[cfg(not(feature = "tenants"))]
+        let with_shares: Option<Vec<u64>> = None;
+        let ahead = |limit: crate::route::LimitIdx| match &with_shares {
+            Some(claims) => claims[usize::from(limit)],
+            None => self.queue.claims_through(limit, lane),
+        };
         if self.fits(&admission, ahead) {
             self.admit(now, id, admission, None);
             return Ok(id);
@@ -444,7 +472,18 @@ impl TrafficControl {
     // store-forwarding stall (~10 ns of the direct path).
     #[cfg_attr(not(target_arch = "wasm32"), inline(always))]
     fn admission(&self, now: Timestamp, request: &Request) -> Result<Admission, RequestError> {
-        let resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
+        #[allow(unused_mut)]
+        let mut resolved = self.router.resolve(&request.target, &request.limits, request.cost, &self.limits)?;
+        let tenant = match &request.tenant {
+            Some(name) if !self.tenants.is_empty() => {
+                self.tenants.binary_search(name).map_or(0, |i| u16::try_from(i + 1).unwrap_or(0))
+            }
+            _ => 0,
+        };
+        #[cfg(feature = "tenants")]
+        if !self.shares.is_empty() {
+            self.with_shares(tenant, &mut resolved.needs);
+        }
         let mut reserve = Vec::new();
         for f in &request.reserve {
             let r = self.router.resolve(&f.target, &f.limits, f.cost, &self.limits)?;
@@ -457,6 +496,14 @@ impl TrafficControl {
             };
             #[cfg(not(feature = "keys"))]
             let needs = r.needs;
+            #[cfg(feature = "tenants")]
+            let needs = {
+                let mut needs = needs;
+                if !self.shares.is_empty() {
+                    self.with_shares(tenant, &mut needs);
+                }
+                needs
+            };
             reserve.push(FollowUpNeeds { needs, ttl: f.ttl.unwrap_or(self.config.reservation_ttl) });
         }
         let merged = if reserve.is_empty() {
@@ -500,12 +547,7 @@ impl TrafficControl {
             endpoint: resolved.endpoint,
             attempt: 0,
             budgets: resolved.budgets,
-            tenant: match &request.tenant {
-                Some(name) if !self.tenants.is_empty() => {
-                    self.tenants.binary_search(name).map_or(0, |i| u16::try_from(i + 1).unwrap_or(0))
-                }
-                _ => 0,
-            },
+            tenant,
             key: crate::queue::KeySlot::NONE,
         };
         #[cfg(feature = "keys")]
@@ -527,9 +569,18 @@ impl TrafficControl {
     }
 
     fn ask(&self, admission: &Admission, limit: crate::route::LimitIdx, cost: u64, claims: u64) -> Ask {
+        let own_reserved = admission.own_reserved(limit);
+        // Tenants' guaranteed shares: what others do not use of theirs is kept from this request
+        // (what its own reservation holds was kept already).
+        #[cfg(feature = "tenants")]
+        let claims = if self.shares.is_empty() || own_reserved >= cost {
+            claims
+        } else {
+            self.claims_with_shares(admission, limit, cost, claims)
+        };
         Ask {
             cost,
-            own_reserved: admission.own_reserved(limit),
+            own_reserved,
             claims,
             may_use_reserved: admission.may_use_reserved(),
             critical: admission.priority == Priority::Critical,
@@ -800,6 +851,8 @@ impl TrafficControl {
     fn schedule(&mut self, now: Timestamp) {
         self.dirty = false;
         let mut wake: Option<Timestamp> = None;
+        #[cfg(feature = "tenants")]
+        let mut lent = false;
         let mut s = std::mem::take(&mut self.scratch);
         s.claims.clear();
         s.claims.resize(self.limits.len(), 0);
@@ -817,6 +870,15 @@ impl TrafficControl {
             if self.fits(&waiter.admission, |l| claims[usize::from(l)]) {
                 let waiter = self.queue.remove(id).expect("waiting");
                 self.queue.served(lane, tag);
+                // A tenant with a guaranteed share that stops waiting lends it: the waiters this
+                // pass has passed over may fit then.
+                #[cfg(feature = "tenants")]
+                if !self.shares.is_empty()
+                    && !self.queue.tenant_waits(waiter.admission.tenant)
+                    && self.guaranteed(waiter.admission.tenant)
+                {
+                    lent = true;
+                }
                 self.admit(now, id, waiter.admission, Some(waiter.enqueued_at));
                 if let Some(next) = self.queue.groups[g].members.front() {
                     let w = &self.queue.waiters[next];
@@ -841,12 +903,21 @@ impl TrafficControl {
                 wake = earliest(wake, Some(at));
             }
             wake = earliest(wake, self.when_fits(now, &waiter.admission, |l| claims[usize::from(l)]));
+            // A waiter held by its own tenant's cap claims nothing from the others.
+            #[cfg(feature = "tenants")]
+            if !self.shares.is_empty() && self.capped(&waiter.admission) {
+                continue;
+            }
             for n in waiter.admission.total() {
                 s.claims[usize::from(n.limit)] += waiter.admission.claim(n);
             }
         }
         self.scratch = s;
         self.next_wake = wake;
+        #[cfg(feature = "tenants")]
+        if lent {
+            self.dirty = true;
+        }
     }
 }
 

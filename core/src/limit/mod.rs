@@ -28,6 +28,9 @@ pub(crate) struct Limit {
     /// For a key's copy of a pool's limit (`<limit>@<key>`), the index of the pool's limit whose
     /// config it follows; `NO_TEMPLATE` for the config's own limits (see [`Limit::config_name`]).
     pub(crate) template: u16,
+    /// A tenant's copy of a limit, counting its share (`<limit>#<tenant>`, see `controller::shares`):
+    /// server feedback is about the limit, never about it.
+    pub(crate) tenant_share: bool,
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
     pub(crate) reserved: u64,
@@ -140,6 +143,7 @@ impl Limit {
         let name: Arc<str> = Arc::from(name);
         Limit {
             template: NO_TEMPLATE,
+            tenant_share: false,
             name,
             state,
             reserved: 0,
