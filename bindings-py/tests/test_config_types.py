@@ -32,6 +32,7 @@ from traffic_control import (
     RouteConfig,
     StatusRequest,
     TenantConfig,
+    TierConfig,
     TokenBucketLimit,
     TrafficControl,
     WindowLimit,
@@ -97,7 +98,11 @@ FULL: Config = {
         "jitter": 0.25,
         "seed": 7,
     },
-    "tenants": {"shop-a": {"weight": 3, "key": "k1"}, "default": {"weight": 1}},
+    "tenants": {
+        "shop-a": {"weight": 3, "guaranteed": 20, "lendable": 50, "borrow": 30, "tier": "premium", "key": "k1"},
+        "default": {"weight": 1},
+    },
+    "tiers": {"premium": {"weight": 2, "guaranteed": 10, "lendable": 100, "borrow": 20}},
     "pools": {"baselinker": {"keys": ["k1", "k2"], "limits": ["requests", "token"]}},
 }
 
@@ -118,6 +123,7 @@ PLACES: list[tuple[type, tuple[str | int, ...]]] = [
     (EventsConfig, ("events",)),
     (FeedbackConfig, ("feedback",)),
     (TenantConfig, ("tenants", "shop-a")),
+    (TierConfig, ("tiers", "premium")),
     (PoolConfig, ("pools", "baselinker")),
 ]
 IDS = [t.__name__ for t, _ in PLACES]
@@ -196,6 +202,9 @@ def test_required_keys_are_the_readers(t: Any, path: tuple[str | int, ...]) -> N
         if path == () and key == "pools":
             # Without pools, no tenant can name a pool's key.
             del config["tenants"]["shop-a"]["key"]
+        if path == () and key == "tiers":
+            # Without tiers, no tenant can name one.
+            del config["tenants"]["shop-a"]["tier"]
         if key in t.__required_keys__:
             error(config)
         else:

@@ -18,7 +18,7 @@ from traffic_control._traffic_control import TrafficControl as Core
 
 #: Keys whose values are times or durations in milliseconds: compared as whole nanoseconds.
 TIME_KEYS = {"at", "until", "waited", "duration", "held", "next_free", "retry_at"}
-REQUEST_KEYS = {"method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key"}
+REQUEST_KEYS = {"method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key", "tenant"}
 FOLLOW_UP_KEYS = {"method", "url", "route", "limits", "cost", "ttl"}
 COMMON = {"at", "op", "comment", "expect"}
 
@@ -70,7 +70,7 @@ class Replay:
     def request(self, friendly: dict[str, Any]) -> dict[str, Any]:
         allow(friendly, REQUEST_KEYS, "request")
         kw = target(friendly)
-        for key in ("limits", "cost", "priority", "deadline", "key"):
+        for key in ("limits", "cost", "priority", "deadline", "key", "tenant"):
             if key in friendly:
                 kw[key] = friendly[key]
         if "spend" in friendly:

@@ -71,7 +71,7 @@ fn replay_file(path: &Path) -> Res<()> {
 /// `reservations` maps `"<label>#<index>"` to the reservation ids seen in permits.
 fn to_request(friendly: &Value, reservations: &HashMap<String, ReservationId>) -> Res<Request> {
     const KEYS: &[&str] =
-        &["method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key"];
+        &["method", "url", "route", "limits", "cost", "priority", "deadline", "reserve", "spend", "key", "tenant"];
     let mut core = with_target(friendly, KEYS)?;
     if let Some(deadline) = core.remove("deadline") {
         let ms = deadline.as_f64().ok_or("request.deadline must be a number of milliseconds")?;

@@ -21,6 +21,8 @@ export type {
   PriorityName,
   PresetName,
   RouteConfig,
+  TenantConfig,
+  TierConfig,
   ShadowReport,
   ShadowSide,
   Snapshot,

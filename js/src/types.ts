@@ -109,10 +109,13 @@ export interface Config {
   feedback?: FeedbackConfig;
   /**
    * Tenants sharing the account, by name (`default`: the class of those not named): within a
-   * priority, waiting requests are served by weight (1 to 1000, default 1). In-memory only: the
-   * shared store refuses it for now.
+   * priority, waiting requests are served by weight (1 to 1000, default 1), and a tenant may have a
+   * share of every window and concurrency limit outside key pools (its use shows as a limit named
+   * `<limit>#<tenant>`). In-memory only: the shared store refuses it for now.
    */
-  tenants?: Record<string, { weight?: number; /** A key of a pool dedicated to it. */ key?: string }>;
+  tenants?: Record<string, TenantConfig>;
+  /** Named sets of tenant settings (`premium`, `standard`, `basic`) that tenants take with `tier`. */
+  tiers?: Record<string, TierConfig>;
   /**
    * Pools of API keys, by name (in-memory controller only): each key has its own copy of the
    * pool's `limits` (named `<limit>@<key>` in snapshots and events), and a request taking them goes
@@ -120,6 +123,29 @@ export interface Config {
    * the limits is one per key: an open key is skipped. Keys are ids, never secrets.
    */
   pools?: Record<string, { keys: string[]; limits: string[] }>;
+}
+
+/** A tier of tenants: the settings its tenants take unless they set them themselves. */
+export interface TierConfig {
+  /** Its weight against the other tenants waiting at the same priority (1 to 1000, default 1). */
+  weight?: number;
+  /**
+   * The percentage of each limit's capacity kept for it while it has requests waiting (0 to 80;
+   * all tenants' shares add up to 80 at most). Within it, it goes ahead of other tenants' waiters.
+   */
+  guaranteed?: number;
+  /** The percentage of its guaranteed share lent to others while it has nothing waiting (default 100). */
+  lendable?: number;
+  /** The percentage of each limit's capacity it may use beyond its guaranteed share (no cap if absent). */
+  borrow?: number;
+}
+
+/** A tenant's share of the account. */
+export interface TenantConfig extends TierConfig {
+  /** The tier (`tiers`) whose settings it takes. */
+  tier?: string;
+  /** A key of a pool dedicated to it. */
+  key?: string;
 }
 
 /** The presets shipped with the package. */

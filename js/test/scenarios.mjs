@@ -57,7 +57,7 @@ class Replay {
   }
 
   toRequest(friendly) {
-    const core = withTarget(friendly, ['method', 'url', 'route', 'limits', 'cost', 'priority', 'deadline', 'reserve', 'spend', 'key']);
+    const core = withTarget(friendly, ['method', 'url', 'route', 'limits', 'cost', 'priority', 'deadline', 'reserve', 'spend', 'key', 'tenant']);
     if (core.deadline !== undefined) core.deadline = nanos(core.deadline);
     if (core.spend !== undefined) {
       if (!this.reservations.has(core.spend)) throw new Error(`request.spend: no permit has shown ${core.spend}`);

@@ -38,6 +38,7 @@ from ._config_types import (
     RouteLimit,
     StatusRequest,
     TenantConfig,
+    TierConfig,
     TokenBucketLimit,
     WindowLimit,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "Snapshot",
     "StatusRequest",
     "TenantConfig",
+    "TierConfig",
     "StoreError",
     "StoreReplyError",
     "StoreUnavailableError",

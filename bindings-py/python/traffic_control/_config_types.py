@@ -262,11 +262,27 @@ class FeedbackConfig(TypedDict, total=False):
     """Seed of the jitter's generator."""
 
 
-class TenantConfig(TypedDict, total=False):
-    """A tenant's share of the account: within a priority, waiting requests are served by weight."""
+class TierConfig(TypedDict, total=False):
+    """A tier of tenants (``tiers``): the settings its tenants take unless they set them themselves."""
 
     weight: int
     """Its weight against the other tenants waiting at the same priority (1 to 1000, default 1)."""
+    guaranteed: int
+    """The percentage of each window and concurrency limit kept for it while it has requests
+    waiting (0 to 80; all tenants' shares add up to 80 at most). Within it, it goes ahead of other
+    tenants' waiters."""
+    lendable: int
+    """The percentage of its guaranteed share lent to others while it has nothing waiting (default 100)."""
+    borrow: int
+    """The percentage of each limit's capacity it may use beyond its guaranteed share (no cap if absent)."""
+
+
+class TenantConfig(TierConfig, total=False):
+    """A tenant's share of the account: within a priority, waiting requests are served by weight;
+    with ``guaranteed`` or ``borrow`` its use of each limit shows as a limit named ``<limit>#<tenant>``."""
+
+    tier: str
+    """The tier (``tiers``) whose settings it takes."""
     key: Optional[str]
     """A key of a pool (``pools``) dedicated to it: its requests go on that key unless they name another."""
 
@@ -301,6 +317,8 @@ _ConfigOptional = TypedDict(
         "feedback": FeedbackConfig,
         # Tenants by name (``default``: those the config does not name); the in-memory controller only.
         "tenants": Mapping[str, TenantConfig],
+        # Named sets of tenant settings (``premium``, ``standard``, ``basic``).
+        "tiers": Mapping[str, TierConfig],
         # Pools of API keys by name; the in-memory controller only.
         "pools": Mapping[str, PoolConfig],
     },
