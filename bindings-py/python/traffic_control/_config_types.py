@@ -273,7 +273,7 @@ class TierConfig(TypedDict, total=False):
     tenants' waiters."""
     lendable: int
     """The percentage of its guaranteed share lent to others while it has nothing waiting (default 100)."""
-    borrow: int
+    borrow: Optional[int]
     """The percentage of each limit's capacity it may use beyond its guaranteed share (no cap if absent)."""
 
 
@@ -281,7 +281,7 @@ class TenantConfig(TierConfig, total=False):
     """A tenant's share of the account: within a priority, waiting requests are served by weight;
     with ``guaranteed`` or ``borrow`` its use of each limit shows as a limit named ``<limit>#<tenant>``."""
 
-    tier: str
+    tier: Optional[str]
     """The tier (``tiers``) whose settings it takes."""
     key: Optional[str]
     """A key of a pool (``pools``) dedicated to it: its requests go on that key unless they name another."""

@@ -1,0 +1,152 @@
+// A multi-tenant platform syncing orders through BaseLinker (100 requests a minute per API token,
+// the token blocked for minutes beyond it): many shops share two tokens. The tiers give the shops
+// their weights (premium 3, standard 2, basic 1); a noisy shop floods; a new shop comes in the
+// middle; one token is revoked mid-run. One in-memory controller: a key pool spreads the requests
+// over the tokens (a breaker per token skips a revoked one), tenants are served by weight.
+//
+//   node examples/baselinker-platform.mjs     (or bun): against a mock BaseLinker on 127.0.0.1,
+//                                              time 60x faster (the minute is a second)
+//   BASELINKER_URL=https://api.baselinker.com/connector.php BASELINKER_TOKENS=t1,t2 SCALE=1 \
+//     node examples/baselinker-platform.mjs   against the real API (it only reads: getOrders)
+import { fileURLToPath } from 'node:url';
+import { TrafficControl } from '../index.mjs';
+
+/** The shops sharing the tokens, by tier. The noisy one is basic too. */
+export const SHOPS = { 'shop-a': 'premium', 'shop-b': 'standard', 'shop-c': 'basic', noisy: 'basic' };
+
+/** The platform's config; `scale` shortens every duration (60: the minute is a second). */
+export function platformConfig(scale = 1, tokens = ['token-1', 'token-2']) {
+  const ms = (v) => v / scale;
+  return {
+    // 90 of BaseLinker's 100 a minute per token: a margin for the other integrations on the token.
+    limits: {
+      requests: { kind: 'window', max: 90, per: ms(60_000) },
+      token: { kind: 'breaker', open_for: ms(30_000), max_open: ms(600_000) },
+    },
+    global: ['requests', 'token'],
+    pools: { baselinker: { keys: tokens, limits: ['requests', 'token'] } },
+    tiers: { premium: { weight: 3 }, standard: { weight: 2 }, basic: { weight: 1 } },
+    tenants: Object.fromEntries([...Object.entries(SHOPS), ['shop-new', 'basic']].map(([shop, tier]) => [shop, { tier }])),
+  };
+}
+
+/**
+ * Runs the platform for `seconds`: every shop asks continuously (a backlog of `backlog` order
+ * reads each, the noisy shop `noisy`), `shop-new` sends its first request at `newAt` s, and
+ * `onRevoke(token)` is called at `revokeAt` s (the test revokes the first token on the mock then).
+ * Returns what each shop was served after the first window (the first window goes to whoever asks
+ * first), its fair share by weight, the new shop's wait, the breaker events, and the requests sent
+ * on a token after its first 401 came back (each a half-open probe, or a breaker did not do its job).
+ */
+export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlog = 1500, noisy = 4000, newAt = 1.5, revokeAt = 2.5, onRevoke = () => {} }) {
+  const ids = tokens.map((_, i) => `token-${i + 1}`);
+  const events = [];
+  const windowMs = 60_000 / scale;
+  // Every request the platform sends, by token: after a token's first 401, only probes may follow.
+  const first401 = new Map();
+  const sentAfter401 = new Map();
+  const tc = new TrafficControl(platformConfig(scale, ids), {
+    keys: Object.fromEntries(ids.map((id, i) => [id, { 'X-BLToken': tokens[i] }])),
+    onEvent: (e) => {
+      if (e.type.startsWith('breaker_')) events.push(e);
+    },
+    fetch: async (input, init) => {
+      const token = new Headers(init?.headers).get('x-bltoken');
+      if (first401.has(token)) sentAfter401.set(token, (sentAfter401.get(token) ?? 0) + 1);
+      const res = await fetch(input, init);
+      if (res.status === 401 && !first401.has(token)) first401.set(token, performance.now());
+      return res;
+    },
+  });
+  const started = performance.now();
+  const served = Object.fromEntries(Object.keys(SHOPS).map((s) => [s, 0]));
+  const statuses = {};
+  const body = 'method=getOrders&parameters=%7B%7D';
+  const ask = async (shop) => {
+    const init = { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } };
+    const res = await tc.fetch(url, init, { tenant: shop });
+    const json = await res.json().catch(() => ({}));
+    statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+    if (json.error_code === 'ERROR_BLOCKED_TOKEN') throw new Error(`blocked: ${json.error_message}`);
+    return res.status;
+  };
+  const work = [];
+  // The shops' backlogs interleaved, as their syncs would ask.
+  const left = Object.fromEntries(Object.keys(SHOPS).map((s) => [s, s === 'noisy' ? noisy : backlog]));
+  while (Object.values(left).some((n) => n > 0)) {
+    for (const shop of Object.keys(SHOPS).filter((s) => left[s] > 0)) {
+      left[shop] -= 1;
+      work.push(
+        ask(shop).then((status) => {
+          const at = performance.now() - started;
+          if (status === 200 && at >= windowMs && at <= seconds * 1000) served[shop] += 1;
+        }),
+      );
+    }
+  }
+  let newWait;
+  const newcomer = new Promise((resolve) => setTimeout(resolve, newAt * 1000)).then(async () => {
+    const t0 = performance.now();
+    await ask('shop-new');
+    newWait = performance.now() - t0;
+  });
+  const revoke = new Promise((resolve) => setTimeout(resolve, revokeAt * 1000)).then(() => onRevoke(tokens[0]));
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  await Promise.all([newcomer, revoke]);
+  // Stop: every request still waiting fails with CANCELLED.
+  tc.close();
+  const settled = await Promise.allSettled(work);
+  const failures = settled.filter((s) => s.status === 'rejected' && s.reason?.code !== 'CANCELLED');
+  const weights = { premium: 3, standard: 2, basic: 1 };
+  const total = Object.values(served).reduce((a, b) => a + b, 0);
+  const weightSum = Object.values(SHOPS).reduce((a, tier) => a + weights[tier], 0);
+  const shops = Object.entries(SHOPS).map(([shop, tier]) => ({
+    shop,
+    weight: weights[tier],
+    served: served[shop],
+    share: served[shop] / total,
+    fair: weights[tier] / weightSum,
+  }));
+  const probes = (key) => events.filter((e) => e.type === 'breaker_half_open' && e.limit === `token@${key}`).length;
+  const afterRevoked = ids.map((id, i) => ({ token: id, sent: sentAfter401.get(tokens[i]) ?? 0, probes: probes(id) }));
+  return { shops, total, newWait, windowMs, events, statuses, afterRevoked, failures: failures.map((f) => String(f.reason)) };
+}
+
+/** The report, one line per shop. */
+export function report(r) {
+  const lines = [`served ${r.total} order reads in all; fair share = weight / 7 while every shop asks`];
+  for (const s of r.shops) {
+    const off = (100 * (s.share - s.fair)) / s.fair;
+    lines.push(
+      `  ${s.shop.padEnd(7)} weight ${s.weight}  served ${String(s.served).padStart(4)}  share ${(100 * s.share).toFixed(1).padStart(5)}%  fair ${(100 * s.fair).toFixed(1).padStart(5)}%  (${off >= 0 ? '+' : ''}${off.toFixed(1)}% of it)`,
+    );
+  }
+  lines.push(`  the new shop's first request waited ${r.newWait?.toFixed(0)} ms behind the noisy flood (a window is ${r.windowMs} ms)`);
+  lines.push(`  breaker events: ${r.events.map((e) => `${e.type} ${e.limit}${e.reason ? ` (${e.reason})` : ''}`).join(', ') || 'none'}`);
+  for (const t of r.afterRevoked.filter((t) => t.sent > 0 || t.probes > 0)) {
+    lines.push(`  sent on ${t.token} after its first 401: ${t.sent} (half-open probes allowed: ${t.probes})`);
+  }
+  lines.push(`  answers by status: ${JSON.stringify(r.statuses)}`);
+  return lines.join('\n');
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const scale = Number(process.env.SCALE ?? 60);
+  let url = process.env.BASELINKER_URL;
+  let tokens = (process.env.BASELINKER_TOKENS ?? 'secret-1,secret-2').split(',');
+  let mock;
+  if (!url) {
+    const { spawnMockBaseLinker } = await import('../test/support/mock-baselinker.mjs');
+    mock = await spawnMockBaseLinker({ max: 100, windowMs: 60_000 / scale, blockMs: 600_000 / scale });
+    url = mock.url;
+    console.log(`mock BaseLinker on ${url}: 100 a minute per token, time x${scale}; token 1 revoked at 2.5 s\n`);
+  }
+  const r = await runPlatform({ url, tokens, scale, onRevoke: (t) => mock?.revoke(t) });
+  if (r.failures.length) console.log(`failures: ${r.failures.slice(0, 3).join('; ')}`);
+  console.log(report(r));
+  if (mock) {
+    const stats = await mock.stats();
+    console.log(`  the mock saw ${stats.requests} requests: ${stats.blocks} blocked, ${stats.unauthorized} unauthorized; busiest window per token ${tokens.map((t) => stats.busiest[t] ?? 0).join(' / ')} of 100`);
+    await mock.close();
+  }
+}
