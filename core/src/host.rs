@@ -120,8 +120,9 @@ pub fn submit_batch(
     out
 }
 
-/// An outcome from its parts: the status (none: no response came), headers as alternating names
-/// and values, the body, the host's wall clock in Unix milliseconds.
+/// An outcome from its parts: the status (none: no response came; 0: the host does not know, see
+/// [`Outcome::unreported`]), headers as alternating names and values, the body, the host's wall
+/// clock in Unix milliseconds.
 pub fn outcome_from_parts(
     status: Option<u32>,
     headers: impl IntoIterator<Item = String>,
@@ -129,6 +130,7 @@ pub fn outcome_from_parts(
     unix_time_ms: Option<f64>,
 ) -> Outcome {
     let mut outcome = match status {
+        Some(0) => Outcome::unreported(),
         Some(s) => Outcome::status(u16::try_from(s).unwrap_or(u16::MAX)),
         None => Outcome::failed(),
     };
@@ -173,7 +175,7 @@ pub fn complete(tc: &mut TrafficControl, now_ms: f64, request: f64, outcome: Out
 /// Ends, in one call, requests whose task returned no HTTP response.
 pub fn complete_batch(tc: &mut TrafficControl, now_ms: f64, requests: &[f64]) {
     for &r in requests {
-        let _ = complete(tc, now_ms, r, Outcome::failed());
+        let _ = complete(tc, now_ms, r, Outcome::unreported());
     }
 }
 

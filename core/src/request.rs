@@ -435,6 +435,11 @@ pub struct Outcome {
     /// The host's wall clock when the response arrived, in seconds since the Unix epoch: the
     /// reference for absolute times (HTTP-dates, epoch resets) when the response has no `Date`.
     pub unix_time: Option<f64>,
+    /// The host does not know what happened (a permit let go without a report: a context manager
+    /// left, a scheduled task that returned no response): its holds come back as for any end, and
+    /// breakers do not judge it (it is neither a success nor a failure).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreported: bool,
 }
 
 /// The longest text body a host reads for an error page (Cloudflare's block pages are a few KB).
@@ -464,6 +469,11 @@ impl Outcome {
     /// An outcome with no response.
     pub fn failed() -> Self {
         Outcome::default()
+    }
+
+    /// An end the host did not report (see [`Outcome::unreported`](Outcome#structfield.unreported)).
+    pub fn unreported() -> Self {
+        Outcome { unreported: true, ..Outcome::default() }
     }
 
     /// Sets the body (or its limit fields).

@@ -440,6 +440,42 @@ fn five_failures_open_it_and_two_probes_close_it() {
     assert!(kinds.contains(&"breaker_closed@30020".to_string()), "{kinds:?}");
 }
 
+/// An end the host did not report (a permit let go, a task with no response) is neither a
+/// success nor a failure: ten of them leave the breaker closed, and a probe let go unreported
+/// leaves it half-open for the next probe.
+#[test]
+fn unreported_ends_are_not_failures() {
+    let config =
+        Config::from_json(r#"{ "limits": { "key": { "kind": "breaker", "failures": 2 } }, "global": ["key"] }"#)
+            .unwrap();
+    let mut tc = TrafficControl::new(config).unwrap();
+    for i in 0..10 {
+        let id = tc.submit(t(i), Request::http("GET", "/x")).unwrap();
+        assert_eq!(tc.complete(t(i), id, Outcome::unreported()), Completion::Done);
+    }
+    while let Some(e) = tc.poll(t(10)) {
+        assert!(!e.status().starts_with("breaker"), "{}", e.status());
+    }
+    for i in 0..2 {
+        let id = tc.submit(t(20 + i), Request::http("GET", "/x")).unwrap();
+        let _ = tc.complete(t(20 + i), id, Outcome::failed());
+    }
+    let mut opened = false;
+    while let Some(e) = tc.poll(t(21)) {
+        opened |= e.status() == "breaker_opened";
+    }
+    assert!(opened, "two failures open it");
+    let probe = tc.submit(t(40_000), Request::http("GET", "/x")).unwrap();
+    let _ = tc.complete(t(40_000), probe, Outcome::unreported());
+    let next = tc.submit(t(40_001), Request::http("GET", "/x")).unwrap();
+    let mut went = false;
+    while let Some(e) = tc.poll(t(40_001)) {
+        went |= e.request == next && e.status() == "go";
+        assert_ne!(e.status(), "breaker_opened", "an unreported probe does not reopen it");
+    }
+    assert!(went, "the next probe goes");
+}
+
 /// A blocked token that names its end (BaseLinker, status 200) opens the breaker until then
 /// exactly; a 401 opens it for `open_for`, doubled when the probe is refused again.
 #[test]

@@ -522,7 +522,9 @@ export class TrafficControl {
 
   /** @internal */
   completePermit(permit: Permit, outcome: Outcome | undefined, signal: AbortSignal | undefined): Promise<Completion> {
-    const code = this.#report(permit.request, outcome?.status, headerList(outcome?.headers), outcome?.body);
+    // No outcome at all: the host does not know what happened (0), not a request that got no answer.
+    const status = outcome === undefined ? 0 : outcome.status;
+    const code = this.#report(permit.request, status, headerList(outcome?.headers), outcome?.body);
     if (code === -1 || code === -3) return DONE;
     if (code === -2) return GIVE_UP;
     // The core queued it again under the same id: its next Go delivers the retry's permit.
@@ -571,7 +573,8 @@ export class TrafficControl {
     try {
       result = typeof admitted === 'number' ? (job.task as () => unknown)() : job.task(admitted);
     } catch (e) {
-      this.#ended(request);
+      // A task that throws is a request that got no answer (a network failure, most often).
+      this.#report(request, undefined, undefined, undefined);
       job.reject(e);
       return;
     }
@@ -586,7 +589,7 @@ export class TrafficControl {
         .then(
           (r) => this.#finish(permit, r, job.task),
           (e) => {
-            this.#ended(request);
+            this.#report(request, undefined, undefined, undefined);
             throw e;
           },
         )
@@ -649,7 +652,7 @@ export class TrafficControl {
     }
   }
 
-  /** Reports the ends gathered since the last tick in one native call. */
+  /** Reports the ends gathered since the last tick in one native call (ends whose outcome is not known: no response object came back). */
   #completeBatch(): void {
     if (this.#done.length === 0) return;
     const done = Float64Array.from(this.#done);

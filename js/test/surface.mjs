@@ -516,6 +516,26 @@ export function surfaceTests({ TrafficControl, TrafficControlError, Priority }, 
       assert.equal(error.code, 'DEADLINE_UNREACHABLE');
     });
 
+    test('an end without an outcome is not a failure for a breaker; a task that throws is', async () => {
+      if (!breakers) return;
+      const events = [];
+      const tc = new TrafficControl({ limits: { key: { kind: 'breaker', failures: 2 } }, global: ['key'] }, { onEvent: (e) => events.push(e.type) });
+      try {
+        for (let i = 0; i < 5; i++) {
+          const permit = await tc.acquire({ method: 'GET', url: '/x' });
+          await permit.complete();
+          await tc.schedule({ method: 'GET', url: '/x' }, () => 'not a response');
+        }
+        assert.ok(!events.includes('breaker_opened'), events.join(' '));
+        for (let i = 0; i < 2; i++) {
+          await assert.rejects(tc.schedule({ method: 'GET', url: '/x' }, () => Promise.reject(new Error('connection reset'))));
+        }
+        assert.ok(events.includes('breaker_opened'), events.join(' '));
+      } finally {
+        tc.close();
+      }
+    });
+
     test('a key pool spreads requests over its keys; permits name the key and fetch sends its headers', async () => {
       const config = {
         limits: { requests: window(2, '1s'), token: { kind: 'breaker' } },

@@ -67,7 +67,7 @@ impl TrafficControl {
         let completion = if outcome.headers.is_empty() && outcome.body.is_none() && outcome.status != Some(429) {
             // Nothing to learn (the fast path): a success clears the limits' strikes.
             #[cfg(feature = "keys")]
-            if !self.breakers.is_empty() {
+            if !self.breakers.is_empty() && !outcome.unreported {
                 self.judge_breakers(now, request, &flight, outcome.status, None);
             }
             self.give_back(now, request, &flight);
