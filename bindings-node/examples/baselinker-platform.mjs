@@ -36,33 +36,36 @@ export function platformConfig(scale = 1, tokens = ['token-1', 'token-2']) {
  * `onRevoke(token)` is called at `revokeAt` s (the test revokes the first token on the mock then).
  * Returns what each shop was served after the first window (the first window goes to whoever asks
  * first; every answer counts, a 401 too: it took the token's room), its fair share by weight,
- * the new shop's wait and how many requests were sent between its ask and its own send (at most one
- * of each other shop: the flood does not hold it back), the breaker events, and the requests sent
- * on a token after its first 401 came back (each a half-open probe, or a breaker did not do its job).
+ * the new shop's wait and how many requests went between its ask and its own go (at most one of
+ * each other shop: the flood does not hold it back), the breaker events, and the requests that went
+ * on a token after its breaker first opened (each a half-open probe, or a breaker did not do its
+ * job), all in the core's own order of events.
  */
 export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlog = 1500, noisy = 4000, newAt = 1.5, revokeAt = 2.5, onRevoke = () => {} }) {
   const ids = tokens.map((_, i) => `token-${i + 1}`);
   const events = [];
   const windowMs = 60_000 / scale;
-  // Every request the platform sends, by token: after a token's first 401, only probes may follow.
-  const first401 = new Map();
-  const sentAfter401 = new Map();
-  let sends = 0;
+  // The core's admissions in order: how many went between the new shop's ask and its go, and
+  // which went on a token whose breaker had opened (only its half-open probes may).
+  let goes = 0;
   let newAsked;
-  let newAhead;
+  let newRequest;
+  let newAhead = 0;
+  const opened = new Set();
+  const afterOpen = new Map();
   const tc = new TrafficControl(platformConfig(scale, ids), {
     keys: Object.fromEntries(ids.map((id, i) => [id, { 'X-BLToken': tokens[i] }])),
     onEvent: (e) => {
-      if (e.type.startsWith('breaker_')) events.push(e);
-    },
-    fetch: async (input, init) => {
-      const token = new Headers(init?.headers).get('x-bltoken');
-      sends += 1;
-      if (String(init?.body).includes('shop-new')) newAhead = sends - 1 - newAsked;
-      if (first401.has(token)) sentAfter401.set(token, (sentAfter401.get(token) ?? 0) + 1);
-      const res = await fetch(input, init);
-      if (res.status === 401 && !first401.has(token)) first401.set(token, performance.now());
-      return res;
+      if (e.type.startsWith('breaker_')) {
+        events.push(e);
+        if (e.type === 'breaker_opened') opened.add(e.limit.split('@')[1]);
+      } else if (e.type === 'queued' && newAsked !== undefined && newRequest === undefined) {
+        newRequest = e.requestId;
+      } else if (e.type === 'go') {
+        goes += 1;
+        if (newAsked !== undefined && e.requestId === newRequest) newAhead = goes - 1 - newAsked;
+        if (opened.has(e.key)) afterOpen.set(e.key, (afterOpen.get(e.key) ?? 0) + 1);
+      }
     },
   });
   const started = performance.now();
@@ -96,7 +99,7 @@ export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlo
   let newWait;
   const newcomer = new Promise((resolve) => setTimeout(resolve, newAt * 1000)).then(async () => {
     const t0 = performance.now();
-    newAsked = sends;
+    newAsked = goes;
     await ask('shop-new');
     newWait = performance.now() - t0;
   });
@@ -118,7 +121,7 @@ export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlo
     fair: weights[tier] / weightSum,
   }));
   const probes = (key) => events.filter((e) => e.type === 'breaker_half_open' && e.limit === `token@${key}`).length;
-  const afterRevoked = ids.map((id, i) => ({ token: id, sent: sentAfter401.get(tokens[i]) ?? 0, probes: probes(id) }));
+  const afterRevoked = ids.filter((id) => opened.has(id)).map((id) => ({ token: id, sent: afterOpen.get(id) ?? 0, probes: probes(id) }));
   return { shops, total, newWait, newAhead, windowMs, events, statuses, afterRevoked, failures: failures.map((f) => String(f.reason)) };
 }
 
@@ -131,10 +134,10 @@ export function report(r) {
       `  ${s.shop.padEnd(7)} weight ${s.weight}  served ${String(s.served).padStart(4)}  share ${(100 * s.share).toFixed(1).padStart(5)}%  fair ${(100 * s.fair).toFixed(1).padStart(5)}%  (${off >= 0 ? '+' : ''}${off.toFixed(1)}% of it)`,
     );
   }
-  lines.push(`  the new shop's first request waited ${r.newWait?.toFixed(0)} ms (a window is ${r.windowMs} ms), behind ${r.newAhead} requests of the other shops`);
+  lines.push(`  the new shop's first request waited ${r.newWait?.toFixed(0)} ms (a window is ${r.windowMs} ms); ${r.newAhead} requests of the other shops went between its ask and its go`);
   lines.push(`  breaker events: ${r.events.map((e) => `${e.type} ${e.limit}${e.reason ? ` (${e.reason})` : ''}`).join(', ') || 'none'}`);
   for (const t of r.afterRevoked.filter((t) => t.sent > 0 || t.probes > 0)) {
-    lines.push(`  sent on ${t.token} after its first 401: ${t.sent} (half-open probes allowed: ${t.probes})`);
+    lines.push(`  sent on ${t.token} after its breaker opened: ${t.sent} (half-open probes allowed: ${t.probes})`);
   }
   lines.push(`  answers by status: ${JSON.stringify(r.statuses)}`);
   return lines.join('\n');

@@ -513,8 +513,9 @@ pub(crate) fn outcome_of(
     body: Option<&Bound<'_, PyAny>>,
     unix_time: Option<f64>,
 ) -> PyResult<Outcome> {
-    let mut outcome = Outcome::default();
-    outcome.status = status;
+    // Status 0: an end whose outcome the host does not know (see `Outcome::unreported`).
+    let mut outcome = if status == Some(0) { Outcome::unreported() } else { Outcome::default() };
+    outcome.status = status.filter(|&s| s != 0);
     outcome.unix_time = unix_time;
     if let Some(headers) = headers {
         outcome.headers = header_pairs(headers)?;

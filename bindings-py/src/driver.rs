@@ -14,7 +14,7 @@ use std::time::Instant;
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
-use traffic_control_core::{Completion, Decision, Permit, Request, RequestId, Timestamp};
+use traffic_control_core::{Completion, Decision, Outcome, Permit, Request, RequestId, Timestamp};
 
 use crate::controller::{outcome_of, request_args, PyTrafficControl};
 use crate::convert::ts;
@@ -198,18 +198,31 @@ impl PyDriver {
         Ok(permit)
     }
 
-    /// Completes a request without a response (what leaving a `with` block does).
-    fn _finish(slf: &Bound<'_, Self>, request: u64) -> PyResult<Py<PyCompletion>> {
+    /// Completes a request without a response (an exception left the block: a failure), or as an
+    /// end whose outcome is not known (`unreported`: a `with` block left without a report).
+    #[pyo3(signature = (request, unreported = false))]
+    fn _finish(slf: &Bound<'_, Self>, request: u64, unreported: bool) -> PyResult<Py<PyCompletion>> {
         let py = slf.py();
         let this = slf.get();
         let now = this.now(py)?;
+        let outcome = if unreported { Outcome::unreported() } else { Outcome::failed() };
         let (completion, keep) =
-            this.native().with_core(py, now, |core| core.complete(ts(now), RequestId(request), Default::default()));
+            this.native().with_core(py, now, |core| core.complete(ts(now), RequestId(request), outcome));
         if keep {
             slf.call_method1("_drain", (now,))?;
         }
         this.native().completion(py, completion)
     }
+}
+
+/// Whether leaving a permit's block ends its request as unreported (no exception, or a cancel:
+/// nothing is known of the server) rather than as a request that got no answer.
+fn unreported_exit(exc_type: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if exc_type.is_none() {
+        return Ok(true);
+    }
+    let cancelled = exc_type.py().import("asyncio")?.getattr("CancelledError")?;
+    Ok(exc_type.cast::<pyo3::types::PyType>().is_ok_and(|t| t.is_subclass(&cancelled).unwrap_or(false)))
 }
 
 /// What a permit holds once its request may go.
@@ -282,14 +295,15 @@ impl Ticket {
         result.map(|id| id.0).map_err(|e| request_error_at(py, &e, now))
     }
 
-    /// Completes with no response, unless already reported.
-    fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
+    /// Completes, unless already reported: with no response when an exception left the block,
+    /// else as an end whose outcome is not known.
+    fn finish(&mut self, py: Python<'_>, unreported: bool) -> PyResult<()> {
         let Some(held) = &self.held else { return Ok(()) };
         if self.completion.is_some() {
             return Ok(());
         }
         let driver = self.driver.bind(py);
-        let completion = PyDriver::_finish(driver, held.request)?;
+        let completion = PyDriver::_finish(driver, held.request, unreported)?;
         self.completion = Some(completion);
         Ok(())
     }
@@ -447,11 +461,11 @@ permit_methods!(PyAsyncPermit, {
     fn __aexit__(
         &mut self,
         py: Python<'_>,
-        _exc_type: &Bound<'_, PyAny>,
+        exc_type: &Bound<'_, PyAny>,
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyDone>> {
-        self.ticket.finish(py)?;
+        self.ticket.finish(py, unreported_exit(exc_type)?)?;
         Ok(self.ticket.driver.get().done.clone_ref(py))
     }
 
@@ -475,7 +489,8 @@ permit_methods!(PyAsyncPermit, {
 });
 
 /// What `TrafficControl.acquire_sync` returns once the request may go; `with` it to report at exit
-/// (no response, unless you reported).
+/// (no response when an exception leaves the block; else, unless you reported, an end whose outcome
+/// is not known: breakers do not judge it).
 #[pyclass(name = "SyncPermit", module = "traffic_control")]
 pub(crate) struct PySyncPermit {
     ticket: Ticket,
@@ -489,10 +504,10 @@ permit_methods!(PySyncPermit, {
     fn __exit__(
         &mut self,
         py: Python<'_>,
-        _exc_type: &Bound<'_, PyAny>,
+        exc_type: &Bound<'_, PyAny>,
         _exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        self.ticket.finish(py)
+        self.ticket.finish(py, unreported_exit(exc_type)?)
     }
 });

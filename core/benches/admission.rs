@@ -10,6 +10,9 @@
 //!   and a new waiter is submitted in its place.
 //! - `complete_go_submit_with_tenants/{t}`: the same with 10,000 waiting spread over t tenants of
 //!   weights 1 to 3 (each tenant has its own class: a scheduling pass sees t heads).
+//! - `complete_go_submit_with_shares/{t}`: the same again, every tenant's borrowing capped at 50%
+//!   (each has its own copy of the limit) and eight of them guaranteed 10% (every check on the
+//!   limit counts what those eight do not use).
 //!
 //! The cost per operation must grow no faster than log n; after the run, the medians are read back
 //! from criterion's `estimates.json` and printed side by side.
@@ -159,10 +162,17 @@ fn complete_go_submit(c: &mut Criterion) {
 
 const TENANTS: [usize; 2] = [10, 1_000];
 
-fn complete_go_submit_tenants(c: &mut Criterion) {
-    let mut group = c.benchmark_group("complete_go_submit_with_tenants");
+fn complete_go_submit_tenants(c: &mut Criterion, shares: bool) {
+    let mut group =
+        c.benchmark_group(if shares { "complete_go_submit_with_shares" } else { "complete_go_submit_with_tenants" });
     for t in TENANTS {
-        let tenants: Vec<String> = (0..t).map(|i| format!(r#""t{i}": {{ "weight": {} }}"#, 1 + i % 3)).collect();
+        let share = |i: usize| match (shares, i < 8) {
+            (false, _) => String::new(),
+            (true, true) => r#", "guaranteed": 10, "borrow": 50"#.to_string(),
+            (true, false) => r#", "borrow": 50"#.to_string(),
+        };
+        let tenants: Vec<String> =
+            (0..t).map(|i| format!(r#""t{i}": {{ "weight": {}{} }}"#, 1 + i % 3, share(i))).collect();
         let config = format!(
             r#"{{ "limits": {{ "inflight": {{ "kind": "concurrency", "max": 64 }} }},
                  "routes": [ {{ "name": "r", "path": "^/x", "limits": ["inflight"] }} ],
@@ -245,9 +255,11 @@ fn print_summary(since: SystemTime) {
             }
         }
     }
-    for t in TENANTS {
-        if let Some(m) = median_ns(&dir, &format!("complete_go_submit_with_tenants/{t}"), since) {
-            lines.push(format!("  complete_go_submit_with_tenants/{t:<5} median {m:>9.1} ns"));
+    for group in ["complete_go_submit_with_tenants", "complete_go_submit_with_shares"] {
+        for t in TENANTS {
+            if let Some(m) = median_ns(&dir, &format!("{group}/{t}"), since) {
+                lines.push(format!("  {group}/{t:<5} median {m:>9.1} ns"));
+            }
         }
     }
     if !lines.is_empty() {
@@ -263,7 +275,8 @@ fn main() {
     try_acquire_complete(&mut c);
     submit_poll_cancel(&mut c);
     complete_go_submit(&mut c);
-    complete_go_submit_tenants(&mut c);
+    complete_go_submit_tenants(&mut c, false);
+    complete_go_submit_tenants(&mut c, true);
     c.final_summary();
     print_summary(since);
 }

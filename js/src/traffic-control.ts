@@ -290,7 +290,7 @@ export class TrafficControl {
         const credentials = permit.key === undefined ? undefined : this.#keys[permit.key];
         response = await doFetch(isRequest ? (input as Request).clone() : input, credentials ? withHeaders(init, credentials) : init);
       } catch (e) {
-        this.#report(permit.request, undefined, undefined, undefined);
+        this.#report(permit.request, endStatus(e), undefined, undefined);
         throw e;
       }
       const outcome = await outcomeOf(response, (status, type, length) => this.#native.readsBody(this.#h, permit.request, status, type, length));
@@ -546,14 +546,14 @@ export class TrafficControl {
     try {
       result = task(permit);
     } catch (e) {
-      this.#report(permit.request, undefined, undefined, undefined);
+      this.#report(permit.request, endStatus(e), undefined, undefined);
       return Promise.reject(e);
     }
     if (result !== null && typeof (result as PromiseLike<T>)?.then === 'function') {
       return Promise.resolve(result).then(
         (r) => this.#finish(permit, r, task),
         (e) => {
-          this.#report(permit.request, undefined, undefined, undefined);
+          this.#report(permit.request, endStatus(e), undefined, undefined);
           throw e;
         },
       );
@@ -574,7 +574,7 @@ export class TrafficControl {
       result = typeof admitted === 'number' ? (job.task as () => unknown)() : job.task(admitted);
     } catch (e) {
       // A task that throws is a request that got no answer (a network failure, most often).
-      this.#report(request, undefined, undefined, undefined);
+      this.#report(request, endStatus(e), undefined, undefined);
       job.reject(e);
       return;
     }
@@ -589,7 +589,7 @@ export class TrafficControl {
         .then(
           (r) => this.#finish(permit, r, job.task),
           (e) => {
-            this.#report(request, undefined, undefined, undefined);
+            this.#report(request, endStatus(e), undefined, undefined);
             throw e;
           },
         )
@@ -1018,6 +1018,14 @@ interface RawSnapshot {
   waiting: [number, number, number, number];
   in_flight: number;
   reservations: number;
+}
+
+/**
+ * The status a request's end reports when its sending threw: none (no answer came: a failure for a
+ * breaker), or 0 when the caller aborted it (nothing is known of the server: not judged).
+ */
+function endStatus(e: unknown): number | undefined {
+  return (e as { name?: string } | null)?.name === 'AbortError' ? 0 : undefined;
 }
 
 function deadlineOf(o: RequestOptions, now: number): number | undefined {

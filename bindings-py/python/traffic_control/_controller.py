@@ -244,15 +244,16 @@ class TrafficControl(_native.Driver):
 
         ``work`` is a coroutine, or a function returning one (then a rate-limited attempt is retried
         when the core says so). A result with ``status_code`` and ``headers`` (an HTTP response) is
-        reported as the outcome; any other result as a completed request without a response. The
+        reported as the outcome; any other result as an end whose outcome is not known. The
         keywords are those of :meth:`acquire`.
         """
         permit: AsyncPermit = await self.acquire(url, **request)
         while True:
             try:
                 result = await (work() if callable(work) else work)
-            except BaseException:
-                self._finish(permit.request)
+            except BaseException as e:
+                # Cancelled: nothing is known of the server (breakers do not judge it); else no answer.
+                self._finish(permit.request, isinstance(e, asyncio.CancelledError))
                 raise
             status, headers = _response_outcome(result)
             completion, waiter = self._complete(
@@ -271,8 +272,9 @@ class TrafficControl(_native.Driver):
         while True:
             try:
                 result = work()
-            except BaseException:
-                self._finish(permit.request)
+            except BaseException as e:
+                # Cancelled: nothing is known of the server (breakers do not judge it); else no answer.
+                self._finish(permit.request, isinstance(e, asyncio.CancelledError))
                 raise
             status, headers = _response_outcome(result)
             completion, waiter = self._complete(permit.request, status, headers, None, None, _SyncWaiter)
@@ -644,13 +646,14 @@ def tell(listeners: tuple[Listener, ...], event: Event) -> None:
             _log.exception("traffic_control listener failed on %r", event)
 
 
-def _response_outcome(result: object) -> tuple[int | None, Headers | None]:
-    """An HTTP response's status and headers (httpx, requests, aiohttp style), else nothing."""
+def _response_outcome(result: object) -> tuple[int, Headers | None]:
+    """An HTTP response's status and headers (httpx, requests, aiohttp style), else status 0: an
+    end the host does not know the outcome of (breakers do not judge it)."""
     status = getattr(result, "status_code", None)
     if status is None:
         status = getattr(result, "status", None)
     if not isinstance(status, int) or isinstance(status, bool):
-        return None, None
+        return 0, None
     headers = getattr(result, "headers", None)
     multi = getattr(headers, "multi_items", None)
     if callable(multi):

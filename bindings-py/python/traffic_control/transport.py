@@ -200,8 +200,9 @@ class AsyncTrafficControlTransport(httpx.AsyncBaseTransport):
             _credentials(request, permit.key, self._keys)
             try:
                 response, body = await _send_async(self._transport, request)
-            except BaseException:
-                tc._finish(permit.request)
+            except BaseException as e:
+                # Cancelled: nothing is known of the server (breakers do not judge it); else no answer.
+                tc._finish(permit.request, isinstance(e, asyncio.CancelledError))
                 raise
             retry = _AsyncWaiter if _resendable(request) else None
             completion, waiter = tc._complete(
@@ -292,8 +293,9 @@ class TrafficControlTransport(httpx.BaseTransport):
             _credentials(request, permit.key, self._keys)
             try:
                 response, body = _send_sync(self._transport, request)
-            except BaseException:
-                tc._finish(permit.request)
+            except BaseException as e:
+                # Cancelled: nothing is known of the server (breakers do not judge it); else no answer.
+                tc._finish(permit.request, isinstance(e, asyncio.CancelledError))
                 raise
             retry = _SyncWaiter if _resendable(request) else None
             completion, waiter = tc._complete(
