@@ -26,8 +26,9 @@ const builds = ['native', 'native-browser'].map((dir) => {
 // with shadow mode: a second controller's replay and report, also left out of the browser build;
 // 221 KB with the driver's retries after a rate-limited answer and tenants served by weight, which
 // the browser build leaves out too; 235 KB with circuit breakers and key pools, left out of the
-// browser build as well, which stays at about 149.9 KB).
-const bounds = { native: 240, 'native-browser': 150 };
+// browser build as well; 240 KB with tenants' guaranteed shares, borrowing caps and tiers, also
+// left out of the browser build, which stays at about 149 KB).
+const bounds = { native: 250, 'native-browser': 150 };
 for (const { dir, bytes } of builds) {
   test(`size of ${dir}: reported, within ${bounds[dir]} KB gzipped (target 150 KB for browsers)`, () => {
     const gz = gzipSync(bytes, { level: 9 }).length;

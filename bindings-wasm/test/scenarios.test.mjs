@@ -17,10 +17,10 @@ for (const [name, native] of [['native', full], ['native-browser', browser]]) {
     for (const file of scenarioFiles(dir)) {
       const { config } = JSON.parse(readFileSync(file, 'utf8'));
       const keys = config.pools !== undefined || Object.values(config.limits ?? {}).some((l) => l.kind === 'breaker');
-      if (name === 'native-browser' && keys) {
-        // The browser build leaves key pools and circuit breakers out: the config is refused,
-        // naming the field.
-        test(`${basename(file, '.json')} (refused: no key pools or breakers in this build)`, () => {
+      if (name === 'native-browser' && (keys || config.tenants !== undefined)) {
+        // The browser build leaves tenants, key pools and circuit breakers out: the config is
+        // refused, naming the field.
+        test(`${basename(file, '.json')} (refused: no tenants, key pools or breakers in this build)`, () => {
           assert.throws(() => replayFile(native, file), (e) => e.code === 'CONFIG' && /not in this build/.test(e.message));
         });
         continue;

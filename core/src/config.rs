@@ -57,6 +57,7 @@ pub struct Config {
     /// Named sets of tenant settings (`premium`, `standard`, `basic`): a tenant naming a tier takes
     /// the tier's weight, guaranteed share, lendable and borrow percentages, except those it sets
     /// itself. Each tenant of a tier has the tier's share for itself.
+    #[cfg(feature = "tenants")]
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tiers: BTreeMap<String, TierConfig>,
     /// Pools of API keys, by name: each key of a pool has its own copy of the pool's limits (named
@@ -91,18 +92,22 @@ pub struct TenantConfig {
     /// The percentage of each limit's capacity kept for it while it has requests waiting (0 to
     /// 80; the shares of all tenants add up to 80 at most): others may not take that room from it.
     /// 0: no guaranteed share.
+    #[cfg(feature = "tenants")]
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub guaranteed: u32,
     /// The percentage of its guaranteed share lent to others while it has nothing waiting (0 to
     /// 100, default 100): the rest stays free for it, used or not. A lent share comes back within
     /// one window of its return (the borrowers' requests leave the window).
+    #[cfg(feature = "tenants")]
     #[serde(skip_serializing_if = "is_hundred")]
     pub lendable: u32,
     /// The percentage of each limit's capacity it may use beyond its guaranteed share (0 to 100):
     /// a cap on borrowing. Absent: no cap.
+    #[cfg(feature = "tenants")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub borrow: Option<u32>,
     /// The tier (`tiers`) it took its settings from, if any.
+    #[cfg(feature = "tenants")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
     /// A key of a pool (`pools`) dedicated to it: its requests go on that key unless they name
@@ -139,22 +144,36 @@ fn is_hundred(v: &u32) -> bool {
 impl TenantConfig {
     /// A tenant of this weight.
     pub fn weight(weight: u32) -> Self {
-        TenantConfig { weight, guaranteed: 0, lendable: 100, borrow: None, tier: None, key: None }
+        TenantConfig {
+            weight,
+            #[cfg(feature = "tenants")]
+            guaranteed: 0,
+            #[cfg(feature = "tenants")]
+            lendable: 100,
+            #[cfg(feature = "tenants")]
+            borrow: None,
+            #[cfg(feature = "tenants")]
+            tier: None,
+            key: None,
+        }
     }
 
     /// This tenant with a guaranteed share (percent of each limit's capacity).
+    #[cfg(feature = "tenants")]
     pub fn guaranteed(mut self, percent: u32) -> Self {
         self.guaranteed = percent;
         self
     }
 
     /// This tenant lending this percentage of its guaranteed share when idle.
+    #[cfg(feature = "tenants")]
     pub fn lendable(mut self, percent: u32) -> Self {
         self.lendable = percent;
         self
     }
 
     /// This tenant with its borrowing beyond its guaranteed share capped (percent of capacity).
+    #[cfg(feature = "tenants")]
     pub fn borrow(mut self, percent: u32) -> Self {
         self.borrow = Some(percent);
         self
@@ -949,7 +968,10 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
             "pools",
         ],
     )?;
+    #[cfg(feature = "tenants")]
     let tiers = f.or("tiers", read_tiers, BTreeMap::new)?;
+    #[cfg(not(feature = "tenants"))]
+    f.or("tiers", read_tiers, || ())?;
     #[allow(unused_mut)]
     let mut tenants = f.or("tenants", read_tenants, BTreeMap::new)?;
     #[cfg(feature = "tenants")]
@@ -968,6 +990,7 @@ fn read_config(at: &At<'_>, v: &Value) -> Read<Config> {
         events: f.or("events", read_events, EventsConfig::default)?,
         feedback: f.or("feedback", read_feedback, FeedbackConfig::default)?,
         tenants,
+        #[cfg(feature = "tenants")]
         tiers,
         #[cfg(feature = "keys")]
         pools: f.or("pools", read_pools, BTreeMap::new)?,
@@ -984,7 +1007,7 @@ fn read_pools(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, PoolConfig>> {
 
 #[cfg(not(feature = "keys"))]
 fn read_pools(at: &At<'_>, _: &Value) -> Read<()> {
-    Err(at.error("key pools are not in this build (the wasm package's browser build leaves them out)"))
+    Err(at.error(NOT_IN_BROWSER))
 }
 
 /// The tenants as written (a tier's settings are applied by `apply_tiers`).
@@ -1026,9 +1049,15 @@ fn apply_tiers(tenants: &mut BTreeMap<String, TenantConfig>, tiers: &BTreeMap<St
     }
 }
 
+/// What the browser build says of `tenants`, `tiers`, `pools` and breakers (one text: the build's
+/// size is budgeted).
+#[cfg(any(not(feature = "tenants"), not(feature = "keys")))]
+const NOT_IN_BROWSER: &str =
+    "not in this build (the wasm package's browser build leaves out tenants, key pools and circuit breakers)";
+
 #[cfg(not(feature = "tenants"))]
 fn read_tenants(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TenantConfig>> {
-    Err(at.error("tenants are not in this build (the wasm package's browser build leaves them out)"))
+    Err(at.error(NOT_IN_BROWSER))
 }
 
 #[cfg(feature = "tenants")]
@@ -1045,8 +1074,8 @@ fn read_tiers(at: &At<'_>, v: &Value) -> Read<BTreeMap<String, TierConfig>> {
 }
 
 #[cfg(not(feature = "tenants"))]
-fn read_tiers(at: &At<'_>, _: &Value) -> Read<BTreeMap<String, TierConfig>> {
-    Err(at.error("tiers are not in this build (the wasm package's browser build leaves them out)"))
+fn read_tiers(at: &At<'_>, _: &Value) -> Read<()> {
+    Err(at.error(NOT_IN_BROWSER))
 }
 
 /// A share's percentages, `at` naming the tenant or tier.
@@ -1227,9 +1256,7 @@ fn read_breaker(at: &At<'_>, v: &Value) -> Read<LimitConfig> {
 
 #[cfg(not(feature = "keys"))]
 fn read_breaker(at: &At<'_>, _: &Value) -> Read<LimitConfig> {
-    Err(at
-        .key("kind")
-        .error("circuit breakers are not in this build (the wasm package's browser build leaves them out)".to_string()))
+    Err(at.key("kind").error(NOT_IN_BROWSER.to_string()))
 }
 
 fn read_route(at: &At<'_>, v: &Value) -> Read<RouteConfig> {

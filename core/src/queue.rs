@@ -247,6 +247,7 @@ pub(crate) struct WaitQueue {
     /// Per lane: the start tag of the latest request served (the lane's virtual time).
     clock: [u64; LANES],
     /// Per tenant: how many of its requests wait (empty: no tenants).
+    #[cfg(feature = "tenants")]
     waiting: Vec<u32>,
 }
 
@@ -263,7 +264,10 @@ impl WaitQueue {
     pub(crate) fn set_tenants(&mut self, weights: &[u32]) {
         self.steps = weights.iter().map(|&w| SHARE / u64::from(w.max(1))).collect();
         self.finish = vec![[0; LANES]; weights.len()];
-        self.waiting = vec![0; weights.len()];
+        #[cfg(feature = "tenants")]
+        {
+            self.waiting = vec![0; weights.len()];
+        }
     }
 
     /// Whether any request of the tenant waits.
@@ -337,6 +341,7 @@ impl WaitQueue {
             self.add_claims(&admission, true);
         }
         self.depth[admission.priority as usize] += 1;
+        #[cfg(feature = "tenants")]
         if let Some(n) = self.waiting.get_mut(usize::from(admission.tenant)) {
             *n += 1;
         }
@@ -361,6 +366,7 @@ impl WaitQueue {
     pub(crate) fn remove(&mut self, id: RequestId) -> Option<Waiter> {
         let waiter = self.waiters.remove(&id)?;
         self.depth[waiter.admission.priority as usize] -= 1;
+        #[cfg(feature = "tenants")]
         if let Some(n) = self.waiting.get_mut(usize::from(waiter.admission.tenant)) {
             *n -= 1;
         }

@@ -349,7 +349,7 @@ pub(crate) fn pause_targets(
     let all: Vec<_> = needs
         .iter()
         .map(|n| n.limit)
-        .filter(|&l| !limits[usize::from(l)].is_breaker() && !limits[usize::from(l)].tenant_share)
+        .filter(|&l| !limits[usize::from(l)].is_breaker() && !limits[usize::from(l)].is_tenant_share())
         .collect();
     let blocked =
         feedback.block.as_ref().is_some_and(|b| matches!(b.kind, BlockKind::WafBlocked | BlockKind::TokenBlocked));
@@ -394,7 +394,7 @@ pub(crate) fn quota_target(
     let windows: Vec<_> = needs
         .iter()
         .map(|n| n.limit)
-        .filter(|&l| !limits[usize::from(l)].tenant_share)
+        .filter(|&l| !limits[usize::from(l)].is_tenant_share())
         .filter(|&l| {
             matches!(config.limits[name(l)], crate::config::LimitConfig::Window { per, .. }
                 if feedback.policy_window.is_none_or(|w| w == per))

@@ -259,12 +259,13 @@ impl TrafficControl {
         // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
         #[cfg(feature = "tenants")]
         let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
-        #[cfg(not(feature = "tenants"))]
-        let with_shares: Option<Vec<u64>> = None;
+        #[cfg(feature = "tenants")]
         let ahead = |limit: crate::route::LimitIdx| match &with_shares {
             Some(claims) => claims[usize::from(limit)],
             None => self.queue.claims_through(limit, lane),
         };
+        #[cfg(not(feature = "tenants"))]
+        let ahead = |limit| self.queue.claims_through(limit, lane);
         if self.fits(&admission, ahead) {
             // The direct path's shadow sees the final answers only (a wait comes back as a new call).
             self.shadow_arrive(now, id, request);
@@ -300,12 +301,13 @@ impl TrafficControl {
         // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
         #[cfg(feature = "tenants")]
         let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
-        #[cfg(not(feature = "tenants"))]
-        let with_shares: Option<Vec<u64>> = None;
+        #[cfg(feature = "tenants")]
         let ahead = |limit: crate::route::LimitIdx| match &with_shares {
             Some(claims) => claims[usize::from(limit)],
             None => self.queue.claims_through(limit, lane),
         };
+        #[cfg(not(feature = "tenants"))]
+        let ahead = |limit| self.queue.claims_through(limit, lane);
         if self.fits(&admission, ahead) {
             self.admit(now, id, admission, None);
             return Ok(id);

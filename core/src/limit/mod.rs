@@ -30,6 +30,7 @@ pub(crate) struct Limit {
     pub(crate) template: u16,
     /// A tenant's copy of a limit, counting its share (`<limit>#<tenant>`, see `controller::shares`):
     /// server feedback is about the limit, never about it.
+    #[cfg(feature = "tenants")]
     pub(crate) tenant_share: bool,
     pub(crate) state: LimitState,
     /// Cost held by live reservations: counted against everyone but their owner (and CRITICAL).
@@ -143,6 +144,7 @@ impl Limit {
         let name: Arc<str> = Arc::from(name);
         Limit {
             template: NO_TEMPLATE,
+            #[cfg(feature = "tenants")]
             tenant_share: false,
             name,
             state,
@@ -184,6 +186,15 @@ impl Limit {
             LimitState::Breaker(b) => Some(b),
             _ => None,
         }
+    }
+
+    /// Whether this limit is a tenant's copy of a limit (see `controller::shares`).
+    #[inline]
+    pub(crate) fn is_tenant_share(&self) -> bool {
+        #[cfg(feature = "tenants")]
+        return self.tenant_share;
+        #[cfg(not(feature = "tenants"))]
+        false
     }
 
     /// Whether this limit is a breaker.
