@@ -34,8 +34,8 @@ export function platformConfig(scale = 1, tokens = ['token-1', 'token-2']) {
  * Runs the platform for `seconds`: every shop asks continuously (a backlog of `backlog` order
  * reads each, the noisy shop `noisy`), `shop-new` sends its first request at `newAt` s, and
  * `onRevoke(token)` is called at `revokeAt` s (the test revokes the first token on the mock then).
- * Returns what each shop was served after the first window (the first window goes to whoever asks
- * first; every answer counts, a 401 too: it took the token's room), its fair share by weight,
+ * Returns what each shop sent after the first window (the first window goes to whoever asks
+ * first; a request answered 401 counts too: it took the token's room), its fair share by weight,
  * the new shop's wait and how many requests went between its ask and its own go (at most one of
  * each other shop: the flood does not hold it back), the breaker events, and the requests that went
  * on a token after its breaker first opened (each a half-open probe, or a breaker did not do its
@@ -53,8 +53,21 @@ export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlo
   let newAhead = 0;
   const opened = new Set();
   const afterOpen = new Map();
+  const started = performance.now();
+  let firstSend;
+  const served = Object.fromEntries(Object.keys(SHOPS).map((s) => [s, 0]));
   const tc = new TrafficControl(platformConfig(scale, ids), {
     keys: Object.fromEntries(ids.map((id, i) => [id, { 'X-BLToken': tokens[i] }])),
+    // Counts what each shop sends when it leaves (the controller let it go), from a window after
+    // the first send on: the first window goes to whoever asked first, and the answers' instants
+    // would add this process's own delays.
+    fetch: (input, init) => {
+      const shop = JSON.parse(new URLSearchParams(String(init?.body)).get('parameters') ?? '{}').filter_order_source;
+      const at = performance.now() - started;
+      firstSend ??= at;
+      if (shop in served && at >= firstSend + windowMs && at <= seconds * 1000) served[shop] += 1;
+      return fetch(input, init);
+    },
     onEvent: (e) => {
       if (e.type.startsWith('breaker_')) {
         events.push(e);
@@ -68,8 +81,6 @@ export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlo
       }
     },
   });
-  const started = performance.now();
-  const served = Object.fromEntries(Object.keys(SHOPS).map((s) => [s, 0]));
   const statuses = {};
   const ask = async (shop) => {
     // Each shop's sync reads its own orders (the shop's order source on the shared token).
@@ -88,12 +99,7 @@ export async function runPlatform({ url, tokens, scale = 60, seconds = 5, backlo
   while (Object.values(left).some((n) => n > 0)) {
     for (const shop of Object.keys(SHOPS).filter((s) => left[s] > 0)) {
       left[shop] -= 1;
-      work.push(
-        ask(shop).then((status) => {
-          const at = performance.now() - started;
-          if (at >= windowMs && at <= seconds * 1000) served[shop] += 1;
-        }),
-      );
+      work.push(ask(shop));
     }
   }
   let newWait;

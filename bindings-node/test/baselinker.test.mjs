@@ -32,7 +32,7 @@ test('BaseLinker platform: no block, shares by weight within 5%, a newcomer not 
     assert.ok(r.events.some((e) => e.type === 'breaker_opened' && e.limit === 'token@token-1' && e.reason === 'auth'));
     const revoked = r.afterRevoked.find((t) => t.token === 'token-1');
     assert.ok(revoked.sent <= revoked.probes, `${revoked.sent} went after it opened, ${revoked.probes} probes`);
-    assert.ok(r.total > 400, `${r.total} served`);
+    assert.ok(r.total > 250, `${r.total} served`);
   } finally {
     await mock.close();
   }

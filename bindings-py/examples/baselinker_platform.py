@@ -91,8 +91,8 @@ async def run_platform(url: str, tokens: list[str], scale: float = 30, seconds: 
                        on_revoke: Callable[[str], object] = lambda token: None) -> Report:
     """Runs the platform for ``seconds``: every shop asks continuously (a backlog of ``backlog``
     order reads each, the noisy shop ``noisy``), ``shop-new`` sends its first request at ``new_at``
-    s, and ``on_revoke(token)`` is called at ``revoke_at`` s. What each shop was served counts after
-    the first window (the first window goes to whoever asks first), every answer included."""
+    s, and ``on_revoke(token)`` is called at ``revoke_at`` s. What each shop was served counts the
+    requests sent after the first window (the first window goes to whoever asks first)."""
     ids = tuple(f"token-{i + 1}" for i in range(len(tokens)))
     window = 60 / scale
     events: list[Event] = []
@@ -123,9 +123,32 @@ async def run_platform(url: str, tokens: list[str], scale: float = 30, seconds: 
 
     tc = TrafficControl(platform_config(scale, ids), listener=listen)
 
-    transport = AsyncTrafficControlTransport(tc, keys={k: {"X-BLToken": t} for k, t in zip(ids, tokens)})
     served = {shop: 0 for shop in SHOPS}
     started = time.monotonic()
+    first_send: Optional[float] = None
+
+    class Sent(httpx.AsyncBaseTransport):
+        """Counts what each shop sends when it leaves (the controller let it go), from a window
+        after the first send on: the first window goes to whoever asked first, and the answers'
+        instants would add this process's own delays."""
+
+        def __init__(self) -> None:
+            self.inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            nonlocal first_send
+            shop = (request.extensions.get("traffic_control") or {}).get("tenant")
+            at = time.monotonic() - started
+            if first_send is None:
+                first_send = at
+            if shop in served and first_send + window <= at <= seconds:
+                served[shop] += 1
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    transport = AsyncTrafficControlTransport(tc, keys={k: {"X-BLToken": t} for k, t in zip(ids, tokens)}, transport=Sent())
     async with httpx.AsyncClient(transport=transport, timeout=60) as client:
 
         async def ask(shop: str) -> int:
@@ -135,9 +158,6 @@ async def run_platform(url: str, tokens: list[str], scale: float = 30, seconds: 
             report.statuses[r.status_code] = report.statuses.get(r.status_code, 0) + 1
             if r.json().get("error_code") == "ERROR_BLOCKED_TOKEN":
                 raise RuntimeError(f"blocked: {r.json()['error_message']}")
-            at = time.monotonic() - started
-            if shop in served and window <= at <= seconds:
-                served[shop] += 1
             return r.status_code
 
         # The shops' backlogs interleaved, as their syncs would ask.

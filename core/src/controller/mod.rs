@@ -875,11 +875,8 @@ impl TrafficControl {
                 // A tenant with a guaranteed share that stops waiting lends it: the waiters this
                 // pass has passed over may fit then.
                 #[cfg(feature = "tenants")]
-                if !self.shares.is_empty()
-                    && !self.queue.tenant_waits(waiter.admission.tenant)
-                    && self.guaranteed(waiter.admission.tenant)
                 {
-                    lent = true;
+                    lent |= self.lends(waiter.admission.tenant);
                 }
                 self.admit(now, id, waiter.admission, Some(waiter.enqueued_at));
                 if let Some(next) = self.queue.groups[g].members.front() {
@@ -893,6 +890,10 @@ impl TrafficControl {
             if let Some(placed) = self.other_key(&waiter.admission, claims) {
                 let waiter = self.queue.remove(id).expect("waiting");
                 self.queue.served(lane, tag);
+                #[cfg(feature = "tenants")]
+                {
+                    lent |= self.lends(waiter.admission.tenant);
+                }
                 self.admit(now, id, placed, Some(waiter.enqueued_at));
                 if let Some(next) = self.queue.groups[g].members.front() {
                     let w = &self.queue.waiters[next];

@@ -164,8 +164,11 @@ impl TrafficControl {
         claims
     }
 
-    /// Whether the tenant has a guaranteed share anywhere (its waiting or not changes the others' room).
-    pub(super) fn guaranteed(&self, tenant: u16) -> bool {
-        self.shares.on.iter().any(|on| on.iter().any(|s| s.tenant == tenant))
+    /// Whether the tenant, out of the queue now, lends its guaranteed share: waiters a scheduling
+    /// pass passed over may fit then (the pass is run again).
+    pub(super) fn lends(&self, tenant: u16) -> bool {
+        !self.shares.is_empty()
+            && !self.queue.tenant_waits(tenant)
+            && self.shares.on.iter().any(|on| on.iter().any(|s| s.tenant == tenant))
     }
 }
