@@ -256,16 +256,8 @@ impl TrafficControl {
             }
         };
         let lane = admission.lane;
-        // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
-        #[cfg(feature = "tenants")]
-        let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
-        #[cfg(feature = "tenants")]
-        let ahead = |limit: crate::route::LimitIdx| match &with_shares {
-            Some(claims) => claims[usize::from(limit)],
-            None => self.queue.claims_through(limit, lane),
-        };
-        #[cfg(not(feature = "tenants"))]
-        let ahead = |limit| self.queue.claims_through(limit, lane);
+        let counted = self.counted_claims(lane);
+        let ahead = |limit| self.claim_ahead(counted.as_deref(), lane, limit);
         if self.fits(&admission, ahead) {
             // The direct path's shadow sees the final answers only (a wait comes back as a new call).
             self.shadow_arrive(now, id, request);
@@ -298,16 +290,8 @@ impl TrafficControl {
             }
         };
         let lane = admission.lane;
-        // With tenants' shares, a waiter held by its own tenant's cap claims nothing.
-        #[cfg(feature = "tenants")]
-        let with_shares = (!self.shares.is_empty()).then(|| self.claims_ahead_with_shares(lane));
-        #[cfg(feature = "tenants")]
-        let ahead = |limit: crate::route::LimitIdx| match &with_shares {
-            Some(claims) => claims[usize::from(limit)],
-            None => self.queue.claims_through(limit, lane),
-        };
-        #[cfg(not(feature = "tenants"))]
-        let ahead = |limit| self.queue.claims_through(limit, lane);
+        let counted = self.counted_claims(lane);
+        let ahead = |limit| self.claim_ahead(counted.as_deref(), lane, limit);
         if self.fits(&admission, ahead) {
             self.admit(now, id, admission, None);
             return Ok(id);
@@ -568,6 +552,27 @@ impl TrafficControl {
                     || self.limits[usize::from(n.limit)].is_breaker()
             })
         })
+    }
+
+    /// The claims a newcomer of `lane` counts, when the queue's running sums will not do: with
+    /// tenants' shares a waiter held by its own tenant's cap claims nothing (`None`: the sums).
+    #[inline]
+    fn counted_claims(&self, lane: u8) -> Option<Vec<u64>> {
+        #[cfg(feature = "tenants")]
+        if !self.shares.is_empty() {
+            return Some(self.claims_ahead_with_shares(lane));
+        }
+        let _ = lane;
+        None
+    }
+
+    /// The claim a newcomer of `lane` counts on `limit` (see [`counted_claims`](Self::counted_claims)).
+    #[inline]
+    fn claim_ahead(&self, counted: Option<&[u64]>, lane: u8, limit: crate::route::LimitIdx) -> u64 {
+        match counted {
+            Some(claims) => claims[usize::from(limit)],
+            None => self.queue.claims_through(limit, lane),
+        }
     }
 
     fn ask(&self, admission: &Admission, limit: crate::route::LimitIdx, cost: u64, claims: u64) -> Ask {
