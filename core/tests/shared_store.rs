@@ -44,6 +44,12 @@ fn ms(v: u64) -> Timestamp {
 /// 93 ms window's key expired under a parallel test run and the store forgot 3 admissions).
 const SCALE: u64 = 20;
 
+/// The workloads with bulk steps scale their durations this much more: one bulk step is up to 1,500
+/// admissions, over a second of real time on a loaded CI machine, and a token bucket's key lives only
+/// until the bucket is full again (a bucket refilling a token a second lost its key during a bulk
+/// step of 643 and the store saw it full while the controller did not).
+const BULK_SCALE: u64 = 30;
+
 #[derive(Debug, Clone)]
 enum LimitSpec {
     Window {
@@ -73,18 +79,20 @@ enum LimitSpec {
 }
 
 impl LimitSpec {
-    fn json(&self) -> String {
+    /// The limit's config, its durations times `scale`.
+    fn json(&self, scale: u64) -> String {
         match *self {
-            LimitSpec::Window { max, per_ms } => format!(r#"{{"kind":"window","max":{max},"per":{per_ms}}}"#),
+            LimitSpec::Window { max, per_ms } => format!(r#"{{"kind":"window","max":{max},"per":{}}}"#, per_ms * scale),
             LimitSpec::WindowGo { max, per_ms } => {
-                format!(r#"{{"kind":"window","max":{max},"per":{per_ms},"hold":"go"}}"#)
+                format!(r#"{{"kind":"window","max":{max},"per":{},"hold":"go"}}"#, per_ms * scale)
             }
             LimitSpec::Bucket { capacity, refill, per_ms } => {
-                format!(r#"{{"kind":"token_bucket","capacity":{capacity},"refill":{refill},"per":{per_ms}}}"#)
+                format!(r#"{{"kind":"token_bucket","capacity":{capacity},"refill":{refill},"per":{}}}"#, per_ms * scale)
             }
             LimitSpec::Concurrency { max } => format!(r#"{{"kind":"concurrency","max":{max}}}"#),
             LimitSpec::Budget { refill, per_ms, max, floor, initial } => format!(
-                r#"{{"kind":"budget","refill":{refill},"per":{per_ms},"max":{max},"floor":{floor},"initial":{initial}}}"#
+                r#"{{"kind":"budget","refill":{refill},"per":{},"max":{max},"floor":{floor},"initial":{initial}}}"#,
+                per_ms * scale
             ),
         }
     }
@@ -92,15 +100,16 @@ impl LimitSpec {
 
 fn limit_spec() -> impl Strategy<Value = LimitSpec> {
     prop_oneof![
-        3 => (1u64..6, 50u64..600).prop_map(|(max, per_ms)| LimitSpec::Window { max, per_ms: per_ms * SCALE }),
-        1 => (1u64..6, 1u64..4, 50u64..400).prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms: per_ms * SCALE }),
+        3 => (1u64..6, 50u64..600).prop_map(|(max, per_ms)| LimitSpec::Window { max, per_ms }),
+        1 => (1u64..6, 1u64..4, 50u64..400).prop_map(|(capacity, refill, per_ms)| LimitSpec::Bucket { capacity, refill, per_ms }),
         1 => (1u64..4).prop_map(|max| LimitSpec::Concurrency { max }),
         1 => (2u64..6, 100u64..500, 4u64..12, 0u64..2, 0u64..12).prop_map(|(refill, per_ms, max, floor, initial)| {
-            LimitSpec::Budget { refill, per_ms: per_ms * SCALE, max, floor, initial: initial.min(max) }
+            LimitSpec::Budget { refill, per_ms, max, floor, initial: initial.min(max) }
         }),
     ]
 }
 
+/// A step of a differential workload; its durations are in units of the workload's `scale`.
 #[derive(Debug, Clone)]
 enum Op {
     Ask {
@@ -165,18 +174,21 @@ fn op() -> impl Strategy<Value = Op> {
                 route,
                 cost,
                 priority,
-                reserve: reserve.map(|(r, c, ttl)| (r, c, ttl * SCALE)),
+                reserve,
                 spend,
-                max_wait_ms: max_wait_ms.map(|w| w * SCALE),
+                max_wait_ms,
             }),
         2 => (0usize..8, answer()).prop_map(|(i, a)| Op::Complete(i, a)),
         1 => (0usize..8).prop_map(Op::Release),
-        3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(|d| Op::Advance(d * SCALE)),
+        3 => prop_oneof![Just(0u64), 1u64..50, 50u64..400].prop_map(Op::Advance),
     ]
 }
 
 #[derive(Debug, Clone)]
 struct Workload {
+    /// Every duration (limits' periods, advances, reservation ttls, maximum waits) is generated in
+    /// units of this many milliseconds: `SCALE`, or `BULK_SCALE` with bulk steps.
+    scale: u64,
     limits: Vec<LimitSpec>,
     global: Vec<bool>,
     routes: Vec<Vec<bool>>,
@@ -192,7 +204,7 @@ fn workload() -> impl Strategy<Value = Workload> {
             proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.5), n), 3),
             proptest::collection::vec(op(), 1..80),
         )
-            .prop_map(|(limits, global, routes, ops)| Workload { limits, global, routes, ops })
+            .prop_map(|(limits, global, routes, ops)| Workload { scale: SCALE, limits, global, routes, ops })
     })
 }
 
@@ -202,19 +214,26 @@ fn workload() -> impl Strategy<Value = Workload> {
 fn bulk_workload() -> impl Strategy<Value = Workload> {
     let ops = proptest::collection::vec(prop_oneof![12 => op(), 1 => (300u64..1500).prop_map(Op::Bulk)], 1..40);
     (proptest::collection::vec(limit_spec(), 1..4), ops).prop_flat_map(|(mut limits, ops)| {
-        limits.push(LimitSpec::WindowGo { max: 2500, per_ms: 600 * SCALE });
+        limits.push(LimitSpec::WindowGo { max: 2500, per_ms: 600 });
         let n = limits.len();
         (
             Just(limits),
             proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.5), n), 3),
             Just(ops),
         )
-            .prop_map(move |(limits, routes, ops)| Workload { limits, global: vec![false; n], routes, ops })
+            .prop_map(move |(limits, routes, ops)| Workload {
+                scale: BULK_SCALE,
+                limits,
+                global: vec![false; n],
+                routes,
+                ops,
+            })
     })
 }
 
 fn config_of(w: &Workload) -> Config {
-    let limits: Vec<String> = w.limits.iter().enumerate().map(|(i, l)| format!(r#""l{i}":{}"#, l.json())).collect();
+    let limits: Vec<String> =
+        w.limits.iter().enumerate().map(|(i, l)| format!(r#""l{i}":{}"#, l.json(w.scale))).collect();
     let names = |mask: &[bool]| -> String {
         mask.iter().enumerate().filter(|(_, b)| **b).map(|(i, _)| format!(r#""l{i}""#)).collect::<Vec<_>>().join(",")
     };
@@ -234,10 +253,10 @@ fn config_of(w: &Workload) -> Config {
         limits.join(","),
         names(&w.global),
         routes.join(","),
-        700 * SCALE,
-        300 * SCALE,
-        100 * SCALE,
-        400 * SCALE
+        700 * w.scale,
+        300 * w.scale,
+        100 * w.scale,
+        400 * w.scale
     );
     Config::from_json(&json).unwrap()
 }
@@ -271,7 +290,8 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
                 let priority = Priority::ALL[usize::from(*priority)];
                 let mut base = Request::route(format!("r{route}")).cost(*cost).priority(priority);
                 if let Some((r, c, ttl)) = reserve {
-                    base = base.reserve(FollowUp::route(format!("r{r}")).cost(*c).ttl(Duration::from_millis(*ttl)));
+                    base = base
+                        .reserve(FollowUp::route(format!("r{r}")).cost(*c).ttl(Duration::from_millis(ttl * w.scale)));
                 }
                 let mut core_req = base.clone();
                 let mut store_req = base;
@@ -281,9 +301,9 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
                     store_req = store_req.spend(b);
                 }
                 let mut options = AdmitOptions::default();
-                if let Some(mw) = max_wait_ms {
+                if let Some(mw) = max_wait_ms.map(|mw| mw * w.scale) {
                     core_req = core_req.deadline(ms(now + mw));
-                    options.max_wait = Some(Duration::from_millis(*mw));
+                    options.max_wait = Some(Duration::from_millis(mw));
                 }
                 let expected = tc.try_acquire(t, &core_req);
                 let got = match store.admit(t, &store_req, &options) {
@@ -312,7 +332,7 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
                 let got = store.observe(t, &client.run(&call)).unwrap();
                 prop_assert_eq!(expected, got, "release at step {}", step);
             }
-            Op::Advance(d) => now += d,
+            Op::Advance(d) => now += d * w.scale,
             Op::Bulk(n) if w.global.iter().all(|g| !g) => {
                 let req = Request::route("rbulk").reserve(FollowUp::route("rbulk"));
                 for i in 0..*n {
