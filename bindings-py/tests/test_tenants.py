@@ -59,9 +59,10 @@ def test_a_bad_weight_names_the_field() -> None:
     assert e.value.field == "tenants.a.weight"
 
 
-def test_the_shared_store_refuses_tenants() -> None:
+def test_the_shared_store_refuses_tenants_shares() -> None:
     from traffic_control.shared import SyncSharedTrafficControl
 
+    shares: Config = {**CONFIG, "tenants": {"big": {"weight": 3, "guaranteed": 30}}}
     with pytest.raises(ConfigError) as e:
-        SyncSharedTrafficControl(CONFIG, redis=object(), account="t")  # type: ignore[arg-type]
-    assert e.value.field == "tenants"
+        SyncSharedTrafficControl(shares, redis=object(), account="t")  # type: ignore[arg-type]
+    assert e.value.field == "tenants.big.guaranteed"

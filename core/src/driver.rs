@@ -7,7 +7,7 @@
 //! [`poll_timeout`](SharedDriver::poll_timeout) and then calls
 //! [`handle_timeout`](SharedDriver::handle_timeout). The driver owns:
 //!
-//! - **Waiters**: within a local class (the same priority on the same limits) requests go in
+//! - **Waiters**: within a local class (the same priority and tenant on the same limits) requests go in
 //!   arrival order and only the head asks the store; a waiter registers its claim under an id unique
 //!   across processes and keeps its place (`since`) while it asks again.
 //! - **When to ask again**: at the instant the store names; without one, within half the waiter
@@ -524,11 +524,13 @@ impl SharedDriver {
         let endpoint = call.endpoint();
         self.seq += 1;
         let waiter = format!("{}-{}", self.options.process_tag, self.seq);
-        // A class: the same priority on the same keys; a spender of a reservation is its own.
+        // A class: the same priority and tenant class on the same keys; a spender of a reservation
+        // is its own. Tenants wait apart: the store orders them by weight, not this process.
         let class = format!(
-            "{}|{}|{}",
+            "{}|{}|{}|{}",
             request.priority as u8,
             if request.spend.is_some() { waiter.as_str() } else { "" },
+            self.store.tenant_class(&request).map_or("", |(c, _)| c),
             call.keys.join(" ")
         );
         self.waiters.insert(
@@ -1002,11 +1004,13 @@ impl SharedDriver {
             self.finish(now, handle, Err(DriverError::Request(error)), true);
             return;
         }
+        let backlog = self.classes.get(&w.class).map(|q| q.len() as u64);
         let options = AdmitOptions {
             waiter: Some(w.id.clone()),
             since: w.since,
             max_wait: left.map(|(_, d)| d),
             request: w.request_id,
+            backlog,
         };
         let store_call = match self.store.admit(now, &w.request, &options) {
             Ok(c) => c,
@@ -1191,6 +1195,8 @@ impl SharedDriver {
                 self.run(CallState::Withdraw, call);
             }
         }
+        let handover =
+            (next.is_some() && result.is_ok() && !self.store.config().tenants.is_empty()).then(|| w.id.clone());
         match (&w.status_of, result) {
             // The driver's own status request.
             (Some(url), Ok((request, _))) => {
@@ -1211,6 +1217,11 @@ impl SharedDriver {
             (None, Err(error)) => self.outputs.push_back(Output::Fail { handle, error }),
         }
         if let Some(next) = next {
+            // With tenants the store handed the class's registration to the next request, under
+            // the same waiter id (see `AdmitOptions::backlog`).
+            if let (Some(id), Some(n)) = (handover, self.waiters.get_mut(&next)) {
+                n.id = id;
+            }
             self.ask(now, next);
         }
         self.idle_check(now);

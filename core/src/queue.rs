@@ -165,7 +165,7 @@ pub(crate) struct Group {
 type GroupKey = (u8, bool, u16, SmallVec<[LimitIdx; 4]>);
 
 /// One request's share of virtual time at weight 1: a weight w advances its tenant by SHARE / w.
-const SHARE: u64 = 1 << 20;
+pub(crate) const SHARE: u64 = 1 << 20;
 
 /// The waiting requests by id: entries live in a slab whose freed slots are taken again first, so
 /// a request queued just after another left lands where that one was (in cache), and the hash index

@@ -1751,3 +1751,204 @@ fn run_retries(client: &mut Client, w: &RetryWorkload) -> Result<(), TestCaseErr
 fn rate_limited_answers_are_retried_under_their_id_never_inside_a_pause_until_max_retries() {
     property("TC_RETRY_CASES", 60, retry_workload(), run_retries);
 }
+
+// ---- tenants served by weight across processes -----------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct TenantWorkload {
+    /// Weights of the named tenants (t0, t1, ...); the default class has weight 1.
+    weights: Vec<u32>,
+    /// Floods at 0 ms: (tenant, `None` for the default class; the process; how many).
+    floods: Vec<(Option<usize>, usize, usize)>,
+    /// A late tenant's single request: which tenant, in which process, when (ms).
+    late: Option<(usize, usize, u64)>,
+    /// The window: this many per 100 ms.
+    max: u64,
+}
+
+fn tenant_workload() -> impl Strategy<Value = TenantWorkload> {
+    (proptest::collection::vec(1u32..6, 2..5), 1u64..4).prop_flat_map(|(weights, max)| {
+        let n = weights.len();
+        (
+            Just(weights),
+            proptest::collection::vec((proptest::option::weighted(0.85, 0..n), 0usize..2, 5usize..40), 2..6),
+            proptest::option::weighted(0.6, (0..n, 0usize..2, 100u64..2_000)),
+            Just(max),
+        )
+            .prop_map(|(weights, floods, late, max)| TenantWorkload { weights, floods, late, max })
+    })
+}
+
+/// Two processes on one account, tenants flooding from either, real wake-ups: the checks of the
+/// in-memory tenants test (`core/tests/tenants.rs`) on the trace of goes only, each bound widened by
+/// one window's room (within one instant the room goes in the order the processes ask, not by
+/// start tag). (1) While every flooding class still waits, the admissions split by weight:
+/// `|n_a/w_a - n_b/w_b| <= (1 + max)(1/w_a + 1/w_b)`; (2) a newcomer goes after at most the requests
+/// of other classes whose tags come first, plus that room; the window holds; every request goes.
+fn run_tenants(client: &mut Client, w: &TenantWorkload) -> Result<(), TestCaseError> {
+    let tenants: Vec<String> =
+        w.weights.iter().enumerate().map(|(i, w)| format!(r#""t{i}": {{ "weight": {w} }}"#)).collect();
+    let config = format!(
+        r#"{{ "limits": {{ "api": {{ "kind": "window", "max": {}, "per": "100ms", "hold": "go" }} }}, "global": ["api"],
+             "tenants": {{ {} }} }}"#,
+        w.max,
+        tenants.join(", ")
+    );
+    let acct = account("tenants");
+    let mut ds: Vec<SharedDriver> = ["a", "b"]
+        .iter()
+        .map(|tag| {
+            SharedDriver::new(Config::from_json(&config).unwrap(), StoreOptions::new(&acct), DriverOptions::new(*tag))
+                .unwrap()
+        })
+        .collect();
+    // Wake-ups as the hosts get them: a real subscription, read after every step (a waiter whose
+    // claims ahead fill the limit has no instant to wake at; the go that frees it publishes).
+    let mut sub = Client::connect(client.port).subscribe(&ds[0].store().wake_channel());
+    // Whom each acquire is for, by (process, handle); then by request id once it went.
+    let mut acquired: std::collections::HashMap<(usize, u64), Option<usize>> = std::collections::HashMap::new();
+    let mut who: std::collections::HashMap<RequestId, Option<usize>> = std::collections::HashMap::new();
+    let mut goes: Vec<(u64, RequestId)> = Vec::new();
+    // The late request: its (process, handle), its id once it went, and (goes before it, instant).
+    let (mut late_handle, mut late_id, mut late_at) = (None, None, None);
+    let acquire = |ds: &mut Vec<SharedDriver>, p: usize, tenant: Option<usize>, now: u64| {
+        let mut r = Request::http("GET", "/x");
+        if let Some(i) = tenant {
+            r = r.tenant(format!("t{i}"));
+        }
+        ds[p].store_mut().set_test_clock(Some(ms(now)));
+        ds[p].acquire(ms(now), r, None).unwrap().0
+    };
+    for &(tenant, p, n) in &w.floods {
+        for _ in 0..n {
+            let h = acquire(&mut ds, p, tenant, 0);
+            acquired.insert((p, h), tenant);
+        }
+    }
+    let mut now = 0u64;
+    let mut late = w.late;
+    let total = acquired.len() + usize::from(late.is_some());
+    let mut woken = false;
+    while goes.len() < total && now < 1_000_000 {
+        if let Some((tenant, p, _)) = late.filter(|l| l.2 <= now) {
+            let h = acquire(&mut ds, p, Some(tenant), now);
+            acquired.insert((p, h), Some(tenant));
+            late_handle = Some((p, h));
+            late_at = Some((goes.len(), now));
+            late = None;
+        }
+        for (p, d) in ds.iter_mut().enumerate() {
+            d.store_mut().set_test_clock(Some(ms(now)));
+            d.handle_timeout(ms(now));
+            let mut out = pump(client, d, ms(now));
+            while !out.is_empty() {
+                let mut done = Vec::new();
+                for o in out {
+                    match o {
+                        Output::Go { handle, request, .. } => {
+                            let tenant = acquired[&(p, handle.0)];
+                            who.insert(request, tenant);
+                            goes.push((now, request));
+                            if late_handle == Some((p, handle.0)) {
+                                late_id = Some(request);
+                            }
+                            done.push(request);
+                        }
+                        Output::Fail { error, .. } => prop_assert!(false, "{}", error),
+                        Output::Subscribe { .. } => d.subscribed(ms(now), true),
+                        _ => {}
+                    }
+                }
+                for id in done {
+                    d.complete(ms(now), id, &Outcome::status(200));
+                }
+                out = pump(client, d, ms(now));
+            }
+            if sub.published() > 0 {
+                woken = true;
+            }
+        }
+        if std::mem::take(&mut woken) {
+            for d in &mut ds {
+                d.woken(ms(now));
+            }
+            continue;
+        }
+        let next = ds.iter().filter_map(SharedDriver::poll_timeout).map(|t| t.as_nanos().div_ceil(1_000_000)).min();
+        let due = late.map(|l| l.2);
+        now = match (next, due) {
+            (Some(n), Some(d)) => n.min(d),
+            (Some(n), None) => n,
+            (None, Some(d)) => d,
+            (None, None) => break,
+        }
+        .max(now + 1);
+    }
+    prop_assert_eq!(goes.len(), total, "every request goes");
+    for (i, &(at, _)) in goes.iter().enumerate() {
+        let within = goes[i..].iter().take_while(|(b, _)| *b < at + 100).count() as u64;
+        prop_assert!(within <= w.max, "{} goes within 100 ms of {} ms", within, at);
+    }
+    let weight = |tenant: Option<usize>| tenant.map_or(1.0, |i| f64::from(w.weights[i]));
+    // (1) While every flooding class still waits, admissions split by weight.
+    let mut left: std::collections::HashMap<Option<usize>, usize> = std::collections::HashMap::new();
+    for &(tenant, _, n) in &w.floods {
+        *left.entry(tenant).or_default() += n;
+    }
+    let classes: Vec<Option<usize>> = left.keys().copied().collect();
+    let mut served: std::collections::HashMap<Option<usize>, f64> = std::collections::HashMap::new();
+    for &(at, id) in &goes {
+        let tenant = who[&id];
+        if Some(id) == late_id && !left.contains_key(&tenant) {
+            continue;
+        }
+        if classes.iter().any(|c| left[c] == 0) {
+            break;
+        }
+        // A late request of a flooding tenant is one more of its flood: its tenant's next place
+        // (with requests in two processes, a tenant is served as one class, by its start tags).
+        if Some(id) != late_id {
+            *left.get_mut(&tenant).expect("a flooding class") -= 1;
+        }
+        // The goes at 0 ms took free room as the floods came, before every class waited.
+        if at == 0 {
+            continue;
+        }
+        *served.entry(tenant).or_default() += 1.0;
+        for &a in &classes {
+            for &b in &classes {
+                let (na, nb) = (served.get(&a).copied().unwrap_or(0.0), served.get(&b).copied().unwrap_or(0.0));
+                let (wa, wb) = (weight(a), weight(b));
+                prop_assert!(
+                    (na / wa - nb / wb).abs() <= (1.0 + w.max as f64) * (1.0 / wa + 1.0 / wb) + 1e-9,
+                    "{:?} served {} (weight {}), {:?} served {} (weight {})",
+                    a,
+                    na,
+                    wa,
+                    b,
+                    nb,
+                    wb
+                );
+            }
+        }
+    }
+    // (2) A newcomer waits behind at most the requests of each other class whose start tags come
+    // first (one step of its own weight: w_c / w_new of them, at least one), plus one window's room
+    // (within one instant the room goes in the order the processes ask).
+    if let (Some(id), Some((submitted, at)), Some((tenant, _, _))) = (late_id, late_at, w.late) {
+        let pos = goes.iter().position(|g| g.1 == id).expect("the late request went");
+        let before = goes[submitted..pos].iter().filter(|g| g.0 > at).count();
+        let newcomer = !w.floods.iter().any(|f| f.0 == Some(tenant));
+        let own = weight(Some(tenant));
+        let bound = classes.iter().map(|c| (weight(*c) / own).ceil().max(1.0) as usize).sum::<usize>() + w.max as usize;
+        if newcomer && pos + 1 < goes.len() {
+            prop_assert!(before <= bound, "the newcomer waited behind {} (bound {})", before, bound);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn tenants_are_served_by_weight_across_processes_and_a_newcomer_is_not_held_behind_a_flood() {
+    property("TC_SHARED_TENANT_CASES", 40, tenant_workload(), run_tenants);
+}

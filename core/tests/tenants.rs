@@ -254,14 +254,19 @@ fn a_heavy_tenant_is_served_three_for_one_and_the_default_class_shares_weight_on
 }
 
 #[test]
-fn the_shared_store_refuses_tenants_rather_than_ignoring_them() {
-    let config =
-        r#"{ "limits": { "api": { "kind": "window", "max": 1, "per": "1s" } }, "tenants": { "a": { "weight": 2 } } }"#;
-    let e = traffic_control_core::SharedStore::new(
-        Config::from_json(config).unwrap(),
-        traffic_control_core::StoreOptions::new("acct"),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("tenants") && e.contains("shared store"), "{e}");
+fn the_shared_store_serves_weights_and_refuses_shares_rather_than_ignoring_them() {
+    let store = |tenants: &str| {
+        let config = format!(
+            r#"{{ "limits": {{ "api": {{ "kind": "window", "max": 4, "per": "1s" }} }}, "tenants": {tenants} }}"#
+        );
+        traffic_control_core::SharedStore::new(
+            Config::from_json(&config).unwrap(),
+            traffic_control_core::StoreOptions::new("acct"),
+        )
+    };
+    assert!(store(r#"{ "a": { "weight": 2 } }"#).is_ok());
+    let e = store(r#"{ "a": { "weight": 2, "guaranteed": 50 } }"#).unwrap_err().to_string();
+    assert!(e.contains("tenants.a.guaranteed") && e.contains("shared store"), "{e}");
+    let e = store(r#"{ "a": { "weight": 2, "borrow": 50 } }"#).unwrap_err().to_string();
+    assert!(e.contains("tenants.a.borrow") && e.contains("shared store"), "{e}");
 }

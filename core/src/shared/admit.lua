@@ -21,7 +21,9 @@
 --                                        Lives `keep` (ARGV of complete) past the pause's end
 --          tc:{account}:o:<limit>        registered waiters in their order (zset: member
 --                                        "since|waiter|cost" with since zero-padded, score = lane:
---                                        by lane, then first registration, then waiter id)
+--                                        by lane, then first registration, then waiter id; with
+--                                        tenants "since|waiter|cost/step/backlog", since the start
+--                                        tag: see "tenants" in admit)
 --          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
 --                                        score = the lease's end)
 --          tc:{account}:m:<limit>        a window's max lowered by a quota the server reported
@@ -87,7 +89,7 @@ local now = ARGV[2] ~= '' and tonumber(ARGV[2]) or real
 local names = {}
 do
   local n, at, step = 0, 0, 10
-  if op == 'admit' then n, at = tonumber(ARGV[13]), 16
+  if op == 'admit' then n, at = tonumber(ARGV[13]), 19
   elseif op == 'snapshot' then n, at = tonumber(ARGV[6]), 7
   elseif op == 'complete' then n, at, step = tonumber(ARGV[9]), 10, 11 end
   for i = 1, n do names[i] = ARGV[at + (i - 1) * step] end
@@ -565,13 +567,20 @@ end
 -- Kept incrementally: the order (o), an index by waiter with the claims per lane (h) and the
 -- expiries (x). Registering, refreshing, leaving and expiring cost O(log n) each.
 
--- A waiter's registration on a limit: { lane, since, cost, member } or nil.
+-- A member of the order: since, waiter, cost, and with tenants the class's step and backlog.
+local function parse_member(member)
+  local s, w, c, step, b = string.match(member, '^(%d+)|(.*)|(%d+)/?(%d*)/?(%d*)$')
+  return tonumber(s), w, tonumber(c), tonumber(step), tonumber(b) or 1
+end
+
+-- A waiter's registration on a limit: { lane, since, claim (its cost times its backlog), member }
+-- or nil.
 local function waiter_of(l, wid)
   local v = redis.call('HGET', l.hkey, 'w' .. wid)
   if not v then return nil end
   local lane, member = string.match(v, '^(%d+);(.*)$')
-  local since, cost = string.match(member, '^(%d+)|.*|(%d+)$')
-  return { tonumber(lane), tonumber(since), tonumber(cost), member }
+  local since, _, cost, _, backlog = parse_member(member)
+  return { tonumber(lane), since, cost * backlog, member }
 end
 
 -- Ends a waiter's registration on a limit; true if it had one.
@@ -585,15 +594,15 @@ local function drop_waiter(l, wid)
   return true
 end
 
--- Registers a claim (lane nil: only moves the expiry of the registration the waiter has).
-local function add_waiter(l, wid, lane, since, cost, expiry)
+-- Registers a claim, `member` of the order (lane nil: only moves the expiry of the registration
+-- the waiter has).
+local function add_waiter(l, wid, lane, member, claim, expiry)
   if lane ~= nil then
     -- No expiry index, no waiter: an order or totals left without one (see add_reservation) go.
     if redis.call('EXISTS', l.xkey) == 0 then redis.call('DEL', l.okey, l.hkey) end
-    local member = string.format('%016d|%s|%d', since, wid, cost)
     redis.call('ZADD', l.okey, lane, member)
     redis.call('HSET', l.hkey, 'w' .. wid, lane .. ';' .. member)
-    redis.call('HINCRBY', l.hkey, 'L' .. lane, cost)
+    redis.call('HINCRBY', l.hkey, 'L' .. lane, claim)
   end
   redis.call('ZADD', l.xkey, fmt(expiry), wid)
   local g = gate[l.name]
@@ -618,6 +627,8 @@ end
 -- The claims of the live waiters ahead of (lane, since, wid) on l (lower lane, or same lane and
 -- registered earlier; its own registration `mine` excluded), exact as long as they stay within
 -- `room`: above it the caller's answer is the same whatever they are, so the walk stops there.
+-- With tenants, a class's waiter ahead in the lane claims for the requests of its backlog whose
+-- start tags will come before `since` (one per step of its class), not only for itself.
 -- `enough`: if even every claim of the lanes up to its own stays within it, the exact figure does
 -- not change the answer either, and no entry is read.
 local function claims_ahead(l, lane, since, wid, mine, room, enough)
@@ -637,12 +648,12 @@ local function claims_ahead(l, lane, since, wid, mine, room, enough)
   while sum <= room do
     local batch = redis.call('ZRANGEBYSCORE', l.okey, lane, lane, 'LIMIT', at, 64)
     for _, member in ipairs(batch) do
-      local s, w, c = string.match(member, '^(%d+)|(.*)|(%d+)$')
-      s = tonumber(s)
+      local s, w, c, step, backlog = parse_member(member)
       -- Members sort by since (zero-padded); among equal since, the rule decides.
       if s > since then return sum end
       if w ~= wid and (s < since or w < wid) then
-        sum = sum + tonumber(c)
+        if step ~= nil then c = c * math.min(backlog, 1 + math.floor((since - s) / step)) end
+        sum = sum + c
         if sum > room then return sum end
       end
     end
@@ -657,8 +668,10 @@ end
 if op == 'admit' then
   -- ARGV: 6 priority, 7 lease ttl us, 8 waiter id, 9 waiter since, 10 waiter ttl us, 11 spent
   -- reservation, 12 max wait us, 13 limits, 14 follow-ups, 15 the request's id if it has one (given
-  -- by an earlier wait or refusal) or ""; then the limits (10 fields each), then per follow-up: ttl
-  -- us, n, n x (limit, cost).
+  -- by an earlier wait or refusal) or "", 16 its tenant class ("": the default class), 17 the
+  -- class's step of virtual time ("": no tenants), 18 how many requests of its class wait in its
+  -- process, itself included (with tenants); then the limits (10 fields each), then per follow-up:
+  -- ttl us, n, n x (limit, cost).
   --
   -- Replies: go { 1, now, epoch, request id, reservation ids..., strikes }; wait { 2, now, epoch,
   -- wake or -1, since, request id }; refuse { 3, now, epoch, code, fields..., request id }. The
@@ -676,7 +689,7 @@ if op == 'admit' then
     if request_id == nil then request_id = next_id() end
     return request_id
   end
-  local limits = read_limits(16, nl, lease_ttl, id)
+  local limits = read_limits(19, nl, lease_ttl, id)
   local function refuse(...)
     local fields = { ... }
     fields[#fields + 1] = id()
@@ -704,6 +717,24 @@ if op == 'admit' then
   local lane = covered and 0 or priority + 1
   local may_use_reserved = priority == 0 and nf == 0
 
+  -- Tenants: start-time fair queueing across processes, as in memory. A request's place in its
+  -- lane (`since`) is its start tag instead of its registration instant: the later of the lane's
+  -- virtual time (meta V<lane>: the latest start tag that went) and its tenant class's previous
+  -- finish (meta F<lane>:<class>); its class finishes one step (the share of one request at its
+  -- weight) later. Backlogged tenants go in proportion to their weights, and a newcomer waits behind
+  -- at most one request of each other tenant, however many they queued.
+  local step, vclock, fresh = tonumber(ARGV[17]), 0, false
+  local backlog = step ~= nil and math.max(1, tonumber(ARGV[18]) or 1) or 1
+  local ffield, vfield = 'F' .. lane .. ':' .. ARGV[16], 'V' .. lane
+  if step ~= nil then
+    local v = redis.call('HMGET', meta, vfield, ffield)
+    vclock = tonumber(v[1] or '0') or 0
+    if ARGV[9] == '' then
+      since = math.max(vclock, tonumber(v[2] or '0') or 0)
+      fresh = true
+    end
+  end
+
   -- A waiter keeps the place of its first registration, whether or not the host passes it back.
   for _, l in ipairs(limits) do
     -- Past the latest expiry of its waiters (W), a limit has none live: nothing to read.
@@ -718,7 +749,8 @@ if op == 'admit' then
       end
       if wid ~= '' then
         l.mine = waiter_of(l, wid)
-        if l.mine ~= nil and l.mine[2] < since then since = l.mine[2] end
+        -- A registered tenant's waiter took its start tag at its registration.
+        if l.mine ~= nil and (fresh or l.mine[2] < since) then since, fresh = l.mine[2], false end
       end
     end
   end
@@ -780,6 +812,8 @@ if op == 'admit' then
       end
     end
     if wid ~= '' then
+      -- A tenant's waiter takes its start tag: its class's next request starts after it.
+      if fresh then mput(ffield, fmt(since + step)) end
       -- Register (or refresh) this waiter's claim on every limit it needs; it lives until the
       -- instant it is due back plus the waiter ttl (bounded), so a crashed waiter claims nothing long.
       local back = wake ~= nil and math.min(wake, now + 30 * waiter_ttl) or now
@@ -788,12 +822,14 @@ if op == 'admit' then
         -- Those that expired leave first: their claims must not count.
         if l.no_waiters then expire_waiters(l) end
         local m = l.mine
-        if m ~= nil and l.claim > 0 and m[1] == lane and m[2] == since and m[3] == l.claim then
+        local member = string.format('%016d|%s|%d', since, wid, l.claim)
+        if step ~= nil then member = member .. string.format('/%d/%d', step, backlog) end
+        if m ~= nil and l.claim > 0 and m[1] == lane and m[4] == member then
           -- The same claim in the same place: only its expiry moves.
           add_waiter(l, wid, nil, nil, nil, expiry)
         else
           if m ~= nil then drop_waiter(l, wid) end
-          if l.claim > 0 then add_waiter(l, wid, lane, since, l.claim, expiry) end
+          if l.claim > 0 then add_waiter(l, wid, lane, member, l.claim * backlog, expiry) end
         end
       end
       -- A follow-up waiting to spend its reservation keeps it alive as long as its claim (as in
@@ -812,15 +848,40 @@ if op == 'admit' then
   -- Go: the spent reservation turns into admissions, every limit takes its cost at this instant,
   -- the follow-ups' capacity is reserved, and the waiter registration ends.
   if own_live then drop_reservation(spend) end
+  -- With tenants, a waiter whose class has more requests waiting in its process hands its
+  -- registration, under the same waiter id, to the next of them (the host asks for it under that
+  -- id): the class keeps its claims and its place in the lane between two of its requests.
+  local successor = nil
+  if step ~= nil then
+    -- The lane's virtual time reaches the start tag that went.
+    if since > vclock then
+      vclock = since
+      mput(vfield, fmt(since))
+    end
+    local finish = fresh and since + step or nil
+    if backlog > 1 and wid ~= '' then
+      successor = math.max(vclock, finish or tonumber(redis.call('HGET', meta, ffield) or '0') or 0)
+      finish = successor + step
+    end
+    if finish ~= nil then mput(ffield, fmt(finish)) end
+  end
   local left_claims = false
   for _, l in ipairs(limits) do
     if l.need > 0 then l.take(l.need) end
-    if l.mine ~= nil and drop_waiter(l, wid) then left_claims = true end
+    if successor ~= nil and l.claim > 0 then
+      if l.no_waiters then expire_waiters(l) end
+      if l.mine ~= nil then drop_waiter(l, wid) end
+      local member = string.format('%016d|%s|%d/%d/%d', successor, wid, l.claim, step, backlog - 1)
+      add_waiter(l, wid, lane, member, l.claim * (backlog - 1), now + waiter_ttl)
+      left_claims = true
+    elseif l.mine ~= nil and drop_waiter(l, wid) then
+      left_claims = true
+    end
   end
   -- Its claims are gone: a waiter that was behind them may fit now.
   if left_claims then wake_waiters(limits) end
   local out = { id() }
-  local at = 16 + nl * 10
+  local at = 19 + nl * 10
   local longest = 0
   for _ = 1, nf do
     local ttl, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])

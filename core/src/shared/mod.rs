@@ -77,7 +77,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::config::{Config, LimitConfig, WindowHold};
+use crate::config::{Config, LimitConfig, WindowHold, DEFAULT_TENANT};
 use crate::error::{ConfigError, RequestError, StoreError};
 use crate::event::EventEndpoint;
 use crate::feedback::Feedback;
@@ -85,6 +85,7 @@ use crate::limit::pause::{Jitter, Told};
 use crate::limit::{Limit, PauseReason};
 use crate::metrics::{Counted, Counters};
 use crate::queue::merge_needs;
+use crate::queue::SHARE;
 use crate::request::{Decision, Outcome, Permit, Priority, Request, RequestId, ReservationId};
 use crate::route::{Need, Needs, Router};
 use crate::snapshot::{LimitSnapshot, PauseSnapshot, Snapshot};
@@ -128,7 +129,7 @@ pub struct AdmitOptions {
     /// if it has to wait, it registers its claim under this id (cross-process priority). `None`: a
     /// one-off question that claims nothing.
     pub waiter: Option<String>,
-    /// The registration instant a previous reply gave ([`Admitted::since`]): keeps its place.
+    /// The place a previous reply gave ([`Admitted::since`]): keeps it.
     pub since: Option<u64>,
     /// The longest it may still wait: when even empty limits could not take it in time, the reply is
     /// a reject (`DEADLINE_UNREACHABLE`, `INSUFFICIENT_BUDGET`) instead of a wait.
@@ -136,6 +137,11 @@ pub struct AdmitOptions {
     /// The request's id, given by an earlier reply ([`Admitted::request`]): the request keeps it
     /// through its waits and goes under it. `None`: the store draws one when it first answers.
     pub request: Option<RequestId>,
+    /// With tenants: how many requests of its class (priority, tenant, limits) wait in this process,
+    /// itself included, when only the first asks. Its registration then claims for those of them
+    /// whose start tags come before another tenant's waiter, so that tenants are served by weight
+    /// in every window, not one request per class. `None`: 1.
+    pub backlog: Option<u64>,
 }
 
 impl AdmitOptions {
@@ -236,7 +242,8 @@ pub struct Admitted {
     pub decision: Decision,
     /// Redis server time when the script ran: a wait lasts `until - server_now`.
     pub server_now: Timestamp,
-    /// For a registered waiter: its registration instant, to pass back in [`AdmitOptions::since`].
+    /// For a registered waiter: its place in its lane, to pass back in [`AdmitOptions::since`]: its
+    /// registration instant, or with tenants its start tag (start-time fair queueing).
     pub since: Option<u64>,
     /// The request's id, drawn by the store (unique across processes), for a wait or a refusal as
     /// for a go: pass it back in [`AdmitOptions::request`] so that it goes under the same id.
@@ -329,10 +336,16 @@ impl SharedStore {
         if options.waiter_ttl < Duration::from_millis(1) {
             return invalid("waiter_ttl".into(), "must be at least 1ms".into());
         }
-        if !config.tenants.is_empty() {
-            // Refused rather than ignored: the processes would serve tenants in arrival order.
-            let reason = "the shared store does not serve tenants by weight yet: leave `tenants` out, or use the in-memory controller";
-            return invalid("tenants".into(), reason.into());
+        #[cfg(feature = "tenants")]
+        for (name, t) in &config.tenants {
+            // Refused rather than ignored: the processes would not keep the share from each other.
+            let reason = "the shared store serves tenants by weight but does not keep shares yet: leave it out, or use the in-memory controller";
+            if t.guaranteed > 0 {
+                return invalid(format!("tenants.{name}.guaranteed"), reason.into());
+            }
+            if t.borrow.is_some() {
+                return invalid(format!("tenants.{name}.borrow"), reason.into());
+            }
         }
         #[cfg(feature = "keys")]
         if !config.pools.is_empty() {
@@ -512,6 +525,21 @@ impl SharedStore {
         }
     }
 
+    /// The tenant class `request` is served in (its tenant if the config names it, else "" for the
+    /// default class) and the class's step of virtual time (one request's share at its weight, as
+    /// in memory); `None` without tenants.
+    pub(crate) fn tenant_class<'a>(&'a self, request: &Request) -> Option<(&'a str, u64)> {
+        if self.config.tenants.is_empty() {
+            return None;
+        }
+        let named = request.tenant.as_deref().and_then(|n| self.config.tenants.get_key_value(n));
+        let (class, weight) = match named {
+            Some((n, t)) if n != DEFAULT_TENANT => (n.as_str(), t.weight),
+            _ => ("", self.config.tenants.get(DEFAULT_TENANT).map_or(1, |t| t.weight)),
+        };
+        Some((class, SHARE / u64::from(weight.max(1))))
+    }
+
     /// The call that admits `request` now (or says how long to wait). Requests that can never go
     /// (unknown route or limit, cost above a capacity) are refused here, without a round trip.
     pub fn admit(
@@ -549,6 +577,10 @@ impl SharedStore {
         args.push(total.len().to_string());
         args.push(follow_ups.len().to_string());
         args.push(options.request.map_or_else(String::new, |r| r.0.to_string()));
+        let (class, step) = self.tenant_class(request).unwrap_or(("", 0));
+        args.push(class.to_string());
+        args.push(if step > 0 { step.to_string() } else { String::new() });
+        args.push(options.backlog.unwrap_or(1).to_string());
         for n in &total {
             let need = resolved.needs.iter().find(|m| m.limit == n.limit).map_or(0, |m| m.cost);
             self.push_limit_keys(&mut keys, n.limit);

@@ -120,13 +120,15 @@ pub(crate) struct Client {
     writer: TcpStream,
     /// Round trips made (for the tests that count them).
     pub(crate) round_trips: u64,
+    /// The server's port (another connection: a subscriber).
+    pub(crate) port: u16,
 }
 
 impl Client {
     pub(crate) fn connect(port: u16) -> Client {
         let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_nodelay(true).unwrap();
-        Client { reader: BufReader::new(s.try_clone().unwrap()), writer: s, round_trips: 0 }
+        Client { reader: BufReader::new(s.try_clone().unwrap()), writer: s, round_trips: 0, port }
     }
 
     pub(crate) fn cmd<S: AsRef<str>>(&mut self, args: &[S]) -> Resp {
@@ -179,6 +181,25 @@ impl Client {
             reply = self.cmd(&c);
         }
         to_values(reply)
+    }
+
+    /// This connection, subscribed to `channel` (the store's wake-ups): see [`Client::published`].
+    pub(crate) fn subscribe(mut self, channel: &str) -> Client {
+        self.cmd(&["SUBSCRIBE", channel]);
+        self
+    }
+
+    /// For a subscribed connection: how many messages were published to it so far. A PING answered
+    /// after them: what a script published before this call is read, never waited for.
+    pub(crate) fn published(&mut self) -> usize {
+        self.writer.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+        let mut n = 0;
+        loop {
+            match self.read() {
+                Resp::Array(items) if items.first() == Some(&Resp::Bulk(Some("message".into()))) => n += 1,
+                _ => return n,
+            }
+        }
     }
 
     pub(crate) fn script_loaded(&mut self) -> bool {
