@@ -530,7 +530,7 @@ impl SharedDriver {
             "{}|{}|{}|{}",
             request.priority as u8,
             if request.spend.is_some() { waiter.as_str() } else { "" },
-            self.store.tenant_class(&request).map_or("", |(c, _)| c),
+            self.store.tenant_class(&request).map_or(0, |(c, _)| c),
             call.keys.join(" ")
         );
         self.waiters.insert(

@@ -97,6 +97,8 @@ export interface SharedRequest {
   reserve?: SharedReservation[];
   /** A reservation this request spends. */
   spend?: SharedReservation;
+  /** Whom the request is for, when the config's `tenants` divide the account: within a priority, tenants are served by weight across processes. */
+  tenant?: string;
   /** The longest the request may wait (ms), Redis outages included. */
   maxWait?: number;
   /** Aborting it stops the wait: the promise rejects with `CANCELLED`. */

@@ -327,7 +327,7 @@ class _SharedBase(abc.ABC):
     @staticmethod
     def _acquire_input(
         url: str | None, method: str | None, route: str | None, priority: str, cost: int | None, limits: Sequence[str],
-        reserve: Sequence[_Reservation], spend: _Reservation | None, max_wait: float | None,
+        reserve: Sequence[_Reservation], spend: _Reservation | None, max_wait: float | None, tenant: str | None,
     ) -> dict[str, Any]:
         if spend is not None and spend.id is None:
             raise ValueError("spend: the reservation was not made yet (its request was not admitted)")
@@ -335,6 +335,8 @@ class _SharedBase(abc.ABC):
             "target": _target(url, method, route), "limits": list(limits), "cost": cost, "priority": priority.lower(),
             "deadline": None, "reserve": [r.follow_up for r in reserve], "spend": None if spend is None else spend.id,
         }
+        if tenant is not None:
+            request["tenant"] = tenant
         return {"input": "acquire", "request": request, "maxWait": None if max_wait is None else max_wait * 1000.0}
 
     def _feed(self, input: dict[str, Any] | None, reply: tuple[int, Any] | None = None,
@@ -446,12 +448,12 @@ class SharedTrafficControl(_SharedBase):
     async def acquire(
         self, url: str | None = None, *, method: str | None = None, route: str | None = None, priority: str = "normal",
         cost: int | None = None, limits: Sequence[str] = (), reserve: Sequence[SharedReservation] = (),
-        spend: SharedReservation | None = None, max_wait: float | None = None,
+        spend: SharedReservation | None = None, max_wait: float | None = None, tenant: str | None = None,
     ) -> SharedPermit:
         """Waits until the request may go (``max_wait`` seconds at most, store outages included);
         raises the error of its kind when it never can."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait, tenant)
         handle = self._feed(input, started=lambda h: self._pending.__setitem__(h, (future, reserve)))
         try:
             return await future  # type: ignore[no-any-return]
@@ -648,11 +650,11 @@ class SyncSharedTrafficControl(_SharedBase):
     def acquire(
         self, url: str | None = None, *, method: str | None = None, route: str | None = None, priority: str = "normal",
         cost: int | None = None, limits: Sequence[str] = (), reserve: Sequence[SyncSharedReservation] = (),
-        spend: SyncSharedReservation | None = None, max_wait: float | None = None,
+        spend: SyncSharedReservation | None = None, max_wait: float | None = None, tenant: str | None = None,
     ) -> SyncSharedPermit:
         """Blocks until the request may go (``max_wait`` seconds at most, store outages included);
         raises the error of its kind when it never can."""
-        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait)
+        input = self._acquire_input(url, method, route, priority, cost, limits, reserve, spend, max_wait, tenant)
         handle = self._pump(input, started=lambda h: self._reserve.__setitem__(h, reserve))
         try:
             return self._wait(handle)  # type: ignore[no-any-return]

@@ -67,8 +67,8 @@ def _credentials(request: httpx.Request, key: str | None, keys: Mapping[str, Map
 
 def _shared_options(kw: dict[str, Any]) -> dict[str, Any]:
     """``_options`` for a shared controller: its priority is a name, its absent options absent."""
-    # The shared store serves in arrival order (it refuses a config with tenants): no tenant there.
-    out = {k: v for k, v in kw.items() if v is not None and k not in ("tenant", "key")}
+    # The shared store has no key pools (it refuses a config with them): no key there.
+    out = {k: v for k, v in kw.items() if v is not None and k != "key"}
     priority = out.get("priority")
     if isinstance(priority, int):  # Priority is an IntEnum
         out["priority"] = Priority(priority).name.lower()

@@ -22,8 +22,8 @@
 --          tc:{account}:o:<limit>        registered waiters in their order (zset: member
 --                                        "since|waiter|cost" with since zero-padded, score = lane:
 --                                        by lane, then first registration, then waiter id; with
---                                        tenants "since|waiter|cost/step/backlog", since the start
---                                        tag: see "tenants" in admit)
+--                                        tenants "since|waiter|cost/step/backlog/class", since the
+--                                        start tag: see "tenants" in admit)
 --          tc:{account}:f:<limit>        a window's holds in flight (zset: member "request:cost",
 --                                        score = the lease's end)
 --          tc:{account}:m:<limit>        a window's max lowered by a quota the server reported
@@ -567,10 +567,11 @@ end
 -- Kept incrementally: the order (o), an index by waiter with the claims per lane (h) and the
 -- expiries (x). Registering, refreshing, leaving and expiring cost O(log n) each.
 
--- A member of the order: since, waiter, cost, and with tenants the class's step and backlog.
+-- A member of the order: since, waiter, cost, and with tenants the class's step, the backlog its
+-- waiter holds and the class.
 local function parse_member(member)
-  local s, w, c, step, b = string.match(member, '^(%d+)|(.*)|(%d+)/?(%d*)/?(%d*)$')
-  return tonumber(s), w, tonumber(c), tonumber(step), tonumber(b) or 1
+  local s, w, c, step, b, class = string.match(member, '^(%d+)|(.*)|(%d+)/?(%d*)/?(%d*)/?(%d*)$')
+  return tonumber(s), w, tonumber(c), tonumber(step), tonumber(b) or 1, class
 end
 
 -- A waiter's registration on a limit: { lane, since, claim (its cost times its backlog), member }
@@ -627,8 +628,9 @@ end
 -- The claims of the live waiters ahead of (lane, since, wid) on l (lower lane, or same lane and
 -- registered earlier; its own registration `mine` excluded), exact as long as they stay within
 -- `room`: above it the caller's answer is the same whatever they are, so the walk stops there.
--- With tenants, a class's waiter ahead in the lane claims for the requests of its backlog whose
--- start tags will come before `since` (one per step of its class), not only for itself.
+-- With tenants, a class claims for the requests of its backlog (what its waiters hold back, in
+-- every process) whose start tags come before `since`: they take consecutive tags, one step of the
+-- class apart, from its first waiter ahead.
 -- `enough`: if even every claim of the lanes up to its own stays within it, the exact figure does
 -- not change the answer either, and no entry is read.
 local function claims_ahead(l, lane, since, wid, mine, room, enough)
@@ -645,15 +647,24 @@ local function claims_ahead(l, lane, since, wid, mine, room, enough)
   if upper == lower or upper <= enough then return upper end
   local sum = lower
   local at = 0
+  -- Per tenant class: its first start tag ahead, the backlog seen, the claim counted.
+  local first, held, counted = {}, {}, {}
   while sum <= room do
     local batch = redis.call('ZRANGEBYSCORE', l.okey, lane, lane, 'LIMIT', at, 64)
     for _, member in ipairs(batch) do
-      local s, w, c, step, backlog = parse_member(member)
+      local s, w, c, step, backlog, class = parse_member(member)
       -- Members sort by since (zero-padded); among equal since, the rule decides.
       if s > since then return sum end
       if w ~= wid and (s < since or w < wid) then
-        if step ~= nil then c = c * math.min(backlog, 1 + math.floor((since - s) / step)) end
-        sum = sum + c
+        if step ~= nil then
+          first[class] = first[class] or s
+          held[class] = (held[class] or 0) + backlog
+          local claim = c * math.min(held[class], 1 + math.floor((since - first[class]) / step))
+          sum = sum + claim - (counted[class] or 0)
+          counted[class] = claim
+        else
+          sum = sum + c
+        end
         if sum > room then return sum end
       end
     end
@@ -668,7 +679,7 @@ end
 if op == 'admit' then
   -- ARGV: 6 priority, 7 lease ttl us, 8 waiter id, 9 waiter since, 10 waiter ttl us, 11 spent
   -- reservation, 12 max wait us, 13 limits, 14 follow-ups, 15 the request's id if it has one (given
-  -- by an earlier wait or refusal) or "", 16 its tenant class ("": the default class), 17 the
+  -- by an earlier wait or refusal) or "", 16 its tenant class (a number, 0 the default class), 17 the
   -- class's step of virtual time ("": no tenants), 18 how many requests of its class wait in its
   -- process, itself included (with tenants); then the limits (10 fields each), then per follow-up:
   -- ttl us, n, n x (limit, cost).
@@ -722,7 +733,8 @@ if op == 'admit' then
   -- virtual time (meta V<lane>: the latest start tag that went) and its tenant class's previous
   -- finish (meta F<lane>:<class>); its class finishes one step (the share of one request at its
   -- weight) later. Backlogged tenants go in proportion to their weights, and a newcomer waits behind
-  -- at most one request of each other tenant, however many they queued.
+  -- the few requests of each other tenant whose tags come first, however many they queued. The
+  -- first waiting request of a class in a process also claims for its backlog there (ARGV 18).
   local step, vclock, fresh = tonumber(ARGV[17]), 0, false
   local backlog = step ~= nil and math.max(1, tonumber(ARGV[18]) or 1) or 1
   local ffield, vfield = 'F' .. lane .. ':' .. ARGV[16], 'V' .. lane
@@ -823,7 +835,7 @@ if op == 'admit' then
         if l.no_waiters then expire_waiters(l) end
         local m = l.mine
         local member = string.format('%016d|%s|%d', since, wid, l.claim)
-        if step ~= nil then member = member .. string.format('/%d/%d', step, backlog) end
+        if step ~= nil then member = member .. string.format('/%d/%d/%s', step, backlog, ARGV[16]) end
         if m ~= nil and l.claim > 0 and m[1] == lane and m[4] == member then
           -- The same claim in the same place: only its expiry moves.
           add_waiter(l, wid, nil, nil, nil, expiry)
@@ -860,7 +872,10 @@ if op == 'admit' then
     end
     local finish = fresh and since + step or nil
     if backlog > 1 and wid ~= '' then
-      successor = math.max(vclock, finish or tonumber(redis.call('HGET', meta, ffield) or '0') or 0)
+      -- A backlog continues its class's tags (as in memory, where it was queued with them): its
+      -- next starts at the class's finish, not at the lane's virtual time, which a request of a
+      -- later tag that went in the same instant may have moved past it.
+      successor = finish or tonumber(redis.call('HGET', meta, ffield) or '0') or 0
       finish = successor + step
     end
     if finish ~= nil then mput(ffield, fmt(finish)) end
@@ -871,7 +886,7 @@ if op == 'admit' then
     if successor ~= nil and l.claim > 0 then
       if l.no_waiters then expire_waiters(l) end
       if l.mine ~= nil then drop_waiter(l, wid) end
-      local member = string.format('%016d|%s|%d/%d/%d', successor, wid, l.claim, step, backlog - 1)
+      local member = string.format('%016d|%s|%d/%d/%d/%s', successor, wid, l.claim, step, backlog - 1, ARGV[16])
       add_waiter(l, wid, lane, member, l.claim * (backlog - 1), now + waiter_ttl)
       left_claims = true
     elseif l.mine ~= nil and drop_waiter(l, wid) then

@@ -294,6 +294,11 @@ pub struct SharedStore {
     /// What this process counted: the shared driver's admissions, refusals and waits, the store's
     /// rate-limited answers and pauses (see [`SharedDriver::metrics`](crate::driver::SharedDriver::metrics)).
     pub(crate) counters: Counters,
+    /// The tenants the config names (the default class left out): their class (1 + their place
+    /// in name order) and step of virtual time; the default class's (class 0). See
+    /// [`tenant_class`](Self::tenant_class).
+    tenant_classes: FxHashMap<String, (u32, u64)>,
+    default_class: (u32, u64),
 }
 
 /// How long a quota learnt from the server lowers a window in Redis after it was last reported.
@@ -391,7 +396,15 @@ impl SharedStore {
         let rng = Jitter::new(f.seed);
         let n_limits = limits.len();
         let counters = Counters::new(config.routes.len());
+        let step = |weight: u32| SHARE / u64::from(weight.max(1));
+        let tenant_classes = (config.tenants.iter().filter(|(n, _)| *n != DEFAULT_TENANT))
+            .zip(1u32..)
+            .map(|((name, t), class)| (name.clone(), (class, step(t.weight))))
+            .collect();
+        let default_class = (0, step(config.tenants.get(DEFAULT_TENANT).map_or(1, |t| t.weight)));
         Ok(SharedStore {
+            tenant_classes,
+            default_class,
             counters,
             rng,
             keep_us,
@@ -525,19 +538,15 @@ impl SharedStore {
         }
     }
 
-    /// The tenant class `request` is served in (its tenant if the config names it, else "" for the
-    /// default class) and the class's step of virtual time (one request's share at its weight, as
-    /// in memory); `None` without tenants.
-    pub(crate) fn tenant_class<'a>(&'a self, request: &Request) -> Option<(&'a str, u64)> {
+    /// The tenant class `request` is served in (1 + its tenant's place among the tenants the config
+    /// names, else 0 for the default class) and the class's step of virtual time (one request's
+    /// share at its weight, as in memory); `None` without tenants.
+    pub(crate) fn tenant_class(&self, request: &Request) -> Option<(u32, u64)> {
         if self.config.tenants.is_empty() {
             return None;
         }
-        let named = request.tenant.as_deref().and_then(|n| self.config.tenants.get_key_value(n));
-        let (class, weight) = match named {
-            Some((n, t)) if n != DEFAULT_TENANT => (n.as_str(), t.weight),
-            _ => ("", self.config.tenants.get(DEFAULT_TENANT).map_or(1, |t| t.weight)),
-        };
-        Some((class, SHARE / u64::from(weight.max(1))))
+        let named = request.tenant.as_deref().and_then(|n| self.tenant_classes.get(n));
+        Some(named.copied().unwrap_or(self.default_class))
     }
 
     /// The call that admits `request` now (or says how long to wait). Requests that can never go
@@ -577,9 +586,13 @@ impl SharedStore {
         args.push(total.len().to_string());
         args.push(follow_ups.len().to_string());
         args.push(options.request.map_or_else(String::new, |r| r.0.to_string()));
-        let (class, step) = self.tenant_class(request).unwrap_or(("", 0));
-        args.push(class.to_string());
-        args.push(if step > 0 { step.to_string() } else { String::new() });
+        match self.tenant_class(request) {
+            Some((class, step)) => {
+                args.push(class.to_string());
+                args.push(step.to_string());
+            }
+            None => args.extend([String::new(), String::new()]),
+        }
         args.push(options.backlog.unwrap_or(1).to_string());
         for n in &total {
             let need = resolved.needs.iter().find(|m| m.limit == n.limit).map_or(0, |m| m.cost);
