@@ -158,6 +158,7 @@ export class SharedPermit {
  * load: Workers freeze the clock at 0 and refuse random values in a module's global scope.
  */
 let processTag: string | undefined;
+let controllers = 0;
 function theProcessTag(): string {
   processTag ??= globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
   return processTag;
@@ -211,6 +212,8 @@ export class SharedTrafficControl {
   readonly #pending = new Map<number, Pending>();
   readonly #listeners = new Set<(event: TrafficEvent) => void>();
   #tagged = false;
+  /** This controller's number in its process: waiter ids are unique per controller, not per process. */
+  readonly #serial = ++controllers;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | null = null;
   #waiting = 0;
@@ -288,7 +291,9 @@ export class SharedTrafficControl {
       return Promise.reject(new TrafficControlError('CANCELLED', 'the request was cancelled before it was asked', { cause: request.signal.reason }));
     }
     if (!this.#tagged) {
-      this.#step({ input: 'processTag', tag: theProcessTag() });
+      // Two controllers of one process on one account must not share waiter ids (one would take or
+      // withdraw the other's claims): the process's tag and the controller's number.
+      this.#step({ input: 'processTag', tag: `${theProcessTag()}.${this.#serial}` });
       this.#tagged = true;
     }
     return new Promise<SharedPermit>((resolve, reject) => {
