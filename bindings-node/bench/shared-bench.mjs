@@ -12,7 +12,7 @@ import { startRedis } from '../../js/test/redis-server.mjs';
 
 const quick = process.argv.includes('--quick');
 const N = quick ? 500 : 5_000;
-const base = { limits: { api: { kind: 'window', max: 1_000_000_000, per: '1s' }, slots: { kind: 'concurrency', max: 1000 } }, global: ['api'], routes: [{ name: 'leased', path: '^/leased', limits: ['slots'] }] };
+const base = { limits: { api: { kind: 'window', max: 1_000_000_000, per: '1s', hold: 'go' }, slots: { kind: 'concurrency', max: 1000 } }, global: ['api'], routes: [{ name: 'leased', path: '^/leased', limits: ['slots'] }] };
 const tenantsOf = (n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`t${i}`, { weight: 1 + (i % 3) }]));
 const configOf = (tenants) => (tenants ? { ...base, tenants: tenantsOf(tenants) } : base);
 
