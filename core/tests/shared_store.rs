@@ -3,7 +3,7 @@
 //! - differential: the same random workload with the same timestamps through the in-memory
 //!   controller (`try_acquire`) and through the Redis script (test clock) gives the same
 //!   admissions, waits and rejections, and the same used and reserved cost on every limit after
-//!   every step;
+//!   every step, with or without tenants served by weight (requests naming them);
 //! - behaviours: hash-tagged keys that all expire, EVALSHA with the EVAL fallback in one round
 //!   trip on the fast path, cross-process priority claims, lease expiry, 429 pauses shared by
 //!   every process, quarantine after a lost state;
@@ -119,6 +119,8 @@ enum Op {
         reserve: Option<(usize, u64, u64)>,
         spend: Option<usize>,
         max_wait_ms: Option<u64>,
+        /// Its tenant (modulo the workload's tenants; `None`: the default class).
+        tenant: Option<usize>,
     },
     Complete(usize, Answer),
     Release(usize),
@@ -169,14 +171,16 @@ fn answer() -> impl Strategy<Value = Answer> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0usize..3, 1u64..3, 0u8..4, proptest::option::weighted(0.3, (0usize..3, 1u64..3, 20u64..400)),
-              proptest::option::weighted(0.3, 0usize..8), proptest::option::weighted(0.2, 0u64..300))
-            .prop_map(|(route, cost, priority, reserve, spend, max_wait_ms)| Op::Ask {
+              proptest::option::weighted(0.3, 0usize..8), proptest::option::weighted(0.2, 0u64..300),
+              proptest::option::weighted(0.8, 0usize..4))
+            .prop_map(|(route, cost, priority, reserve, spend, max_wait_ms, tenant)| Op::Ask {
                 route,
                 cost,
                 priority,
                 reserve,
                 spend,
                 max_wait_ms,
+                tenant,
             }),
         2 => (0usize..8, answer()).prop_map(|(i, a)| Op::Complete(i, a)),
         1 => (0usize..8).prop_map(Op::Release),
@@ -189,6 +193,8 @@ struct Workload {
     /// Every duration (limits' periods, advances, reservation ttls, maximum waits) is generated in
     /// units of this many milliseconds: `SCALE`, or `BULK_SCALE` with bulk steps.
     scale: u64,
+    /// The named tenants' weights (t0, t1, ...); empty: no tenants.
+    tenants: Vec<u32>,
     limits: Vec<LimitSpec>,
     global: Vec<bool>,
     routes: Vec<Vec<bool>>,
@@ -203,8 +209,16 @@ fn workload() -> impl Strategy<Value = Workload> {
             proptest::collection::vec(proptest::bool::weighted(0.3), n),
             proptest::collection::vec(proptest::collection::vec(proptest::bool::weighted(0.5), n), 3),
             proptest::collection::vec(op(), 1..80),
+            prop_oneof![Just(Vec::new()), proptest::collection::vec(1u32..6, 1..4)],
         )
-            .prop_map(|(limits, global, routes, ops)| Workload { scale: SCALE, limits, global, routes, ops })
+            .prop_map(|(limits, global, routes, ops, tenants)| Workload {
+                scale: SCALE,
+                tenants,
+                limits,
+                global,
+                routes,
+                ops,
+            })
     })
 }
 
@@ -223,6 +237,7 @@ fn bulk_workload() -> impl Strategy<Value = Workload> {
         )
             .prop_map(move |(limits, routes, ops)| Workload {
                 scale: BULK_SCALE,
+                tenants: Vec::new(),
                 limits,
                 global: vec![false; n],
                 routes,
@@ -247,14 +262,17 @@ fn config_of(w: &Workload) -> Config {
     if w.global.iter().all(|g| !g) {
         routes.push(format!(r#"{{"name":"rbulk","path":"^/bulk","limits":["l{}"]}}"#, w.limits.len() - 1));
     }
+    let tenants: Vec<String> =
+        w.tenants.iter().enumerate().map(|(i, w)| format!(r#""t{i}":{{"weight":{w}}}"#)).collect();
     let json = format!(
-        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{},
+        r#"{{"limits":{{{}}},"global":[{}],"routes":[{}],"lease_ttl":{},"reservation_ttl":{},"tenants":{{{}}},
             "feedback":{{"block":{},"max_block":{},"max_retries":0,"jitter":0.3,"seed":7}}}}"#,
         limits.join(","),
         names(&w.global),
         routes.join(","),
         700 * w.scale,
         300 * w.scale,
+        tenants.join(","),
         100 * w.scale,
         400 * w.scale
     );
@@ -286,9 +304,12 @@ fn run_differential(client: &mut Client, w: &Workload) -> Result<(), TestCaseErr
         let t = ms(now);
         store.set_test_clock(Some(t));
         match op {
-            Op::Ask { route, cost, priority, reserve, spend, max_wait_ms } => {
+            Op::Ask { route, cost, priority, reserve, spend, max_wait_ms, tenant } => {
                 let priority = Priority::ALL[usize::from(*priority)];
                 let mut base = Request::route(format!("r{route}")).cost(*cost).priority(priority);
+                if let (Some(t), false) = (tenant, w.tenants.is_empty()) {
+                    base = base.tenant(format!("t{}", t % w.tenants.len()));
+                }
                 if let Some((r, c, ttl)) = reserve {
                     base = base
                         .reserve(FollowUp::route(format!("r{r}")).cost(*c).ttl(Duration::from_millis(ttl * w.scale)));
