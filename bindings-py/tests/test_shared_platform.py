@@ -46,16 +46,19 @@ def config() -> Config:
         # 90 of BaseLinker's 100 a minute per token: a margin for the other integrations on the token.
         "limits": {"requests": {"kind": "window", "max": 90, "per": WINDOW_MS}},
         "global": ["requests"],
+        # A request whose completion never comes (its process died) holds its slot this long (60 s
+        # scaled), then counts as completed: the window frees it `per` later.
+        "lease_ttl": 60_000 / SCALE,
         "tenants": {**{shop: {"weight": w} for shop, w in WEIGHTS.items()}, "shop-new": {"weight": 1}},
     }
 
 
 async def python_process(port: int, account: str, url: str, token: str, shops: list[str], start: float,
-                         concurrency: int) -> tuple[list[tuple[str, float]], list[str]]:
+                         concurrency: int, seconds: float = SECONDS) -> tuple[list[tuple[str, float]], list[str]]:
     tc = SharedTrafficControl(config(), redis=aioredis.Redis(host="127.0.0.1", port=port), account=account)
     sends: list[tuple[str, float]] = []
     failures: list[str] = []
-    end = start + SECONDS
+    end = start + seconds
     async with httpx.AsyncClient() as http:
 
         async def loop(shop: str) -> None:
@@ -121,3 +124,46 @@ async def test_a_python_and_a_node_process_share_a_token_by_weight_through_redis
         assert abs(shares[shop] - fair[shop]) <= 0.05 * fair[shop], (shop, shares, fair)
     # The new shop's first request went within a window (it waits for the next free slot).
     assert node_report["newWait"] is not None and node_report["newWait"] <= WINDOW_MS + 500, node_report["newWait"]
+
+
+async def test_a_peer_process_killed_mid_run_leaks_no_capacity() -> None:
+    """The Node process is killed (SIGKILL) 3 s into the run, with requests waiting, registered and
+    in flight: its registrations lapse with the waiter TTL and its unfinished requests' slots with
+    the lease (2 s scaled) plus the window, so the Python process is back at the token's full rate
+    from then on, and the server never counts more than it allows."""
+    server = RedisServer.start()
+    mock = NodeMockBaseLinker(scale=SCALE)
+    token = "secret-1"
+    account = f"platform-dead-{time.time_ns()}"
+    start = time.time() + 1.5
+    seconds = 12.0
+    try:
+        options = {
+            "redisPort": server.port, "account": account, "config": config(), "url": mock.url, "token": token,
+            "shops": ["shop-b", "noisy"], "concurrency": 30, "start": start * 1000, "seconds": seconds,
+        }
+        node = await asyncio.create_subprocess_exec(
+            "node", str(WORKER), json.dumps(options), stdout=subprocess.PIPE, cwd=str(NODE)
+        )
+
+        async def kill() -> None:
+            await asyncio.sleep(start + 3.0 - time.time())
+            node.kill()
+            await node.wait()
+
+        (py_sends, py_failures), _ = await asyncio.gather(
+            python_process(server.port, account, mock.url, token, ["shop-a", "shop-c", "noisy"], start, 30, seconds),
+            kill(),
+        )
+        stats = mock.stats()
+    finally:
+        mock.close()
+        server.stop()
+    assert py_failures == [], py_failures
+    assert stats["blocks"] == 0, stats
+    assert stats["busiest"][token] <= 100, stats
+    # From 3 s (the kill) + 2 s (lease) + 2 s (window) on, the survivor has the whole window: 90 a
+    # window of 2 s plus each slot's latency, about 176 in 4 s; at least 85% of it.
+    late = [at for _, at in py_sends if 8_000 <= at <= 12_000]
+    print("survivor sends from 8 s to 12 s:", len(late), "blocks", stats["blocks"], "busiest", stats["busiest"])
+    assert len(late) >= 150, len(late)
