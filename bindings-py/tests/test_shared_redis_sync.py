@@ -86,6 +86,36 @@ def test_two_sync_controllers_in_threads_never_exceed_a_window_together(server: 
     assert a.waiting == 0 and b.waiting == 0
 
 
+def test_threads_of_two_tenants_are_served_by_weight(server: RedisServer) -> None:
+    """Weights 3 : 1 over threads of two sync controllers: with both tenants waiting, 16 goes after
+    the first window split 12 : 4 within the cross-process bound and one request of each more."""
+    cfg: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 100, "hold": "go"}}, "global": ["api"],
+                   "tenants": {"big": {"weight": 3}, "small": {"weight": 1}}}
+    acct = account("tenants")
+    a = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    b = SyncSharedTrafficControl(cfg, redis=client(server.port), account=acct)
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def one(tc: SyncSharedTrafficControl, tenant: str) -> None:
+        permit = tc.acquire("/x", tenant=tenant)
+        with lock:
+            order.append(tenant)
+        permit.complete(200)
+
+    threads = [threading.Thread(target=one, args=(a, "big")) for _ in range(20)]
+    threads += [threading.Thread(target=one, args=(b, "small")) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    a.close()
+    b.close()
+    split = order[2:18]
+    big, small = split.count("big"), split.count("small")
+    assert abs(big / 3 - small) <= 3 * (1 / 3 + 1), (big, small, order)
+
+
 def test_a_reservation_made_through_one_is_spent_through_the_other(server: RedisServer) -> None:
     acct = account("res")
     cfg: Config = {"limits": {"api": {"kind": "window", "max": 2, "per": 500, "hold": "go"}}, "global": ["api"]}
