@@ -9,7 +9,9 @@
 //! 3. priorities still come first, the window is never exceeded, and every request goes;
 //! 4. without tenants the order is arrival order.
 
-use std::collections::HashMap;
+mod support;
+
+use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
 use traffic_control_core::{
@@ -130,45 +132,12 @@ fn check(w: &Workload) -> Result<(), TestCaseError> {
         let within = goes[i..].iter().take_while(|(b, _)| *b < at + 100).count() as u64;
         prop_assert!(within <= w.max, "{} goes within 100 ms of {} ms", within, at);
     }
-    // (1) While every flooding class still waits, admissions split by weight.
-    let mut left: HashMap<Option<usize>, usize> = HashMap::new();
-    for &(tenant, n) in &w.floods {
-        *left.entry(tenant).or_default() += n;
-    }
-    let classes: Vec<Option<usize>> = left.keys().copied().collect();
-    let mut served: HashMap<Option<usize>, f64> = HashMap::new();
-    for &(at, id) in &goes {
-        let tenant = who[&id].0;
-        if late.is_some_and(|(l, _, _)| l == id) {
-            continue;
-        }
-        if classes.iter().any(|c| left[c] == 0) {
-            break; // a class ran out: the split is over
-        }
-        *left.get_mut(&tenant).expect("a flooding class") -= 1;
-        // Goes while the floods were still being submitted took free room at once, before every
-        // class was waiting.
-        if at == 0 {
-            continue;
-        }
-        *served.entry(tenant).or_default() += 1.0;
-        for &a in &classes {
-            for &b in &classes {
-                let (na, nb) = (served.get(&a).copied().unwrap_or(0.0), served.get(&b).copied().unwrap_or(0.0));
-                let (wa, wb) = (weight(w, a), weight(w, b));
-                prop_assert!(
-                    (na / wa - nb / wb).abs() <= 1.0 / wa + 1.0 / wb + 1e-9,
-                    "{:?} served {} (weight {}), {:?} served {} (weight {})",
-                    a,
-                    na,
-                    wa,
-                    b,
-                    nb,
-                    wb
-                );
-            }
-        }
-    }
+    // (1) While every flooding class still waits, admissions split by weight (the late request
+    // left out).
+    let counted = goes.iter().filter(|g| late.is_none_or(|(l, _, _)| l != g.1)).map(|&(at, id)| (at, who[&id].0, true));
+    let split = support::split_by_weight(counted, w.floods.iter().copied(), |c| weight(w, c), 1.0);
+    prop_assert!(split.is_ok(), "{}", split.unwrap_err());
+    let classes: HashSet<Option<usize>> = w.floods.iter().map(|f| f.0).collect();
     // (2) A newcomer (a tenant with no flood) waits behind at most one request of each other class
     // at its priority; above it, behind none; (3) below it, it waits for them all.
     if let (Some((id, submitted, at)), Some((tenant, _, _))) = (late, w.late) {

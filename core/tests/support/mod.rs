@@ -49,3 +49,46 @@ pub(crate) fn peak_in_window(sorted: &[u64], per: u64) -> usize {
     }
     best
 }
+
+/// Tenants served by weight while every flooding class still waits: at every go,
+/// `|n_a/w_a − n_b/w_b| <= factor (1/w_a + 1/w_b)` for any two flooding classes (start-time fair
+/// queuing's bound at `factor` 1). `goes`: in order, (instant ms, class, whether it is one of its
+/// class's flood: a late request of a flooding class counts as served without using up the flood);
+/// `floods`: per class, how many it flooded; `weight` of a class. The goes at 0 ms are not counted
+/// (they took free room as the floods came, before every class waited); the check ends when a
+/// class runs out. The error says which pair broke it.
+pub(crate) fn split_by_weight(
+    goes: impl IntoIterator<Item = (u64, Option<usize>, bool)>,
+    floods: impl IntoIterator<Item = (Option<usize>, usize)>,
+    weight: impl Fn(Option<usize>) -> f64,
+    factor: f64,
+) -> Result<(), String> {
+    let mut left: std::collections::HashMap<Option<usize>, usize> = std::collections::HashMap::new();
+    for (class, n) in floods {
+        *left.entry(class).or_default() += n;
+    }
+    let classes: Vec<Option<usize>> = left.keys().copied().collect();
+    let mut served: std::collections::HashMap<Option<usize>, f64> = std::collections::HashMap::new();
+    for (at, class, flood) in goes {
+        if classes.iter().any(|c| left[c] == 0) {
+            break;
+        }
+        if flood {
+            *left.get_mut(&class).expect("a flooding class") -= 1;
+        }
+        if at == 0 {
+            continue;
+        }
+        *served.entry(class).or_default() += 1.0;
+        for &a in &classes {
+            for &b in &classes {
+                let (na, nb) = (served.get(&a).copied().unwrap_or(0.0), served.get(&b).copied().unwrap_or(0.0));
+                let (wa, wb) = (weight(a), weight(b));
+                if (na / wa - nb / wb).abs() > factor * (1.0 / wa + 1.0 / wb) + 1e-9 {
+                    return Err(format!("{a:?} served {na} (weight {wa}), {b:?} served {nb} (weight {wb})"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
