@@ -1926,10 +1926,12 @@ fn run_tenants(client: &mut Client, w: &TenantWorkload) -> Result<(), TestCaseEr
     prop_assert!(split.is_ok(), "{}", split.unwrap_err());
     let classes: Vec<Option<usize>> = flooding.iter().copied().collect();
     // (2) A newcomer waits behind at most the requests of each other class whose start tags come
-    // first (one step of its own weight: w_c / w_new of them, at least one).
+    // first (one step of its own weight: w_c / w_new of them, at least one). Goes at the instant it
+    // went did not delay it: the processes take the room of one instant in the order they ask.
     if let (Some(id), Some((submitted, at)), Some((tenant, _, _))) = (late_id, late_at, w.late) {
         let pos = goes.iter().position(|g| g.1 == id).expect("the late request went");
-        let before = goes[submitted..pos].iter().filter(|g| g.0 > at).count();
+        let went = goes[pos].0;
+        let before = goes[submitted..pos].iter().filter(|g| g.0 > at && g.0 < went).count();
         let newcomer = !w.floods.iter().any(|f| f.0 == Some(tenant));
         let own = weight(Some(tenant));
         let bound = classes.iter().map(|c| (weight(*c) / own).ceil().max(1.0) as usize).sum::<usize>();
